@@ -1,0 +1,141 @@
+//! Configuration: the TOML file as serde reads it ([`file`]) and the validated [`Config`] the
+//! daemon runs from ([`build`]). Loading is two stages so that every problem can name the file,
+//! the key path and what is wrong before anything starts.
+//!
+//! Frontends refer to pools by index into [`Config::pools`]; names are resolved once here.
+
+pub mod build;
+pub mod file;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use build::{from_str, load, ConfigError};
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for messages), or a label such as `<inline>`.
+    pub source: PathBuf,
+    pub daemon: Daemon,
+    pub http: Vec<HttpFrontend>,
+    pub mysql: Vec<MysqlFrontend>,
+    pub pools: Vec<Pool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoDriver {
+    /// io_uring when the kernel allows it, epoll otherwise (logged).
+    Auto,
+    Uring,
+    Epoll,
+}
+
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// Resolved shard count (0 in the file means one per online CPU; resolved here, never 0).
+    pub shards: usize,
+    pub io_driver: IoDriver,
+    pub control_socket: PathBuf,
+    /// Client connections open at once across the process; beyond it accepts pause.
+    pub max_connections: usize,
+    /// How long `stop daemon` / SIGTERM lets in-flight requests finish.
+    pub stop_timeout: Duration,
+    /// Pin shard N to core N (mod online CPUs).
+    pub pin_cores: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpFrontend {
+    pub name: String,
+    pub listen: Vec<SocketAddr>,
+    /// Index into `Config::pools` for requests no route matches; `None` → 404.
+    pub default_pool: Option<usize>,
+    pub routes: Vec<Route>,
+    /// Host names this frontend answers for in absolute-form targets (plus every route's hosts).
+    pub server_names: Vec<HostPattern>,
+    pub keepalive_timeout: Duration,
+    pub client_header_timeout: Duration,
+    pub client_body_timeout: Duration,
+    pub send_timeout: Duration,
+    /// Largest request body accepted; `None` = unlimited.
+    pub max_body: Option<u64>,
+    /// Longest request line (method + target + version) → 414 beyond.
+    pub max_request_line: usize,
+    /// Largest request head in bytes → 431 beyond.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request head → 431 beyond.
+    pub max_headers: usize,
+}
+
+/// One `[[http.route]]`: every key given must match; first matching route wins.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub pool: usize,
+    pub host: Vec<HostPattern>,
+    pub path_prefix: Option<String>,
+    /// Lower-cased extensions without the dot.
+    pub file_type: Vec<String>,
+    pub url_regex: Option<regex::Regex>,
+    /// (lower-cased header name, value pattern)
+    pub header: Vec<(String, Glob)>,
+    /// (cookie name, exact case-sensitive; value pattern)
+    pub cookie: Vec<(String, Glob)>,
+}
+
+/// A host name pattern: exact (`example.com`) or wildcard (`*.example.com`, matching any
+/// non-empty label sequence before `.example.com`). Stored lower-case; matching ignores case
+/// and any `:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// The suffix including the leading dot, e.g. `.example.com`.
+    Suffix(String),
+}
+
+/// A value pattern where `*` matches any run of bytes (including none); everything else
+/// matches itself, case-sensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob(pub String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastRequests,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    /// No response head within this after the request was sent → 504.
+    pub response_timeout: Duration,
+    /// A server that refused or timed out a connect is skipped this long on every shard.
+    pub down_time: Duration,
+    /// Upstream connections per server per shard (busy + idle); requests beyond it wait.
+    pub max_connections_per_server: usize,
+    /// Idle keep-alive upstream connections kept per server per shard.
+    pub max_idle_per_server: usize,
+    /// An idle pooled upstream connection older than this is closed rather than reused.
+    pub idle_timeout: Duration,
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct MysqlFrontend {
+    pub name: String,
+    pub listen: Vec<SocketAddr>,
+    pub pool: usize,
+    pub client_idle_timeout: Duration,
+    /// Client connections this frontend holds at once (all shards); beyond it → MySQL ERR 1040.
+    pub max_connections: usize,
+}

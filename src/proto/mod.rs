@@ -1,0 +1,3 @@
+//! Pure protocol code: incremental parsers and writers that never touch a socket.
+pub mod http;
+pub mod mysql;

@@ -1,0 +1,1 @@
+//! Request routing (in progress).
