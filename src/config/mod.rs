@@ -77,7 +77,8 @@ pub struct Route {
     pub path_prefix: Option<String>,
     /// Lower-cased extensions without the dot.
     pub file_type: Vec<String>,
-    pub url_regex: Option<regex::Regex>,
+    /// Matched against the origin-form target (path and `?query`) as bytes.
+    pub url_regex: Option<regex::bytes::Regex>,
     /// (lower-cased header name, value pattern)
     pub header: Vec<(String, Glob)>,
     /// (cookie name, exact case-sensitive; value pattern)
