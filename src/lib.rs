@@ -13,6 +13,8 @@
 pub mod balance;
 pub mod config;
 pub mod control;
+pub mod daemon;
+pub mod demo;
 pub mod proto;
 pub mod proxy;
 pub mod route;

@@ -1,1 +1,115 @@
-fn main() {}
+//! `shardgate`: the daemon, its `ctl` client and a self-contained `demo`.
+//! The work lives in [`shardgate::daemon`]; this file maps the CLI onto it and results onto
+//! exit codes (0 ok, 1 runtime error, 2 bad configuration or usage).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "shardgate",
+    version,
+    about = "Sharded thread-per-core load balancer for HTTP/1.1 and MySQL"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        default_value = "/etc/shardgate/shardgate.toml",
+        global = true
+    )]
+    config: PathBuf,
+    /// Validate the configuration, print a one-line summary and exit (0 valid, 2 invalid).
+    #[arg(long)]
+    check: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Send one command to a running daemon's command socket and print the answer.
+    Ctl {
+        /// Command socket (default: daemon.control_socket of --config, else /run/shardgate/shardgate.sock).
+        #[arg(long, short = 's')]
+        socket: Option<PathBuf>,
+        /// The command, e.g. 'show stats' (try 'help').
+        #[arg(required = true, num_args = 1..)]
+        command: Vec<String>,
+    },
+    /// Run the proxy in front of two built-in demo backends that answer with their own name.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Shards (0 = one per CPU).
+        #[arg(long, default_value_t = 0)]
+        shards: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.cmd, Some(Cmd::Ctl { .. })) {
+        shardgate::daemon::block_stop_signals();
+    }
+    let code = match cli.cmd {
+        Some(Cmd::Ctl { socket, command }) => ctl(socket, &cli.config, &command.join(" ")),
+        Some(Cmd::Demo { listen, shards }) => shardgate::daemon::demo(&listen, shards),
+        None if cli.check => check(&cli.config),
+        None => match shardgate::config::load(&cli.config) {
+            Ok(config) => shardgate::daemon::run(config),
+            Err(e) => {
+                eprintln!("shardgate: {e}");
+                2
+            }
+        },
+    };
+    ExitCode::from(code)
+}
+
+fn check(path: &std::path::Path) -> u8 {
+    match shardgate::config::load(path) {
+        Ok(c) => {
+            let servers: usize = c.pools.iter().map(|p| p.servers.len()).sum();
+            println!(
+                "{}: ok: {} http frontend(s), {} mysql frontend(s), {} pool(s), {} server(s), {} shard(s)",
+                path.display(),
+                c.http.len(),
+                c.mysql.len(),
+                c.pools.len(),
+                servers,
+                c.daemon.shards
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("shardgate: {e}");
+            2
+        }
+    }
+}
+
+fn ctl(socket: Option<PathBuf>, config: &std::path::Path, command: &str) -> u8 {
+    let socket = socket.unwrap_or_else(|| match shardgate::config::load(config) {
+        Ok(c) => c.daemon.control_socket,
+        Err(_) => shardgate::control::default_socket(),
+    });
+    match shardgate::control::client(&socket, command) {
+        Ok(answer) => {
+            print!("{answer}");
+            if answer.starts_with("error:") {
+                1
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            eprintln!("shardgate ctl: cannot talk to {}: {e}", socket.display());
+            2
+        }
+    }
+}

@@ -1,1 +1,441 @@
-//! (in progress)
+//! The runtime seam: every use of monoio goes through here, so protocol and balancing code never
+//! see it, and the known pitfalls of monoio 0.2.4 (../shared/RUNTIME.md) are handled once:
+//!
+//! - Reads with a deadline use a *cancelable* read: on expiry the read is cancelled and then
+//!   awaited to completion, so bytes that raced the timer are returned, never dropped.
+//! - Connects never race a timer inside monoio (a dropped connect future leaks its fd): the
+//!   socket is created non-blocking by us, `connect(2)` is issued directly, and only the
+//!   writability wait (which owns no fd) is bounded by the deadline.
+//! - Listeners are SO_REUSEPORT so that every shard accepts on its own socket.
+//!
+//! All sockets are non-blocking (O_NONBLOCK). io_uring still completes reads and writes on them
+//! by polling internally; the epoll driver requires it; and it is what lets [`splice`] move
+//! bytes without blocking the shard.
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
+
+pub use monoio::io::Splitable;
+pub use monoio::net::{TcpListener, TcpStream};
+pub use monoio::spawn;
+pub use monoio::time::sleep;
+
+/// Milliseconds since the process started: the clock shared by every shard for down marks.
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// How a bounded read ended.
+#[derive(Debug)]
+pub enum Read {
+    /// This many bytes were appended to the buffer.
+    Data(usize),
+    /// The peer closed its side.
+    Eof,
+    /// The deadline passed with nothing read.
+    TimedOut,
+    /// The shard began draining while this (idle) read waited.
+    Drained,
+    Err(io::Error),
+}
+
+/// Append what the socket has into `buf`'s spare capacity (at least `min_spare` bytes of room are
+/// made first), waiting at most `timeout`, and giving up early if `drain` fires.
+pub async fn read_into(
+    stream: &mut TcpStream,
+    mut buf: Vec<u8>,
+    min_spare: usize,
+    timeout: Duration,
+    drain: Option<&Drain>,
+) -> (Read, Vec<u8>) {
+    if buf.capacity() - buf.len() < min_spare {
+        buf.reserve(min_spare);
+    }
+    let len = buf.len();
+    let cap = buf.capacity();
+    let canceller = Canceller::new();
+    let mut fut = pin!(stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle()));
+    let mut timer = pin!(sleep(timeout));
+    let mut drain_wait = drain.map(|d| d.wait());
+    let mut interrupted = None;
+    let early = poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            interrupted = Some(Read::TimedOut);
+            return Poll::Ready(None);
+        }
+        if let Some(w) = drain_wait.as_mut() {
+            if w.poll_drained(cx) {
+                interrupted = Some(Read::Drained);
+                return Poll::Ready(None);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    let (res, slice) = match early {
+        Some(r) => r,
+        None => {
+            // Cancel, then let the read finish: anything that had arrived is still delivered.
+            let _ = canceller.cancel();
+            fut.await
+        }
+    };
+    let buf = slice.into_inner();
+    let outcome = match res {
+        Ok(0) => match interrupted {
+            Some(i) => i,
+            None => Read::Eof,
+        },
+        Ok(n) => Read::Data(n),
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
+            interrupted.unwrap_or(Read::TimedOut)
+        }
+        Err(e) => match interrupted {
+            Some(i) => i,
+            None => Read::Err(e),
+        },
+    };
+    (outcome, buf)
+}
+
+/// Write all of `buf[range]`, each underlying write bounded by `timeout` (a peer that stops
+/// reading for that long is given up on; the connection is then closed by the caller, so a
+/// cancelled write losing its place does not matter).
+pub async fn write_all<B: IoBuf + 'static>(
+    stream: &mut TcpStream,
+    buf: B,
+    timeout: Duration,
+) -> (io::Result<()>, B) {
+    let fd = stream.as_raw_fd();
+    let mut fut = pin!(stream.write_all(buf));
+    let mut timer = pin!(sleep(timeout));
+    let done = poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    match done {
+        Some((r, b)) => (r.map(|_| ()), b),
+        None => {
+            // The write future owns the buffer; wait for it to finish after the socket is shut
+            // down so the buffer comes back and the operation cannot touch freed memory.
+            shutdown_fd(fd);
+            let (_, b) = fut.await;
+            (
+                Err(io::Error::new(io::ErrorKind::TimedOut, "send timeout")),
+                b,
+            )
+        }
+    }
+}
+
+/// Half-close our sending side (the peer reads EOF after what was sent).
+pub async fn shutdown_write(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+}
+
+fn shutdown_fd(fd: RawFd) {
+    // SAFETY: shutdown(2) on a descriptor we own; an invalid fd only yields EBADF.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own, with valid flag arguments.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Prepare an accepted client socket: non-blocking, no Nagle delay.
+pub fn prepare_accepted(stream: &TcpStream) {
+    let _ = set_nonblocking(stream.as_raw_fd());
+    let _ = stream.set_nodelay(true);
+}
+
+/// Connect to `addr`, giving up after `timeout`. A refused connect fails fast with
+/// `ConnectionRefused`; an expired one with `TimedOut`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    // SAFETY: the fd comes from `socket`, whose ownership moves into the std stream.
+    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    let stream = TcpStream::from_std(std_stream)?;
+    let outcome = self::timeout(timeout, stream.writable(false)).await;
+    match outcome {
+        None => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout")),
+        Some(Err(e)) => Err(e),
+        Some(Ok(())) => {
+            // The socket is writable: the connect finished, in success or failure.
+            let mut err: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into `err`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    stream.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    &mut err as *mut _ as *mut libc::c_void,
+                    &mut len,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if err != 0 {
+                return Err(io::Error::from_raw_os_error(err));
+            }
+            Ok(stream)
+        }
+    }
+}
+
+/// Bind a SO_REUSEPORT listener (one per shard per address).
+pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accept one connection; `Ok(None)` when `canceller` fired (the shard is draining).
+pub async fn accept(
+    listener: &TcpListener,
+    cancel: monoio::io::CancelHandle,
+) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+    match listener.cancelable_accept(cancel).await {
+        Ok(pair) => Ok(Some(pair)),
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub use monoio::io::Canceller as AcceptCanceller;
+
+/// A shard-local "stop waiting" signal: idle keep-alive reads wait on it so that a graceful
+/// stop closes them at once instead of after their keep-alive timeout.
+#[derive(Clone, Default)]
+pub struct Drain {
+    inner: Rc<DrainInner>,
+}
+
+#[derive(Default)]
+struct DrainInner {
+    fired: Cell<bool>,
+    // Slots of waiting futures; freed on drop so the table stays as large as the idle set.
+    slots: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl Drain {
+    pub fn fire(&self) {
+        self.inner.fired.set(true);
+        for w in self.inner.slots.borrow_mut().iter_mut() {
+            if let Some(w) = w.take() {
+                w.wake();
+            }
+        }
+    }
+
+    pub fn fired(&self) -> bool {
+        self.inner.fired.get()
+    }
+
+    fn wait(&self) -> DrainWait {
+        DrainWait {
+            drain: self.clone(),
+            slot: None,
+        }
+    }
+}
+
+struct DrainWait {
+    drain: Drain,
+    slot: Option<usize>,
+}
+
+impl DrainWait {
+    fn poll_drained(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        let inner = &self.drain.inner;
+        if inner.fired.get() {
+            return true;
+        }
+        let mut slots = inner.slots.borrow_mut();
+        let slot = *self
+            .slot
+            .get_or_insert_with(|| match inner.free.borrow_mut().pop() {
+                Some(i) => i,
+                None => {
+                    slots.push(None);
+                    slots.len() - 1
+                }
+            });
+        match &mut slots[slot] {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            s => *s = Some(cx.waker().clone()),
+        }
+        false
+    }
+}
+
+impl Drop for DrainWait {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            self.drain.inner.slots.borrow_mut()[i] = None;
+            self.drain.inner.free.borrow_mut().push(i);
+        }
+    }
+}
+
+/// A shard-local counting gate: bounded upstream connections per server. `acquire` waits for a
+/// free slot; `release` hands one back and wakes the oldest waiter.
+#[derive(Default)]
+pub struct Gate {
+    waiters: RefCell<std::collections::VecDeque<Waker>>,
+    free: Cell<usize>,
+}
+
+impl Gate {
+    pub fn new(slots: usize) -> Self {
+        Gate {
+            waiters: Default::default(),
+            free: Cell::new(slots),
+        }
+    }
+
+    /// Take a slot, waiting at most `timeout`; false when it expired.
+    pub async fn acquire(&self, timeout: Duration) -> bool {
+        if self.free.get() > 0 && self.waiters.borrow().is_empty() {
+            self.free.set(self.free.get() - 1);
+            return true;
+        }
+        let mut timer = pin!(sleep(timeout));
+        poll_fn(|cx| {
+            if self.free.get() > 0 {
+                self.free.set(self.free.get() - 1);
+                return Poll::Ready(true);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            self.waiters.borrow_mut().push_back(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    pub fn release(&self) {
+        self.free.set(self.free.get() + 1);
+        if let Some(w) = self.waiters.borrow_mut().pop_front() {
+            w.wake();
+        }
+    }
+}
+
+/// Await `fut`, returning `None` if `timeout` passes first. Only for futures that are safe to
+/// drop mid-way (no owned I/O, e.g. readiness waits and our own joins).
+pub async fn timeout<F: Future>(timeout: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let mut timer = pin!(sleep(timeout));
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Which I/O driver a shard ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Uring,
+    Epoll,
+}
+
+/// Is io_uring usable by this process (not blocked by seccomp, supported by the kernel)?
+pub fn uring_available() -> bool {
+    monoio::utils::detect_uring()
+}
+
+/// Build a runtime for the current thread and run `main` on it to completion.
+pub fn run_shard<F, Fut>(want: crate::config::IoDriver, entries: u32, main: F) -> io::Result<Driver>
+where
+    F: FnOnce(Driver) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use crate::config::IoDriver;
+    use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+    let forced_legacy = std::env::var_os("MONOIO_FORCE_LEGACY_DRIVER").is_some();
+    let try_uring = match want {
+        IoDriver::Epoll => false,
+        IoDriver::Uring => true,
+        IoDriver::Auto => !forced_legacy && uring_available(),
+    };
+    if try_uring {
+        match RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(entries)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => {
+                rt.block_on(main(Driver::Uring));
+                return Ok(Driver::Uring);
+            }
+            Err(e) if want == IoDriver::Auto => {
+                tracing::warn!(error = %e, "io_uring ring could not be built; falling back to epoll");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut rt = RuntimeBuilder::<LegacyDriver>::new()
+        .enable_timer()
+        .build()?;
+    rt.block_on(main(Driver::Epoll));
+    Ok(Driver::Epoll)
+}

@@ -148,13 +148,7 @@ impl Balancer {
 
     /// Fill `out` with the servers to try, best first; empty when every server is down or
     /// disabled. `scratch` is reused to avoid allocating per request.
-    pub fn candidates(
-        &mut self,
-        pool: &PoolShared,
-        now_ms: u64,
-        scratch: &mut Vec<usize>,
-        out: &mut Vec<usize>,
-    ) {
+    pub fn candidates(&mut self, pool: &PoolShared, now_ms: u64, scratch: &mut Vec<usize>, out: &mut Vec<usize>) {
         scratch.clear();
         out.clear();
         scratch.extend((0..pool.servers.len()).filter(|&i| pool.servers[i].is_usable(now_ms)));
@@ -176,9 +170,7 @@ pub(crate) fn test_pool(weights: &[u32], balance: Balance, shards: usize) -> Poo
         servers: weights
             .iter()
             .enumerate()
-            .map(|(i, &w)| {
-                ServerShared::new(format!("s{i}"), ([127, 0, 0, 1], 1000 + i as u16).into(), w, shards)
-            })
+            .map(|(i, &w)| ServerShared::new(format!("s{i}"), ([127, 0, 0, 1], 1000 + i as u16).into(), w, shards))
             .collect(),
     }
 }

@@ -12,7 +12,9 @@ pub struct SmoothWeighted {
 
 impl SmoothWeighted {
     pub fn new(servers: usize) -> Self {
-        SmoothWeighted { current: vec![0; servers] }
+        SmoothWeighted {
+            current: vec![0; servers],
+        }
     }
 }
 
