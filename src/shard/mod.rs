@@ -55,7 +55,9 @@ impl Shared {
             stats: (0..shards)
                 .map(|_| Arc::new(ShardStats::new(config.http.len())))
                 .collect(),
-            mysql_stats: (0..shards).map(|_| Arc::new(MysqlShardStats::default())).collect(),
+            mysql_stats: (0..shards)
+                .map(|_| Arc::new(MysqlShardStats::default()))
+                .collect(),
             http_names: config.http.iter().map(|f| f.name.clone()).collect(),
             stopping: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
@@ -115,7 +117,8 @@ pub fn bind_all(config: &Config) -> Result<Vec<Vec<(Front, std::net::TcpListener
             .enumerate()
             .flat_map(|(i, f)| f.listen.iter().map(move |a| (Front::Mysql(i), *a, &f.name)));
         for (front, addr, name) in http.chain(mysql) {
-            let l = bind_std(addr).map_err(|e| format!("frontend {name}: cannot listen on {addr}: {e}"))?;
+            let l = bind_std(addr)
+                .map_err(|e| format!("frontend {name}: cannot listen on {addr}: {e}"))?;
             ls.push((front, l));
         }
         per_shard.push(ls);
@@ -151,19 +154,23 @@ pub fn spawn(
         } else {
             None
         };
-        let h = std::thread::Builder::new().name(format!("shard-{id}")).spawn(move || {
-            if let Some(c) = core {
-                core_affinity::set_for_current(c);
-            }
-            let want = shared.config.daemon.io_driver;
-            let sh = shared.clone();
-            let res = rt::run_shard(want, RING_ENTRIES, move |driver| shard_main(id, sh, ls, driver));
-            if let Err(e) = res {
-                tracing::error!(shard = id, error = %e, "shard runtime failed to start");
-                shared.stopping.store(true, Ordering::SeqCst);
-            }
-            shared.running.fetch_sub(1, Ordering::SeqCst);
-        })?;
+        let h = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                if let Some(c) = core {
+                    core_affinity::set_for_current(c);
+                }
+                let want = shared.config.daemon.io_driver;
+                let sh = shared.clone();
+                let res = rt::run_shard(want, RING_ENTRIES, move |driver| {
+                    shard_main(id, sh, ls, driver)
+                });
+                if let Err(e) = res {
+                    tracing::error!(shard = id, error = %e, "shard runtime failed to start");
+                    shared.stopping.store(true, Ordering::SeqCst);
+                }
+                shared.running.fetch_sub(1, Ordering::SeqCst);
+            })?;
         handles.push(h);
     }
     Ok(handles)
@@ -220,7 +227,12 @@ async fn shard_main(
             }
         };
         let canceller = rt::AcceptCanceller::new();
-        rt::spawn(accept_loop(shard.clone(), listener, front, canceller.handle()));
+        rt::spawn(accept_loop(
+            shard.clone(),
+            listener,
+            front,
+            canceller.handle(),
+        ));
         cancellers.push(canceller);
     }
     crate::proxy::mysql::start_shard(&shard);
@@ -255,11 +267,19 @@ pub struct ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.shard.stats().active.sub(1);
-        self.shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        self.shard
+            .shared
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: rt::TcpListener, front: Front, cancel: monoio::io::CancelHandle) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: rt::TcpListener,
+    front: Front,
+    cancel: monoio::io::CancelHandle,
+) {
     let max = shard.shared.config.daemon.max_connections;
     let mut last_warn: Option<Instant> = None;
     loop {
@@ -282,14 +302,28 @@ async fn accept_loop(shard: Rc<Shard>, listener: rt::TcpListener, front: Front, 
                 st.accepted.add(1);
                 st.handled.add(1);
                 st.active.add(1);
-                let guard = ConnGuard { shard: shard.clone() };
+                let guard = ConnGuard {
+                    shard: shard.clone(),
+                };
                 match front {
                     Front::Http(i) => {
                         let fe = shard.http[i].clone();
-                        rt::spawn(crate::proxy::http::serve(shard.clone(), fe, stream, peer, guard));
+                        rt::spawn(crate::proxy::http::serve(
+                            shard.clone(),
+                            fe,
+                            stream,
+                            peer,
+                            guard,
+                        ));
                     }
                     Front::Mysql(i) => {
-                        rt::spawn(crate::proxy::mysql::serve_client(shard.clone(), i, stream, peer, guard));
+                        rt::spawn(crate::proxy::mysql::serve_client(
+                            shard.clone(),
+                            i,
+                            stream,
+                            peer,
+                            guard,
+                        ));
                     }
                 }
             }
