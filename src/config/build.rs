@@ -467,14 +467,22 @@ impl Builder<'_> {
                     format!("{s:?} is not IP:PORT (e.g. \"0.0.0.0:80\" or \"[::]:80\")"),
                 )
             })?;
+            if addr.port() != 0 && out.contains(&addr) {
+                return Err(self.err(&k, format!("{s:?} is listed twice")));
+            }
             // Every shard binds with SO_REUSEPORT, so an overlapping bind would not fail: two
-            // frontends would silently share the port's connections. Refuse it here.
+            // frontends would silently share the port's connections. Refuse it here. (Within
+            // one frontend, 0.0.0.0:80 beside [::]:80 is harmless: both serve the same site.)
             if let Some((_, other)) = seen.iter().find(|(a, _)| listen_overlaps(a, &addr)) {
                 return Err(self.err(&k, format!("{s:?} overlaps {other}")));
             }
-            seen.push((addr, k));
             out.push(addr);
         }
+        seen.extend(
+            out.iter()
+                .enumerate()
+                .map(|(i, a)| (*a, format!("{key}.listen[{i}]"))),
+        );
         Ok(out)
     }
 
@@ -1040,7 +1048,7 @@ pin_cores = false
 
 [[http]]
 name = "w"
-listen = ["127.0.0.1:1", "[::1]:1"]
+listen = ["0.0.0.0:1", "[::]:1"]
 max_body = "10m"
 max_request_line = 100
 max_header_bytes = 200
@@ -1067,6 +1075,11 @@ servers = [{ name = "x", addr = "localhost:3306", weight = 1000 }]
         assert_eq!(c.daemon.stop_timeout, Duration::ZERO);
         assert!(!c.daemon.pin_cores);
         let h = &c.http[0];
+        assert_eq!(
+            h.listen.len(),
+            2,
+            "IPv4 and IPv6 wildcards may share a frontend"
+        );
         assert_eq!(h.max_body, Some(10 << 20));
         assert_eq!(h.keepalive_timeout, Duration::from_secs(5400));
         assert_eq!(h.server_names[0], HostPattern::Exact("example.com".into()));
@@ -1199,6 +1212,10 @@ servers = [{ name = "x", addr = "localhost:3306", weight = 1000 }]
             ("[pool.b]\ndown_time = \"soon\"\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.down_time: \"soon\" is not a duration"),
             ("[pool.b]\nmax_connections_per_server = 0\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.max_connections_per_server: 0 is out of range"),
             ("[pool.b]\nmax_connections_per_server = 2\nmax_idle_per_server = 3\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.max_idle_per_server: 3 exceeds max_connections_per_server (2)"),
+            (
+                "[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
+                "http[1].listen[1]: \"127.0.0.1:1\" is listed twice",
+            ),
             // mysql
             ("[[mysql]]\nname = \"m\"\nlisten = [\"127.0.0.1:3306\"]\npool = \"none\"\n", "mysql[0].pool: no pool named \"none\""),
             ("[[mysql]]\nname = \"www\"\nlisten = [\"127.0.0.1:3306\"]\npool = \"app\"\n", "mysql[0].name: \"www\" is already the name of another frontend"),
