@@ -1053,7 +1053,8 @@ mod tests {
     #[test]
     fn target_forms() {
         // (input, origin, path, authority)
-        let cases: &[(&[u8], &[u8], &[u8], Option<&[u8]>)] = &[
+        type Case<'a> = (&'a [u8], &'a [u8], &'a [u8], Option<&'a [u8]>);
+        let cases: &[Case] = &[
             (
                 b"GET /x?y HTTP/1.1\r\nHost: a\r\n\r\n",
                 b"/x?y",
@@ -1382,7 +1383,7 @@ mod tests {
                 }
             }
             let cut = (rng.next() as usize) % (m.len() + 1);
-            let input = if rng.next() % 2 == 0 {
+            let input = if rng.next() & 1 == 0 {
                 &m[..]
             } else {
                 &m[..cut]
