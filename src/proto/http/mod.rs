@@ -79,9 +79,11 @@ pub struct RequestHead {
     /// The request-target exactly as sent.
     pub target: Span,
     /// The origin-form part of the target: path and query. For absolute-form targets this is
-    /// the part after the authority ("/" if empty); for asterisk-form, "*".
+    /// the part after the authority; an empty one reads "/" (the span is the last '/' of
+    /// "://"). Only "http://h?q" gives an origin starting with '?': writers put "/" before it.
+    /// For asterisk-form, "*".
     pub origin: Span,
-    /// The path alone (origin without `?query`).
+    /// The path alone (origin without `?query`); never empty ("/" as for `origin`).
     pub path: Span,
     /// The authority of an absolute-form target, if the target was absolute-form.
     pub absolute_authority: Option<Span>,

@@ -180,7 +180,11 @@ fn request(buf: &[u8], limits: &Limits, mut headers: Vec<HeaderSpan>) -> Result<
         _ => return Err(bad("invalid method")),
     }
     let t_start = m_end + 1;
-    let t_end = scan_vchar(line.w, t_start);
+    let rest = line.w.get(t_start..).unwrap_or_default();
+    let t_end = match memchr(b' ', rest) {
+        Some(off) if rest.get(..off).is_some_and(all_vchar) => t_start + off,
+        _ => scan_vchar(line.w, t_start),
+    };
     match line.at(t_end)? {
         b' ' if t_end > t_start => {}
         b' ' => return Err(bad("empty request-target")),
@@ -345,7 +349,19 @@ fn version(win: &Window, p: usize) -> Result<(u8, u8), Stop> {
 /// index (the LF after it is not checked here). HTAB and obs-text are allowed; other control
 /// characters, bare LF and a CR not followed by LF are 400.
 #[inline]
-fn line_rest(win: &Window, mut i: usize) -> Result<usize, Stop> {
+fn line_rest(win: &Window, i: usize) -> Result<usize, Stop> {
+    // Fast path: memchr finds the CR, a branch-free pass checks what lies before it. Any
+    // doubt goes to the exact scan below, which also names the error.
+    let rest = win.w.get(i..).unwrap_or_default();
+    if let Some(off) = memchr(b'\r', rest) {
+        if rest.get(..off).is_some_and(no_ctl) {
+            return Ok(i + off);
+        }
+    }
+    line_rest_slow(win, i)
+}
+
+fn line_rest_slow(win: &Window, mut i: usize) -> Result<usize, Stop> {
     loop {
         i = find_ctl(win.w, i);
         match win.at(i)? {
@@ -378,7 +394,11 @@ fn fields(
             b' ' | b'\t' => return Err(bad("obs-fold or whitespace before field name")),
             _ => {}
         }
-        let n_end = scan_token(win.w, pos);
+        let rest = win.w.get(pos..).unwrap_or_default();
+        let n_end = match memchr(b':', rest) {
+            Some(off) if rest.get(..off).is_some_and(all_tchar) => pos + off,
+            _ => scan_token(win.w, pos),
+        };
         match win.at(n_end)? {
             b':' if n_end > pos => {}
             // RFC 9112 §5.1: MUST reject whitespace between field name and colon.
@@ -741,6 +761,25 @@ static TCHAR: [bool; 256] = class(b"!#$%&'*+-.^_`|~", true);
 /// What a host[:port] may contain: unreserved, sub-delims, ':', '%' and IPv6 brackets
 /// (RFC 3986 §3.2.2); no '/', '@', whitespace or control characters.
 static AUTHORITY: [bool; 256] = class(b"-._~!$&'()*+,;=:%[]", true);
+
+// Whole-slice checks without early exit: no mispredicted branch per byte, and the compiler
+// vectorises the last two.
+#[inline]
+fn all_tchar(s: &[u8]) -> bool {
+    s.iter().fold(true, |ok, &b| ok & TCHAR[usize::from(b)])
+}
+
+#[inline]
+fn no_ctl(s: &[u8]) -> bool {
+    s.iter()
+        .fold(true, |ok, &b| ok & (b >= 0x20 || b == b'\t') & (b != 0x7f))
+}
+
+#[inline]
+fn all_vchar(s: &[u8]) -> bool {
+    s.iter()
+        .fold(true, |ok, &b| ok & (b.wrapping_sub(0x21) < 0x5e))
+}
 
 #[inline]
 fn scan_token(s: &[u8], mut i: usize) -> usize {
