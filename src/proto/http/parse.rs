@@ -246,7 +246,8 @@ fn request(buf: &[u8], limits: &Limits, mut headers: Vec<HeaderSpan>) -> Result<
         headers,
         framing,
         close: f.close || (minor_version == 0 && !f.keep_alive),
-        expect_continue: f.expect_continue,
+        // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
+        expect_continue: f.expect_continue && minor_version == 1,
         // RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored.
         upgrade_websocket: method == Method::Get
             && minor_version == 1
@@ -1083,6 +1084,36 @@ mod tests {
             assert_eq!(
                 ok(input).upgrade_websocket,
                 *ws,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn expect_continue_only_in_http_1_1() {
+        let cases: &[(&[u8], bool)] = &[
+            (
+                b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+                true,
+            ),
+            (
+                b"PUT / HTTP/1.1\r\nHost: a\r\nexpect:  100-CONTINUE \r\n\r\n",
+                true,
+            ),
+            (
+                b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n",
+                false,
+            ),
+            (
+                b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+                false,
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                ok(input).expect_continue,
+                *want,
                 "{:?}",
                 String::from_utf8_lossy(input)
             );

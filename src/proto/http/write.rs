@@ -90,12 +90,21 @@ struct Runs<'a> {
 
 impl Runs<'_> {
     #[inline]
-    fn keep(&mut self, h: &HeaderSpan) {
-        let end = h.value.end as usize;
-        match &mut self.run {
-            Some((_, e)) => *e = end,
-            None => self.run = Some((h.name.start as usize, end)),
+    fn keep(&mut self, h: &HeaderSpan, out: &mut Vec<u8>) {
+        let (start, end) = (h.name.start as usize, h.value.end as usize);
+        if let Some((_, e)) = &mut self.run {
+            // Only what the parser left between two fields (trailing OWS, CRLF) may be
+            // copied along: a caller that removed a field from the list must not see it back.
+            let gap = self.buf.get(*e..start).unwrap_or(b"x");
+            if let [ows @ .., b'\r', b'\n'] = gap {
+                if ows.iter().all(|&b| b == b' ' || b == b'\t') {
+                    *e = end;
+                    return;
+                }
+            }
+            self.flush(out);
         }
+        self.run = Some((start, end));
     }
 
     #[inline]
@@ -150,7 +159,7 @@ fn copy_fields(
         if dropped {
             runs.flush(out);
         } else {
-            runs.keep(h);
+            runs.keep(h, out);
         }
     }
     runs.flush(out);
@@ -245,6 +254,8 @@ pub fn write_response_head(
 
     if switching {
         out.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if head.status < 200 {
+        // Interim responses say nothing about the connection; the final one will.
     } else if !client_keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if client_http10 {
@@ -455,6 +466,13 @@ mod tests {
                 "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
             ),
             (
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                false,
+                true,
+                false,
+                "HTTP/1.1 100 Continue\r\n\r\n",
+            ),
+            (
                 b"HTTP/1.1 503 Busy \xe2\x9c\x97\r\nContent-Length: 0\r\n\r\n",
                 true,
                 false,
@@ -470,6 +488,25 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    /// A field the caller removed from the list is not copied back with its neighbours.
+    #[test]
+    fn removed_fields_stay_removed() {
+        let input =
+            b"GET / HTTP/1.1\r\nHost: h\r\nA: 1  \r\nX-Route: secret\r\nB: 2\r\nC: 3\r\n\r\n";
+        let mut head = match parse_request(input, &Limits::default(), Vec::new()) {
+            Ok(Status::Complete(h)) => h,
+            other => panic!("{other:?}"),
+        };
+        head.headers.remove(2);
+        let mut out = Vec::new();
+        write_request_head(input, &head, &info("1.2.3.4", false), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\nX-Forwarded-For: 1.2.3.4\r\n\
+             X-Forwarded-Proto: http\r\n\r\n"
+        );
     }
 
     #[test]
