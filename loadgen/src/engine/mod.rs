@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub(crate) use stats::{ErrorClass, Live, ThreadStats};
 
 /// What a protocol tells the engine after being fed bytes.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
     /// Need more bytes (anything in `out` is sent first).
     More,
