@@ -131,14 +131,24 @@ fn assert_refused(from: &str, to: &str, names: &[&str]) {
             check(&path)
         };
         let mode = if start_for_real { "start" } else { "--check" };
-        assert_eq!(r.code, Some(2), "{mode} with {to:?}: exit code (stdout {:?}, stderr {:?})", r.stdout, r.stderr);
+        assert_eq!(
+            r.code,
+            Some(2),
+            "{mode} with {to:?}: exit code (stdout {:?}, stderr {:?})",
+            r.stdout,
+            r.stderr
+        );
         assert!(
             r.stderr.contains(path.to_str().unwrap()) || r.stderr.contains("broken.toml"),
             "{mode} with {to:?}: stderr does not name the file: {:?}",
             r.stderr
         );
         for n in names {
-            assert!(r.stderr.contains(n), "{mode} with {to:?}: stderr does not name {n:?}: {:?}", r.stderr);
+            assert!(
+                r.stderr.contains(n),
+                "{mode} with {to:?}: stderr does not name {n:?}: {:?}",
+                r.stderr
+            );
         }
     }
     let _ = std::fs::remove_dir_all(dir);
@@ -146,32 +156,68 @@ fn assert_refused(from: &str, to: &str, names: &[&str]) {
 
 #[test]
 fn unknown_key_is_refused_with_its_name() {
-    assert_refused("keepalive_timeout = \"75s\"", "keepalive_timeout = \"75s\"\nkeep_alive_timeout = \"75s\"", &["keep_alive_timeout"]);
-    assert_refused("balance = \"round_robin\"", "balance = \"round_robin\"\nbogus = 1", &["bogus"]);
+    assert_refused(
+        "keepalive_timeout = \"75s\"",
+        "keepalive_timeout = \"75s\"\nkeep_alive_timeout = \"75s\"",
+        &["keep_alive_timeout"],
+    );
+    assert_refused(
+        "balance = \"round_robin\"",
+        "balance = \"round_robin\"\nbogus = 1",
+        &["bogus"],
+    );
 }
 
 #[test]
 fn bad_duration_is_refused_with_its_key() {
-    assert_refused("keepalive_timeout = \"75s\"", "keepalive_timeout = \"75 parsecs\"", &["keepalive_timeout"]);
-    assert_refused("connect_timeout = \"500ms\"", "connect_timeout = \"soon\"", &["connect_timeout"]);
+    assert_refused(
+        "keepalive_timeout = \"75s\"",
+        "keepalive_timeout = \"75 parsecs\"",
+        &["keepalive_timeout"],
+    );
+    assert_refused(
+        "connect_timeout = \"500ms\"",
+        "connect_timeout = \"soon\"",
+        &["connect_timeout"],
+    );
 }
 
 #[test]
 fn unknown_pool_reference_is_refused() {
-    assert_refused("default_pool = \"app\"", "default_pool = \"nope\"", &["default_pool", "nope"]);
+    assert_refused(
+        "default_pool = \"app\"",
+        "default_pool = \"nope\"",
+        &["default_pool", "nope"],
+    );
     assert_refused("pool = \"api\"", "pool = \"missing\"", &["missing"]);
 }
 
 #[test]
 fn bad_regex_is_refused_with_its_key() {
-    assert_refused("url_regex = \"^/api/v[0-9]+/\"", "url_regex = \"^/api/v[0-9+/\"", &["url_regex"]);
+    assert_refused(
+        "url_regex = \"^/api/v[0-9]+/\"",
+        "url_regex = \"^/api/v[0-9+/\"",
+        &["url_regex"],
+    );
 }
 
 #[test]
 fn bad_values_are_refused() {
-    assert_refused("balance = \"round_robin\"", "balance = \"random_guess\"", &["balance"]);
-    assert_refused("addr = \"127.0.0.1:2\"", "addr = \"not an address\"", &["addr"]);
-    assert_refused("io_driver = \"epoll\"", "io_driver = \"kqueue\"", &["io_driver"]);
+    assert_refused(
+        "balance = \"round_robin\"",
+        "balance = \"random_guess\"",
+        &["balance"],
+    );
+    assert_refused(
+        "addr = \"127.0.0.1:2\"",
+        "addr = \"not an address\"",
+        &["addr"],
+    );
+    assert_refused(
+        "io_driver = \"epoll\"",
+        "io_driver = \"kqueue\"",
+        &["io_driver"],
+    );
 }
 
 #[test]
@@ -182,8 +228,17 @@ fn missing_file_is_refused_and_named() {
         let mut all: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), path.as_os_str()];
         all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
         let r = run(&all);
-        assert_eq!(r.code, Some(2), "missing file {args:?}: stderr {:?}", r.stderr);
-        assert!(r.stderr.contains("does-not-exist.toml"), "stderr does not name the file: {:?}", r.stderr);
+        assert_eq!(
+            r.code,
+            Some(2),
+            "missing file {args:?}: stderr {:?}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains("does-not-exist.toml"),
+            "stderr does not name the file: {:?}",
+            r.stderr
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -193,7 +248,11 @@ fn invalid_toml_is_refused() {
     let (dir, path) = write_config("[daemon\nshards = 1\n");
     let r = check(&path);
     assert_eq!(r.code, Some(2), "stderr {:?}", r.stderr);
-    assert!(r.stderr.contains("broken.toml"), "stderr does not name the file: {:?}", r.stderr);
+    assert!(
+        r.stderr.contains("broken.toml"),
+        "stderr does not name the file: {:?}",
+        r.stderr
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -201,10 +260,23 @@ fn invalid_toml_is_refused() {
 fn check_on_a_good_config_prints_one_line_and_exits_0() {
     let (dir, path) = write_config(GOOD);
     let r = check(&path);
-    assert_eq!(r.code, Some(0), "--check on a good config: stdout {:?} stderr {:?}", r.stdout, r.stderr);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "--check on a good config: stdout {:?} stderr {:?}",
+        r.stdout,
+        r.stderr
+    );
     let summary = r.stdout.trim_end();
-    assert!(!summary.is_empty() && !summary.contains('\n'), "one-line summary expected, got {:?}", r.stdout);
-    assert!(!Path::new("/tmp/shardgate-config-test-never-created.sock").exists(), "--check created the control socket");
+    assert!(
+        !summary.is_empty() && !summary.contains('\n'),
+        "one-line summary expected, got {:?}",
+        r.stdout
+    );
+    assert!(
+        !Path::new("/tmp/shardgate-config-test-never-created.sock").exists(),
+        "--check created the control socket"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -212,16 +284,33 @@ fn check_on_a_good_config_prints_one_line_and_exits_0() {
 fn the_issue_example_config_checks() {
     let (dir, path) = write_config(ISSUE_EXAMPLE);
     let r = check(&path);
-    assert_eq!(r.code, Some(0), "issue 2's example: stdout {:?} stderr {:?}", r.stdout, r.stderr);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "issue 2's example: stdout {:?} stderr {:?}",
+        r.stdout,
+        r.stderr
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn the_sample_config_in_the_repository_checks() {
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/shardgate.toml");
-    assert!(sample.exists(), "{} is missing (issue 2 asks for a complete commented example)", sample.display());
+    assert!(
+        sample.exists(),
+        "{} is missing (issue 2 asks for a complete commented example)",
+        sample.display()
+    );
     let r = check(&sample);
-    assert_eq!(r.code, Some(0), "{}: stdout {:?} stderr {:?}", sample.display(), r.stdout, r.stderr);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "{}: stdout {:?} stderr {:?}",
+        sample.display(),
+        r.stdout,
+        r.stderr
+    );
 }
 
 #[test]
@@ -230,5 +319,9 @@ fn usage_errors_exit_2() {
     assert_eq!(r.code, Some(2), "stderr {:?}", r.stderr);
     let r = run(&["--version".as_ref()]);
     assert_eq!(r.code, Some(0), "--version: {:?}", r.stderr);
-    assert!(r.stdout.contains(env!("CARGO_PKG_VERSION")), "--version prints the version: {:?}", r.stdout);
+    assert!(
+        r.stdout.contains(env!("CARGO_PKG_VERSION")),
+        "--version prints the version: {:?}",
+        r.stdout
+    );
 }

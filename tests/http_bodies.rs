@@ -30,7 +30,10 @@ servers = [ {{ name = "app", addr = "{{app}}" }} ]
 
 #[test]
 fn harness_websocket_accept_matches_rfc6455_example() {
-    assert_eq!(websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaGlZfu8pXJfo2S3qE=");
+    assert_eq!(
+        websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
 }
 
 #[test]
@@ -41,18 +44,45 @@ fn uploads_by_length_and_chunked_arrive_intact() {
         let body = pattern(7, len);
         c.send(&req("POST", "/echo", "h", &[], &body));
         let resp = c.read_response();
-        assert_eq!(resp.body_str(), format!("{} {len}", sha256_hex(&body)), "CL upload of {len}: {}", resp.summary());
+        assert_eq!(
+            resp.body_str(),
+            format!("{} {len}", sha256_hex(&body)),
+            "CL upload of {len}: {}",
+            resp.summary()
+        );
 
-        let mut raw = req("POST", "/echo", "h", &[("Transfer-Encoding", "chunked")], b"");
+        let mut raw = req(
+            "POST",
+            "/echo",
+            "h",
+            &[("Transfer-Encoding", "chunked")],
+            b"",
+        );
         raw.extend(wire::encode_chunked(&body, &[1, 100, 8192, 3]));
         c.send(&raw);
         let resp = c.read_response();
-        assert_eq!(resp.body_str(), format!("{} {len}", sha256_hex(&body)), "chunked upload of {len}: {}", resp.summary());
+        assert_eq!(
+            resp.body_str(),
+            format!("{} {len}", sha256_hex(&body)),
+            "chunked upload of {len}: {}",
+            resp.summary()
+        );
     }
     // An empty chunked body.
-    c.send(&req("POST", "/echo", "h", &[("Transfer-Encoding", "chunked")], b"0\r\n\r\n"));
+    c.send(&req(
+        "POST",
+        "/echo",
+        "h",
+        &[("Transfer-Encoding", "chunked")],
+        b"0\r\n\r\n",
+    ));
     let resp = c.read_response();
-    assert_eq!(resp.body_str(), format!("{} 0", sha256_hex(b"")), "{}", resp.summary());
+    assert_eq!(
+        resp.body_str(),
+        format!("{} 0", sha256_hex(b"")),
+        "{}",
+        resp.summary()
+    );
 }
 
 #[test]
@@ -63,12 +93,23 @@ fn downloads_by_length_and_chunked_arrive_intact() {
         let resp = c.get(&format!("/download/{len}"), "h");
         assert_eq!(resp.status, 200);
         assert_eq!(resp.body.len(), len, "length download");
-        assert!(resp.body == pattern(0, len), "length download of {len} corrupted");
+        assert!(
+            resp.body == pattern(0, len),
+            "length download of {len} corrupted"
+        );
 
         let resp = c.get(&format!("/chunked/{len}"), "h");
         assert_eq!(resp.status, 200);
-        assert_eq!(resp.body.len(), len, "chunked download: {}", resp.head.start_line);
-        assert!(resp.body == pattern(0, len), "chunked download of {len} corrupted");
+        assert_eq!(
+            resp.body.len(),
+            len,
+            "chunked download: {}",
+            resp.head.start_line
+        );
+        assert!(
+            resp.body == pattern(0, len),
+            "chunked download of {len} corrupted"
+        );
     }
 }
 
@@ -82,22 +123,44 @@ fn fifty_mib_upload_and_download_are_intact() {
     let resp = c.get(&format!("/download/{len}"), "h");
     assert_eq!(resp.status, 200, "{}", resp.head.start_line);
     assert_eq!(resp.body.len(), len);
-    assert_eq!(sha256_hex(&resp.body), pattern_sha256(len as u64), "50 MiB download corrupted");
+    assert_eq!(
+        sha256_hex(&resp.body),
+        pattern_sha256(len as u64),
+        "50 MiB download corrupted"
+    );
     drop(resp);
 
     let body = pattern(0, len);
     c.send(&req("POST", "/echo", "h", &[], &body));
     let resp = c.read_response();
-    assert_eq!(resp.body_str(), format!("{} {len}", pattern_sha256(len as u64)), "50 MiB upload");
+    assert_eq!(
+        resp.body_str(),
+        format!("{} {len}", pattern_sha256(len as u64)),
+        "50 MiB upload"
+    );
 
     // Chunked in both directions too, smaller.
     let resp = c.get(&format!("/chunked/{}", 8 * MIB), "h");
-    assert_eq!(sha256_hex(&resp.body), pattern_sha256(8 * MIB as u64), "8 MiB chunked download");
-    let mut raw = req("POST", "/echo", "h", &[("Transfer-Encoding", "chunked")], b"");
+    assert_eq!(
+        sha256_hex(&resp.body),
+        pattern_sha256(8 * MIB as u64),
+        "8 MiB chunked download"
+    );
+    let mut raw = req(
+        "POST",
+        "/echo",
+        "h",
+        &[("Transfer-Encoding", "chunked")],
+        b"",
+    );
     raw.extend(wire::encode_chunked(&body[..8 * MIB], &[65536, 1000, 1]));
     c.send(&raw);
     let resp = c.read_response();
-    assert_eq!(resp.body_str(), format!("{} {}", pattern_sha256(8 * MIB as u64), 8 * MIB), "8 MiB chunked upload");
+    assert_eq!(
+        resp.body_str(),
+        format!("{} {}", pattern_sha256(8 * MIB as u64), 8 * MIB),
+        "8 MiB chunked upload"
+    );
 }
 
 #[test]
@@ -109,16 +172,31 @@ fn head_204_and_304_carry_no_body() {
     c.send(&req("HEAD", "/download/5000", "h", &[], b""));
     let resp = c.read_head_response();
     assert_eq!(resp.status, 200);
-    assert_eq!(resp.header("content-length"), Some("5000"), "HEAD keeps the length: {}", resp.summary());
+    assert_eq!(
+        resp.header("content-length"),
+        Some("5000"),
+        "HEAD keeps the length: {}",
+        resp.summary()
+    );
     let next = c.get("/after-head", "h");
-    assert_eq!(next.header("x-target"), Some("/after-head"), "after HEAD: {}", next.summary());
+    assert_eq!(
+        next.header("x-target"),
+        Some("/after-head"),
+        "after HEAD: {}",
+        next.summary()
+    );
 
     for code in [204u16, 304] {
         c.send(&req("GET", &format!("/status/{code}"), "h", &[], b""));
         let resp = c.read_response();
         assert_eq!(resp.status, code, "{}", resp.summary());
         let next = c.get(&format!("/after-{code}"), "h");
-        assert_eq!(next.header("x-target").map(String::from), Some(format!("/after-{code}")), "after {code}: {}", next.summary());
+        assert_eq!(
+            next.header("x-target").map(String::from),
+            Some(format!("/after-{code}")),
+            "after {code}: {}",
+            next.summary()
+        );
     }
 
     // Pipelined, so nothing can hide between them.
@@ -131,7 +209,12 @@ fn head_204_and_304_carry_no_body() {
     assert_eq!(c.read_response().status, 304);
     assert_eq!(c.read_response().status, 204);
     let last = c.read_response();
-    assert_eq!((last.status, last.body_str().as_str()), (200, "app"), "{}", last.summary());
+    assert_eq!(
+        (last.status, last.body_str().as_str()),
+        (200, "app"),
+        "{}",
+        last.summary()
+    );
 }
 
 #[test]
@@ -140,7 +223,12 @@ fn close_delimited_response_is_relayed_then_client_closed() {
     let mut c = Conn::connect(p.addr("web"));
     c.send(&req("GET", "/close", "h", &[], b""));
     let resp = c.read_response();
-    assert_eq!((resp.status, resp.body_str().as_str()), (200, "app"), "{}", resp.summary());
+    assert_eq!(
+        (resp.status, resp.body_str().as_str()),
+        (200, "app"),
+        "{}",
+        resp.summary()
+    );
     if resp.framing != client::Framing::Close {
         c.expect_closed(Duration::from_secs(5));
     }
@@ -148,7 +236,11 @@ fn close_delimited_response_is_relayed_then_client_closed() {
     let mut c = Conn::connect(p.addr("web"));
     c.send(&req("GET", "/close/300000", "h", &[], b""));
     let resp = c.read_response();
-    assert!(resp.body == pattern(0, 300_000), "close-delimited 300000 bytes: got {}", resp.body.len());
+    assert!(
+        resp.body == pattern(0, 300_000),
+        "close-delimited 300000 bytes: got {}",
+        resp.body.len()
+    );
     if resp.framing != client::Framing::Close {
         c.expect_closed(Duration::from_secs(5));
     }
@@ -166,11 +258,23 @@ fn expect_100_continue_is_answered_by_the_proxy_before_the_body() {
         &[("Content-Length", "5000"), ("Expect", "100-continue")],
         b"",
     ));
-    let first = c.try_read_message(false).unwrap_or_else(|e| panic!("waiting for 100 Continue before sending the body: {e}"));
-    assert_eq!(first.head.start_line, "HTTP/1.1 100 Continue", "{}", first.summary());
+    let first = c
+        .try_read_message(false)
+        .unwrap_or_else(|e| panic!("waiting for 100 Continue before sending the body: {e}"));
+    assert_eq!(
+        first.head.start_line,
+        "HTTP/1.1 100 Continue",
+        "{}",
+        first.summary()
+    );
     c.send(&body);
     let resp = c.read_response();
-    assert_eq!(resp.body_str(), format!("{} 5000", sha256_hex(&body)), "{}", resp.summary());
+    assert_eq!(
+        resp.body_str(),
+        format!("{} 5000", sha256_hex(&body)),
+        "{}",
+        resp.summary()
+    );
 
     // Too large with Expect: 413 straight away, no 100, then close.
     let mut c = Conn::connect(p.addr("web"));
@@ -181,7 +285,9 @@ fn expect_100_continue_is_answered_by_the_proxy_before_the_body() {
         &[("Content-Length", "2000000"), ("Expect", "100-continue")],
         b"",
     ));
-    let first = c.try_read_message(false).expect("a final answer to an oversized Expect request");
+    let first = c
+        .try_read_message(false)
+        .expect("a final answer to an oversized Expect request");
     assert_eq!(first.status, 413, "{}", first.summary());
     c.expect_closed(Duration::from_secs(5));
 }
@@ -205,10 +311,21 @@ fn websocket_upgrade_tunnels_bytes_both_ways() {
     ));
     let resp = c.read_response();
     assert_eq!(resp.status, 101, "{}", resp.summary());
-    assert_eq!(resp.header("sec-websocket-accept"), Some(websocket_accept(key).as_str()));
-    assert!(resp.head.has_token("upgrade", "websocket"), "{}", resp.summary());
+    assert_eq!(
+        resp.header("sec-websocket-accept"),
+        Some(websocket_accept(key).as_str())
+    );
+    assert!(
+        resp.head.has_token("upgrade", "websocket"),
+        "{}",
+        resp.summary()
+    );
     let seen = app.last_head().unwrap();
-    assert!(seen.has_token("upgrade", "websocket"), "Upgrade not forwarded: {:?}", seen.headers);
+    assert!(
+        seen.has_token("upgrade", "websocket"),
+        "Upgrade not forwarded: {:?}",
+        seen.headers
+    );
 
     // Arbitrary bytes (not even valid frames: the tunnel must not care), small then large.
     for len in [5usize, 200_000] {
@@ -238,7 +355,11 @@ fn curl_get_upload_and_keep_alive() {
     let (p, app) = one_backend("");
     let base = format!("http://127.0.0.1:{}", p.port("web"));
     let (code, out, err) = curl(&[&format!("{base}/plain")]);
-    assert_eq!((code, String::from_utf8_lossy(&out).as_ref()), (0, "app"), "curl: {err}");
+    assert_eq!(
+        (code, String::from_utf8_lossy(&out).as_ref()),
+        (0, "app"),
+        "curl: {err}"
+    );
 
     // A 2 MiB PUT: curl sends Expect: 100-continue for it.
     let file = p.dir.join("upload.bin");
@@ -246,7 +367,10 @@ fn curl_get_upload_and_keep_alive() {
     std::fs::write(&file, &body).unwrap();
     let (code, out, err) = curl(&["-T", file.to_str().unwrap(), &format!("{base}/echo")]);
     assert_eq!(code, 0, "curl -T: {err}");
-    assert_eq!(String::from_utf8_lossy(&out), format!("{} {}", sha256_hex(&body), 2 * MIB));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("{} {}", sha256_hex(&body), 2 * MIB)
+    );
     let seen = app.last_head().unwrap();
     assert_eq!(seen.start_line, "PUT /echo HTTP/1.1");
 
@@ -259,7 +383,10 @@ fn curl_get_upload_and_keep_alive() {
         &format!("{base}/echo"),
     ]);
     assert_eq!(code, 0, "curl chunked: {err}");
-    assert_eq!(String::from_utf8_lossy(&out), format!("{} {}", sha256_hex(&body), 2 * MIB));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("{} {}", sha256_hex(&body), 2 * MIB)
+    );
 
     // Several URLs in one run: curl keeps the connection alive between them.
     let (code, out, err) = curl(&[
@@ -279,5 +406,9 @@ fn curl_get_upload_and_keep_alive() {
         assert_eq!(code, 0, "{err}");
         sha256_hex(&out)
     };
-    assert_eq!(resp_sha, pattern_sha256(MIB as u64), "curl chunked download");
+    assert_eq!(
+        resp_sha,
+        pattern_sha256(MIB as u64),
+        "curl chunked download"
+    );
 }

@@ -38,11 +38,16 @@ fn stats(p: &Proxy) -> HashMap<String, i64> {
 }
 
 fn stat(s: &HashMap<String, i64>, key: &str) -> i64 {
-    *s.get(key).unwrap_or_else(|| panic!("`show stats` has no line `{key}: N`: {s:?}"))
+    *s.get(key)
+        .unwrap_or_else(|| panic!("`show stats` has no line `{key}: N`: {s:?}"))
 }
 
 /// Polls `show stats` until `pred` holds (bounded), returning the last snapshot.
-fn stats_until(p: &Proxy, what: &str, pred: impl Fn(&HashMap<String, i64>) -> bool) -> HashMap<String, i64> {
+fn stats_until(
+    p: &Proxy,
+    what: &str,
+    pred: impl Fn(&HashMap<String, i64>) -> bool,
+) -> HashMap<String, i64> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let s = stats(p);
@@ -67,7 +72,10 @@ fn help_lists_the_commands_and_bad_commands_fail() {
     }
     for bad in ["frobnicate", "show", "show nothing", ""] {
         let (code, out, err) = p.ctl_full(bad);
-        assert_eq!(code, 1, "ctl {bad:?} should exit 1 (stdout {out:?}, stderr {err:?})");
+        assert_eq!(
+            code, 1,
+            "ctl {bad:?} should exit 1 (stdout {out:?}, stderr {err:?})"
+        );
         assert!(
             out.trim_start().starts_with("error:") || err.trim_start().starts_with("error:"),
             "ctl {bad:?}: no error line (stdout {out:?}, stderr {err:?})"
@@ -90,8 +98,16 @@ fn ctl_without_a_daemon_exits_2() {
 fn show_stats_follows_known_traffic() {
     let app = Backend::start("app");
     let p = proxy_for(&app, "");
-    let base = stats_until(&p, "connections.active: 0", |s| stat(s, "connections.active") == 0);
-    for k in ["connections.reading", "connections.writing", "connections.waiting"] {
+    // The harness's start-up probe (one connection per listen address) must be counted and
+    // gone before the baseline is taken.
+    let base = stats_until(&p, "the start-up probe accepted and closed", |s| {
+        stat(s, "connections.active") == 0 && stat(s, "connections.accepted") >= 1
+    });
+    for k in [
+        "connections.reading",
+        "connections.writing",
+        "connections.waiting",
+    ] {
         assert_eq!(stat(&base, k), 0, "{k} with no client connected: {base:?}");
     }
 
@@ -103,9 +119,15 @@ fn show_stats_follows_known_traffic() {
     let mut slow = Conn::connect(p.addr("web"));
     slow.send(&req("GET", "/delay/1500", "h", &[], b""));
 
-    let s = stats_until(&p, "3 active connections", |s| stat(s, "connections.active") == 3);
+    let s = stats_until(&p, "3 active connections", |s| {
+        stat(s, "connections.active") == 3
+    });
     let line = |s: &HashMap<String, i64>| {
-        (stat(s, "connections.reading"), stat(s, "connections.writing"), stat(s, "connections.waiting"))
+        (
+            stat(s, "connections.reading"),
+            stat(s, "connections.writing"),
+            stat(s, "connections.waiting"),
+        )
     };
     let s = if line(&s) == (1, 1, 1) {
         s
@@ -114,10 +136,21 @@ fn show_stats_follows_known_traffic() {
         thread::sleep(Duration::from_millis(300));
         stats(&p)
     };
-    assert_eq!(line(&s), (1, 1, 1), "(reading, writing, waiting) with one of each: {s:?}");
-    assert_eq!(stat(&s, "connections.accepted") - stat(&base, "connections.accepted"), 3, "{s:?}");
+    assert_eq!(
+        line(&s),
+        (1, 1, 1),
+        "(reading, writing, waiting) with one of each: {s:?}"
+    );
+    assert_eq!(
+        stat(&s, "connections.accepted") - stat(&base, "connections.accepted"),
+        3,
+        "{s:?}"
+    );
     let done = stat(&s, "requests") - stat(&base, "requests");
-    assert!((1..=2).contains(&done), "requests after 1 finished and 1 in flight: {done} ({s:?})");
+    assert!(
+        (1..=2).contains(&done),
+        "requests after 1 finished and 1 in flight: {done} ({s:?})"
+    );
 
     half.send(b"st: h\r\n\r\n");
     assert_eq!(half.read_response().status, 200);
@@ -131,8 +164,16 @@ fn show_stats_follows_known_traffic() {
 
     drop((idle, half, slow));
     let s = stats_until(&p, "0 active", |s| stat(s, "connections.active") == 0);
-    assert_eq!(stat(&s, "connections.accepted") - stat(&base, "connections.accepted"), 3, "{s:?}");
-    assert_eq!(stat(&s, "connections.handled") - stat(&base, "connections.handled"), 3, "{s:?}");
+    assert_eq!(
+        stat(&s, "connections.accepted") - stat(&base, "connections.accepted"),
+        3,
+        "{s:?}"
+    );
+    assert_eq!(
+        stat(&s, "connections.handled") - stat(&base, "connections.handled"),
+        3,
+        "{s:?}"
+    );
     assert_eq!(line(&s), (0, 0, 0), "{s:?}");
     assert_eq!(stat(&s, "requests") - stat(&base, "requests"), 6, "{s:?}");
 }
@@ -162,7 +203,15 @@ fn show_traffic_http_counts_per_site() {
     let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
     assert_eq!(
         header,
-        ["frontend", "site", "requests", "bytes_in", "bytes_out", "time_total_ms", "time_mean_ms"],
+        [
+            "frontend",
+            "site",
+            "requests",
+            "bytes_in",
+            "bytes_out",
+            "time_total_ms",
+            "time_mean_ms"
+        ],
         "header line of:\n{out}"
     );
     let mut rows: HashMap<String, Vec<u64>> = HashMap::new();
@@ -171,20 +220,46 @@ fn show_traffic_http_counts_per_site() {
         assert_eq!(cols.len(), 7, "row {l:?} of:\n{out}");
         let nums: Vec<u64> = cols[2..]
             .iter()
-            .map(|n| n.parse::<f64>().unwrap_or_else(|_| panic!("non-numeric {n:?} in {l:?}")) as u64)
+            .map(|n| {
+                n.parse::<f64>()
+                    .unwrap_or_else(|_| panic!("non-numeric {n:?} in {l:?}")) as u64
+            })
             .collect();
         assert_eq!(cols[0], "web", "frontend column: {l:?}");
-        assert!(rows.insert(cols[1].to_string(), nums).is_none(), "site {} listed twice:\n{out}", cols[1]);
+        assert!(
+            rows.insert(cols[1].to_string(), nums).is_none(),
+            "site {} listed twice:\n{out}",
+            cols[1]
+        );
     }
-    let row = |site: &str| rows.get(site).unwrap_or_else(|| panic!("no row for {site}:\n{out}")).clone();
+    let row = |site: &str| {
+        rows.get(site)
+            .unwrap_or_else(|| panic!("no row for {site}:\n{out}"))
+            .clone()
+    };
     let (a, b, cc) = (row("a.example"), row("b.example"), row("c.example"));
     assert_eq!(rows.len(), 3, "exactly the three sites:\n{out}");
     assert_eq!((a[0], b[0], cc[0]), (3, 2, 1), "requests per site:\n{out}");
-    assert!(a[1] >= 3000, "a.example bytes_in covers 3 bodies of 1000:\n{out}");
-    assert!(b[2] >= 10_000, "b.example bytes_out covers 2 bodies of 5000:\n{out}");
-    assert!(b[1] < 3000 && a[2] < 10_000, "bytes attributed to the wrong site:\n{out}");
-    assert!(cc[3] >= 250, "c.example time_total_ms includes a 300 ms answer:\n{out}");
-    assert!(cc[4] >= 250 && cc[4] <= cc[3], "c.example time_mean_ms:\n{out}");
+    assert!(
+        a[1] >= 3000,
+        "a.example bytes_in covers 3 bodies of 1000:\n{out}"
+    );
+    assert!(
+        b[2] >= 10_000,
+        "b.example bytes_out covers 2 bodies of 5000:\n{out}"
+    );
+    assert!(
+        b[1] < 3000 && a[2] < 10_000,
+        "bytes attributed to the wrong site:\n{out}"
+    );
+    assert!(
+        cc[3] >= 250,
+        "c.example time_total_ms includes a 300 ms answer:\n{out}"
+    );
+    assert!(
+        cc[4] >= 250 && cc[4] <= cc[3],
+        "c.example time_mean_ms:\n{out}"
+    );
 }
 
 /// Starts a slow request, asks the daemon to stop by `how`, and checks the request completes,
@@ -213,12 +288,28 @@ fn graceful_stop(how: &str) {
     }
     let resp = inflight.join().unwrap();
     match resp {
-        Ok(r) => assert_eq!((r.status, r.backend()), (200, "app"), "in-flight request during stop: {}", r.summary()),
+        Ok(r) => assert_eq!(
+            (r.status, r.backend()),
+            (200, "app"),
+            "in-flight request during stop: {}",
+            r.summary()
+        ),
         Err(e) => panic!("in-flight request during stop ({how}) failed: {e}"),
     }
-    let st = p.wait_exit(Duration::from_secs(10)).unwrap_or_else(|| panic!("daemon still running 10 s after stop ({how})"));
-    assert_eq!(st.code(), Some(0), "exit status after stop ({how}): {st}\n{}", p.log());
-    assert!(!p.socket.exists(), "control socket {} left behind", p.socket.display());
+    let st = p
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("daemon still running 10 s after stop ({how})"));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "exit status after stop ({how}): {st}\n{}",
+        p.log()
+    );
+    assert!(
+        !p.socket.exists(),
+        "control socket {} left behind",
+        p.socket.display()
+    );
 }
 
 #[test]
@@ -244,6 +335,27 @@ fn stop_gives_up_on_requests_after_stop_timeout() {
     let start = Instant::now();
     p.signal(libc::SIGTERM);
     let st = p.wait_exit(Duration::from_secs(6));
-    assert!(st.is_some(), "daemon ignored stop_timeout = 1s: still running after {:?}", start.elapsed());
+    assert!(
+        st.is_some(),
+        "daemon ignored stop_timeout = 1s: still running after {:?}",
+        start.elapsed()
+    );
     assert!(!p.socket.exists(), "control socket left behind");
+}
+
+/// The suite runs once per driver: make sure the daemon really ran the one asked for.
+#[test]
+fn the_requested_io_driver_is_used() {
+    let driver = proxy::io_driver();
+    let app = Backend::start("app");
+    let p = proxy_for(&app, "");
+    let mut c = Conn::connect(p.addr("web"));
+    assert_eq!(c.get("/", "h").status, 200);
+    if driver != "auto" {
+        let log = p.log().to_ascii_lowercase();
+        assert!(
+            log.contains(&format!("driver={driver}")),
+            "io_driver = {driver:?} but the log says:\n{log}"
+        );
+    }
 }

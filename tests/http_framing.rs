@@ -74,15 +74,51 @@ fn ambiguous_body_framing_is_rejected() {
         &p,
         &app,
         &[
-            ("CL + TE", head("POST / HTTP/1.1|Host: h|Content-Length: 5|Transfer-Encoding: chunked||0||"), 400),
-            ("TE + CL", head("POST / HTTP/1.1|Host: h|Transfer-Encoding: chunked|Content-Length: 5||0||"), 400),
-            ("differing CL fields", head("POST / HTTP/1.1|Host: h|Content-Length: 5|Content-Length: 6||hello"), 400),
-            ("differing CL list", head("POST / HTTP/1.1|Host: h|Content-Length: 5, 6||hello"), 400),
-            ("non-numeric CL", head("POST / HTTP/1.1|Host: h|Content-Length: abc||"), 400),
-            ("signed CL", head("POST / HTTP/1.1|Host: h|Content-Length: +5||hello"), 400),
-            ("TE final coding not chunked", head("POST / HTTP/1.1|Host: h|Transfer-Encoding: chunked, gzip||"), 400),
-            ("TE without chunked", head("POST / HTTP/1.1|Host: h|Transfer-Encoding: gzip||"), 400),
-            ("unknown coding before chunked", head("POST / HTTP/1.1|Host: h|Transfer-Encoding: x-custom, chunked||0||"), 501),
+            (
+                "CL + TE",
+                head("POST / HTTP/1.1|Host: h|Content-Length: 5|Transfer-Encoding: chunked||0||"),
+                400,
+            ),
+            (
+                "TE + CL",
+                head("POST / HTTP/1.1|Host: h|Transfer-Encoding: chunked|Content-Length: 5||0||"),
+                400,
+            ),
+            (
+                "differing CL fields",
+                head("POST / HTTP/1.1|Host: h|Content-Length: 5|Content-Length: 6||hello"),
+                400,
+            ),
+            (
+                "differing CL list",
+                head("POST / HTTP/1.1|Host: h|Content-Length: 5, 6||hello"),
+                400,
+            ),
+            (
+                "non-numeric CL",
+                head("POST / HTTP/1.1|Host: h|Content-Length: abc||"),
+                400,
+            ),
+            (
+                "signed CL",
+                head("POST / HTTP/1.1|Host: h|Content-Length: +5||hello"),
+                400,
+            ),
+            (
+                "TE final coding not chunked",
+                head("POST / HTTP/1.1|Host: h|Transfer-Encoding: chunked, gzip||"),
+                400,
+            ),
+            (
+                "TE without chunked",
+                head("POST / HTTP/1.1|Host: h|Transfer-Encoding: gzip||"),
+                400,
+            ),
+            (
+                "unknown coding before chunked",
+                head("POST / HTTP/1.1|Host: h|Transfer-Encoding: x-custom, chunked||0||"),
+                501,
+            ),
         ],
     );
 }
@@ -94,16 +130,52 @@ fn malformed_head_syntax_is_400() {
         &p,
         &app,
         &[
-            ("bare LF everywhere", b"GET / HTTP/1.1\nHost: h\n\n".to_vec(), 400),
-            ("bare LF after one field", b"GET / HTTP/1.1\r\nHost: h\nX-A: b\r\n\r\n".to_vec(), 400),
+            (
+                "bare LF everywhere",
+                b"GET / HTTP/1.1\nHost: h\n\n".to_vec(),
+                400,
+            ),
+            (
+                "bare LF after one field",
+                b"GET / HTTP/1.1\r\nHost: h\nX-A: b\r\n\r\n".to_vec(),
+                400,
+            ),
             ("obs-fold", head("GET / HTTP/1.1|Host: h|X-A: b| c||"), 400),
-            ("space before colon", head("GET / HTTP/1.1|Host: h|X-A : b||"), 400),
-            ("space before colon of Host", head("GET / HTTP/1.1|Host : h||"), 400),
-            ("control char in value", head("GET / HTTP/1.1|Host: h|X-A: b\x01c||"), 400),
-            ("NUL in value", head("GET / HTTP/1.1|Host: h|X-A: b\0c||"), 400),
-            ("HTTP/1.1 without Host", head("GET / HTTP/1.1|X-A: b||"), 400),
-            ("two Host fields", head("GET / HTTP/1.1|Host: a|Host: b||"), 400),
-            ("two identical Host fields", head("GET / HTTP/1.1|Host: h|Host: h||"), 400),
+            (
+                "space before colon",
+                head("GET / HTTP/1.1|Host: h|X-A : b||"),
+                400,
+            ),
+            (
+                "space before colon of Host",
+                head("GET / HTTP/1.1|Host : h||"),
+                400,
+            ),
+            (
+                "control char in value",
+                head("GET / HTTP/1.1|Host: h|X-A: b\x01c||"),
+                400,
+            ),
+            (
+                "NUL in value",
+                head("GET / HTTP/1.1|Host: h|X-A: b\0c||"),
+                400,
+            ),
+            (
+                "HTTP/1.1 without Host",
+                head("GET / HTTP/1.1|X-A: b||"),
+                400,
+            ),
+            (
+                "two Host fields",
+                head("GET / HTTP/1.1|Host: a|Host: b||"),
+                400,
+            ),
+            (
+                "two identical Host fields",
+                head("GET / HTTP/1.1|Host: h|Host: h||"),
+                400,
+            ),
             ("garbage request line", head("HELLO||"), 400),
         ],
     );
@@ -113,27 +185,59 @@ fn malformed_head_syntax_is_400() {
 fn limits_and_versions_get_their_status() {
     let (p, app) = strict();
     let long_target = format!("/{}", "a".repeat(2000));
-    let big_fields: String = (0..12).map(|i| format!("X-Big-{i}: {}|", "v".repeat(400))).collect();
+    let big_fields: String = (0..12)
+        .map(|i| format!("X-Big-{i}: {}|", "v".repeat(400)))
+        .collect();
     let many_fields: String = (0..30).map(|i| format!("X-N{i}: 1|")).collect();
     expect_rejections(
         &p,
         &app,
         &[
-            ("request line over max_request_line", head(&format!("GET {long_target} HTTP/1.1|Host: h||")), 414),
-            ("head over max_header_bytes", head(&format!("GET / HTTP/1.1|Host: h|{big_fields}|")), 431),
-            ("more fields than max_headers", head(&format!("GET / HTTP/1.1|Host: h|{many_fields}|")), 431),
-            ("Content-Length over max_body", head("POST / HTTP/1.1|Host: h|Content-Length: 2048||"), 413),
-            ("HTTP/2.0 request line", head("GET / HTTP/2.0|Host: h||"), 505),
+            (
+                "request line over max_request_line",
+                head(&format!("GET {long_target} HTTP/1.1|Host: h||")),
+                414,
+            ),
+            (
+                "head over max_header_bytes",
+                head(&format!("GET / HTTP/1.1|Host: h|{big_fields}|")),
+                431,
+            ),
+            (
+                "more fields than max_headers",
+                head(&format!("GET / HTTP/1.1|Host: h|{many_fields}|")),
+                431,
+            ),
+            (
+                "Content-Length over max_body",
+                head("POST / HTTP/1.1|Host: h|Content-Length: 2048||"),
+                413,
+            ),
+            (
+                "HTTP/2.0 request line",
+                head("GET / HTTP/2.0|Host: h||"),
+                505,
+            ),
         ],
     );
     // Just under the limits passes.
     let mut c = Conn::connect(p.addr("web"));
     let ok_target = format!("/{}", "a".repeat(900));
     let resp = c.get(&ok_target, "h");
-    assert_eq!((resp.status, resp.backend()), (200, "app"), "{}", resp.summary());
+    assert_eq!(
+        (resp.status, resp.backend()),
+        (200, "app"),
+        "{}",
+        resp.summary()
+    );
     c.send(&req("POST", "/echo", "h", &[], &pattern(0, 1024)));
     let resp = c.read_response();
-    assert_eq!(resp.status, 200, "a body of exactly max_body: {}", resp.summary());
+    assert_eq!(
+        resp.status,
+        200,
+        "a body of exactly max_body: {}",
+        resp.summary()
+    );
 }
 
 /// A bad chunk size after a valid head: the proxy may already have forwarded the head, so it
@@ -144,7 +248,10 @@ fn bad_chunk_size_never_yields_a_success() {
     let chunked_head = head("POST /echo HTTP/1.1|Host: h|Transfer-Encoding: chunked||");
     let variants: [(&str, &[u8]); 3] = [
         ("non-hex size", b"5\r\nhello\r\nzz\r\nxx\r\n0\r\n\r\n"),
-        ("overflowing size", b"fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+        (
+            "overflowing size",
+            b"fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        ),
         ("missing CRLF after data", b"5\r\nhelloXX0\r\n\r\n"),
     ];
     let mut failures = Vec::new();
@@ -164,15 +271,23 @@ fn bad_chunk_size_never_yields_a_success() {
             let (got, end) = c.read_until_end(Duration::from_secs(5));
             let text = String::from_utf8_lossy(&got);
             let ok = match end {
-                client::End::Eof | client::End::Reset => got.is_empty() || text.starts_with("HTTP/1.1 400 "),
+                client::End::Eof | client::End::Reset => {
+                    got.is_empty() || text.starts_with("HTTP/1.1 400 ")
+                }
                 client::End::Timeout => false,
             };
             if !ok {
-                failures.push(format!("{name} (head sent first: {split}): ended {end:?} after {text:?}"));
+                failures.push(format!(
+                    "{name} (head sent first: {split}): ended {end:?} after {text:?}"
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "bad chunk sizes:\n  {}", failures.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "bad chunk sizes:\n  {}",
+        failures.join("\n  ")
+    );
 }
 
 #[test]
@@ -186,10 +301,20 @@ fn pipelined_requests_are_answered_in_order() {
     let r1 = c.read_response();
     let r2 = c.read_response();
     let r3 = c.read_response();
-    let targets: Vec<&str> = [&r1, &r2, &r3].iter().map(|r| r.header("x-target").unwrap_or("?")).collect();
-    assert_eq!(targets, ["/delay/300", "/echo", "/third"], "responses out of order");
+    let targets: Vec<&str> = [&r1, &r2, &r3]
+        .iter()
+        .map(|r| r.header("x-target").unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        targets,
+        ["/delay/300", "/echo", "/third"],
+        "responses out of order"
+    );
     assert!(r1.status == 200 && r2.status == 200 && r3.status == 200);
-    assert_eq!(r2.body_str(), format!("{} 14", sha256_hex(b"pipelined body")));
+    assert_eq!(
+        r2.body_str(),
+        format!("{} 14", sha256_hex(b"pipelined body"))
+    );
     // Still usable afterwards.
     let r4 = c.get("/fourth", "h");
     assert_eq!(r4.header("x-target"), Some("/fourth"));
@@ -201,7 +326,12 @@ fn keep_alive_and_connection_close_are_honoured() {
     let mut c = Conn::connect(p.addr("web"));
     for i in 0..5 {
         let resp = c.get(&format!("/k{i}"), "h");
-        assert_eq!(resp.status, 200, "keep-alive request {i}: {}", resp.summary());
+        assert_eq!(
+            resp.status,
+            200,
+            "keep-alive request {i}: {}",
+            resp.summary()
+        );
     }
     c.send(&req("GET", "/last", "h", &[("Connection", "close")], b""));
     let resp = c.read_response();
@@ -247,13 +377,38 @@ fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
     let resp = c.read_response();
     assert_eq!(resp.status, 200, "{}", resp.summary());
     let seen = app.last_head().expect("backend saw the request");
-    for h in ["x-secret", "keep-alive", "proxy-connection", "te", "trailer"] {
-        assert_eq!(seen.header(h), None, "hop-by-hop {h} forwarded: {:?}", seen.headers);
+    for h in [
+        "x-secret",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+    ] {
+        assert_eq!(
+            seen.header(h),
+            None,
+            "hop-by-hop {h} forwarded: {:?}",
+            seen.headers
+        );
     }
-    assert!(!seen.has_token("connection", "x-secret"), "Connection list forwarded: {:?}", seen.headers);
+    assert!(
+        !seen.has_token("connection", "x-secret"),
+        "Connection list forwarded: {:?}",
+        seen.headers
+    );
     assert_eq!(seen.header("x-kept"), Some("yes"));
-    assert_eq!(seen.header("x-forwarded-for"), Some("192.0.2.7, 127.0.0.1"), "{:?}", seen.headers);
-    assert_eq!(seen.header("x-forwarded-proto"), Some("http"), "{:?}", seen.headers);
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("192.0.2.7, 127.0.0.1"),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(
+        seen.header("x-forwarded-proto"),
+        Some("http"),
+        "{:?}",
+        seen.headers
+    );
 }
 
 /// Raw sanity check of the harness itself against the proxy: a request written in pieces is
@@ -268,6 +423,11 @@ fn a_head_split_across_writes_is_one_request() {
         thread::sleep(Duration::from_millis(5));
     }
     let resp = c.read_response();
-    assert_eq!((resp.status, resp.header("x-target")), (200, Some("/split")), "{}", resp.summary());
+    assert_eq!(
+        (resp.status, resp.header("x-target")),
+        (200, Some("/split")),
+        "{}",
+        resp.summary()
+    );
     assert_eq!(app.requests(), 1);
 }

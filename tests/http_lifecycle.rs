@@ -39,7 +39,11 @@ fn upstream_connections_are_reused_across_requests_and_clients() {
         assert_eq!(resp.status, 200, "request {i}: {}", resp.summary());
     }
     assert_eq!(app.requests(), 100);
-    assert!(app.accepted() <= 2, "100 sequential requests opened {} upstream connections", app.accepted());
+    assert!(
+        app.accepted() <= 2,
+        "100 sequential requests opened {} upstream connections",
+        app.accepted()
+    );
 
     // Sequential clients on one shard share the shard's pool.
     let before = app.accepted();
@@ -59,20 +63,32 @@ fn upstream_connections_are_reused_across_requests_and_clients() {
 fn a_pooled_connection_the_backend_closed_is_not_a_client_error() {
     let app = Backend::start_with(
         "app",
-        BackendOpts { close_idle_after: Some(Duration::from_millis(100)), ..Default::default() },
+        BackendOpts {
+            close_idle_after: Some(Duration::from_millis(100)),
+            ..Default::default()
+        },
     );
     let p = proxy_for(&app, "", "", "");
     let mut c = Conn::connect(p.addr("web"));
     for i in 0..4 {
         let resp = c.get(&format!("/stale{i}"), "h");
-        assert_eq!((resp.status, resp.backend()), (200, "app"), "request {i} after the backend closed the pooled connection: {}", resp.summary());
+        assert_eq!(
+            (resp.status, resp.backend()),
+            (200, "app"),
+            "request {i} after the backend closed the pooled connection: {}",
+            resp.summary()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     // And on a new client connection too.
     let mut c = Conn::connect(p.addr("web"));
     let resp = c.get("/stale-new-client", "h");
     assert_eq!(resp.status, 200, "{}", resp.summary());
-    assert_eq!(app.requests(), 5, "each request reached the backend exactly once");
+    assert_eq!(
+        app.requests(),
+        5,
+        "each request reached the backend exactly once"
+    );
 }
 
 /// Dribbles a head one byte every 200 ms; the proxy must close the connection when
@@ -82,7 +98,8 @@ fn slowloris_is_closed_by_the_header_timeout() {
     let app = Backend::start("app");
     let p = proxy_for(&app, "", r#"client_header_timeout = "1s""#, "");
     let mut s = TcpStream::connect(p.addr("web")).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut head = b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ".to_vec();
     head.extend(std::iter::repeat_n(b'a', 200));
     let start = Instant::now();
@@ -113,9 +130,16 @@ fn slowloris_is_closed_by_the_header_timeout() {
         }
     }
     let text = String::from_utf8_lossy(&got);
-    let closed_at = closed_at.unwrap_or_else(|| panic!("slowloris still connected after 6 s (got {text:?})"));
-    assert!(closed_at >= Duration::from_millis(700), "closed after {closed_at:?}, before the 1 s header timeout");
-    assert!(got.is_empty() || text.starts_with("HTTP/1.1 408 "), "only a 408 may be sent: {text:?}");
+    let closed_at =
+        closed_at.unwrap_or_else(|| panic!("slowloris still connected after 6 s (got {text:?})"));
+    assert!(
+        closed_at >= Duration::from_millis(700),
+        "closed after {closed_at:?}, before the 1 s header timeout"
+    );
+    assert!(
+        got.is_empty() || text.starts_with("HTTP/1.1 408 "),
+        "only a 408 may be sent: {text:?}"
+    );
     assert_eq!(app.requests(), 0);
 }
 
@@ -127,9 +151,22 @@ fn idle_keep_alive_connection_is_closed_after_keepalive_timeout() {
     assert_eq!(c.get("/", "h").status, 200);
     let start = Instant::now();
     let (rest, end) = c.read_until_end(Duration::from_secs(5));
-    assert_eq!(end, End::Eof, "idle connection not closed cleanly within 5 s (got {:?})", String::from_utf8_lossy(&rest));
-    assert!(rest.is_empty(), "bytes sent on an idle connection: {:?}", String::from_utf8_lossy(&rest));
-    assert!(start.elapsed() >= Duration::from_millis(700), "closed after {:?}, before keepalive_timeout", start.elapsed());
+    assert_eq!(
+        end,
+        End::Eof,
+        "idle connection not closed cleanly within 5 s (got {:?})",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        rest.is_empty(),
+        "bytes sent on an idle connection: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(700),
+        "closed after {:?}, before keepalive_timeout",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -137,11 +174,24 @@ fn stalled_request_body_is_cut_by_the_body_timeout() {
     let app = Backend::start("app");
     let p = proxy_for(&app, "", r#"client_body_timeout = "1s""#, "");
     let mut c = Conn::connect(p.addr("web"));
-    c.send(&req("POST", "/echo", "h", &[("Content-Length", "100")], b"only ten b"));
+    c.send(&req(
+        "POST",
+        "/echo",
+        "h",
+        &[("Content-Length", "100")],
+        b"only ten b",
+    ));
     let (got, end) = c.read_until_end(Duration::from_secs(5));
     let text = String::from_utf8_lossy(&got);
-    assert_ne!(end, End::Timeout, "connection with a stalled body still open after 5 s");
-    assert!(!text.starts_with("HTTP/1.1 2"), "a stalled body produced a success: {text:?}");
+    assert_ne!(
+        end,
+        End::Timeout,
+        "connection with a stalled body still open after 5 s"
+    );
+    assert!(
+        !text.starts_with("HTTP/1.1 2"),
+        "a stalled body produced a success: {text:?}"
+    );
 }
 
 #[test]
@@ -153,12 +203,19 @@ fn backend_that_never_answers_gives_504_after_response_timeout() {
     c.send(&req("GET", "/delay/6000", "h", &[], b""));
     let resp = c.read_response();
     assert_eq!(resp.status, 504, "{}", resp.summary());
-    assert!(start.elapsed() < Duration::from_secs(5), "504 came only after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "504 came only after {:?}",
+        start.elapsed()
+    );
     // The client connection stays usable (or is closed cleanly): never a half-written answer.
     c.send(&req("GET", "/after", "h", &[], b""));
     match c.try_read_response() {
         Ok(r) => assert_eq!(r.status, 200, "{}", r.summary()),
-        Err(e) => assert!(e.contains("closed before any response byte"), "after a 504: {e}"),
+        Err(e) => assert!(
+            e.contains("closed before any response byte"),
+            "after a 504: {e}"
+        ),
     }
 }
 
@@ -174,21 +231,35 @@ fn max_connections_pauses_accepts_until_a_slot_frees() {
     let mut c = Conn::connect(p.addr("web"));
     c.send(&req("GET", "/c", "h", &[], b""));
     c.set_read_timeout(Duration::from_millis(800));
-    assert!(c.try_read_response().is_err(), "a third connection was served while max_connections = 2 were open");
+    assert!(
+        c.try_read_response().is_err(),
+        "a third connection was served while max_connections = 2 were open"
+    );
     drop(a);
     c.set_read_timeout(Duration::from_secs(5));
     let resp = c.read_response();
-    assert_eq!(resp.header("x-target"), Some("/c"), "third connection after a slot freed: {}", resp.summary());
+    assert_eq!(
+        resp.header("x-target"),
+        Some("/c"),
+        "third connection after a slot freed: {}",
+        resp.summary()
+    );
     assert_eq!(b.get("/b2", "h").status, 200);
 }
 
-/// Waits until the start-up probes (connections the harness made to see the port listening)
-/// are gone from the daemon's count.
+/// Waits until the start-up probe (the one connection the harness made to see the port
+/// listening) has been accepted and closed by the daemon.
 fn wait_idle(p: &Proxy) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         let (_, out) = p.ctl("show stats");
-        if out.lines().any(|l| l.trim() == "connections.active: 0") {
+        let probe_seen = out.lines().any(|l| {
+            l.trim()
+                .strip_prefix("connections.accepted: ")
+                .and_then(|n| n.parse::<u64>().ok())
+                >= Some(1)
+        });
+        if probe_seen && out.lines().any(|l| l.trim() == "connections.active: 0") {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));

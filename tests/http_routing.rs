@@ -17,7 +17,9 @@ struct Routed {
 }
 
 fn routed() -> Routed {
-    let names = ["static", "docs", "api", "gold", "vip", "combo", "app", "other"];
+    let names = [
+        "static", "docs", "api", "gold", "vip", "combo", "app", "other",
+    ];
     let backends: Vec<Backend> = names.iter().map(|n| Backend::start(n)).collect();
     let mut cfg = daemon(1);
     cfg.push_str(
@@ -68,9 +70,15 @@ listen = ["127.0.0.1:{port:nodef}"]
             "\n[pool.{n}]\nservers = [ {{ name = \"{n}\", addr = \"{{{n}}}\" }} ]\n"
         ));
     }
-    let vars: Vec<(&str, String)> =
-        names.iter().zip(&backends).map(|(n, b)| (*n, b.addr_string())).collect();
-    Routed { proxy: Proxy::start_with(&cfg, &vars), _backends: backends }
+    let vars: Vec<(&str, String)> = names
+        .iter()
+        .zip(&backends)
+        .map(|(n, b)| (*n, b.addr_string()))
+        .collect();
+    Routed {
+        proxy: Proxy::start_with(&cfg, &vars),
+        _backends: backends,
+    }
 }
 
 /// (request bytes, expected backend) for every routing case; all are checked, then every
@@ -90,12 +98,20 @@ fn check_routes(r: &Routed, cases: &[(Vec<u8>, &str)]) {
                 ));
             }
             Err(e) => {
-                failures.push(format!("{:?}\n    expected {want}, got error {e}", String::from_utf8_lossy(raw)));
+                failures.push(format!(
+                    "{:?}\n    expected {want}, got error {e}",
+                    String::from_utf8_lossy(raw)
+                ));
                 conn = Conn::connect(r.proxy.addr("web"));
             }
         }
     }
-    assert!(failures.is_empty(), "{} routing case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} routing case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn get(path: &str, host: &str) -> Vec<u8> {
@@ -185,11 +201,20 @@ fn first_matching_route_wins() {
         &r,
         &[
             // host route (first) beats file type and header routes
-            (get_h("/doc.pdf", "static.example.com", &[("X-Tier", "gold")]), "static"),
+            (
+                get_h("/doc.pdf", "static.example.com", &[("X-Tier", "gold")]),
+                "static",
+            ),
             // file type (second) beats api and header routes
             (get_h("/api/v1/a.png", "h", &[("X-Tier", "gold")]), "docs"),
-            (get_h("/api/v1/a", "h", &[("X-Tier", "gold"), ("Cookie", "VIP=1")]), "api"),
-            (get_h("/a", "h", &[("X-Tier", "gold"), ("Cookie", "VIP=1")]), "gold"),
+            (
+                get_h("/api/v1/a", "h", &[("X-Tier", "gold"), ("Cookie", "VIP=1")]),
+                "api",
+            ),
+            (
+                get_h("/a", "h", &[("X-Tier", "gold"), ("Cookie", "VIP=1")]),
+                "gold",
+            ),
         ],
     );
 }
@@ -199,10 +224,25 @@ fn no_route_and_no_default_pool_is_404() {
     let r = routed();
     let mut c = Conn::connect(r.proxy.addr("nodef"));
     let resp = c.get("/", "other.example.com");
-    assert_eq!((resp.status, resp.backend()), (200, "other"), "{}", resp.summary());
+    assert_eq!(
+        (resp.status, resp.backend()),
+        (200, "other"),
+        "{}",
+        resp.summary()
+    );
     let resp = c.get("/", "unknown.example.com");
-    assert_eq!(resp.status, 404, "no route, no default_pool: {}", resp.summary());
-    assert_eq!(resp.header("x-backend"), None, "a 404 the proxy generated: {}", resp.summary());
+    assert_eq!(
+        resp.status,
+        404,
+        "no route, no default_pool: {}",
+        resp.summary()
+    );
+    assert_eq!(
+        resp.header("x-backend"),
+        None,
+        "a 404 the proxy generated: {}",
+        resp.summary()
+    );
 }
 
 #[test]
@@ -212,17 +252,32 @@ fn absolute_form_is_proxied_only_for_served_hosts() {
     // a route host
     c.send(b"GET http://static.example.com/abs?q=1 HTTP/1.1\r\nHost: static.example.com\r\n\r\n");
     let resp = c.read_response();
-    assert_eq!((resp.status, resp.backend()), (200, "static"), "{}", resp.summary());
+    assert_eq!(
+        (resp.status, resp.backend()),
+        (200, "static"),
+        "{}",
+        resp.summary()
+    );
     // a server_names host, no route: default pool
     c.send(b"GET http://www.example.com/ HTTP/1.1\r\nHost: www.example.com\r\n\r\n");
     let resp = c.read_response();
-    assert_eq!((resp.status, resp.backend()), (200, "app"), "{}", resp.summary());
+    assert_eq!(
+        (resp.status, resp.backend()),
+        (200, "app"),
+        "{}",
+        resp.summary()
+    );
 
     // never an open proxy: a host this frontend does not serve
     let mut c = Conn::connect(r.proxy.addr("web"));
     c.send(b"GET http://evil.example.org/ HTTP/1.1\r\nHost: evil.example.org\r\n\r\n");
     let resp = c.read_response();
-    assert_eq!(resp.status, 400, "absolute-form for an unserved host: {}", resp.summary());
+    assert_eq!(
+        resp.status,
+        400,
+        "absolute-form for an unserved host: {}",
+        resp.summary()
+    );
     c.expect_closed(Duration::from_secs(5));
 }
 
@@ -254,13 +309,26 @@ servers = [
     }
     let na = seq.matches('a').count();
     let nb = seq.matches('b').count();
-    assert_eq!((na, nb), (10, 20), "weights 1:2 over 30 requests; sequence {seq}");
-    assert!(!seq.contains("aa"), "smooth weighted round robin never sends a twice in a row: {seq}");
+    assert_eq!(
+        (na, nb),
+        (10, 20),
+        "weights 1:2 over 30 requests; sequence {seq}"
+    );
+    assert!(
+        !seq.contains("aa"),
+        "smooth weighted round robin never sends a twice in a row: {seq}"
+    );
 }
 
 #[test]
 fn least_requests_prefers_the_fast_server_across_shards() {
-    let slow = Backend::start_with("slow", BackendOpts { delay: Duration::from_secs(1), ..Default::default() });
+    let slow = Backend::start_with(
+        "slow",
+        BackendOpts {
+            delay: Duration::from_secs(1),
+            ..Default::default()
+        },
+    );
     let fast = Backend::start("fast");
     let cfg = daemon(2)
         + r#"
@@ -276,7 +344,10 @@ servers = [
   { name = "fast", addr = "{fast}" },
 ]
 "#;
-    let p = Proxy::start_with(&cfg, &[("slow", slow.addr_string()), ("fast", fast.addr_string())]);
+    let p = Proxy::start_with(
+        &cfg,
+        &[("slow", slow.addr_string()), ("fast", fast.addr_string())],
+    );
     let addr = p.addr("web");
     let stop = Arc::new(AtomicBool::new(false));
     // Four clients, each on its own connections (so both shards get some), for 2.5 s.
@@ -335,17 +406,34 @@ servers = [
     let mut c = Conn::connect(p.addr("web"));
     for i in 0..4 {
         let resp = c.get("/", "h");
-        assert_eq!((resp.status, resp.backend()), (200, "b"), "request {i}: {}", resp.summary());
+        assert_eq!(
+            (resp.status, resp.backend()),
+            (200, "b"),
+            "request {i}: {}",
+            resp.summary()
+        );
     }
     // The dead port comes alive, but the proxy marked it down: it must not be tried yet.
     let revived = Backend::start_on("revived", p.port("dead"), BackendOpts::default());
     let marked = Instant::now();
     for i in 0..6 {
         let resp = c.get("/", "h");
-        assert_eq!((resp.status, resp.backend()), (200, "b"), "request {i} within down_time: {}", resp.summary());
+        assert_eq!(
+            (resp.status, resp.backend()),
+            (200, "b"),
+            "request {i} within down_time: {}",
+            resp.summary()
+        );
     }
-    assert!(marked.elapsed() < Duration::from_millis(1500), "test too slow to judge down_time");
-    assert_eq!(revived.accepted(), 0, "a server marked down was connected to within down_time");
+    assert!(
+        marked.elapsed() < Duration::from_millis(1500),
+        "test too slow to judge down_time"
+    );
+    assert_eq!(
+        revived.accepted(),
+        0,
+        "a server marked down was connected to within down_time"
+    );
     // After down_time it gets traffic again.
     thread::sleep(Duration::from_millis(2500));
     let mut seen = Vec::new();
@@ -354,7 +442,10 @@ servers = [
         assert_eq!(resp.status, 200, "{}", resp.summary());
         seen.push(resp.backend().to_string());
     }
-    assert!(seen.iter().any(|s| s == "revived"), "server not used again after down_time: {seen:?}");
+    assert!(
+        seen.iter().any(|s| s == "revived"),
+        "server not used again after down_time: {seen:?}"
+    );
 }
 
 #[test]

@@ -100,7 +100,11 @@ impl Backend {
                 }
             })
             .expect("spawn backend thread");
-        Backend { name: name.to_string(), addr, state }
+        Backend {
+            name: name.to_string(),
+            addr,
+            state,
+        }
     }
 
     /// `127.0.0.1:PORT`, for configs.
@@ -185,7 +189,10 @@ fn handle(st: &State, io: &mut BufStream, head: &Head) -> std::io::Result<bool> 
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let arg = |i: usize| segs.get(i).and_then(|s| s.parse::<u64>().ok());
 
-    if head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+    if head
+        .header("expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+    {
         io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
     let mut hasher = Sha256::new();
@@ -218,7 +225,8 @@ fn handle(st: &State, io: &mut BufStream, head: &Head) -> std::io::Result<bool> 
         thread::sleep(delay);
     }
 
-    let client_close = head.has_token("connection", "close") || head.start_line.ends_with("HTTP/1.0");
+    let client_close =
+        head.has_token("connection", "close") || head.start_line.ends_with("HTTP/1.0");
     let mut status = 200u16;
     let mut body: Vec<u8> = st.name.as_bytes().to_vec();
     let mut mode = Mode::Length;
@@ -246,7 +254,9 @@ fn handle(st: &State, io: &mut BufStream, head: &Head) -> std::io::Result<bool> 
         st.name
     );
     if had_body {
-        out.push_str(&format!("X-Body-Sha256: {body_sha}\r\nX-Body-Length: {body_len}\r\n"));
+        out.push_str(&format!(
+            "X-Body-Sha256: {body_sha}\r\nX-Body-Length: {body_len}\r\n"
+        ));
     }
     match mode {
         Mode::Length if status != 204 && status >= 200 => {
@@ -267,9 +277,10 @@ fn handle(st: &State, io: &mut BufStream, head: &Head) -> std::io::Result<bool> 
                     io.write_all(piece)?;
                 }
             }
-            Mode::Chunked => {
-                io.write_all(&super::wire::encode_chunked(&body, &[1, 10, 1000, 4096, 65536, 7]))?
-            }
+            Mode::Chunked => io.write_all(&super::wire::encode_chunked(
+                &body,
+                &[1, 10, 1000, 4096, 65536, 7],
+            ))?,
         }
     }
     Ok(mode != Mode::Close && !client_close)

@@ -50,7 +50,10 @@ impl Response {
     pub fn summary(&self) -> String {
         let mut body = self.body_str();
         body.truncate(200);
-        format!("{} / headers {:?} / body {:?}", self.head.start_line, self.head.headers, body)
+        format!(
+            "{} / headers {:?} / body {:?}",
+            self.head.start_line, self.head.headers, body
+        )
     }
 }
 
@@ -80,7 +83,10 @@ impl Conn {
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(READ_TIMEOUT))?;
         s.set_write_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Conn { io: BufStream::new(s), addr })
+        Ok(Conn {
+            io: BufStream::new(s),
+            addr,
+        })
     }
 
     pub fn set_read_timeout(&self, d: Duration) {
@@ -92,7 +98,9 @@ impl Conn {
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.io.write_all(bytes).unwrap_or_else(|e| panic!("send to {}: {e}", self.addr));
+        self.io
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("send to {}: {e}", self.addr));
     }
 
     pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -112,7 +120,8 @@ impl Conn {
     /// The next final response (1xx other than 101 are skipped); panics with what was read on
     /// any error.
     pub fn read_response(&mut self) -> Response {
-        self.try_read_response().unwrap_or_else(|e| panic!("reading a response from {}: {e}", self.addr))
+        self.try_read_response()
+            .unwrap_or_else(|e| panic!("reading a response from {}: {e}", self.addr))
     }
 
     pub fn try_read_response(&mut self) -> Result<Response, String> {
@@ -141,7 +150,13 @@ impl Conn {
         let head = match self.io.read_head() {
             Ok(Some(h)) => h,
             Ok(None) => return Err("connection closed before any response byte".into()),
-            Err(e) => return Err(format!("{} (buffered: {:?})", describe(&e), self.buffered_text())),
+            Err(e) => {
+                return Err(format!(
+                    "{} (buffered: {:?})",
+                    describe(&e),
+                    self.buffered_text()
+                ))
+            }
         };
         let status = parse_status(&head.start_line)
             .ok_or_else(|| format!("bad status line {:?}", head.start_line))?;
@@ -162,7 +177,12 @@ impl Conn {
             self.io.read_to_eof(&mut sink)
         };
         res.map_err(|e| format!("{} reading the body of {:?}", describe(&e), head.start_line))?;
-        Ok(Response { status, head, body, framing })
+        Ok(Response {
+            status,
+            head,
+            body,
+            framing,
+        })
     }
 
     fn buffered_text(&self) -> String {
@@ -235,7 +255,13 @@ fn parse_status(line: &str) -> Option<u16> {
 }
 
 /// A request with `Host`, extra headers, and a Content-Length when `body` is not empty.
-pub fn req(method: &str, target: &str, host: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+pub fn req(
+    method: &str,
+    target: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut out = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\n");
     for (n, v) in headers {
         out.push_str(&format!("{n}: {v}\r\n"));

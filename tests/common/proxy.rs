@@ -27,7 +27,10 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh directory under the system temp dir, unique per process and call.
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     let dir = std::env::temp_dir().join(format!(
         "shardgate-{tag}-{}-{}-{nanos}",
         std::process::id(),
@@ -51,6 +54,9 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Starts the daemon and returns once every listen address accepted one probe connection
+    /// (opened and closed at once: counters such as `connections.accepted` include it) and
+    /// the control socket, if configured, exists.
     pub fn start(toml: &str) -> Proxy {
         Proxy::start_with(toml, &[])
     }
@@ -73,7 +79,14 @@ impl Proxy {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-        let mut p = Proxy { child, dir, config_path, socket, ports, exit: None };
+        let mut p = Proxy {
+            child,
+            dir,
+            config_path,
+            socket,
+            ports,
+            exit: None,
+        };
 
         let deadline = Instant::now() + START_TIMEOUT;
         let mut pending = listens.clone();
@@ -106,7 +119,10 @@ impl Proxy {
 
     /// The port picked for `{port:NAME}`.
     pub fn port(&self, name: &str) -> u16 {
-        *self.ports.get(name).unwrap_or_else(|| panic!("no {{port:{name}}} in the config"))
+        *self
+            .ports
+            .get(name)
+            .unwrap_or_else(|| panic!("no {{port:{name}}} in the config"))
     }
 
     /// `127.0.0.1:` the port picked for `{port:NAME}`.
@@ -232,7 +248,11 @@ fn fill(toml: &str, vars: &[(&str, String)], socket: &Path) -> (String, HashMap<
         let word_end = after.find('}');
         let word = word_end.map(|j| &after[..j]);
         match word {
-            Some(w) if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') => {
+            Some(w)
+                if !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') =>
+            {
                 let value = if let Some(name) = w.strip_prefix("port:") {
                     let port = *ports.entry(name.to_string()).or_insert_with(|| {
                         let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -270,7 +290,9 @@ fn listen_addrs(text: &str) -> Vec<SocketAddr> {
         .unwrap_or_else(|e| panic!("test config is not valid TOML: {e}\n{text}"));
     let mut out = Vec::new();
     for section in ["http", "mysql"] {
-        let Some(toml::Value::Array(fronts)) = table.get(section) else { continue };
+        let Some(toml::Value::Array(fronts)) = table.get(section) else {
+            continue;
+        };
         for f in fronts {
             if let Some(toml::Value::Array(listen)) = f.get("listen") {
                 for a in listen {

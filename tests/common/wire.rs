@@ -37,7 +37,11 @@ impl Head {
                 .ok_or_else(|| bad(format!("header line without colon: {line:?}")))?;
             headers.push((name.to_string(), value.trim().to_string()));
         }
-        Ok(Head { start_line, headers, raw: raw.to_vec() })
+        Ok(Head {
+            start_line,
+            headers,
+            raw: raw.to_vec(),
+        })
     }
 
     /// The first value of a header, by case-insensitive name.
@@ -94,11 +98,17 @@ pub struct BufStream {
 
 impl BufStream {
     pub fn new(stream: TcpStream) -> BufStream {
-        BufStream { stream, buf: Vec::with_capacity(64 * 1024), pos: 0 }
+        BufStream {
+            stream,
+            buf: Vec::with_capacity(64 * 1024),
+            pos: 0,
+        }
     }
 
     pub fn set_read_timeout(&self, d: Duration) {
-        self.stream.set_read_timeout(Some(d)).expect("set_read_timeout");
+        self.stream
+            .set_read_timeout(Some(d))
+            .expect("set_read_timeout");
     }
 
     pub fn buffered(&self) -> &[u8] {
@@ -155,7 +165,10 @@ impl BufStream {
                 }
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("EOF inside a head: {:?}", String::from_utf8_lossy(self.buffered())),
+                    format!(
+                        "EOF inside a head: {:?}",
+                        String::from_utf8_lossy(self.buffered())
+                    ),
                 ));
             }
         }
@@ -190,7 +203,10 @@ impl BufStream {
                 return Err(bad("line longer than 64 KiB"));
             }
             if self.fill()? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF inside a line"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "EOF inside a line",
+                ));
             }
         }
     }
