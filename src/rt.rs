@@ -24,7 +24,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 pub use monoio::io::Splitable;
 pub use monoio::net::{TcpListener, TcpStream};
@@ -53,6 +53,11 @@ pub enum Read {
 
 /// Append what the socket has into `buf`'s spare capacity (at least `min_spare` bytes of room are
 /// made first), waiting at most `timeout`, and giving up early if `drain` fires.
+///
+/// On a timeout or drain the read is abandoned, and a byte that raced the timer may be lost
+/// (../shared/RUNTIME.md): every caller closes the connection in that case, so nothing that
+/// could be lost is ever used. The plain (non-cancelable) read avoids monoio's per-read
+/// canceller allocation on the hot path.
 pub async fn read_into(
     stream: &mut TcpStream,
     mut buf: Vec<u8>,
@@ -60,57 +65,43 @@ pub async fn read_into(
     timeout: Duration,
     drain: Option<&Drain>,
 ) -> (Read, Vec<u8>) {
-    if buf.capacity() - buf.len() < min_spare {
-        buf.reserve(min_spare);
+    use monoio::io::AsyncReadRent;
+    if buf.capacity() - buf.len() < min_spare.max(1) {
+        buf.reserve(min_spare.max(1024));
     }
     let len = buf.len();
     let cap = buf.capacity();
-    let canceller = Canceller::new();
-    let mut fut = pin!(stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle()));
+    let mut fut = pin!(stream.read(buf.slice_mut(len..cap)));
     let mut timer = pin!(sleep(timeout));
     let mut drain_wait = drain.map(|d| d.wait());
-    let mut interrupted = None;
-    let early = poll_fn(|cx| {
+    let done = poll_fn(|cx| {
         if let Poll::Ready(r) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(r));
+            return Poll::Ready(Ok(r));
         }
         if timer.as_mut().poll(cx).is_ready() {
-            interrupted = Some(Read::TimedOut);
-            return Poll::Ready(None);
+            return Poll::Ready(Err(Read::TimedOut));
         }
         if let Some(w) = drain_wait.as_mut() {
             if w.poll_drained(cx) {
-                interrupted = Some(Read::Drained);
-                return Poll::Ready(None);
+                return Poll::Ready(Err(Read::Drained));
             }
         }
         Poll::Pending
     })
     .await;
-    let (res, slice) = match early {
-        Some(r) => r,
-        None => {
-            // Cancel, then let the read finish: anything that had arrived is still delivered.
-            let _ = canceller.cancel();
-            fut.await
+    match done {
+        Ok((res, slice)) => {
+            let buf = slice.into_inner();
+            let outcome = match res {
+                Ok(0) => Read::Eof,
+                Ok(n) => Read::Data(n),
+                Err(e) => Read::Err(e),
+            };
+            (outcome, buf)
         }
-    };
-    let buf = slice.into_inner();
-    let outcome = match res {
-        Ok(0) => match interrupted {
-            Some(i) => i,
-            None => Read::Eof,
-        },
-        Ok(n) => Read::Data(n),
-        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
-            interrupted.unwrap_or(Read::TimedOut)
-        }
-        Err(e) => match interrupted {
-            Some(i) => i,
-            None => Read::Err(e),
-        },
-    };
-    (outcome, buf)
+        // The buffer stays with the abandoned operation; the caller gets a fresh one.
+        Err(why) => (why, Vec::new()),
+    }
 }
 
 /// Write all of `buf[range]`, each underlying write bounded by `timeout` (a peer that stops

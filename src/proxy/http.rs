@@ -158,6 +158,9 @@ pub async fn serve(
         peer: peer.ip(),
         buf: Vec::with_capacity(CLIENT_BUF),
         headers: Vec::new(),
+        resp_headers: Vec::new(),
+        cands: Vec::new(),
+        scratch: Vec::new(),
         out: Vec::new(),
         site: Vec::new(),
     };
@@ -206,6 +209,9 @@ struct ClientConn<'a> {
     /// the next pipelined request.
     buf: Vec<u8>,
     headers: Vec<HeaderSpan>,
+    resp_headers: Vec<HeaderSpan>,
+    cands: Vec<usize>,
+    scratch: Vec<usize>,
     out: Vec<u8>,
     site: Vec<u8>,
 }
@@ -250,13 +256,14 @@ impl ClientConn<'_> {
                 } else {
                     0
                 };
+                let partial = !self.buf.is_empty();
                 let deadline_read =
                     rt::read_into(client, std::mem::take(&mut self.buf), spare, timeout, drain);
                 let (r, b) = deadline_read.await;
                 self.buf = b;
                 match r {
                     Read::Data(_) => {}
-                    Read::TimedOut if !self.buf.is_empty() => return Next::Answer(408),
+                    Read::TimedOut if partial => return Next::Answer(408),
                     Read::Eof | Read::TimedOut | Read::Drained | Read::Err(_) => {
                         return Next::Close
                     }
@@ -267,7 +274,14 @@ impl ClientConn<'_> {
             first = false;
             gauge.set(Phase::Writing);
             self.shard.stats().requests.add(1);
-            let next = self.exchange(client, head).await;
+            let started = Instant::now();
+            let head_len = head.head_len as u64;
+            let next = self.exchange(client, &head).await;
+            self.headers = head.headers;
+            if let Next::Answer(status) = next {
+                // Answered by the proxy itself: still a request of this site.
+                self.record(head_len, canned(status).len() as u64, started);
+            }
             match next {
                 Next::KeepAlive if !self.shard.drain.fired() => continue,
                 Next::KeepAlive => return Next::Close,
@@ -278,10 +292,11 @@ impl ClientConn<'_> {
 
     /// One request/response exchange. On return the request's bytes have been consumed from
     /// `self.buf` (unless the connection is closing anyway).
-    async fn exchange(&mut self, client: &mut TcpStream, head: RequestHead) -> Next {
+    async fn exchange(&mut self, client: &mut TcpStream, head: &RequestHead) -> Next {
         let started = Instant::now();
         let conf = &self.fe.conf;
         let host_span = head.absolute_authority.or(head.host);
+        crate::stats::site_key(host_span.map(|s| s.of(&self.buf)), &mut self.site);
         if let Some(auth) = head.absolute_authority {
             if !route::serves_host(conf, auth.of(&self.buf)) {
                 return Next::Answer(400);
@@ -306,7 +321,6 @@ impl ClientConn<'_> {
         let Some(pool_idx) = route::select_pool(conf, &view) else {
             return Next::Answer(404);
         };
-        crate::stats::site_key(host_span.map(|s| s.of(&self.buf)), &mut self.site);
 
         // The head rewritten for the server, followed by whatever body bytes are already here.
         self.out.clear();
@@ -339,7 +353,7 @@ impl ClientConn<'_> {
 
         let pool = &self.shard.upstreams[pool_idx];
         let (mut up, resp, bytes_in) = match self
-            .send_request(client, pool, &head, body, body_done, consumed)
+            .send_request(client, pool, head, body, body_done, consumed)
             .await
         {
             Ok(v) => v,
@@ -447,6 +461,7 @@ impl ClientConn<'_> {
         }
         self.record(bytes_in, bytes_out, started);
         self.buf.drain(..consumed.min(self.buf.len()));
+        self.resp_headers = resp.headers;
         if client_keep {
             Next::KeepAlive
         } else {
@@ -487,14 +502,13 @@ impl ClientConn<'_> {
         client: &mut TcpStream,
         pool: &UpstreamPool,
         head: &RequestHead,
-        mut body: Option<BodyLeft>,
+        body: Option<BodyLeft>,
         body_done: bool,
         consumed: usize,
     ) -> Result<(Upstream, ResponseHead, u64), Next> {
         let shard = self.shard;
-        let mut candidates = Vec::new();
+        let mut candidates = std::mem::take(&mut self.cands);
         {
-            let mut scratch = Vec::new();
             let mut balancers = shard.balancers.borrow_mut();
             let pool_idx = shard
                 .upstreams
@@ -504,10 +518,29 @@ impl ClientConn<'_> {
             balancers[pool_idx].candidates(
                 &pool.shared,
                 rt::now_ms(),
-                &mut scratch,
+                &mut self.scratch,
                 &mut candidates,
             );
         }
+        let result = self
+            .try_servers(client, pool, head, body, body_done, consumed, &candidates)
+            .await;
+        self.cands = candidates;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn try_servers(
+        &mut self,
+        client: &mut TcpStream,
+        pool: &UpstreamPool,
+        head: &RequestHead,
+        mut body: Option<BodyLeft>,
+        body_done: bool,
+        consumed: usize,
+        candidates: &[usize],
+    ) -> Result<(Upstream, ResponseHead, u64), Next> {
+        let shard = self.shard;
         if candidates.is_empty() {
             return Err(Next::Answer(503));
         }
@@ -538,6 +571,9 @@ impl ClientConn<'_> {
                 st.upstream_reused.add(1);
             } else {
                 st.upstream_connects.add(1);
+                if ss.mark_up() {
+                    tracing::info!(pool = %pool.shared.name, server = %ss.name, "server up: connect succeeded");
+                }
             }
             ss.begin(shard.id);
             // Send the head and the buffered body bytes.
@@ -605,7 +641,10 @@ impl ClientConn<'_> {
                 }
             }
             // Read the response head (skipping interim 1xx other than 101).
-            match read_response_head(&mut up, head.method, pool.conf.response_timeout).await {
+            let recycled = std::mem::take(&mut self.resp_headers);
+            match read_response_head(&mut up, head.method, pool.conf.response_timeout, recycled)
+                .await
+            {
                 Ok(resp) => return Ok((up, resp, bytes_in)),
                 Err(HeadError::Timeout) => {
                     ss.end(shard.id);
@@ -640,9 +679,9 @@ async fn read_response_head(
     up: &mut Upstream,
     method: Method,
     timeout: Duration,
+    mut headers: Vec<HeaderSpan>,
 ) -> Result<ResponseHead, HeadError> {
     let deadline = Instant::now() + timeout;
-    let mut headers = Vec::new();
     let mut any_byte = false;
     loop {
         if !up.buf.is_empty() {
