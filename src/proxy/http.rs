@@ -432,6 +432,7 @@ impl ClientConn<'_> {
         if let Some(mut b) = rbody.filter(|_| !rdone) {
             let relay = self.relay_buf();
             let res = relay_body(
+                &self.shard.pipes,
                 &mut up.stream,
                 client,
                 &mut b,
@@ -606,6 +607,7 @@ impl ClientConn<'_> {
                 let relay = self.relay_buf();
                 let mut leftover = std::mem::take(&mut self.buf);
                 let (res, relay) = relay_body(
+                    &self.shard.pipes,
                     client,
                     &mut up.stream,
                     b,
@@ -734,7 +736,39 @@ async fn read_response_head(
 /// bodies, until `src` closes). Bytes read past the end go to `leftover` (the next pipelined
 /// request) or, when there is no `leftover`, are reported as an error-free early stop by the
 /// caller's framing checks. Returns the bytes forwarded.
+#[allow(clippy::too_many_arguments)]
 async fn relay_body(
+    pipes: &rt::PipePool,
+    src: &mut TcpStream,
+    dst: &mut TcpStream,
+    body: &mut BodyLeft,
+    buf: Vec<u8>,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    leftover: Option<&mut Vec<u8>>,
+) -> (Result<u64, RelayError>, Vec<u8>) {
+    // Long bodies of known length pass untouched: splice them through a pipe.
+    if let BodyLeft::Length(n) = body {
+        if *n >= rt::SPLICE_MIN {
+            let res = rt::splice_exact(pipes, src, dst, *n, read_timeout, write_timeout).await;
+            return match res {
+                Ok(moved) => {
+                    *n = 0;
+                    (Ok(moved), buf)
+                }
+                Err(rt::SpliceError::Source(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    (Err(RelayError::Source(Read::TimedOut)), buf)
+                }
+                Err(rt::SpliceError::Source(e)) => (Err(RelayError::Source(Read::Err(e))), buf),
+                Err(rt::SpliceError::Dest(_)) => (Err(RelayError::Dest), buf),
+            };
+        }
+    }
+    relay_copy(src, dst, body, buf, read_timeout, write_timeout, leftover).await
+}
+
+/// [`relay_body`] by copying through `buf`.
+async fn relay_copy(
     src: &mut TcpStream,
     dst: &mut TcpStream,
     body: &mut BodyLeft,

@@ -85,6 +85,8 @@ pub struct Shard {
     pub balancers: RefCell<Vec<Balancer>>,
     /// Free body-relay buffers, so that large transfers do not allocate per request.
     pub relay_bufs: RefCell<Vec<Vec<u8>>>,
+    /// Pipes for splicing long bodies.
+    pub pipes: rt::PipePool,
 }
 
 impl Shard {
@@ -213,6 +215,7 @@ async fn shard_main(
             .collect(),
         balancers: RefCell::new(shared.pools.iter().map(|p| Balancer::new(p, id)).collect()),
         relay_bufs: RefCell::new(Vec::new()),
+        pipes: rt::PipePool::default(),
         shared: shared.clone(),
     });
     tracing::info!(shard = id, driver = ?driver, listeners = listeners.len(), "shard started");
