@@ -67,6 +67,8 @@ struct Worker<'a, P: Protocol> {
     stats: ThreadStats,
     open: u64,
     busy: u64,
+    /// Connections connecting or logging in: with a request budget, each will claim one.
+    warming: u64,
     load_start: u64,
     end_send: Option<u64>,
     interval: Option<f64>,
@@ -125,6 +127,7 @@ pub(super) fn run<P: Protocol>(
         stats: ThreadStats::new(share.rate.is_some()),
         open: 0,
         busy: 0,
+        warming: 0,
         load_start,
         end_send: plan.duration.map(|d| load_start + d.as_nanos() as u64),
         interval: share.rate.map(|r| 1e9 / r),
@@ -157,6 +160,12 @@ impl<'a, P: Protocol> Worker<'a, P> {
                 || self.quota.is_some_and(|q| self.issued >= q))
     }
 
+    /// Whether another connection would get a request: with `-n`, connections being set up
+    /// already claim what is left, so no connection is opened only to sit unused.
+    fn need_conn(&self, now: u64) -> bool {
+        !self.sending_over(now) && self.quota.is_none_or(|q| self.issued + self.warming < q)
+    }
+
     fn event_loop(mut self, live: &Live) -> Result<(ThreadStats, Duration), String> {
         let mut events = vec![sys::empty_event(); MAX_EVENTS];
         let min_timeout = self.plan.timeout.min(self.plan.connect_timeout).as_nanos() as u64;
@@ -181,7 +190,7 @@ impl<'a, P: Protocol> Worker<'a, P> {
                     break;
                 }
                 self.reconnect.pop();
-                if !over && self.conns[ci as usize].st == St::Down {
+                if !over && self.conns[ci as usize].st == St::Down && self.need_conn(now) {
                     self.connect(ci, now);
                 }
             }
@@ -321,6 +330,9 @@ impl<'a, P: Protocol> Worker<'a, P> {
 
     /// A connection can take a request: give it one now, or park it.
     fn on_ready(&mut self, ci: u32, now: u64) {
+        if matches!(self.conns[ci as usize].st, St::Connecting | St::Handshake) {
+            self.warming -= 1;
+        }
         self.conns[ci as usize].st = St::Idle;
         if !self.started || self.sending_over(now) {
             self.idle.push_back(ci);
@@ -368,6 +380,7 @@ impl<'a, P: Protocol> Worker<'a, P> {
                 c.fd = fd;
                 c.st = St::Connecting;
                 c.deadline = now + self.plan.connect_timeout.as_nanos() as u64;
+                self.warming += 1;
                 let token = (u64::from(c.gen) << 32) | u64::from(ci);
                 let bits = sys::EV_IN | sys::EV_OUT | sys::EV_RDHUP | sys::EV_ET;
                 if let Err(e) = self.ep.add(fd, bits, token) {
@@ -555,7 +568,7 @@ impl<'a, P: Protocol> Worker<'a, P> {
                     true
                 } else {
                     self.close_conn(ci);
-                    if !self.sending_over(now) {
+                    if self.need_conn(now) {
                         self.connect(ci, now);
                     }
                     false
@@ -630,6 +643,9 @@ impl<'a, P: Protocol> Worker<'a, P> {
         }
         if matches!(c.st, St::Handshake | St::Idle | St::Busy) {
             self.open -= 1;
+        }
+        if matches!(c.st, St::Connecting | St::Handshake) {
+            self.warming -= 1;
         }
         c.st = St::Down;
         c.pending = &[];

@@ -56,7 +56,12 @@ pub(crate) struct Mysql {
 }
 
 impl Mysql {
-    pub(crate) fn new(user: &str, password: &str, db: Option<&str>, query: &str) -> Result<Self, String> {
+    pub(crate) fn new(
+        user: &str,
+        password: &str,
+        db: Option<&str>,
+        query: &str,
+    ) -> Result<Self, String> {
         if query.len() + 1 >= MAX_PAYLOAD {
             return Err("--query longer than 16 MiB is not supported".into());
         }
@@ -64,7 +69,12 @@ impl Mysql {
         payload.extend_from_slice(query.as_bytes());
         let mut q = Vec::new();
         packet::write_packet(&mut q, 0, &payload);
-        Ok(Mysql { user: user.into(), password: password.into(), db: db.map(String::from), query: q })
+        Ok(Mysql {
+            user: user.into(),
+            password: password.into(),
+            db: db.map(String::from),
+            query: q,
+        })
     }
 
     /// Handles one complete packet (or, for a streamed row, its first bytes).
@@ -74,13 +84,21 @@ impl Mysql {
             Phase::Greeting => {
                 if first == 0xFF {
                     let (code, msg) = packet::parse_err(p);
-                    return Some(login_fail(format!("server refused the connection: {code} {msg}")));
+                    return Some(login_fail(format!(
+                        "server refused the connection: {code} {msg}"
+                    )));
                 }
                 let g = match packet::parse_greeting(p) {
                     Ok(g) => g,
-                    Err(e) => return Some(Step::Fail(ErrorClass::BadResponse, format!("bad greeting: {e}"))),
+                    Err(e) => {
+                        return Some(Step::Fail(
+                            ErrorClass::BadResponse,
+                            format!("bad greeting: {e}"),
+                        ))
+                    }
                 };
-                let resp = packet::handshake_response(&g, &self.user, &self.password, self.db.as_deref());
+                let resp =
+                    packet::handshake_response(&g, &self.user, &self.password, self.db.as_deref());
                 packet::write_packet(out, seq.wrapping_add(1), &resp);
                 c.greeting = Some(g);
                 c.phase = Phase::Auth;
@@ -93,7 +111,10 @@ impl Mysql {
                 }
                 0xFF => {
                     let (code, msg) = packet::parse_err(p);
-                    Some(login_fail(format!("login as '{}' failed: {code} {msg}", self.user)))
+                    Some(login_fail(format!(
+                        "login as '{}' failed: {code} {msg}",
+                        self.user
+                    )))
                 }
                 0xFE => {
                     // AuthSwitchRequest: plugin name NUL, then new auth data.
@@ -109,31 +130,54 @@ impl Mysql {
                     }
                     let data = body.get(end + 1..).unwrap_or(&[]);
                     let data = data.strip_suffix(&[0]).unwrap_or(data);
-                    packet::write_packet(out, seq.wrapping_add(1), &packet::native_token(&self.password, data));
+                    packet::write_packet(
+                        out,
+                        seq.wrapping_add(1),
+                        &packet::native_token(&self.password, data),
+                    );
                     None
                 }
                 0x01 if p.get(1) == Some(&0x03) => None, // caching_sha2 fast auth: OK follows
-                _ => Some(login_fail(format!("unsupported authentication step 0x{first:02x}"))),
+                _ => Some(login_fail(format!(
+                    "unsupported authentication step 0x{first:02x}"
+                ))),
             },
-            Phase::Ready => Some(Step::Fail(ErrorClass::BadResponse, "packet received with no query pending".into())),
+            Phase::Ready => Some(Step::Fail(
+                ErrorClass::BadResponse,
+                "packet received with no query pending".into(),
+            )),
             Phase::First => match first {
                 0x00 => self.result_end(c, packet::ok_status(p)),
                 0xFF => {
                     let (code, _) = packet::parse_err(p);
                     c.phase = Phase::Ready;
-                    Some(Step::Done { code: code.max(1), ok: false, keep_alive: true })
+                    Some(Step::Done {
+                        code: code.max(1),
+                        ok: false,
+                        keep_alive: true,
+                    })
                 }
-                0xFB => Some(Step::Fail(ErrorClass::BadResponse, "server asked for LOCAL INFILE".into())),
+                0xFB => Some(Step::Fail(
+                    ErrorClass::BadResponse,
+                    "server asked for LOCAL INFILE".into(),
+                )),
                 _ => match packet::lenenc(p) {
                     Some((n, _)) if n > 0 => {
                         c.phase = Phase::Columns(n);
                         None
                     }
-                    _ => Some(Step::Fail(ErrorClass::BadResponse, "bad column count".into())),
+                    _ => Some(Step::Fail(
+                        ErrorClass::BadResponse,
+                        "bad column count".into(),
+                    )),
                 },
             },
             Phase::Columns(n) => {
-                c.phase = if n > 1 { Phase::Columns(n - 1) } else { Phase::ColumnsEof };
+                c.phase = if n > 1 {
+                    Phase::Columns(n - 1)
+                } else {
+                    Phase::ColumnsEof
+                };
                 None
             }
             Phase::ColumnsEof => {
@@ -141,7 +185,10 @@ impl Mysql {
                     c.phase = Phase::Rows;
                     None
                 } else {
-                    Some(Step::Fail(ErrorClass::BadResponse, "expected EOF after column definitions".into()))
+                    Some(Step::Fail(
+                        ErrorClass::BadResponse,
+                        "expected EOF after column definitions".into(),
+                    ))
                 }
             }
             Phase::Rows => match first {
@@ -149,7 +196,11 @@ impl Mysql {
                 0xFF => {
                     let (code, _) = packet::parse_err(p);
                     c.phase = Phase::Ready;
-                    Some(Step::Done { code: code.max(1), ok: false, keep_alive: true })
+                    Some(Step::Done {
+                        code: code.max(1),
+                        ok: false,
+                        keep_alive: true,
+                    })
                 }
                 _ => None,
             },
@@ -163,7 +214,11 @@ impl Mysql {
             None
         } else {
             c.phase = Phase::Ready;
-            Some(Step::Done { code: 0, ok: true, keep_alive: true })
+            Some(Step::Done {
+                code: 0,
+                ok: true,
+                keep_alive: true,
+            })
         }
     }
 }
@@ -176,7 +231,13 @@ impl Protocol for Mysql {
     type Conn = MysqlConn;
 
     fn new_conn(&self, _group: usize, _index: usize) -> MysqlConn {
-        MysqlConn { phase: Phase::Greeting, buf: Vec::new(), skip: 0, continuation: false, greeting: None }
+        MysqlConn {
+            phase: Phase::Greeting,
+            buf: Vec::new(),
+            skip: 0,
+            continuation: false,
+            greeting: None,
+        }
     }
 
     fn on_connect(&self, c: &mut MysqlConn) -> bool {
@@ -200,7 +261,9 @@ impl Protocol for Mysql {
         let mut pos = 0;
         let mut result = Step::More;
         while c.skip == 0 {
-            let Some((len, seq)) = packet::header(&c.buf[pos..]) else { break };
+            let Some((len, seq)) = packet::header(&c.buf[pos..]) else {
+                break;
+            };
             let avail = c.buf.len() - pos - HEADER;
             let continuation = std::mem::replace(&mut c.continuation, len == MAX_PAYLOAD);
             let streamable = continuation
@@ -237,9 +300,10 @@ impl Protocol for Mysql {
         }
         c.buf.drain(..pos);
         match result {
-            Step::Done { .. } | Step::Ready if !c.buf.is_empty() || c.skip > 0 => {
-                Step::Fail(ErrorClass::BadResponse, "unexpected bytes after a complete reply".into())
-            }
+            Step::Done { .. } | Step::Ready if !c.buf.is_empty() || c.skip > 0 => Step::Fail(
+                ErrorClass::BadResponse,
+                "unexpected bytes after a complete reply".into(),
+            ),
             r => r,
         }
     }
@@ -262,21 +326,31 @@ impl Protocol for Mysql {
 }
 
 /// Logs in once over a blocking socket, so bad credentials are one clear error before the run.
-fn preflight_login(proto: &Mysql, addr: std::net::SocketAddr, timeout: std::time::Duration) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect to MySQL at {addr}: {e}"))?;
+fn preflight_login(
+    proto: &Mysql,
+    addr: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("cannot connect to MySQL at {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(timeout));
     let mut c = proto.new_conn(0, 0);
     let mut buf = [0u8; 4096];
     let mut out = Vec::new();
     loop {
-        let n = s.read(&mut buf).map_err(|e| format!("MySQL at {addr}: reading during login: {e}"))?;
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| format!("MySQL at {addr}: reading during login: {e}"))?;
         if n == 0 {
-            return Err(format!("MySQL at {addr} closed the connection during login"));
+            return Err(format!(
+                "MySQL at {addr} closed the connection during login"
+            ));
         }
         out.clear();
         let step = proto.on_data(&mut c, &buf[..n], &mut out);
         if !out.is_empty() {
-            s.write_all(&out).map_err(|e| format!("MySQL at {addr}: writing during login: {e}"))?;
+            s.write_all(&out)
+                .map_err(|e| format!("MySQL at {addr}: writing during login: {e}"))?;
         }
         match step {
             Step::Ready => return Ok(c.greeting.map(|g| g.version).unwrap_or_default()),
@@ -292,7 +366,11 @@ pub(crate) fn run(a: MysqlArgs) -> Result<i32, String> {
     let plan = load::plan(&a.load, vec![addr])?;
     let version = preflight_login(&proto, addr, plan.connect_timeout)?;
     let target = format!("mysql://{}@{addr}", a.user);
-    println!("{} (server {version}), query: {}", load::banner(&target, &plan), a.query);
+    println!(
+        "{} (server {version}), query: {}",
+        load::banner(&target, &plan),
+        a.query
+    );
     let outcome = load::execute(&proto, &plan)?;
     let (_, code) = load::finish("mysql", vec![target], &plan, &proto, &outcome, &a.load)?;
     Ok(code)
@@ -349,11 +427,46 @@ mod tests {
         let mut multi = result_set(2, 10, true);
         multi.extend(pkt(10, &[0, 0, 0, 2, 0, 0, 0]));
         let cases: Vec<(Vec<u8>, Step)> = vec![
-            (pkt(1, &[0, 0, 0, 2, 0, 0, 0]), Step::Done { code: 0, ok: true, keep_alive: true }),
-            (pkt(1, b"\xff\x28\x04#42000syntax"), Step::Done { code: 1064, ok: false, keep_alive: true }),
-            (result_set(3, 5, false), Step::Done { code: 0, ok: true, keep_alive: true }),
-            (result_set(2, 40_000, false), Step::Done { code: 0, ok: true, keep_alive: true }),
-            (multi, Step::Done { code: 0, ok: true, keep_alive: true }),
+            (
+                pkt(1, &[0, 0, 0, 2, 0, 0, 0]),
+                Step::Done {
+                    code: 0,
+                    ok: true,
+                    keep_alive: true,
+                },
+            ),
+            (
+                pkt(1, b"\xff\x28\x04#42000syntax"),
+                Step::Done {
+                    code: 1064,
+                    ok: false,
+                    keep_alive: true,
+                },
+            ),
+            (
+                result_set(3, 5, false),
+                Step::Done {
+                    code: 0,
+                    ok: true,
+                    keep_alive: true,
+                },
+            ),
+            (
+                result_set(2, 40_000, false),
+                Step::Done {
+                    code: 0,
+                    ok: true,
+                    keep_alive: true,
+                },
+            ),
+            (
+                multi,
+                Step::Done {
+                    code: 0,
+                    ok: true,
+                    keep_alive: true,
+                },
+            ),
         ];
         for (input, want) in cases {
             for step in [1, 3, 1000, input.len()] {
@@ -374,7 +487,10 @@ mod tests {
         bad.extend(pkt(3, b"col"));
         bad.extend(pkt(4, b"not an eof packet"));
         let steps = feed_all(&m, &mut c, &bad, 7);
-        assert!(matches!(steps.as_slice(), [Step::Fail(ErrorClass::BadResponse, _)]), "{steps:?}");
+        assert!(
+            matches!(steps.as_slice(), [Step::Fail(ErrorClass::BadResponse, _)]),
+            "{steps:?}"
+        );
         let mut x: u32 = 12345;
         for _ in 0..500 {
             let mut c = ready_conn(&m);
@@ -396,7 +512,10 @@ mod tests {
         let steps = feed_all(&m, &mut c, &pkt(2, b"\xff\x15\x04#28000Access denied"), 100);
         match steps.as_slice() {
             [Step::Fail(ErrorClass::ConnectOther, msg)] => {
-                assert!(msg.contains("sg_a") && msg.contains("1045") && msg.contains("Access denied"), "{msg}")
+                assert!(
+                    msg.contains("sg_a") && msg.contains("1045") && msg.contains("Access denied"),
+                    "{msg}"
+                )
             }
             s => panic!("{s:?}"),
         }

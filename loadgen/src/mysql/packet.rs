@@ -24,7 +24,12 @@ pub(crate) const NATIVE_PASSWORD: &str = "mysql_native_password";
 
 /// Payload length and sequence id of the packet starting at `b`, if the header is complete.
 pub(crate) fn header(b: &[u8]) -> Option<(usize, u8)> {
-    (b.len() >= HEADER).then(|| (usize::from(b[0]) | usize::from(b[1]) << 8 | usize::from(b[2]) << 16, b[3]))
+    (b.len() >= HEADER).then(|| {
+        (
+            usize::from(b[0]) | usize::from(b[1]) << 8 | usize::from(b[2]) << 16,
+            b[3],
+        )
+    })
 }
 
 /// Appends one packet (payload < 16 MiB) with its header.
@@ -38,7 +43,13 @@ pub(crate) fn write_packet(out: &mut Vec<u8>, seq: u8, payload: &[u8]) {
 pub(crate) fn lenenc(b: &[u8]) -> Option<(u64, usize)> {
     let le = |n: usize| -> Option<(u64, usize)> {
         let bytes = b.get(1..1 + n)?;
-        Some((bytes.iter().rev().fold(0u64, |acc, &x| acc << 8 | u64::from(x)), 1 + n))
+        Some((
+            bytes
+                .iter()
+                .rev()
+                .fold(0u64, |acc, &x| acc << 8 | u64::from(x)),
+            1 + n,
+        ))
     };
     match *b.first()? {
         x @ 0..=0xFA => Some((u64::from(x), 1)),
@@ -61,7 +72,10 @@ pub(crate) struct Greeting {
 pub(crate) fn parse_greeting(p: &[u8]) -> Result<Greeting, String> {
     let short = || "greeting too short".to_string();
     if p.first() != Some(&10) {
-        return Err(format!("unsupported protocol version {:?} (expected 10)", p.first()));
+        return Err(format!(
+            "unsupported protocol version {:?} (expected 10)",
+            p.first()
+        ));
     }
     let nul = p[1..].iter().position(|&b| b == 0).ok_or_else(short)?;
     let version = String::from_utf8_lossy(&p[1..1 + nul]).into_owned();
@@ -93,7 +107,12 @@ pub(crate) fn parse_greeting(p: &[u8]) -> Result<Greeting, String> {
     if caps & CLIENT_PROTOCOL_41 == 0 {
         return Err(format!("server {version} does not speak protocol 4.1"));
     }
-    Ok(Greeting { version, caps, scramble, plugin })
+    Ok(Greeting {
+        version,
+        caps,
+        scramble,
+        plugin,
+    })
 }
 
 /// mysql_native_password: SHA1(pw) XOR SHA1(scramble + SHA1(SHA1(pw))); empty for no password.
@@ -111,7 +130,12 @@ pub(crate) fn native_token(password: &str, scramble: &[u8]) -> Vec<u8> {
 }
 
 /// The HandshakeResponse41 payload.
-pub(crate) fn handshake_response(g: &Greeting, user: &str, password: &str, db: Option<&str>) -> Vec<u8> {
+pub(crate) fn handshake_response(
+    g: &Greeting,
+    user: &str,
+    password: &str,
+    db: Option<&str>,
+) -> Vec<u8> {
     let mut caps = CLIENT_LONG_PASSWORD
         | CLIENT_LONG_FLAG
         | CLIENT_PROTOCOL_41
@@ -151,7 +175,9 @@ pub(crate) fn handshake_response(g: &Greeting, user: &str, password: &str, db: O
 
 /// An ERR packet's (code, message).
 pub(crate) fn parse_err(p: &[u8]) -> (u16, String) {
-    let code = p.get(1..3).map_or(0, |c| u16::from(c[0]) | u16::from(c[1]) << 8);
+    let code = p
+        .get(1..3)
+        .map_or(0, |c| u16::from(c[0]) | u16::from(c[1]) << 8);
     let mut msg = p.get(3..).unwrap_or(&[]);
     if msg.first() == Some(&b'#') && msg.len() >= 6 {
         msg = &msg[6..]; // '#' + 5-byte SQL state
@@ -161,15 +187,21 @@ pub(crate) fn parse_err(p: &[u8]) -> (u16, String) {
 
 /// Server status flags of an OK packet (after affected rows and last insert id).
 pub(crate) fn ok_status(p: &[u8]) -> u16 {
-    let Some((_, a)) = p.get(1..).and_then(lenenc) else { return 0 };
-    let Some((_, b)) = p.get(1 + a..).and_then(lenenc) else { return 0 };
+    let Some((_, a)) = p.get(1..).and_then(lenenc) else {
+        return 0;
+    };
+    let Some((_, b)) = p.get(1 + a..).and_then(lenenc) else {
+        return 0;
+    };
     let i = 1 + a + b;
-    p.get(i..i + 2).map_or(0, |s| u16::from(s[0]) | u16::from(s[1]) << 8)
+    p.get(i..i + 2)
+        .map_or(0, |s| u16::from(s[0]) | u16::from(s[1]) << 8)
 }
 
 /// Server status flags of a classic EOF packet (0xFE, warnings, status).
 pub(crate) fn eof_status(p: &[u8]) -> u16 {
-    p.get(3..5).map_or(0, |s| u16::from(s[0]) | u16::from(s[1]) << 8)
+    p.get(3..5)
+        .map_or(0, |s| u16::from(s[0]) | u16::from(s[1]) << 8)
 }
 
 #[cfg(test)]
@@ -208,7 +240,9 @@ mod tests {
         for n in 0..40 {
             assert!(parse_greeting(&full[..n]).is_err(), "{n} bytes");
         }
-        assert!(parse_greeting(&[9, 0]).unwrap_err().contains("protocol version"));
+        assert!(parse_greeting(&[9, 0])
+            .unwrap_err()
+            .contains("protocol version"));
     }
 
     #[test]
@@ -246,9 +280,15 @@ mod tests {
         assert_eq!(lenenc(&[0xFD, 1, 2, 3]), Some((0x030201, 4)));
         assert_eq!(lenenc(&[0xFC, 1]), None);
         assert_eq!(lenenc(&[0xFF]), None);
-        assert_eq!(parse_err(b"\xff\x28\x04#42000You have an error"), (1064, "You have an error".into()));
+        assert_eq!(
+            parse_err(b"\xff\x28\x04#42000You have an error"),
+            (1064, "You have an error".into())
+        );
         assert_eq!(ok_status(&[0, 0, 0, 0x08, 0]), SERVER_MORE_RESULTS_EXISTS);
-        assert_eq!(eof_status(&[0xFE, 0, 0, 0x08, 0]), SERVER_MORE_RESULTS_EXISTS);
+        assert_eq!(
+            eof_status(&[0xFE, 0, 0, 0x08, 0]),
+            SERVER_MORE_RESULTS_EXISTS
+        );
         assert_eq!(header(&[3, 0, 0, 1, 9]), Some((3, 1)));
     }
 }
