@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need (curl, MariaDB,
+# sysbench from Debian), builds the workspace, runs every test with the io_uring driver and
+# again with the epoll driver, then checks formatting and lints. `.ci/run` calls exactly this.
+#
+#   tests/run.sh            everything
+#   QUICK=1 tests/run.sh    one driver (auto), no lint pass
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    else
+        echo "missing ${need[*]} and not root: install them first" >&2
+        exit 1
+    fi
+fi
+# MariaDB server/client and sysbench for the MySQL tests (no-op when present).
+tests/support/mariadb.sh install
+
+step "build"
+cargo build --workspace --all-targets
+
+drivers="uring epoll"
+if [ -n "${QUICK:-}" ]; then
+    drivers="auto"
+fi
+for d in $drivers; do
+    step "tests (io_driver = $d)"
+    if [ "$d" = epoll ]; then
+        SHARDGATE_TEST_IO_DRIVER=epoll MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --workspace
+    else
+        SHARDGATE_TEST_IO_DRIVER=$d cargo test --workspace
+    fi
+done
+
+if [ -z "${QUICK:-}" ]; then
+    step "format and lints"
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+fi
+step "all tests passed"
