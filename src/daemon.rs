@@ -170,7 +170,7 @@ pub fn demo(listen: &str, shards: usize) -> u8 {
             }
         }
     }
-    let socket = std::env::temp_dir().join(format!("shardgate-demo-{}.sock", std::process::id()));
+    let socket = std::env::temp_dir().join("shardgate-demo.sock");
     let toml = format!(
         "[daemon]\nshards = {shards}\ncontrol_socket = \"{}\"\n\n[[http]]\nname = \"demo\"\nlisten = [\"{listen}\"]\ndefault_pool = \"demo\"\n\n[pool.demo]\nbalance = \"round_robin\"\nservers = [\n  {{ name = \"demo-a\", addr = \"{}\" }},\n  {{ name = \"demo-b\", addr = \"{}\" }},\n]\n",
         socket.display(),
