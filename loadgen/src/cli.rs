@@ -49,7 +49,8 @@ pub(crate) struct LoadArgs {
     /// coordinated omission). Without it: closed loop, as fast as replies come.
     #[arg(short = 'R', long)]
     pub(crate) rate: Option<f64>,
-    /// Time over which to open the connections; load starts when it ends.
+    /// Time over which to open the connections (evenly, over its first three quarters);
+    /// load starts when it ends and -d counts from there.
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub(crate) ramp: Duration,
     /// Longest wait for a complete reply.
@@ -166,6 +167,13 @@ pub(crate) struct VerifyArgs {
     /// report how many upstream connections the proxy opened (repeatable).
     #[arg(long = "backend")]
     pub(crate) backends: Vec<String>,
+    /// Start the run's processes from this shardgate config: one `loadgen serve` per pool
+    /// server, then the proxy; the URL is its first [[http]] listener. All are stopped at the end.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// The proxy binary for --config (default: `shardgate` next to this executable).
+    #[arg(long)]
+    pub(crate) shardgate: Option<PathBuf>,
     #[arg(long, value_parser = parse_sources)]
     pub(crate) source: Option<Sources>,
     #[arg(long)]

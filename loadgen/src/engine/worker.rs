@@ -142,8 +142,9 @@ pub(super) fn run<P: Protocol>(
     };
     let n = w.conns.len() as u64;
     for i in 0..n {
-        // Spread connects evenly over the ramp; without a ramp, all at once.
-        let at = if n > 0 { load_start * i / n } else { 0 };
+        // Spread connects evenly over the first three quarters of the ramp, so the last ones
+        // are established (not just started) when the load begins; no ramp: all at once.
+        let at = load_start * 3 / 4 * i / n;
         w.reconnect.push(Reverse((at, i as u32)));
     }
     w.event_loop(live)
