@@ -126,7 +126,8 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
     let sum = |f: fn(&ShardStats) -> &Counter| shards.iter().map(|s| f(&s.0).get()).sum::<u64>();
     let mut out = String::new();
     let _ = writeln!(out, "shards: {}", shards.len());
-    let rows: [(&str, fn(&ShardStats) -> &Counter); 11] = [
+    type Pick = fn(&ShardStats) -> &Counter;
+    let rows: [(&str, Pick); 11] = [
         ("connections.active", |s| &s.active),
         ("connections.accepted", |s| &s.accepted),
         ("connections.handled", |s| &s.handled),

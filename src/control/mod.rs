@@ -27,13 +27,16 @@ pub enum Action {
     Stop,
 }
 
+/// A command's handler: the daemon's shared state and the words after the command's name.
+type Handler = fn(&Shared, &[&str]) -> Result<(String, Action), String>;
+
 struct Command {
     /// The words that select it, e.g. "show stats".
     name: &'static str,
     /// Arguments after the name, for `help`.
     args: &'static str,
     help: &'static str,
-    run: fn(&Shared, &[&str]) -> Result<(String, Action), String>,
+    run: Handler,
 }
 
 const COMMANDS: &[Command] = &[

@@ -68,8 +68,12 @@ impl<'a> PhaseGauge<'a> {
         if p == self.cur {
             return;
         }
-        self.counter(self.cur).map(|c| c.sub(1));
-        self.counter(p).map(|c| c.add(1));
+        if let Some(c) = self.counter(self.cur) {
+            c.sub(1);
+        }
+        if let Some(c) = self.counter(p) {
+            c.add(1);
+        }
         self.cur = p;
     }
     fn counter(&self, p: Phase) -> Option<&'a crate::stats::Counter> {
@@ -329,7 +333,7 @@ impl ClientConn<'_> {
             proto: "http",
             strip_expect: head.expect_continue,
         };
-        write_request_head(&self.buf, &head, &info, &mut self.out);
+        write_request_head(&self.buf, head, &info, &mut self.out);
         let mut body = BodyLeft::from_framing(head.framing);
         let mut body_done = body.is_none();
         let mut consumed = head.head_len;
