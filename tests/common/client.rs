@@ -74,8 +74,12 @@ pub struct Conn {
 }
 
 impl Conn {
+    #[track_caller]
     pub fn connect(addr: SocketAddr) -> Conn {
-        Conn::try_connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+        match Conn::try_connect(addr) {
+            Ok(c) => c,
+            Err(e) => panic!("connect {addr}: {e}"),
+        }
     }
 
     pub fn try_connect(addr: SocketAddr) -> io::Result<Conn> {
@@ -97,10 +101,11 @@ impl Conn {
         &self.io.stream
     }
 
+    #[track_caller]
     pub fn send(&mut self, bytes: &[u8]) {
-        self.io
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("send to {}: {e}", self.addr));
+        if let Err(e) = self.io.write_all(bytes) {
+            panic!("send to {}: {e}", self.addr);
+        }
     }
 
     pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -112,6 +117,7 @@ impl Conn {
     }
 
     /// `GET path` with `Host: host`, keep-alive, and its response.
+    #[track_caller]
     pub fn get(&mut self, path: &str, host: &str) -> Response {
         self.send(&req("GET", path, host, &[], b""));
         self.read_response()
@@ -119,9 +125,12 @@ impl Conn {
 
     /// The next final response (1xx other than 101 are skipped); panics with what was read on
     /// any error.
+    #[track_caller]
     pub fn read_response(&mut self) -> Response {
-        self.try_read_response()
-            .unwrap_or_else(|e| panic!("reading a response from {}: {e}", self.addr))
+        match self.try_read_response() {
+            Ok(r) => r,
+            Err(e) => panic!("reading a response from {}: {e}", self.addr),
+        }
     }
 
     pub fn try_read_response(&mut self) -> Result<Response, String> {
@@ -134,11 +143,13 @@ impl Conn {
     }
 
     /// The response to a HEAD request (no body whatever the headers say).
+    #[track_caller]
     pub fn read_head_response(&mut self) -> Response {
         loop {
-            let r = self
-                .try_read_message(true)
-                .unwrap_or_else(|e| panic!("reading a HEAD response from {}: {e}", self.addr));
+            let r = match self.try_read_message(true) {
+                Ok(r) => r,
+                Err(e) => panic!("reading a HEAD response from {}: {e}", self.addr),
+            };
             if r.status >= 200 {
                 return r;
             }
@@ -211,6 +222,7 @@ impl Conn {
     }
 
     /// Asserts that the peer closes cleanly within `timeout` without sending anything more.
+    #[track_caller]
     pub fn expect_closed(&mut self, timeout: Duration) {
         if let Err(e) = self.check_closed(timeout) {
             panic!("{e}");
