@@ -182,6 +182,19 @@ pub fn err_packet(out: &mut Vec<u8>, seq: u8, code: u16, sql_state: &[u8; 5], ms
     out.extend_from_slice(msg);
 }
 
+/// Append an ERR packet in the form servers send *before* the greeting (too many
+/// connections, host blocked): no SQL-state marker, since no capabilities are agreed yet.
+/// Every client reads it as the connection's first packet and reports code and message.
+pub fn err_packet_pre41(out: &mut Vec<u8>, seq: u8, code: u16, msg: &str) {
+    let msg = &msg.as_bytes()[..msg.len().min(MAX_CHUNK - 3)];
+    let len = 1 + 2 + msg.len();
+    out.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+    out.push(seq);
+    out.push(0xFF);
+    out.extend_from_slice(&code.to_le_bytes());
+    out.extend_from_slice(msg);
+}
+
 /// Build one packet (test and tool helper; the proxy never re-frames relayed data).
 pub fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + HEADER_LEN);

@@ -1,24 +1,498 @@
-//! MySQL pass-through proxying (being written: see issue 4). Until it lands, MySQL frontends
-//! accept and close.
+//! MySQL pass-through: one client connection ↔ one backend connection, chosen at connect time,
+//! with an [`Observer`] watching both directions for per-user accounting.
+//!
+//! ```text
+//! accept ─ frontend full? ─ yes ─► ERR 1040 (first packet), close
+//!    │ no
+//!    ▼
+//! candidates (pool's balancer: fewest in-flight commands, ties rotate)
+//!    │ connect + read greeting, each bounded by connect_timeout
+//!    ├─ refused / timed out / no greeting ─► mark server down (all shards), next candidate
+//!    ├─ none left ─► ERR 2003 (first packet), close
+//!    ▼
+//! greeting: observer sees it as sent, client gets it with TLS/compression bits hidden
+//!    ▼
+//! relay both ways as bytes arrive; observer → per-user stats, in-flight counts
+//!    │ either side closes, idle timeout, or drain ─► close both; open commands fail
+//!    ▼
+//! backend closed while commands were open ─► probe it; refused → mark down
+//! ```
+//!
+//! Idle timeouts and graceful stop never cancel a read (../shared/RUNTIME.md: a cancelled
+//! read can lose bytes): a per-shard sweeper shuts the sockets down instead, which ends the
+//! pending reads with EOF.
+
+mod health;
+pub mod stats;
+
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use crate::rt::TcpStream;
-use crate::shard::{ConnGuard, Shard};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-/// Per-shard MySQL accounting, summed by `show traffic mysql`.
-#[derive(Default, Debug)]
-pub struct MysqlShardStats {}
+use crate::balance::ServerShared;
+use crate::proto::mysql::packet::{complete_packet_len, err_packet_pre41};
+use crate::proto::mysql::{handshake, Event, Observer};
+use crate::rt::{self, Read, Splitable, TcpStream};
+use crate::shard::{ConnGuard, Shard, Shared};
 
-/// Called once per shard at start (background tasks such as health checks).
-pub fn start_shard(_shard: &Rc<Shard>) {}
+pub use stats::MysqlShardStats;
+use stats::{ConnAccount, FrontCounters};
 
-/// Serve one accepted MySQL client connection.
-pub async fn serve_client(_shard: Rc<Shard>, _fe: usize, stream: TcpStream, _peer: SocketAddr, _guard: ConnGuard) {
-    drop(stream);
+/// Relay buffer per direction: MySQL packets are small except blobs, which stream through.
+const RELAY_BUF: usize = 16 * 1024;
+/// Largest greeting accepted from a server (real ones are about 100 bytes).
+const MAX_GREETING: usize = 4096;
+/// How often the sweeper checks idle timeouts and drain.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// How long a client gets to take the greeting.
+const WRITE_GREETING: Duration = Duration::from_secs(30);
+/// How long a refused client's ERR is given to leave before the socket closes.
+const LINGER: Duration = Duration::from_millis(200);
+
+/// MariaDB's own code and text for a full server, so clients react as they would to it.
+const ER_CON_COUNT_ERROR: u16 = 1040;
+/// The client-side "can't connect" code: what a client reports when no server answers.
+const CR_CONN_HOST_ERROR: u16 = 2003;
+
+/// Microseconds on a process-wide monotonic clock (command timing).
+pub(crate) fn now_us() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
-/// `show traffic mysql`.
-pub fn render_traffic(_shared: &crate::shard::Shared) -> String {
-    String::from("user connections requests\n")
+/// Called once per shard at start: the idle/drain sweeper, and on shard 0 the health checks.
+pub fn start_shard(shard: &Rc<Shard>) {
+    if shard.shared.config.mysql.is_empty() {
+        return;
+    }
+    rt::spawn(sweeper(shard.clone()));
+    if shard.id == 0 {
+        health::start(&shard.shared);
+    }
+}
+
+/// `show traffic mysql`: per-user traffic summed over shards (see [`stats::render`]).
+pub fn render_traffic(shared: &Shared) -> String {
+    let shards: Vec<&MysqlShardStats> = shared.mysql_stats.iter().map(|s| &**s).collect();
+    let names: Vec<String> = shared.config.mysql.iter().map(|f| f.name.clone()).collect();
+    stats::render(&shards, &names)
+}
+
+/// What the sweeper needs to know about a live connection. The fds are only shut down while
+/// `closed` is false, and the handler sets it before the streams are dropped, so a shut down
+/// fd is always still ours.
+struct Ctl {
+    client_fd: RawFd,
+    server_fd: RawFd,
+    idle_ms: u64,
+    last_active_ms: Cell<u64>,
+    /// Commands outstanding (or the observer gave up and only byte activity counts).
+    busy: Cell<bool>,
+    closed: Cell<bool>,
+    /// Set by the sweeper when it closed the connection for idleness.
+    idle_expired: Cell<bool>,
+    /// Set by the sweeper when it closed the connection (idle or drain).
+    swept: Cell<bool>,
+    /// The direction whose source ended first.
+    first_end: Cell<Option<Dir>>,
+}
+
+impl Ctl {
+    fn shutdown(&self) {
+        if !self.closed.get() {
+            shutdown_fd(self.client_fd);
+            shutdown_fd(self.server_fd);
+        }
+    }
+}
+
+fn shutdown_fd(fd: RawFd) {
+    // SAFETY: shutdown(2) on a descriptor this connection still owns (see `Ctl`); it never
+    // closes or frees anything, at worst it returns an error.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+thread_local! {
+    /// This shard's live MySQL connections, for the sweeper.
+    static LIVE: RefCell<Vec<Weak<Ctl>>> = const { RefCell::new(Vec::new()) };
+}
+
+async fn sweeper(shard: Rc<Shard>) {
+    loop {
+        rt::sleep(SWEEP_EVERY).await;
+        let now = rt::now_ms();
+        let draining = shard.drain.fired();
+        let empty = LIVE.with(|live| {
+            let mut live = live.borrow_mut();
+            live.retain(|w| match w.upgrade() {
+                Some(c) if !c.closed.get() => {
+                    let idle_for = now.saturating_sub(c.last_active_ms.get());
+                    if !c.busy.get() && (draining || idle_for >= c.idle_ms) {
+                        c.idle_expired.set(!draining);
+                        c.swept.set(true);
+                        c.shutdown();
+                    }
+                    true
+                }
+                _ => false,
+            });
+            live.is_empty()
+        });
+        if empty && shard.shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+}
+
+/// Serve one accepted MySQL client connection until either side closes.
+pub async fn serve_client(
+    shard: Rc<Shard>,
+    fe: usize,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    guard: ConnGuard,
+) {
+    let shared = shard.shared.clone();
+    let Some(conf) = shared.config.mysql.get(fe) else {
+        return;
+    };
+    let my = &shared.mysql_stats[shard.id];
+    let fallback = FrontCounters::default();
+    let counters = my.front(fe).unwrap_or(&fallback);
+    counters.accepted.add(1);
+
+    // The frontend-wide count is the sum of every shard's own gauge.
+    let open: u64 = shared
+        .mysql_stats
+        .iter()
+        .filter_map(|s| s.front(fe))
+        .map(|c| c.active.get())
+        .sum();
+    if open >= conf.max_connections as u64 {
+        counters.refused_limit.add(1);
+        tracing::debug!(frontend = %conf.name, %peer, "refused: frontend connection limit");
+        refuse(client, ER_CON_COUNT_ERROR, "Too many connections").await;
+        return;
+    }
+    counters.active.add(1);
+    let _active = ActiveGuard(&counters.active);
+
+    let pool_ix = conf.pool;
+    let pool = &shared.pools[pool_ix];
+    let mut acct = ConnAccount::default();
+    let mut observer = Observer::new();
+
+    let Some((server_ix, server, greeting)) = connect_backend(&shard, pool_ix, counters).await
+    else {
+        counters.no_server.add(1);
+        let msg = format!(
+            "shardgate: no server of pool '{}' can be reached",
+            pool.name
+        );
+        refuse(client, CR_CONN_HOST_ERROR, &msg).await;
+        return;
+    };
+    let ss = &pool.servers[server_ix];
+    tracing::debug!(frontend = %conf.name, %peer, server = %ss.name, "mysql session");
+
+    // The observer sees the greeting as the server sent it; the client gets it rewritten.
+    let mut greeting = greeting;
+    let mut sink_events = Vec::new();
+    observer.feed_server(&greeting, now_us(), &mut |e| sink_events.push(own_event(e)));
+    if greeting.get(4) != Some(&0xFF) {
+        let _ = handshake::hide_capabilities(&mut greeting[4..]);
+    }
+    acct.bytes_out(greeting.len());
+    let (res, _) = rt::write_all(&mut client, greeting, WRITE_GREETING).await;
+    if res.is_err() {
+        acct.flush(my, None);
+        return;
+    }
+
+    let ctl = Rc::new(Ctl {
+        client_fd: client.as_raw_fd(),
+        server_fd: server.as_raw_fd(),
+        idle_ms: conf.client_idle_timeout.as_millis().min(u64::MAX as u128) as u64,
+        last_active_ms: Cell::new(rt::now_ms()),
+        busy: Cell::new(false),
+        closed: Cell::new(false),
+        idle_expired: Cell::new(false),
+        swept: Cell::new(false),
+        first_end: Cell::new(None),
+    });
+    LIVE.with(|l| l.borrow_mut().push(Rc::downgrade(&ctl)));
+
+    let session = Session {
+        shard: &shard,
+        stats: my,
+        server: ss,
+        ctl: &ctl,
+        state: RefCell::new(SessionState {
+            observer,
+            acct,
+            pending: sink_events,
+        }),
+        server_lost: Cell::new(false),
+    };
+    session.apply_pending();
+
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    let up = session.pump(cr, sw, Dir::ClientToServer);
+    let down = session.pump(sr, cw, Dir::ServerToClient);
+    monoio::join!(up, down);
+
+    // Both directions are done: account what was left open, then let the streams go.
+    {
+        let mut st = session.state.borrow_mut();
+        let SessionState { observer, acct, .. } = &mut *st;
+        let busy = observer.outstanding() > 0;
+        observer.close(now_us(), &mut |e| on_event(e, acct, my, ss, shard.id));
+        acct.flush(my, None);
+        if busy && session.server_lost.get() {
+            counters.backend_lost.add(1);
+        }
+    }
+    if ctl.idle_expired.get() {
+        counters.idle_closed.add(1);
+    }
+    ctl.closed.set(true);
+    if session.server_lost.get() {
+        rt::spawn(health::probe_after_loss(shared.clone(), pool_ix, server_ix));
+    }
+    drop(guard);
+}
+
+/// Decrements a frontend's active gauge however the connection ends.
+struct ActiveGuard<'a>(&'a stats::ShardCounter);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.sub(1);
+    }
+}
+
+/// Send a pre-handshake ERR (no SQL state, as servers do before the greeting) and close.
+async fn refuse(mut client: TcpStream, code: u16, msg: &str) {
+    let mut out = Vec::with_capacity(64 + msg.len());
+    err_packet_pre41(&mut out, 0, code, msg);
+    let (res, _) = rt::write_all(&mut client, out, LINGER).await;
+    if res.is_ok() {
+        rt::shutdown_write(&mut client).await;
+        // Read what the client may still send so the close is not a reset that eats the ERR.
+        let _ = rt::read_into(&mut client, Vec::with_capacity(512), 0, LINGER, None).await;
+    }
+}
+
+/// Connect to the best usable server of the pool and read its greeting, failing over on
+/// refused/timed-out connects and missing greetings (each marks its server down everywhere).
+/// Returns the server index, the stream and the greeting packet (header included).
+async fn connect_backend(
+    shard: &Shard,
+    pool_ix: usize,
+    counters: &FrontCounters,
+) -> Option<(usize, TcpStream, Vec<u8>)> {
+    let shared = &shard.shared;
+    let pool = &shared.pools[pool_ix];
+    let conf = &shared.config.pools[pool_ix];
+    let mut order = Vec::new();
+    {
+        let mut scratch = Vec::new();
+        let mut balancers = shard.balancers.borrow_mut();
+        balancers[pool_ix].candidates(pool, rt::now_ms(), &mut scratch, &mut order);
+    }
+    for ix in order {
+        let ss = &pool.servers[ix];
+        let failure = match rt::connect(ss.addr, conf.connect_timeout).await {
+            Ok(mut stream) => match read_greeting(&mut stream, conf.connect_timeout).await {
+                Ok(g) => {
+                    if ss.mark_up() {
+                        tracing::info!(pool = %pool.name, server = %ss.name, "server up: connect succeeded");
+                    }
+                    return Some((ix, stream, g));
+                }
+                Err(e) => e,
+            },
+            Err(e) => e.to_string(),
+        };
+        counters.connect_failures.add(1);
+        if ss.mark_down(rt::now_ms(), conf.down_time.as_millis() as u64) {
+            tracing::warn!(pool = %pool.name, server = %ss.name, error = %failure, down_for = ?conf.down_time, "mysql server down");
+        }
+    }
+    None
+}
+
+/// Read the server's first packet (greeting or ERR) whole.
+async fn read_greeting(stream: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>, String> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        if let Some(n) = complete_packet_len(&buf) {
+            if n != buf.len() {
+                return Err("server sent data after its greeting before the client spoke".into());
+            }
+            return match buf.get(4) {
+                Some(10) | Some(0xFF) => Ok(buf),
+                other => Err(format!("not a MySQL greeting (first byte {other:?})")),
+            };
+        }
+        if buf.len() >= MAX_GREETING {
+            return Err("greeting too long".into());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("no greeting within connect_timeout".into());
+        }
+        let (r, b) = rt::read_into(stream, buf, 256, left, None).await;
+        buf = b;
+        match r {
+            Read::Data(_) => {}
+            Read::Eof => return Err("closed before its greeting".into()),
+            Read::TimedOut | Read::Drained => {
+                return Err("no greeting within connect_timeout".into())
+            }
+            Read::Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    ClientToServer,
+    ServerToClient,
+}
+
+struct SessionState {
+    observer: Observer,
+    acct: ConnAccount,
+    /// Events seen before the session existed (the greeting), applied once it does.
+    pending: Vec<OwnedEvent>,
+}
+
+struct Session<'a> {
+    shard: &'a Shard,
+    stats: &'a MysqlShardStats,
+    server: &'a ServerShared,
+    ctl: &'a Ctl,
+    state: RefCell<SessionState>,
+    /// The backend side ended first (closed or failed), not the client.
+    server_lost: Cell<bool>,
+}
+
+impl Session<'_> {
+    fn apply_pending(&self) {
+        let mut st = self.state.borrow_mut();
+        let SessionState { acct, pending, .. } = &mut *st;
+        for e in pending.drain(..) {
+            if let OwnedEvent::LoginFailed = e {
+                acct.login_failed();
+            }
+        }
+    }
+
+    /// Relay one direction until its source ends or a write fails; then shut both sockets
+    /// down so the other direction ends too.
+    async fn pump<R, W>(&self, mut r: R, mut w: W, dir: Dir)
+    where
+        R: AsyncReadRent,
+        W: AsyncWriteRent,
+    {
+        let mut buf = Vec::with_capacity(RELAY_BUF);
+        loop {
+            buf.clear();
+            let (res, b) = r.read(buf).await;
+            buf = b;
+            let n = match res {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            self.observe(&buf[..n], dir);
+            let (res, b) = w.write_all(buf).await;
+            buf = b;
+            if res.is_err() {
+                break;
+            }
+        }
+        if self.ctl.first_end.get().is_none() {
+            self.ctl.first_end.set(Some(dir));
+            // The backend went away by itself while a command was open: it may have died.
+            let busy = self.state.borrow().observer.outstanding() > 0;
+            if dir == Dir::ServerToClient && busy && !self.ctl.swept.get() {
+                self.server_lost.set(true);
+            }
+        }
+        self.ctl.shutdown();
+    }
+
+    fn observe(&self, data: &[u8], dir: Dir) {
+        self.ctl.last_active_ms.set(rt::now_ms());
+        let now = now_us();
+        let mut st = self.state.borrow_mut();
+        let SessionState { observer, acct, .. } = &mut *st;
+        let (stats, server, shard) = (self.stats, self.server, self.shard.id);
+        match dir {
+            Dir::ClientToServer => {
+                acct.bytes_in(data.len());
+                observer.feed_client(data, now, &mut |e| on_event(e, acct, stats, server, shard));
+            }
+            Dir::ServerToClient => {
+                acct.bytes_out(data.len());
+                observer.feed_server(data, now, &mut |e| on_event(e, acct, stats, server, shard));
+            }
+        }
+        self.ctl.busy.set(observer.outstanding() > 0);
+    }
+}
+
+/// The few greeting-time events worth keeping until the session exists.
+enum OwnedEvent {
+    LoginFailed,
+    Other,
+}
+
+fn own_event(e: Event<'_>) -> OwnedEvent {
+    match e {
+        Event::Authenticated { ok: false } => OwnedEvent::LoginFailed,
+        _ => OwnedEvent::Other,
+    }
+}
+
+fn on_event(
+    e: Event<'_>,
+    acct: &mut ConnAccount,
+    stats: &MysqlShardStats,
+    server: &ServerShared,
+    shard: usize,
+) {
+    match e {
+        Event::Login { user, .. } => acct.login(user),
+        Event::Authenticated { ok: true } => {}
+        Event::Authenticated { ok: false } => acct.login_failed(),
+        Event::Command { cmd } => {
+            server.begin(shard);
+            acct.command(cmd);
+        }
+        Event::Reply { ok, elapsed, .. } => {
+            server.end(shard);
+            acct.reply(stats, ok, elapsed);
+        }
+        Event::UserChanged { user, .. } => acct.change_user(stats, user),
+        Event::UnsolicitedError { .. } => acct.error(),
+        Event::Unparsed { reason, abandoned } => {
+            for _ in 0..abandoned {
+                server.end(shard);
+            }
+            tracing::debug!(reason, "mysql session no longer followed");
+            acct.unparsed();
+        }
+    }
 }

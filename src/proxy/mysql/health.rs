@@ -1,0 +1,108 @@
+//! Background health of MySQL servers: at an interval, connect to each server of every pool a
+//! MySQL frontend uses and read its first packet. A greeting, or an ERR such as "too many
+//! connections" (the server is alive, just full), counts as up; a refused or timed-out connect
+//! or no packet marks the server down for the pool's `down_time` on every shard, and the next
+//! answer marks it up again. The checks run on shard 0 only, so a server sees one probe per
+//! interval, not one per shard.
+//!
+//! A probe closes without authenticating, which MariaDB logs as an aborted connection and, on
+//! servers that resolve host names, counts toward `max_connect_errors` (see docs/mysql.md).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::rt;
+use crate::shard::Shared;
+
+/// Check interval: half the pool's `down_time`, within these bounds, so that a server that is
+/// back is seen again well before its down period would have ended by itself.
+const MIN_INTERVAL: Duration = Duration::from_millis(500);
+const MAX_INTERVAL: Duration = Duration::from_secs(5);
+
+pub(super) fn interval(down_time: Duration) -> Duration {
+    (down_time / 2).clamp(MIN_INTERVAL, MAX_INTERVAL)
+}
+
+/// Spawn one check loop per server of every pool used by a MySQL frontend.
+pub(super) fn start(shared: &Arc<Shared>) {
+    let mut pools: Vec<usize> = shared.config.mysql.iter().map(|f| f.pool).collect();
+    pools.sort_unstable();
+    pools.dedup();
+    for pool in pools {
+        for server in 0..shared.pools[pool].servers.len() {
+            rt::spawn(check_loop(shared.clone(), pool, server));
+        }
+    }
+}
+
+async fn check_loop(shared: Arc<Shared>, pool: usize, server: usize) {
+    let conf = &shared.config.pools[pool];
+    let every = interval(conf.down_time);
+    loop {
+        rt::sleep(every).await;
+        if shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let outcome = check(&shared, pool, server).await;
+        apply(&shared, pool, server, outcome);
+    }
+}
+
+/// Connect and read the first packet.
+async fn check(shared: &Shared, pool: usize, server: usize) -> Result<(), String> {
+    let conf = &shared.config.pools[pool];
+    let addr = shared.pools[pool].servers[server].addr;
+    let mut stream = rt::connect(addr, conf.connect_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    super::read_greeting(&mut stream, conf.connect_timeout)
+        .await
+        .map(|_| ())
+}
+
+fn apply(shared: &Shared, pool: usize, server: usize, outcome: Result<(), String>) {
+    let p = &shared.pools[pool];
+    let ss = &p.servers[server];
+    match outcome {
+        Ok(()) => {
+            if ss.mark_up() {
+                tracing::info!(pool = %p.name, server = %ss.name, "mysql server up: health check answered");
+            }
+        }
+        Err(e) => {
+            let down = shared.config.pools[pool].down_time;
+            if ss.mark_down(rt::now_ms(), down.as_millis() as u64) {
+                tracing::warn!(pool = %p.name, server = %ss.name, error = %e, "mysql server down: health check failed");
+            }
+        }
+    }
+}
+
+/// A backend closed a connection while commands were outstanding: a crash or a KILL. Only a
+/// failing connect tells them apart, so probe once and mark the server down if it refuses.
+pub(super) async fn probe_after_loss(shared: Arc<Shared>, pool: usize, server: usize) {
+    let conf = &shared.config.pools[pool];
+    let addr = shared.pools[pool].servers[server].addr;
+    if let Err(e) = rt::connect(addr, conf.connect_timeout).await {
+        apply(
+            &shared,
+            pool,
+            server,
+            Err(format!("connection lost mid-command, then {e}")),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_follows_down_time_within_bounds() {
+        assert_eq!(interval(Duration::from_secs(10)), Duration::from_secs(5));
+        assert_eq!(interval(Duration::from_secs(2)), Duration::from_secs(1));
+        assert_eq!(interval(Duration::from_millis(100)), MIN_INTERVAL);
+        assert_eq!(interval(Duration::from_secs(3600)), MAX_INTERVAL);
+    }
+}
