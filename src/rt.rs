@@ -406,7 +406,17 @@ where
     let try_uring = match want {
         IoDriver::Epoll => false,
         IoDriver::Uring => true,
-        IoDriver::Auto => !forced_legacy && uring_available(),
+        IoDriver::Auto if forced_legacy => {
+            tracing::info!("MONOIO_FORCE_LEGACY_DRIVER is set; using epoll");
+            false
+        }
+        IoDriver::Auto => {
+            let ok = uring_available();
+            if !ok {
+                tracing::warn!("io_uring is unavailable (blocked by seccomp or not supported); falling back to epoll");
+            }
+            ok
+        }
     };
     if try_uring {
         match RuntimeBuilder::<IoUringDriver>::new()
