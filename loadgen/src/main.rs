@@ -101,6 +101,7 @@ fn run_http(a: cli::HttpArgs) -> Result<i32, String> {
     };
     println!("{}", load::banner(&what, &plan));
     let proto = http::Http::new(groups, &spec);
+    sys::catch_interrupts();
     let outcome = load::execute(&proto, &plan)?;
     let (_, code) = load::finish("http", raw, &plan, &proto, &outcome, &a.load)?;
     Ok(code)

@@ -380,8 +380,7 @@ impl Worker {
 
     fn read_ready(&mut self, ci: u32, gen: u32, hup: bool) {
         let mut buf = std::mem::take(&mut self.buf);
-        loop {
-            let Some(c) = self.conn(ci, gen) else { break };
+        while let Some(c) = self.conn(ci, gen) {
             match sys::read(c.fd, &mut buf) {
                 Ok(0) => {
                     self.close_conn(ci);

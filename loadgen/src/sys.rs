@@ -279,3 +279,28 @@ pub(crate) fn borrow_fd<'a>(fd: RawFd) -> std::os::fd::BorrowedFd<'a> {
     // getsockname call).
     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_sig: libc::c_int) {
+    // A second Ctrl-C means "now": leave at once (_exit is async-signal-safe).
+    if INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: _exit may be called from a signal handler.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// Makes SIGINT/SIGTERM set a flag instead of killing the process, so a load run can stop
+/// sending, report what it measured, and stop any process it started.
+pub(crate) fn catch_interrupts() {
+    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}

@@ -29,6 +29,8 @@ const PROXY_START: Duration = Duration::from_secs(15);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(a: VerifyArgs) -> Result<i32, String> {
+    // Ctrl-C ends the load phase early instead of killing us, so the children still get stopped.
+    sys::catch_interrupts();
     let mut children = Children(Vec::new());
     let (url_text, backends) = match &a.config {
         Some(cfg) => start_from_config(cfg, &a, &mut children)?,
@@ -42,7 +44,10 @@ pub(crate) fn run(a: VerifyArgs) -> Result<i32, String> {
 fn verify(a: &VerifyArgs, url_text: &str, backends: &[String]) -> Result<i32, String> {
     let url = crate::url::parse(url_text)?;
     let addr = crate::url::resolve(&url.host, url.port)?;
-    let spec = http::RequestSpec { method: "GET".into(), ..Default::default() };
+    let spec = http::RequestSpec {
+        method: "GET".into(),
+        ..Default::default()
+    };
     let load_args = LoadArgs {
         connections: a.connections,
         threads: a.threads,
@@ -59,15 +64,28 @@ fn verify(a: &VerifyArgs, url_text: &str, backends: &[String]) -> Result<i32, St
     };
     let plan: Plan = load::plan(&load_args, vec![addr])?;
     load::preflight(&plan, &[url_text.to_string()])?;
-    let before: Vec<Option<BackendStats>> = backends.iter().map(|b| backend_stats(b).ok()).collect();
+    let before: Vec<Option<BackendStats>> =
+        backends.iter().map(|b| backend_stats(b).ok()).collect();
     println!("{}", load::banner(url_text, &plan));
     println!(
         "verify: targets: {} connections held, >= {} req/s, 0 failed requests, corrected p99 <= {} ms",
         a.connections, a.min_rate, a.max_p99_ms
     );
-    let proto = http::Http::new(vec![http::Group { requests: vec![http::render_request(&url, &spec)] }], &spec);
+    let proto = http::Http::new(
+        vec![http::Group {
+            requests: vec![http::render_request(&url, &spec)],
+        }],
+        &spec,
+    );
     let outcome = load::execute(&proto, &plan)?;
-    let (s, _) = load::finish("verify", vec![url_text.to_string()], &plan, &proto, &outcome, &load_args)?;
+    let (s, _) = load::finish(
+        "verify",
+        vec![url_text.to_string()],
+        &plan,
+        &proto,
+        &outcome,
+        &load_args,
+    )?;
 
     for (b, before) in backends.iter().zip(before) {
         match (before, backend_stats(b)) {
@@ -96,7 +114,7 @@ fn verify(a: &VerifyArgs, url_text: &str, backends: &[String]) -> Result<i32, St
 fn checks(a: &VerifyArgs, s: &Summary) -> Vec<(bool, String)> {
     let c = a.connections as u64;
     let failed = s.error_total + s.non_success + s.unsent + s.unfinished;
-    vec![
+    let mut v = vec![
         (
             s.open_at_load_start == c && s.open_at_end == c && s.connections_opened == c,
             format!(
@@ -116,7 +134,11 @@ fn checks(a: &VerifyArgs, s: &Summary) -> Vec<(bool, String)> {
             s.latency_ms.p99 <= a.max_p99_ms,
             format!("p99 latency (corrected): {:.2} ms (want <= {} ms)", s.latency_ms.p99, a.max_p99_ms),
         ),
-    ]
+    ];
+    if sys::interrupted() {
+        v.push((false, "the run was interrupted before its end".into()));
+    }
+    v
 }
 
 struct BackendStats {
@@ -132,7 +154,8 @@ fn backend_stats(addr: &str) -> Result<BackendStats, String> {
     s.write_all(b"GET /__stats HTTP/1.1\r\nHost: stats\r\nConnection: close\r\n\r\n")
         .map_err(|e| format!("write {addr}: {e}"))?;
     let mut body = String::new();
-    s.read_to_string(&mut body).map_err(|e| format!("read {addr}: {e}"))?;
+    s.read_to_string(&mut body)
+        .map_err(|e| format!("read {addr}: {e}"))?;
     let json = body.split("\r\n\r\n").nth(1).ok_or("no body")?;
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("bad stats: {e}"))?;
     Ok(BackendStats {
@@ -173,8 +196,13 @@ impl Drop for Children {
 
 /// Starts one `loadgen serve` per pool server and the proxy from `cfg`; returns the proxy URL
 /// and the backend addresses.
-fn start_from_config(cfg: &Path, a: &VerifyArgs, children: &mut Children) -> Result<(String, Vec<String>), String> {
-    let text = std::fs::read_to_string(cfg).map_err(|e| format!("cannot read {}: {e}", cfg.display()))?;
+fn start_from_config(
+    cfg: &Path,
+    a: &VerifyArgs,
+    children: &mut Children,
+) -> Result<(String, Vec<String>), String> {
+    let text =
+        std::fs::read_to_string(cfg).map_err(|e| format!("cannot read {}: {e}", cfg.display()))?;
     let (listen, servers) = parse_config(&text).map_err(|e| format!("{}: {e}", cfg.display()))?;
     let me = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
     for (name, addr) in &servers {
@@ -199,9 +227,16 @@ fn start_from_config(cfg: &Path, a: &VerifyArgs, children: &mut Children) -> Res
         });
         println!("verify: started backend {name} on {addr}");
     }
-    let bin = a.shardgate.clone().unwrap_or_else(|| me.with_file_name("shardgate"));
-    let log_path = std::env::temp_dir().join(format!("loadgen-verify-shardgate-{}.log", std::process::id()));
-    let log = std::fs::File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let bin = a
+        .shardgate
+        .clone()
+        .unwrap_or_else(|| me.with_file_name("shardgate"));
+    let log_path = std::env::temp_dir().join(format!(
+        "loadgen-verify-shardgate-{}.log",
+        std::process::id()
+    ));
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
     let child = Command::new(&bin)
         .arg("--config")
@@ -217,7 +252,13 @@ fn start_from_config(cfg: &Path, a: &VerifyArgs, children: &mut Children) -> Res
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             break;
         }
-        let exited = children.0.last_mut().and_then(|(_, c)| c.try_wait().ok().flatten());
+        if sys::interrupted() {
+            return Err("interrupted while waiting for the proxy".into());
+        }
+        let exited = children
+            .0
+            .last_mut()
+            .and_then(|(_, c)| c.try_wait().ok().flatten());
         if exited.is_some() || start.elapsed() > PROXY_START {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
@@ -230,7 +271,11 @@ fn start_from_config(cfg: &Path, a: &VerifyArgs, children: &mut Children) -> Res
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("verify: started {} (log: {})", bin.display(), log_path.display());
+    println!(
+        "verify: started {} (log: {})",
+        bin.display(),
+        log_path.display()
+    );
     let backends = servers.into_iter().map(|(_, addr)| addr).collect();
     Ok((format!("http://{listen}/"), backends))
 }
@@ -251,8 +296,16 @@ fn parse_config(text: &str) -> Result<(String, Vec<(String, String)>), String> {
     let mut servers = Vec::new();
     if let Some(pools) = v.get("pool").and_then(|p| p.as_table()) {
         for (pool, p) in pools {
-            for s in p.get("servers").and_then(|s| s.as_array()).map(Vec::as_slice).unwrap_or(&[]) {
-                let addr = s.get("addr").and_then(|a| a.as_str()).ok_or(format!("pool.{pool}: server without addr"))?;
+            for s in p
+                .get("servers")
+                .and_then(|s| s.as_array())
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
+                let addr = s
+                    .get("addr")
+                    .and_then(|a| a.as_str())
+                    .ok_or(format!("pool.{pool}: server without addr"))?;
                 let name = s.get("name").and_then(|n| n.as_str()).unwrap_or(addr);
                 servers.push((name.to_string(), addr.to_string()));
             }
@@ -285,7 +338,10 @@ servers = [ { name = "app1", addr = "127.0.0.1:19001" }, { name = "app2", addr =
         assert_eq!(listen, "127.0.0.1:18080");
         assert_eq!(
             servers,
-            vec![("app1".into(), "127.0.0.1:19001".into()), ("app2".into(), "127.0.0.1:19002".into())]
+            vec![
+                ("app1".into(), "127.0.0.1:19001".into()),
+                ("app2".into(), "127.0.0.1:19002".into())
+            ]
         );
         assert!(parse_config("[daemon]\n").unwrap_err().contains("[[http]]"));
     }

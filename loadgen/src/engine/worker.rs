@@ -175,6 +175,12 @@ impl<'a, P: Protocol> Worker<'a, P> {
         let mut drain_deadline: Option<u64> = None;
         loop {
             let now = self.now();
+            if sys::interrupted() && !self.sending_over(now) {
+                // Ctrl-C: stop sending now, let in-flight replies finish, report.
+                self.started = true;
+                self.end_send = Some(now);
+                self.quota = Some(self.issued);
+            }
             if !self.started && now >= self.load_start {
                 self.started = true;
                 self.stats.open_at_load_start = self.open;

@@ -476,7 +476,8 @@ mod tests {
 
     #[test]
     fn malformed_responses_are_errors() {
-        let cases: [(&[u8], fn(&ParseError) -> bool); 9] = [
+        type Check = fn(&ParseError) -> bool;
+        let cases: [(&[u8], Check); 9] = [
             (b"HTTP/1.1 2x0 OK\r\n\r\n", |e| {
                 matches!(e, ParseError::Head(_))
             }),

@@ -371,6 +371,7 @@ pub(crate) fn run(a: MysqlArgs) -> Result<i32, String> {
         load::banner(&target, &plan),
         a.query
     );
+    crate::sys::catch_interrupts();
     let outcome = load::execute(&proto, &plan)?;
     let (_, code) = load::finish("mysql", vec![target], &plan, &proto, &outcome, &a.load)?;
     Ok(code)
