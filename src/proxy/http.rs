@@ -226,6 +226,10 @@ impl ClientConn<'_> {
         let mut first = true;
         loop {
             // ---- read a complete request head ----
+            // client_header_timeout runs from the head's first byte (from accept for the first
+            // request) to its end, however the bytes trickle in: a slowloris gets no more.
+            let mut head_deadline = (first || !self.buf.is_empty())
+                .then(|| Instant::now() + conf.client_header_timeout);
             let head = loop {
                 if !self.buf.is_empty() {
                     match parse_request(
@@ -246,10 +250,9 @@ impl ClientConn<'_> {
                 } else {
                     Phase::Reading
                 });
-                let (timeout, drain) = if self.buf.is_empty() && !first {
-                    (conf.keepalive_timeout, Some(&self.shard.drain))
-                } else {
-                    (conf.client_header_timeout, None)
+                let (timeout, drain) = match head_deadline {
+                    None => (conf.keepalive_timeout, Some(&self.shard.drain)),
+                    Some(d) => (d.saturating_duration_since(Instant::now()), None),
                 };
                 if self.shard.drain.fired() && self.buf.is_empty() {
                     return Next::Close;
@@ -266,7 +269,10 @@ impl ClientConn<'_> {
                 let (r, b) = deadline_read.await;
                 self.buf = b;
                 match r {
-                    Read::Data(_) => {}
+                    Read::Data(_) => {
+                        head_deadline
+                            .get_or_insert_with(|| Instant::now() + conf.client_header_timeout);
+                    }
                     Read::TimedOut if partial => return Next::Answer(408),
                     Read::Eof | Read::TimedOut | Read::Drained | Read::Err(_) => {
                         return Next::Close
@@ -394,10 +400,10 @@ impl ClientConn<'_> {
             self.buf.drain(..consumed.min(self.buf.len()));
             return Next::Tunnel(up);
         }
-        let client_keep = !head.close
-            && !resp.close
-            && !self.shard.drain.fired()
-            && resp.framing != Framing::UntilClose;
+        // The client's connection lives on whatever the server does with ours, as long as the
+        // response has an end the client can see.
+        let client_keep =
+            !head.close && !self.shard.drain.fired() && resp.framing != Framing::UntilClose;
         self.out.clear();
         write_response_head(
             &up.buf,

@@ -183,7 +183,11 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, info: &ForwardInfo, ou
     out.extend_from_slice(origin);
     // An HTTP/1.0 client cannot read a chunked response, and a server may only send one to an
     // HTTP/1.1 request: forward 1.0 requests as 1.0 (the response then comes by length or close).
-    out.extend_from_slice(if head.minor_version == 0 { b" HTTP/1.0\r\n" } else { b" HTTP/1.1\r\n" });
+    out.extend_from_slice(if head.minor_version == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
 
     match (head.absolute_authority, head.host) {
         // RFC 9112 §3.2.2: the target's authority overrides Host.
@@ -212,6 +216,9 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, info: &ForwardInfo, ou
 
     if head.upgrade_websocket {
         out.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if head.minor_version == 0 {
+        // HTTP/1.0 closes by default; ask to keep the upstream connection for the pool.
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"X-Forwarded-For: ");
     if xff {
@@ -364,11 +371,11 @@ mod tests {
                 "GET /a?b HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nUser-Agent: t\r\n\
                  X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n",
             ),
-            // HTTP/1.0 without Host: stays 1.0 (no chunked reply possible), empty Host; keep-alive dropped.
+            // HTTP/1.0 without Host: stays 1.0 (no chunked reply possible), empty Host, keep-alive asked.
             (
                 b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n",
                 info("::ffff:192.168.100.7", false),
-                "GET / HTTP/1.0\r\nHost: \r\nX-Forwarded-For: 192.168.100.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+                "GET / HTTP/1.0\r\nHost: \r\nConnection: keep-alive\r\nX-Forwarded-For: 192.168.100.7\r\nX-Forwarded-Proto: http\r\n\r\n",
             ),
             // Absolute-form: the authority replaces Host; empty path becomes "/".
             (
