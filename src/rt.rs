@@ -321,7 +321,7 @@ impl Drop for DrainWait {
 }
 
 /// A shard-local counting gate: bounded upstream connections per server. `acquire` waits for a
-/// free slot; `release` hands one back and wakes the oldest waiter.
+/// free slot; `release` hands one back and wakes the waiters.
 #[derive(Default)]
 pub struct Gate {
     waiters: RefCell<std::collections::VecDeque<Waker>>,
@@ -357,9 +357,12 @@ impl Gate {
         .await
     }
 
+    /// Give a slot back. Every waiter is woken and re-checks: a single wake could land on a
+    /// waiter that already gave up (timed out), leaving the slot unnoticed by the others.
     pub fn release(&self) {
         self.free.set(self.free.get() + 1);
-        if let Some(w) = self.waiters.borrow_mut().pop_front() {
+        let woken: Vec<Waker> = self.waiters.borrow_mut().drain(..).collect();
+        for w in woken {
             w.wake();
         }
     }
