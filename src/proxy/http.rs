@@ -278,8 +278,6 @@ impl ClientConn<'_> {
                         return Next::Close
                     }
                 }
-                // The header timeout counts from the head's first byte, across reads.
-                first = false;
             };
             first = false;
             gauge.set(Phase::Writing);

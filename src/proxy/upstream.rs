@@ -1,8 +1,10 @@
-//! A shard's upstream connections for one pool: per server, a bounded number of connections
-//! (busy + idle, `max_connections_per_server`) and a stack of idle keep-alive ones
-//! (`max_idle_per_server`). Requests beyond the bound wait for a connection to come back, so
-//! 10,000 clients do not turn into 10,000 backend sockets. Nothing here is shared with other
-//! shards; the server's health and busyness live in [`PoolShared`].
+//! A shard's upstream connections for one pool. Per server, a [`Gate`] of
+//! `max_connections_per_server` slots bounds the connections in use, and a stack keeps up to
+//! `max_idle_per_server` idle keep-alive ones. A request takes a slot first, then the newest
+//! idle connection, and connects only when none is idle; so the connections open (busy + idle)
+//! never exceed the slot count, and requests beyond it queue (FIFO) until one is checked back
+//! in. That is what keeps 10,000 clients from becoming 10,000 backend sockets. Nothing here is
+//! shared with other shards; the server's health and busyness live in [`PoolShared`].
 
 use std::cell::RefCell;
 use std::io;
@@ -19,10 +21,17 @@ pub const UPSTREAM_BUF: usize = 16 * 1024;
 
 struct ServerSlots {
     gate: Gate,
-    idle: RefCell<Vec<(Upstream, Instant)>>,
+    idle: RefCell<Vec<Idle>>,
 }
 
-/// One connection to a backend server; its slot is held until `slot` is dropped.
+/// A kept-alive connection waiting for its next request (it holds no slot).
+struct Idle {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    since: Instant,
+}
+
+/// One connection to a backend server in use; its slot is held until `slot` is dropped.
 pub struct Upstream {
     pub stream: TcpStream,
     pub buf: Vec<u8>,
@@ -44,7 +53,7 @@ impl Drop for Slot {
 pub enum CheckoutError {
     /// Connect refused, reset or timed out: the server is to be marked down.
     Connect(io::Error),
-    /// Every connection to this server is busy and none came back in time.
+    /// Every slot for this server stayed busy for the whole wait.
     NoSlot,
 }
 
@@ -72,8 +81,8 @@ impl UpstreamPool {
         }
     }
 
-    /// An idle connection to `server` if one is fresh enough, else a new one. `fresh` skips
-    /// the idle stack (used for the one retry after a reused connection failed).
+    /// A slot for `server`, then an idle connection if one is fresh enough, else a new one.
+    /// `fresh` skips the idle stack (used for the one retry after a reused connection failed).
     pub async fn checkout(
         &self,
         server: usize,
@@ -81,22 +90,28 @@ impl UpstreamPool {
         wait: Duration,
     ) -> Result<Upstream, CheckoutError> {
         let slots = &self.servers[server];
+        if !slots.gate.acquire(wait).await {
+            return Err(CheckoutError::NoSlot);
+        }
+        let slot = Slot(slots.clone());
         if !fresh {
             let max_age = self.conf.idle_timeout;
             loop {
                 let popped = slots.idle.borrow_mut().pop();
                 match popped {
-                    Some((mut up, since)) if since.elapsed() < max_age => {
-                        up.reused = true;
-                        return Ok(up);
+                    Some(idle) if idle.since.elapsed() < max_age => {
+                        return Ok(Upstream {
+                            stream: idle.stream,
+                            buf: idle.buf,
+                            server,
+                            reused: true,
+                            slot,
+                        });
                     }
-                    Some(_) => continue, // expired: dropped, its slot released
+                    Some(_) => continue, // too old: closed by dropping it
                     None => break,
                 }
             }
-        }
-        if !slots.gate.acquire(wait).await {
-            return Err(CheckoutError::NoSlot);
         }
         let addr = self.shared.servers[server].addr;
         match rt::connect(addr, self.conf.connect_timeout).await {
@@ -105,23 +120,34 @@ impl UpstreamPool {
                 buf: Vec::with_capacity(UPSTREAM_BUF),
                 server,
                 reused: false,
-                slot: Slot(slots.clone()),
+                slot,
             }),
-            Err(e) => {
-                slots.gate.release();
-                Err(CheckoutError::Connect(e))
-            }
+            Err(e) => Err(CheckoutError::Connect(e)),
         }
     }
 
-    /// Return a connection whose last exchange ended cleanly; kept if there is room.
-    pub fn checkin(&self, mut up: Upstream) {
-        let slots = &self.servers[up.server];
-        let mut idle = slots.idle.borrow_mut();
-        if idle.len() < self.conf.max_idle_per_server {
-            up.buf.clear();
-            idle.push((up, Instant::now()));
+    /// Return a connection whose last exchange ended cleanly: kept idle if there is room, and
+    /// its slot goes to the next queued request (which will find it on the stack).
+    pub fn checkin(&self, up: Upstream) {
+        let Upstream {
+            stream,
+            mut buf,
+            server,
+            slot,
+            ..
+        } = up;
+        {
+            let mut idle = self.servers[server].idle.borrow_mut();
+            if idle.len() < self.conf.max_idle_per_server {
+                buf.clear();
+                idle.push(Idle {
+                    stream,
+                    buf,
+                    since: Instant::now(),
+                });
+            }
         }
+        drop(slot);
     }
 
     /// Idle connections held now for `server` (for tests and stats).
