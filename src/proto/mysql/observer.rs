@@ -896,6 +896,34 @@ mod recorded {
     }
 
     #[test]
+    fn mysql_async_session_with_deprecate_eof() {
+        // Text query, a two-statement batch, two executions of one prepared statement, an
+        // error, COM_CHANGE_USER (with auth switch), COM_RESET_CONNECTION, quit.
+        let s = summary(&load("mysql_async"));
+        let text = load("mysql_async");
+        let first_client = text.lines().find(|l| l.starts_with("C ")).unwrap();
+        let caps = u32::from_str_radix(&first_client[10..18], 16)
+            .unwrap()
+            .swap_bytes() as u64;
+        assert_ne!(
+            caps & caps::DEPRECATE_EOF,
+            0,
+            "the recording negotiates DEPRECATE_EOF"
+        );
+        assert_eq!(&s[..2], &["login sg_a", "auth true"]);
+        assert_eq!(count(&s, "< stmt_execute ok"), 2);
+        assert_eq!(count(&s, "< query err"), 1);
+        assert_eq!(count(&s, "< change_user ok"), 1);
+        assert!(s.contains(&"user sg_b".to_string()), "{s:#?}");
+        assert_eq!(count(&s, "< reset_connection ok"), 1);
+        assert_eq!(s.last().map(String::as_str), Some("< quit ok"));
+        assert_eq!(
+            count(&s, "> query") + count(&s, "> stmt_prepare") + count(&s, "> stmt_execute") + 3,
+            s.iter().filter(|l| l.starts_with('>')).count()
+        );
+    }
+
+    #[test]
     fn sysbench_prepared_and_text() {
         // One oltp_read_only transaction = 16 queries in sysbench's own count.
         let ps = summary(&load("sysbench_ps"));
