@@ -737,30 +737,54 @@ fn idle_clients_are_closed_busy_ones_are_not() {
 
 #[test]
 fn graceful_stop_lets_open_commands_finish_and_closes_idle_sessions() {
-    let db = mariadb!("graceful_stop_lets_open_commands_finish_and_closes_idle_sessions", 1);
-    let toml = config(2, &db.ports, "", "").replace("[daemon]\n", "[daemon]\nstop_timeout = \"10s\"\n");
+    let db = mariadb!(
+        "graceful_stop_lets_open_commands_finish_and_closes_idle_sessions",
+        1
+    );
+    let toml =
+        config(2, &db.ports, "", "").replace("[daemon]\n", "[daemon]\nstop_timeout = \"10s\"\n");
     let mut p = proxy(&toml);
     let port = p.port("db");
     let socket = p.socket.clone();
     let started = Instant::now();
     let (slept, idle_after) = block_on(Duration::from_secs(30), async move {
-        let mut idle = Conn::new(opts(port, "sg_a", "pw_a", None)).await.expect("idle session");
-        let mut busy = Conn::new(opts(port, "sg_b", "pw_b", None)).await.expect("busy session");
+        let mut idle = Conn::new(opts(port, "sg_a", "pw_a", None))
+            .await
+            .expect("idle session");
+        let mut busy = Conn::new(opts(port, "sg_b", "pw_b", None))
+            .await
+            .expect("busy session");
         let sleeper = tokio::spawn(async move {
-            let r: Option<i64> = busy.query_first("SELECT SLEEP(2)").await.expect("open command finishes");
+            let r: Option<i64> = busy
+                .query_first("SELECT SLEEP(2)")
+                .await
+                .expect("open command finishes");
             r
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (code, out, err) = tokio::task::spawn_blocking(move || common::proxy::ctl_at(&socket, "stop daemon")).await.unwrap();
+        let (code, out, err) =
+            tokio::task::spawn_blocking(move || common::proxy::ctl_at(&socket, "stop daemon"))
+                .await
+                .unwrap();
         assert_eq!(code, 0, "{out}{err}");
         tokio::time::sleep(Duration::from_millis(700)).await;
         // The idle session was closed at once, long before the sleeper ended.
         let idle_after = idle.query_drop("SELECT 1").await;
         (sleeper.await.unwrap(), idle_after)
     });
-    assert_eq!(slept, Some(0), "SLEEP(2) returned its result through a stopping proxy");
+    assert_eq!(
+        slept,
+        Some(0),
+        "SLEEP(2) returned its result through a stopping proxy"
+    );
     assert!(idle_after.is_err(), "idle session still open during stop");
-    let status = p.wait_exit(Duration::from_secs(10)).expect("daemon exits after the last reply");
+    let status = p
+        .wait_exit(Duration::from_secs(10))
+        .expect("daemon exits after the last reply");
     assert!(status.success(), "{status}");
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
 }
