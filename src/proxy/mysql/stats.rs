@@ -316,7 +316,7 @@ pub fn render(shards: &[&MysqlShardStats], frontends: &[String]) -> String {
         let _ = write!(
             out,
             "{} {} {} {} {} {} {:.3} {:.3} {:.3} {:.3} {:.3} {:.3} {} {} ",
-            String::from_utf8_lossy(user).replace(char::is_whitespace, "_"),
+            display_user(user),
             u.connections,
             u.requests(),
             u.errors,
@@ -368,6 +368,14 @@ pub fn render(shards: &[&MysqlShardStats], frontends: &[String]) -> String {
         );
     }
     out
+}
+
+/// A user name as one whitespace-free column (the anonymous user is `(anonymous)`).
+fn display_user(user: &[u8]) -> String {
+    if user.is_empty() {
+        return "(anonymous)".into();
+    }
+    String::from_utf8_lossy(user).replace(char::is_whitespace, "_")
 }
 
 #[cfg(test)]
