@@ -396,6 +396,12 @@ impl Gate {
         got
     }
 
+    /// Requests queued for a slot (an upper bound: waiters that gave up are counted until the
+    /// next release skips them).
+    pub fn queued(&self) -> usize {
+        self.waiters.borrow().len()
+    }
+
     pub fn release(&self) {
         loop {
             let next = self.waiters.borrow_mut().pop_front();

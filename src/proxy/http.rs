@@ -40,7 +40,7 @@ use crate::shard::{ConnGuard, HttpFront, Shard};
 use crate::stats::ShardStats;
 
 /// First read buffer of a client connection; grows up to the head limit when a head needs it.
-const CLIENT_BUF: usize = 4 * 1024;
+const CLIENT_BUF: usize = 2 * 1024;
 /// Buffer used to relay bodies and tunnels.
 const RELAY_BUF: usize = 64 * 1024;
 /// How long a closing connection keeps draining the client's unread input (lingering close).

@@ -137,8 +137,11 @@ impl UpstreamPool {
             ..
         } = up;
         {
-            let mut idle = self.servers[server].idle.borrow_mut();
-            if idle.len() < self.conf.max_idle_per_server {
+            let slots = &self.servers[server];
+            let mut idle = slots.idle.borrow_mut();
+            // Queued requests will take idle connections as soon as they run: keep one for each
+            // of them beyond the idle bound, rather than close it and connect again.
+            if idle.len() < self.conf.max_idle_per_server + slots.gate.queued() {
                 buf.clear();
                 idle.push(Idle {
                     stream,
