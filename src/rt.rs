@@ -145,7 +145,9 @@ pub async fn shutdown_write(stream: &mut TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-fn shutdown_fd(fd: RawFd) {
+/// Shut a socket down in both directions by descriptor: pending and future reads and writes on
+/// it end at once (used to stop a connection whose operations another task is awaiting).
+pub fn shutdown_fd(fd: RawFd) {
     // SAFETY: shutdown(2) on a descriptor we own; an invalid fd only yields EBADF.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);

@@ -56,7 +56,7 @@ impl Shared {
                 .map(|_| Arc::new(ShardStats::new(config.http.len())))
                 .collect(),
             mysql_stats: (0..shards)
-                .map(|_| Arc::new(MysqlShardStats::default()))
+                .map(|_| Arc::new(MysqlShardStats::new(config.mysql.len())))
                 .collect(),
             http_names: config.http.iter().map(|f| f.name.clone()).collect(),
             stopping: AtomicBool::new(false),

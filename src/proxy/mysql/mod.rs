@@ -106,17 +106,9 @@ struct Ctl {
 impl Ctl {
     fn shutdown(&self) {
         if !self.closed.get() {
-            shutdown_fd(self.client_fd);
-            shutdown_fd(self.server_fd);
+            rt::shutdown_fd(self.client_fd);
+            rt::shutdown_fd(self.server_fd);
         }
-    }
-}
-
-fn shutdown_fd(fd: RawFd) {
-    // SAFETY: shutdown(2) on a descriptor this connection still owns (see `Ctl`); it never
-    // closes or frees anything, at worst it returns an error.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_RDWR);
     }
 }
 
