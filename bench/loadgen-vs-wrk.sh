@@ -106,6 +106,10 @@ done
     echo "Requests are counted by the backend, CPU time from /proc/PID/stat. Raw data: \`loadgen-vs-wrk.raw.txt\`."
     echo "Command: \`bench/loadgen-vs-wrk.sh\`"
     echo
+    echo "Read the CPU column: req/s on a shared 2-core machine is set as much by what else runs on the"
+    echo "two cores as by the tools (see client_cpu_s in the raw data: a client rarely had its core to"
+    echo "itself); CPU time per request is what a client costs, whatever else runs."
+    echo
     echo "| connections | tool | client CPU µs/request | req/s | vs loadgen (CPU/request) |"
     echo "|---|---|---|---|---|"
     grep -v '^#' "$RAW" | tail -n +2 | sort -k2,2n -k1,1 |

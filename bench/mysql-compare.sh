@@ -1,0 +1,529 @@
+#!/usr/bin/env bash
+# mysql-compare.sh: shardgate's MySQL pass-through against HAProxy 2.6 in TCP mode and against a
+# direct connection, in ONE interleaved run (method: PERF.md, conventions: compare.sh). The proxy
+# under test is pinned to CPU0 (shardgate: 1 shard; HAProxy: nbthread 1); MariaDB 10.11 and
+# sysbench share CPU1; every target gets the same server, tables and sysbench settings; "direct"
+# (sysbench straight to MariaDB) is the ceiling. The figure that holds on a shared 2-core box is
+# proxy CPU time per query: schedstat ns of every thread of the proxy before and after a run,
+# divided by sysbench's query count (utime+stime recorded as a cross-check).
+#
+# Usage:  bench/mysql-compare.sh            full run (3 reps x 3 workloads x 3 targets, 20 s each,
+#                                           about 10 minutes without the build)
+#         QUICK=1 bench/mysql-compare.sh    smoke run (1 rep, 5 s runs, about 1.5 minutes)
+# Knobs (environment): REPS, DUR (seconds per run), THREADS (sysbench, 8), TABLES (4), ROWS
+#   (10000 per table), TARGETS="direct haproxy shardgate", WORKLOADS="ro-text ro-ps point-text"
+#   (also: point-ps), SKIP_BUILD=1 (use target/release as is), OUT=DIR.
+# Output: bench/results/<date>-<time>-mysql-compare/{meta.txt,runs.tsv,summary.md,raw/}; the
+# summary is printed at the end. `bench/mysql-compare.sh --summarize DIR` rebuilds it.
+# Every process started here is stopped by its PID on exit (MariaDB through mariadb.sh stop).
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CONF=$ROOT/bench/configs
+# Fixed: bench/configs/mysql-shardgate.toml names its control socket inside this directory.
+RUN=/tmp/sg-mybench
+
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    REPS=${REPS:-1}; DUR=${DUR:-5}
+else
+    REPS=${REPS:-3}; DUR=${DUR:-20}
+fi
+THREADS=${THREADS:-8}
+TABLES=${TABLES:-4}
+ROWS=${ROWS:-10000}
+TARGETS=${TARGETS:-"direct haproxy shardgate"}
+WORKLOADS=${WORKLOADS:-"ro-text ro-ps point-text"}
+PROXY_CPU=0
+SIDE_CPU=1
+SG_PORT=23306
+HA_PORT=23307
+DB_USER=sg_a
+DB_PASS=pw_a
+DB_NAME=sbtest
+declare -A PORT=([shardgate]=$SG_PORT [haproxy]=$HA_PORT)
+declare -A SB_TEST=([ro-text]=oltp_read_only [ro-ps]=oltp_read_only [point-text]=oltp_point_select [point-ps]=oltp_point_select)
+declare -A SB_PS=([ro-text]=disable [ro-ps]=auto [point-text]=disable [point-ps]=auto)
+
+STAMP=$(date +%Y-%m-%d-%H%M%S)
+OUT=${OUT:-$ROOT/bench/results/$STAMP-mysql-compare}
+
+log() { printf '[mysql-compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Processes: every PID we start is recorded and stopped (SIGTERM, then SIGKILL) on exit.
+declare -A PID=()
+CLIENT_PID=""
+DB_ENV=""
+
+stop_pid() {
+    local p=$1 i
+    kill -0 "$p" 2>/dev/null || return 0
+    kill -TERM "$p" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? name
+    trap - EXIT INT TERM
+    [[ -n $CLIENT_PID ]] && stop_pid "$CLIENT_PID"
+    for name in "${!PID[@]}"; do stop_pid "${PID[$name]}"; done
+    # mariadb.sh stops the server by the PID it recorded in the env file.
+    if [[ -n $DB_ENV && -f $DB_ENV ]]; then
+        "$ROOT/tests/support/mariadb.sh" stop "$DB_ENV" 2>/dev/null || true
+    fi
+    rm -rf "$RUN/mariadb"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# On-CPU ns of every live thread (schedstat field 1), summed over the given processes.
+cpu_ns() {
+    local p t sum=0 ns rest
+    for p in "$@"; do
+        for t in /proc/"$p"/task/*/schedstat; do
+            read -r ns rest < "$t" 2>/dev/null || continue
+            sum=$((sum + ns))
+        done
+    done
+    echo "$sum"
+}
+
+# utime+stime of the processes in ns (clock ticks; includes threads that already exited).
+tick_ns() {
+    local p sum=0 hz f
+    hz=$(getconf CLK_TCK)
+    for p in "$@"; do
+        f=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null) || continue
+        set -- $f
+        sum=$((sum + ${12} + ${13}))
+    done
+    echo $((sum * 1000000000 / hz))
+}
+
+# "busy total" jiffies of one CPU from /proc/stat (busy = everything but idle and iowait): how
+# much of CPU0/CPU1 was in use during a run, ours and other people's.
+cpu_jiffies() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+
+db() { # port sql...: one query through the given port, tab-separated, no headers
+    local port=$1; shift
+    mariadb --connect-timeout=5 -h127.0.0.1 -P"$port" -u"$DB_USER" -p"$DB_PASS" -N -B "$DB_NAME" -e "$*"
+}
+
+sg_ctl() { "$RUN/bin/shardgate" ctl --socket "$RUN/ctl.sock" "$@"; }
+
+# ---------------------------------------------------------------------------------------------
+ensure_tools() {
+    local need=() sudo=""
+    command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
+    command -v python3 >/dev/null || need+=(python3)
+    command -v ss >/dev/null || need+=(iproute2)
+    command -v taskset >/dev/null || need+=(util-linux)
+    if ((${#need[@]})); then
+        [[ $(id -u) -ne 0 ]] && sudo=sudo
+        log "installing: ${need[*]}"
+        $sudo apt-get update -qq && $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" \
+            || die "apt-get install ${need[*]} failed"
+    fi
+    export PATH=$PATH:/usr/sbin:/sbin
+    # MariaDB server + client and sysbench (Debian packages) when missing.
+    "$ROOT/tests/support/mariadb.sh" install || die "could not install MariaDB / sysbench"
+}
+
+build() {
+    local i
+    if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+        for ((i = 1; i <= 5; i++)); do
+            (cd "$ROOT" && cargo build --release 2>&1 | tail -n 3) && [[ -x $ROOT/target/release/shardgate ]] && break
+            ((i == 5)) && die "cargo build --release failed 5 times"
+            log "build failed (someone mid-edit?), retrying in 60 s"
+            sleep 60
+        done
+    fi
+    # A copy: a rebuild during the run must not change the binary under test.
+    mkdir -p "$RUN/bin"
+    cp -f "$ROOT/target/release/shardgate" "$RUN/bin/"
+}
+
+# ---------------------------------------------------------------------------------------------
+start_all() {
+    local p t
+    for p in $SG_PORT $HA_PORT; do
+        # SO_REUSEPORT listeners (shardgate, HAProxy) would silently share a busy port.
+        port_free "$p" || die "port $p is already in use: $(ss -Hltnp "sport = :$p" | head -n 1)"
+    done
+    rm -rf "$RUN/mariadb" "$RUN/ctl.sock"
+    ulimit -n "$(ulimit -Hn)"
+
+    # MariaDB on CPU1: the affinity is inherited by the mariadbd that mariadb.sh starts (setsid);
+    # it is set again on every thread below in case the script ever changes how it launches.
+    log "starting MariaDB (tests/support/mariadb.sh start 1 $RUN/mariadb)"
+    DB_ENV=$(taskset -c $SIDE_CPU "$ROOT/tests/support/mariadb.sh" start 1 "$RUN/mariadb" 2> "$OUT/raw/mariadb-start.log") \
+        || die "MariaDB did not start (raw/mariadb-start.log)"
+    cp -f "$DB_ENV" "$OUT/raw/mariadb.env"
+    DB_PORT=$(sed -n 's/^MARIADB_PORT_0=//p' "$DB_ENV" | tail -n 1)
+    DB_PID=$(sed -n 's/^MARIADB_PID_0=//p' "$DB_ENV" | tail -n 1)
+    [[ -n $DB_PORT && -n $DB_PID ]] || die "no port/PID in $DB_ENV"
+    [[ $DB_PORT != "$SG_PORT" && $DB_PORT != "$HA_PORT" ]] || die "MariaDB picked port $DB_PORT, one of ours; rerun"
+    PORT[direct]=$DB_PORT
+    taskset -a -pc $SIDE_CPU "$DB_PID" > /dev/null
+
+    sed "s/@BACKEND_PORT@/$DB_PORT/" "$CONF/mysql-shardgate.toml" > "$RUN/shardgate.toml"
+    sed "s/@BACKEND_PORT@/$DB_PORT/" "$CONF/mysql-haproxy.cfg" > "$RUN/haproxy.cfg"
+    cp -f "$RUN/shardgate.toml" "$RUN/haproxy.cfg" "$OUT/raw/"
+
+    if [[ " $TARGETS " == *" haproxy "* ]]; then
+        taskset -c $PROXY_CPU haproxy -db -f "$RUN/haproxy.cfg" > "$OUT/raw/haproxy.log" 2>&1 &
+        PID[haproxy]=$!
+    fi
+    if [[ " $TARGETS " == *" shardgate "* ]]; then
+        taskset -c $PROXY_CPU "$RUN/bin/shardgate" --config "$RUN/shardgate.toml" > "$OUT/raw/shardgate.log" 2>&1 &
+        PID[shardgate]=$!
+    fi
+
+    # Tables once, straight to the server (sysbench on CPU1).
+    log "sysbench prepare: $TABLES tables x $ROWS rows"
+    taskset -c $SIDE_CPU sysbench oltp_read_only "${SB_COMMON[@]}" --mysql-port="$DB_PORT" --threads="$TABLES" \
+        prepare > "$OUT/raw/sysbench-prepare.txt" 2>&1 || die "sysbench prepare failed (raw/sysbench-prepare.txt)"
+
+    # Every target must answer the same thing before anything is measured.
+    local want got i
+    want=$(db "$DB_PORT" "SELECT COUNT(*), SUM(k) FROM sbtest1")
+    for t in $TARGETS; do
+        [[ $t == direct ]] && continue
+        got=""
+        for ((i = 0; i < 50; i++)); do
+            got=$(db "${PORT[$t]}" "SELECT COUNT(*), SUM(k) FROM sbtest1" 2>/dev/null) && break
+            sleep 0.1
+        done
+        [[ $got == "$want" ]] || die "$t does not relay a query intact (got '$got', want '$want'; raw/$t.log)"
+    done
+}
+
+# Wait until the target has settled (CPU time still for 200 ms, at most 3 s): the connection
+# teardown of a run is charged to that run, and to nobody else's.
+settle() {
+    local a b i
+    a=$(cpu_ns "$@")
+    for ((i = 0; i < 15; i++)); do
+        sleep 0.2
+        b=$(cpu_ns "$@")
+        ((b - a < 1000000)) && return 0
+        a=$b
+    done
+}
+
+# One measured run: appends one TSV line to runs.tsv.
+run_one() {
+    local wl=$1 target=$2 rep=$3
+    local raw="$OUT/raw/$wl-$target-r$rep"
+    local port=${PORT[$target]} mpid=""
+    [[ $target != direct ]] && mpid=${PID[$target]}
+    if [[ $target == shardgate ]]; then sg_ctl 'show traffic mysql' > "$raw.traffic-before.txt" 2>&1 || true; fi
+
+    local p0=0 t0=0 b0 c0 c1
+    if [[ -n $mpid ]]; then p0=$(cpu_ns "$mpid"); t0=$(tick_ns "$mpid"); fi
+    b0=$(cpu_ns "$DB_PID")
+    c0=$(cpu_jiffies $PROXY_CPU); c1=$(cpu_jiffies $SIDE_CPU)
+
+    taskset -c $SIDE_CPU sysbench "${SB_TEST[$wl]}" "${SB_COMMON[@]}" --mysql-port="$port" --threads="$THREADS" \
+        --time="$DUR" --events=0 --report-interval=0 --percentile=95 --db-ps-mode="${SB_PS[$wl]}" \
+        run > "$raw.txt" 2>&1 &
+    CLIENT_PID=$!
+    local crc=0
+    wait "$CLIENT_PID" || crc=$?
+    CLIENT_PID=""
+
+    local p1=0 t1=0 b1 c0b c1b
+    if [[ -n $mpid ]]; then settle "$mpid"; p1=$(cpu_ns "$mpid"); t1=$(tick_ns "$mpid"); fi
+    b1=$(cpu_ns "$DB_PID")
+    c0b=$(cpu_jiffies $PROXY_CPU); c1b=$(cpu_jiffies $SIDE_CPU)
+    local load1
+    load1=$(cut -d' ' -f1 /proc/loadavg)
+    if [[ $target == shardgate ]]; then sg_ctl 'show traffic mysql' > "$raw.traffic.txt" 2>&1 || true; fi
+
+    # sysbench's output -> transactions elapsed_s queries errors reconnects lat_avg_ms lat_p95_ms;
+    # for shardgate also its own count of sg_a's queries (COM_QUERY or COM_STMT_EXECUTE) and
+    # errors during the run, from `show traffic mysql` before and after.
+    local parsed
+    parsed=$(python3 - "$raw" "$target" "${SB_PS[$wl]}" "$DB_USER" <<'PY'
+import os, re, sys
+raw, target, ps, user = sys.argv[1:5]
+t = open(raw + ".txt").read()
+def grab(pat, cast=float):
+    m = re.search(pat, t, re.M)
+    return cast(m.group(1)) if m else None
+tx = grab(r"^\s+transactions:\s+(\d+)", int)
+q = grab(r"^\s+total:\s+(\d+)", int)
+el = grab(r"^\s+total time:\s+([\d.]+)s")
+ign = grab(r"^\s+ignored errors:\s+(\d+)", int)
+rec = grab(r"^\s+reconnects:\s+(\d+)", int)
+avg = grab(r"^\s+avg:\s+([\d.]+)")
+p95 = grab(r"^\s+95th percentile:\s+([\d.]+)")
+def traffic(path):
+    # The user's line: user connections requests errors ... commands (k=v,k=v)
+    if not os.path.exists(path):
+        return None
+    for line in open(path):
+        f = line.split()
+        if f and f[0] == user and len(f) > 4:
+            cmds = dict(kv.split("=", 1) for kv in f[-1].split(",") if "=" in kv)
+            return int(cmds.get("query" if ps == "disable" else "stmt_execute", 0)), int(f[3])
+    return (0, 0)
+sgq = sge = None
+if target == "shardgate":
+    a, b = traffic(raw + ".traffic-before.txt"), traffic(raw + ".traffic.txt")
+    if a is not None and b is not None:
+        sgq, sge = b[0] - a[0], b[1] - a[1]
+na = lambda v: "NA" if v is None else str(v)
+print(" ".join(na(v) for v in (tx, el, q, ign, rec, avg, p95, sgq, sge)))
+PY
+    ) || parsed="NA NA NA NA NA NA NA NA NA"
+    local c0a c0t c1a c1t c0ba c0bt c1ba c1bt
+    read -r c0a c0t <<< "$c0"; read -r c1a c1t <<< "$c1"
+    read -r c0ba c0bt <<< "$c0b"; read -r c1ba c1bt <<< "$c1b"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$wl" "$target" "$rep" "$(tr ' ' '\t' <<< "$parsed")" \
+        "$([[ -n $mpid ]] && echo $((p1 - p0)) || echo NA)" \
+        "$([[ -n $mpid ]] && echo $((t1 - t0)) || echo NA)" \
+        "$((b1 - b0))" \
+        "$(((c0ba - c0a) * 100 / (c0bt - c0t > 0 ? c0bt - c0t : 1)))" \
+        "$(((c1ba - c1a) * 100 / (c1bt - c1t > 0 ? c1bt - c1t : 1)))" \
+        "$load1" "$crc" >> "$OUT/runs.tsv"
+    log "$(printf '%-10s %-9s rep %s: %s' "$wl" "$target" "$rep" \
+        "$(tail -n 1 "$OUT/runs.tsv" | awk -F'\t' '{printf "tx=%s q=%s t=%ss errors=%s proxy_ns=%s cpu0=%s%% cpu1=%s%% rc=%s", $4, $6, $5, $7, $13, $16, $17, $19}')")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Medians over reps and paired ratios (value ÷ other's value in the same rep, median), markdown.
+summarize() {
+    python3 - "$1" <<'PY'
+import csv, os, statistics, sys
+out = sys.argv[1]
+rows = list(csv.DictReader(open(os.path.join(out, "runs.tsv")), delimiter="\t"))
+
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+def metric(r, name):
+    tx, q, el = num(r["transactions"]), num(r["queries"]), num(r["elapsed_s"])
+    if name == "tps":
+        return tx / el if tx and el else None
+    if name == "qps":
+        return q / el if q and el else None
+    if name in ("us", "tick_us", "bus"):
+        ns = num(r[{"us": "proxy_cpu_ns", "tick_us": "proxy_tick_ns", "bus": "backend_cpu_ns"}[name]])
+        return ns / q / 1000 if ns is not None and q else None
+    if name in ("lat_avg_ms", "lat_p95_ms", "errors", "cpu0_busy_pct", "cpu1_busy_pct", "load1"):
+        return num(r[name])
+    raise KeyError(name)
+
+order = ("direct", "haproxy", "shardgate")
+targets = [t for t in order if any(r["target"] == t for r in rows)]
+reps = sorted({r["rep"] for r in rows}, key=int)
+wls = []
+for r in rows:
+    if r["workload"] not in wls:
+        wls.append(r["workload"])
+
+def values(wl, t, name):
+    return {r["rep"]: metric(r, name) for r in rows if r["workload"] == wl and r["target"] == t}
+
+def med(vs):
+    vs = [v for v in vs if v is not None]
+    return statistics.median(vs) if vs else None
+
+def fmt(v, d):
+    if v is None:
+        return "–"
+    return f"{v:,.{d}f}" if d else f"{v:,.0f}"
+
+def ratio_v(wl, name, a, b):
+    va, vb = values(wl, a, name), values(wl, b, name)
+    rs = [va[k] / vb[k] for k in reps if va.get(k) is not None and vb.get(k) not in (None, 0)]
+    return statistics.median(rs) if rs else None
+
+def ratio(wl, name, a, b):
+    if a not in targets or b not in targets:
+        return ""
+    v = ratio_v(wl, name, a, b)
+    return "–" if v is None else f"{v:.3f}"
+
+DESC = {
+    "ro-text": "oltp_read_only, text protocol (--db-ps-mode=disable)",
+    "ro-ps": "oltp_read_only, prepared statements (--db-ps-mode=auto)",
+    "point-text": "oltp_point_select, text protocol (--db-ps-mode=disable)",
+    "point-ps": "oltp_point_select, prepared statements (--db-ps-mode=auto)",
+}
+LINES = [
+    ("transactions/s", "tps", 0, ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")),
+    ("queries/s", "qps", 0, ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")),
+    ("proxy CPU µs/query (schedstat)", "us", 2, ("shardgate/haproxy",)),
+    ("proxy CPU µs/query (utime+stime)", "tick_us", 2, ("shardgate/haproxy",)),
+    ("MariaDB CPU µs/query", "bus", 2, ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")),
+    ("latency avg ms (sysbench)", "lat_avg_ms", 2, ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")),
+    ("latency p95 ms (sysbench)", "lat_p95_ms", 2, ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")),
+    ("sysbench ignored errors", "errors", 0, ()),
+    ("CPU0 busy % (proxy + others)", "cpu0_busy_pct", 0, ()),
+    ("CPU1 busy % (MariaDB + sysbench + others)", "cpu1_busy_pct", 0, ()),
+]
+meta_path = os.path.join(out, "meta.txt")
+meta = open(meta_path).read().splitlines() if os.path.exists(meta_path) else []
+print(f"# shardgate vs HAProxy (TCP mode) vs direct, MySQL — {os.path.basename(out.rstrip('/'))}\n")
+for m in meta:
+    if m.split(":")[0] in ("date", "commit", "command", "sysbench", "mariadb", "haproxy", "shardgate io driver",
+                           "loadavg before", "loadavg after", "wall time"):
+        print(f"- {m}")
+print(f"\nMedians of {len(reps)} interleaved rep(s). Ratios: A/B per rep, then the median "
+      "(transactions/s, queries/s: > 1 means A is faster; µs/query, latency: < 1 means A is cheaper/faster).\n")
+pairs = ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")
+print("| workload / metric | " + " | ".join(targets) + " | " + " | ".join(p.replace("/", "÷") for p in pairs) + " |")
+print("|" + "---|" * (len(targets) + 1 + len(pairs)))
+for wl in wls:
+    print(f"| **{wl}**: {DESC.get(wl, wl)} |" + " |" * (len(targets) + len(pairs)))
+    for label, name, d, rp in LINES:
+        cells = []
+        for t in targets:
+            if name in ("us", "tick_us") and t == "direct":
+                cells.append("–")
+            else:
+                cells.append(fmt(med(values(wl, t, name).values()), d))
+        rcells = [ratio(wl, name, *p.split("/")) if p in rp else "" for p in pairs]
+        print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(rcells) + " |")
+
+print("\nPer rep (the spread behind the medians): transactions/s and proxy CPU µs/query\n")
+print("| workload | " + " | ".join(f"{t} tx/s" for t in targets) + " | "
+      + " | ".join(f"{t} µs/q" for t in targets if t != "direct") + " | load1 |")
+print("|" + "---|" * (2 * len(targets) + (0 if "direct" in targets else 1) + 1))
+for wl in wls:
+    cells = [" / ".join(fmt(values(wl, t, "tps").get(k), 0) for k in reps) for t in targets]
+    cells += [" / ".join(fmt(values(wl, t, "us").get(k), 2) for k in reps) for t in targets if t != "direct"]
+    loads = [metric(r, "load1") for r in rows if r["workload"] == wl]
+    cells.append(f"{min(loads):.2f}–{max(loads):.2f}" if loads and None not in loads else "–")
+    print(f"| {wl} | " + " | ".join(cells) + " |")
+
+# Aims (issue 4): within 10 % of direct throughput; less CPU per query than HAProxy's TCP mode.
+if "shardgate" in targets:
+    print("\nAims (issue 4):\n")
+    for wl in wls:
+        parts = []
+        if "direct" in targets:
+            r = ratio_v(wl, "tps", "shardgate", "direct")
+            if r is not None:
+                parts.append(f"throughput {r:.3f} × direct ({'met' if r >= 0.90 else 'NOT met'}: aim ≥ 0.90)")
+        if "haproxy" in targets:
+            r = ratio_v(wl, "us", "shardgate", "haproxy")
+            if r is not None:
+                parts.append(f"CPU/query {r:.3f} × HAProxy ({'met' if r < 1 else 'NOT met'}: aim < 1)")
+        print(f"- {wl}: " + "; ".join(parts))
+
+# Cross-checks.
+print()
+sg = [r for r in rows if r["target"] == "shardgate"]
+ok = [r for r in sg if r["sg_queries"] == r["queries"]]
+if sg:
+    print("shardgate's per-user count (`show traffic mysql`: the user's query or stmt_execute delta over the run) "
+          f"equals sysbench's query count in {len(ok)}/{len(sg)} runs; "
+          f"errors counted by shardgate: {sum(int(num(r['sg_errors']) or 0) for r in sg)}.")
+worst = 0.0
+for r in rows:
+    a, b = num(r["proxy_cpu_ns"]), num(r["proxy_tick_ns"])
+    if a and b:
+        worst = max(worst, abs(b - a) / a)
+print(f"schedstat vs utime+stime: largest difference {worst * 100:.1f} % (tick resolution 10 ms).")
+bad = [r for r in rows if r["client_rc"] not in ("0", "")]
+if bad:
+    print(f"sysbench exited non-zero in {len(bad)} run(s): " + ", ".join(f"{r['workload']}/{r['target']}/r{r['rep']}" for r in bad))
+PY
+}
+
+# ---------------------------------------------------------------------------------------------
+main() {
+    local t_start=$SECONDS
+    mkdir -p "$OUT/raw" "$RUN"
+    ensure_tools
+    log "building (cargo build --release)"
+    build
+    SB_COMMON=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user="$DB_USER" --mysql-password="$DB_PASS"
+        --mysql-db="$DB_NAME" --tables="$TABLES" --table-size="$ROWS")
+    local commit dirty t_run
+    t_run=$SECONDS
+    commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    dirty=$(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null | wc -l)
+    {
+        echo "date: $(date -Is)"
+        echo "commit: $commit (uncommitted changes in $dirty tracked source files at build time)"
+        git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null | sed 's/^/  /'
+        echo "command: QUICK=$QUICK REPS=$REPS DUR=$DUR THREADS=$THREADS TABLES=$TABLES ROWS=$ROWS TARGETS='$TARGETS' WORKLOADS='$WORKLOADS' $0"
+        echo "sysbench: $(sysbench --version 2>&1 | head -n 1), $THREADS threads, ${DUR}s per run, $TABLES tables x $ROWS rows, user $DB_USER"
+        echo "mariadb: $( (command -v mariadbd >/dev/null && mariadbd --version || /usr/sbin/mariadbd --version) 2>&1 | head -n 1)"
+        echo "haproxy: $(haproxy -v 2>&1 | head -n 1)"
+        echo "shardgate: $("$RUN/bin/shardgate" --version 2>&1)"
+        echo "kernel: $(uname -r); cpus: $(nproc); model: $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
+        echo "layout: proxy on CPU$PROXY_CPU (shardgate shards=1, HAProxy nbthread 1); MariaDB + sysbench on CPU$SIDE_CPU"
+        echo "loadavg before: $(cat /proc/loadavg)"
+        echo "busiest processes before:"; ps -eo pid,pcpu,psr,comm --sort=-pcpu | sed -n '2,8p' | sed 's/^/  /'
+    } > "$OUT/meta.txt"
+    printf 'workload\ttarget\trep\ttransactions\telapsed_s\tqueries\terrors\treconnects\tlat_avg_ms\tlat_p95_ms\tsg_queries\tsg_errors\tproxy_cpu_ns\tproxy_tick_ns\tbackend_cpu_ns\tcpu0_busy_pct\tcpu1_busy_pct\tload1\tclient_rc\n' \
+        > "$OUT/runs.tsv"
+
+    start_all
+    grep -h -m1 -o 'driver=[A-Za-z]*' "$OUT/raw/shardgate.log" 2>/dev/null | sed 's/^driver=/shardgate io driver: /' >> "$OUT/meta.txt" || true
+    echo "mariadb port $DB_PORT pid $DB_PID affinity: $(taskset -pc "$DB_PID" | sed 's/.*: //')" >> "$OUT/meta.txt"
+
+    # Warm-up: the buffer pool, the proxies' code paths and sysbench's statement cache.
+    local t wl rep i n targets=($TARGETS) order
+    for t in $TARGETS; do
+        taskset -c $SIDE_CPU sysbench oltp_read_only "${SB_COMMON[@]}" --mysql-port="${PORT[$t]}" --threads="$THREADS" \
+            --time=2 --events=0 --db-ps-mode=disable run > "$OUT/raw/warmup-$t.txt" 2>&1 \
+            || die "warm-up through $t failed (raw/warmup-$t.txt)"
+    done
+
+    n=${#targets[@]}
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for wl in $WORKLOADS; do
+            [[ -n ${SB_TEST[$wl]:-} ]] || die "unknown workload $wl (ro-text ro-ps point-text point-ps)"
+            # Rotate the order each rep so no target always runs first (or right after direct).
+            order=()
+            for ((i = 0; i < n; i++)); do order+=("${targets[$(((i + rep - 1) % n))]}"); done
+            for t in "${order[@]}"; do
+                run_one "$wl" "$t" "$rep"
+                sleep 0.3
+            done
+        done
+    done
+
+    if [[ -n ${PID[shardgate]:-} ]]; then
+        {
+            echo "# shardgate ctl --socket $RUN/ctl.sock 'show traffic mysql' (after the last run; cumulative)"
+            sg_ctl 'show traffic mysql'
+            echo; echo "# 'show servers'"; sg_ctl 'show servers'
+        } > "$OUT/raw/shardgate-traffic.txt" 2>&1 || true
+    fi
+    {
+        echo "loadavg after: $(cat /proc/loadavg)"
+        echo "busiest processes after:"; ps -eo pid,pcpu,psr,comm --sort=-pcpu | sed -n '2,8p' | sed 's/^/  /'
+        echo "wall time: $((SECONDS - t_run)) s for the run (start, prepare, warm-up, measurements), $((t_run - t_start)) s build"
+    } >> "$OUT/meta.txt"
+    cp -f "$RUN/mariadb/m0/error.log" "$OUT/raw/mariadb-error.log" 2>/dev/null || true
+    summarize "$OUT" | tee "$OUT/summary.md"
+    log "results: $OUT"
+}
+
+if [[ ${1:-} == --summarize ]]; then
+    # Re-summarize an existing results directory: bench/mysql-compare.sh --summarize DIR
+    trap - EXIT
+    summarize "${2:?results directory}"
+    exit 0
+fi
+main "$@"
