@@ -16,8 +16,10 @@ use crate::balance::PoolShared;
 use crate::config::Pool;
 use crate::rt::{self, Gate, TcpStream};
 
-/// Read buffer each upstream connection carries (response heads and small bodies).
-pub const UPSTREAM_BUF: usize = 16 * 1024;
+/// Read buffer each upstream connection carries: a response head and a body of up to ~32 KiB
+/// arrive in one read and leave in one write. Pages never touched are never resident, so small
+/// responses cost only the pages they use.
+pub const UPSTREAM_BUF: usize = 32 * 1024;
 
 struct ServerSlots {
     gate: Gate,
