@@ -83,7 +83,10 @@ impl ServerShared {
 
     /// In-flight count summed over every shard.
     pub fn inflight(&self) -> u32 {
-        self.inflight.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+        self.inflight
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Count one more in flight on `shard`. Only that shard writes its slot, so a plain
@@ -95,7 +98,10 @@ impl ServerShared {
 
     pub fn end(&self, shard: usize) {
         let slot = &self.inflight[shard].0;
-        slot.store(slot.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+        slot.store(
+            slot.load(Ordering::Relaxed).saturating_sub(1),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -148,7 +154,13 @@ impl Balancer {
 
     /// Fill `out` with the servers to try, best first; empty when every server is down or
     /// disabled. `scratch` is reused to avoid allocating per request.
-    pub fn candidates(&mut self, pool: &PoolShared, now_ms: u64, scratch: &mut Vec<usize>, out: &mut Vec<usize>) {
+    pub fn candidates(
+        &mut self,
+        pool: &PoolShared,
+        now_ms: u64,
+        scratch: &mut Vec<usize>,
+        out: &mut Vec<usize>,
+    ) {
         scratch.clear();
         out.clear();
         scratch.extend((0..pool.servers.len()).filter(|&i| pool.servers[i].is_usable(now_ms)));
@@ -170,7 +182,14 @@ pub(crate) fn test_pool(weights: &[u32], balance: Balance, shards: usize) -> Poo
         servers: weights
             .iter()
             .enumerate()
-            .map(|(i, &w)| ServerShared::new(format!("s{i}"), ([127, 0, 0, 1], 1000 + i as u16).into(), w, shards))
+            .map(|(i, &w)| {
+                ServerShared::new(
+                    format!("s{i}"),
+                    ([127, 0, 0, 1], 1000 + i as u16).into(),
+                    w,
+                    shards,
+                )
+            })
             .collect(),
     }
 }
@@ -183,7 +202,10 @@ mod tests {
     fn down_servers_are_skipped_until_their_time_passes() {
         let pool = test_pool(&[1, 1], Balance::RoundRobin, 1);
         assert!(pool.servers[0].mark_down(1000, 500));
-        assert!(!pool.servers[0].mark_down(1100, 500), "second mark is not a transition");
+        assert!(
+            !pool.servers[0].mark_down(1100, 500),
+            "second mark is not a transition"
+        );
         let mut b = Balancer::new(&pool, 0);
         let (mut scratch, mut out) = (Vec::new(), Vec::new());
         b.candidates(&pool, 1200, &mut scratch, &mut out);
