@@ -52,6 +52,8 @@ pub(crate) struct Summary {
     pub(crate) targets: Vec<String>,
     pub(crate) threads: usize,
     pub(crate) connections: usize,
+    /// Seconds over which connections were opened before the load started.
+    pub(crate) ramp_s: f64,
     /// Requested rate (open loop), or null for closed loop.
     pub(crate) rate: Option<f64>,
     pub(crate) latency_measured_from: &'static str,
@@ -110,6 +112,7 @@ impl Summary {
             targets,
             threads: o.threads,
             connections: plan.connections,
+            ramp_s: plan.ramp.as_secs_f64(),
             rate: plan.rate,
             latency_measured_from: if plan.rate.is_some() {
                 "scheduled send time (corrected for coordinated omission)"
@@ -212,14 +215,15 @@ impl Summary {
                 let _ = writeln!(o, "    {class:<16} {n:>10}   e.g. {msg}");
             }
         }
+        let at_start = if self.ramp_s > 0.0 {
+            format!("{} open when load started, ", self.open_at_load_start)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             o,
-            "  Connections: {} opened ({} attempts), {} open at load start, {} at end, max {}",
-            self.connections_opened,
-            self.connect_attempts,
-            self.open_at_load_start,
-            self.open_at_end,
-            self.max_open
+            "  Connections: {} opened ({} attempts), {at_start}{} open at the end, max {}",
+            self.connections_opened, self.connect_attempts, self.open_at_end, self.max_open
         );
         if self.unsent > 0 || self.unfinished > 0 {
             let _ = writeln!(
