@@ -218,8 +218,9 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
     }
 }
 
-/// Bind a SO_REUSEPORT listener (one per shard per address).
-pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+/// Bind a listening socket with SO_REUSEPORT (each shard binds its own on the same address, and
+/// the kernel spreads new connections across them), non-blocking and close-on-exec.
+pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -230,7 +231,7 @@ pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Accept one connection; `Ok(None)` when `canceller` fired (the shard is draining).

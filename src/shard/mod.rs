@@ -9,7 +9,6 @@
 //! or the stop deadline passes.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -119,27 +118,13 @@ pub fn bind_all(config: &Config) -> Result<Vec<Vec<(Front, std::net::TcpListener
             .enumerate()
             .flat_map(|(i, f)| f.listen.iter().map(move |a| (Front::Mysql(i), *a, &f.name)));
         for (front, addr, name) in http.chain(mysql) {
-            let l = bind_std(addr)
+            let l = rt::bind_reuseport(addr, BACKLOG)
                 .map_err(|e| format!("frontend {name}: cannot listen on {addr}: {e}"))?;
             ls.push((front, l));
         }
         per_shard.push(ls);
     }
     Ok(per_shard)
-}
-
-fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
 }
 
 /// Start one thread per shard. Each returns when its shard has drained.

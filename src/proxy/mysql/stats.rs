@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
@@ -25,27 +24,8 @@ pub const UNKNOWN_USER: &[u8] = b"(unknown)";
 /// Latency histogram range: 1 µs .. 1 h, 2 significant digits (about 26 KB per user per shard).
 const HIST_MAX_US: u64 = 3_600_000_000;
 
-/// A gauge or counter written by one shard only (load + store, no read-modify-write).
-#[derive(Default, Debug)]
-pub struct ShardCounter(AtomicU64);
-
-impl ShardCounter {
-    pub fn add(&self, n: u64) {
-        self.0.store(
-            self.0.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
-    }
-    pub fn sub(&self, n: u64) {
-        self.0.store(
-            self.0.load(Ordering::Relaxed).saturating_sub(n),
-            Ordering::Relaxed,
-        );
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+/// Single-writer counters, as in the HTTP statistics.
+pub use crate::stats::Counter as ShardCounter;
 
 /// Connection-level counters of one frontend on one shard.
 #[derive(Default, Debug)]
