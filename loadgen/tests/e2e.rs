@@ -504,3 +504,45 @@ fn mysql_mode_against_mariadb() {
     let err = text(&out.stderr);
     assert!(err.contains("login as 'sg_a' failed: 1045"), "{err}");
 }
+
+/// The verify verdict, against `loadgen serve` directly (the run through shardgate is
+/// bench/verify.sh): a small run passes; an unreachable throughput target fails with exit 1.
+#[test]
+fn verify_verdict_and_exit_status() {
+    let _g = heavy();
+    let s = Serve::start(&[]);
+    let url = s.url("/");
+    let small = [
+        "verify",
+        &url,
+        "-c",
+        "300",
+        "-R",
+        "600",
+        "-d",
+        "1s",
+        "--ramp",
+        "400ms",
+        "--min-rate",
+        "500",
+    ];
+    let out = run(&small, LIMIT);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}{}", text(&out.stderr));
+    assert!(
+        report.contains("[PASS] connections: 300 open when load started"),
+        "{report}"
+    );
+    assert!(report.contains("verify: PASS"), "{report}");
+
+    let mut strict = small.to_vec();
+    strict.truncate(small.len() - 2);
+    strict.extend(["--min-rate", "100000"]);
+    let out = run(&strict, LIMIT);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("[FAIL] throughput") && report.contains("verify: FAIL"),
+        "{report}"
+    );
+}
