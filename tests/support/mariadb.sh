@@ -79,6 +79,8 @@ datadir=$d/data
 socket=$d/sock
 pid-file=$d/mariadbd.pid
 log-error=$d/error.log
+# A private tmpdir: instances bootstrapping in parallel must not share /tmp's temp tables.
+tmpdir=$d/tmp
 port=$3
 bind-address=127.0.0.1
 skip-networking=0
@@ -145,13 +147,15 @@ do_start() {
     printf 'MARIADB_DIR=%s\nMARIADB_COUNT=%s\n' "$dir" "$n" >"$env"
     # Initialise one data directory and copy it: install-db costs seconds, a copy milliseconds.
     local tmpl=$dir/template
-    mkdir -p "$tmpl"
+    mkdir -p "$tmpl" "$dir/install-tmp"
+    # install-db's bootstrap server gets a private tmpdir too (parallel starts collided in /tmp).
     mariadb-install-db --no-defaults --user=root --datadir="$tmpl" --skip-test-db \
+        --tmpdir="$dir/install-tmp" \
         --auth-root-authentication-method=socket >"$dir/install-db.log" 2>&1 ||
         { cat "$dir/install-db.log" >&2; die "mariadb-install-db failed"; }
     local i port pid
     for i in $(seq 0 $((n - 1))); do
-        mkdir -p "$dir/m$i"
+        mkdir -p "$dir/m$i" "$dir/m$i/tmp"
         cp -a "$tmpl" "$dir/m$i/data"
         pid=""
         for _ in 1 2 3 4 5; do
