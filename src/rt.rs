@@ -711,3 +711,80 @@ pub async fn splice_exact(
     pipes.give_back(pipe);
     Ok(moved)
 }
+
+/// One direction of a tunnel: splice everything `src` sends to `dst` until `src` closes, then
+/// half-close `dst` (it reads EOF after the last byte). `activity` is shared by both directions
+/// and stamped on every transfer; a wait gives up only when *neither* direction has moved bytes
+/// for `idle` (HAProxy's `timeout tunnel`).
+pub async fn splice_until_eof(
+    pipes: &PipePool,
+    src: &TcpStream,
+    dst: &TcpStream,
+    idle: Duration,
+    activity: &Cell<Instant>,
+) -> Result<u64, SpliceError> {
+    let pipe = pipes.take().map_err(SpliceError::Source)?;
+    let (s, d) = (src.as_raw_fd(), dst.as_raw_fd());
+    let (pr, pw) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
+    let mut in_pipe = 0usize;
+    let mut moved = 0u64;
+    let mut eof = false;
+    // Wait for readiness, but only give up when the whole tunnel has been idle for `idle`.
+    async fn wait_idle<F: Future<Output = io::Result<()>>>(
+        make: impl Fn() -> F,
+        idle: Duration,
+        activity: &Cell<Instant>,
+    ) -> io::Result<()> {
+        loop {
+            let left = idle.saturating_sub(activity.get().elapsed());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            if let Some(r) = timeout(left, make()).await {
+                return r;
+            }
+        }
+    }
+    loop {
+        if !eof && in_pipe < pipe.capacity {
+            match splice_once(s, pw, pipe.capacity - in_pipe) {
+                Ok(0) => eof = true,
+                Ok(n) => {
+                    in_pipe += n;
+                    activity.set(Instant::now());
+                }
+                Err(e) if would_block(&e) => {
+                    if in_pipe == 0 {
+                        wait_idle(|| src.readable(false), idle, activity)
+                            .await
+                            .map_err(SpliceError::Source)?;
+                        continue;
+                    }
+                }
+                Err(e) => return Err(SpliceError::Source(e)),
+            }
+        }
+        if in_pipe > 0 {
+            match splice_once(pr, d, in_pipe) {
+                Ok(n) => {
+                    in_pipe -= n;
+                    moved += n as u64;
+                    activity.set(Instant::now());
+                }
+                Err(e) if would_block(&e) => {
+                    wait_idle(|| dst.writable(false), idle, activity)
+                        .await
+                        .map_err(SpliceError::Dest)?;
+                }
+                Err(e) => return Err(SpliceError::Dest(e)),
+            }
+        } else if eof {
+            // SAFETY: shutdown(2) of our own socket's sending side.
+            unsafe {
+                libc::shutdown(d, libc::SHUT_WR);
+            }
+            pipes.give_back(pipe);
+            return Ok(moved);
+        }
+    }
+}

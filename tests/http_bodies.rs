@@ -412,3 +412,34 @@ fn curl_get_upload_and_keep_alive() {
         "curl chunked download"
     );
 }
+
+#[test]
+fn idle_websocket_tunnel_is_closed_by_tunnel_timeout() {
+    let (p, _app) = one_backend("tunnel_timeout = \"1s\"");
+    let mut c = Conn::connect(p.addr("web"));
+    c.send(&req(
+        "GET",
+        "/ws",
+        "h",
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "x3JJHMbDL1EzLkh9GBhXDw=="),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+        b"",
+    ));
+    let resp = c.read_response();
+    assert_eq!(resp.status, 101, "{}", resp.summary());
+    // Traffic keeps the tunnel open past the timeout...
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(600));
+        c.send(b"ping");
+        let (got, end) = c.read_until_end(Duration::from_millis(300));
+        assert_eq!(got, b"ping", "echo while active ({end:?})");
+    }
+    // ...silence in both directions closes it.
+    let (rest, end) = c.read_until_end(Duration::from_secs(5));
+    assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
+    assert_ne!(end, client::End::Timeout, "the idle tunnel was not closed");
+}

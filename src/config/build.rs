@@ -558,6 +558,12 @@ impl Builder<'_> {
                 false,
             )?,
             send_timeout: self.duration(&k("send_timeout"), h.send_timeout.as_ref(), 60, false)?,
+            tunnel_timeout: self.duration(
+                &k("tunnel_timeout"),
+                h.tunnel_timeout.as_ref(),
+                3600,
+                false,
+            )?,
             max_body,
             max_request_line,
             max_header_bytes,
@@ -1011,6 +1017,7 @@ servers = [
         assert_eq!(h.client_header_timeout, Duration::from_secs(60));
         assert_eq!(h.client_body_timeout, Duration::from_secs(60));
         assert_eq!(h.send_timeout, Duration::from_secs(60));
+        assert_eq!(h.tunnel_timeout, Duration::from_secs(3600));
         assert_eq!(h.max_body, None);
         assert_eq!(
             (h.max_request_line, h.max_header_bytes, h.max_headers),

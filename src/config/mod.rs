@@ -59,6 +59,8 @@ pub struct HttpFrontend {
     pub client_header_timeout: Duration,
     pub client_body_timeout: Duration,
     pub send_timeout: Duration,
+    /// A WebSocket tunnel with no bytes in either direction for this long is closed.
+    pub tunnel_timeout: Duration,
     /// Largest request body accepted; `None` = unlimited.
     pub max_body: Option<u64>,
     /// Longest request line (method + target + version) → 414 beyond.

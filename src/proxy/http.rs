@@ -22,9 +22,16 @@
 //! side shut down first, the client's unread input drained briefly) so the answer is not lost
 //! to a reset.
 
+use std::cell::Cell;
+use std::future::{poll_fn, Future};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::pin::pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
+
+use crate::config::HttpFrontend;
 
 use crate::proto::http::answers::{canned, CONTINUE_100};
 use crate::proto::http::body::ChunkedDecoder;
@@ -35,7 +42,7 @@ use crate::proto::http::{
 };
 use crate::proxy::upstream::{CheckoutError, Upstream, UpstreamPool};
 use crate::route::{self, RequestView};
-use crate::rt::{self, Read, Splitable, TcpStream};
+use crate::rt::{self, Read, TcpStream};
 use crate::shard::{ConnGuard, HttpFront, Shard};
 use crate::stats::ShardStats;
 
@@ -178,7 +185,7 @@ pub async fn serve(
         }
         Next::Tunnel(up) => {
             let leftover = std::mem::take(&mut conn.buf);
-            tunnel(client, up, leftover, fe.conf.send_timeout).await;
+            tunnel(&shard, &fe.conf, client, up, leftover).await;
         }
         Next::Close | Next::KeepAlive => {}
     }
@@ -817,48 +824,66 @@ async fn relay_copy(
     }
 }
 
-/// After `101 Switching Protocols`: copy bytes both ways until both directions have closed (a
-/// side that finishes sending is half-closed towards the other) or one fails.
-async fn tunnel(client: TcpStream, up: Upstream, client_leftover: Vec<u8>, send_timeout: Duration) {
+/// After `101 Switching Protocols`: splice bytes both ways until both directions have closed
+/// (a side that finishes sending is half-closed towards the other), one fails (then both are
+/// shut down at once), or nothing has moved either way for `tunnel_timeout`.
+async fn tunnel(
+    shard: &Shard,
+    conf: &HttpFrontend,
+    client: TcpStream,
+    up: Upstream,
+    client_leftover: Vec<u8>,
+) {
     let Upstream {
         stream: mut upstream,
         slot,
         ..
     } = up;
     if !client_leftover.is_empty() {
-        let (r, _) = rt::write_all(&mut upstream, client_leftover, send_timeout).await;
+        let (r, _) = rt::write_all(&mut upstream, client_leftover, conf.send_timeout).await;
         if r.is_err() {
             return;
         }
     }
-    let (mut cr, mut cw) = client.into_split();
-    let (mut ur, mut uw) = upstream.into_split();
-    let a = copy_half(&mut cr, &mut uw);
-    let b = copy_half(&mut ur, &mut cw);
-    monoio::join!(a, b);
+    let activity = Cell::new(Instant::now());
+    let (cfd, ufd) = (client.as_raw_fd(), upstream.as_raw_fd());
+    let mut up_dir = pin!(rt::splice_until_eof(
+        &shard.pipes,
+        &client,
+        &upstream,
+        conf.tunnel_timeout,
+        &activity
+    ));
+    let mut down_dir = pin!(rt::splice_until_eof(
+        &shard.pipes,
+        &upstream,
+        &client,
+        conf.tunnel_timeout,
+        &activity
+    ));
+    let (mut up_done, mut down_done) = (false, false);
+    poll_fn(|cx| {
+        for (fut, done) in [
+            (up_dir.as_mut(), &mut up_done),
+            (down_dir.as_mut(), &mut down_done),
+        ] {
+            if !*done {
+                if let Poll::Ready(r) = fut.poll(cx) {
+                    *done = true;
+                    if r.is_err() {
+                        // One side failed or the tunnel idled out: end the other direction too.
+                        rt::shutdown_fd(cfd);
+                        rt::shutdown_fd(ufd);
+                    }
+                }
+            }
+        }
+        if up_done && down_done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
     drop(slot);
-}
-
-async fn copy_half<R, W>(r: &mut R, w: &mut W)
-where
-    R: monoio::io::AsyncReadRent,
-    W: monoio::io::AsyncWriteRent,
-{
-    use monoio::io::AsyncWriteRentExt;
-    let mut buf = Vec::with_capacity(16 * 1024);
-    loop {
-        buf.clear();
-        let (res, b) = r.read(buf).await;
-        buf = b;
-        match res {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let (res, b) = w.write_all(buf).await;
-        buf = b;
-        if res.is_err() {
-            break;
-        }
-    }
-    let _ = w.shutdown().await;
 }
