@@ -11,8 +11,9 @@
 #                                           about 10 minutes without the build)
 #         QUICK=1 bench/mysql-compare.sh    smoke run (1 rep, 5 s runs, about 1.5 minutes)
 # Knobs (environment): REPS, DUR (seconds per run), THREADS (sysbench, 8), TABLES (4), ROWS
-#   (10000 per table), TARGETS="direct haproxy shardgate", WORKLOADS="ro-text ro-ps point-text"
-#   (also: point-ps), SKIP_BUILD=1 (use target/release as is), OUT=DIR.
+#   (10000 per table), TARGETS="direct haproxy shardgate" (also: shardgate-epoll, the same binary
+#   with io_driver = "epoll"), WORKLOADS="ro-text ro-ps point-text" (also: point-ps),
+#   SKIP_BUILD=1 (use target/release as is), OUT=DIR.
 # Output: bench/results/<date>-<time>-mysql-compare/{meta.txt,runs.tsv,summary.md,raw/}; the
 # summary is printed at the end. `bench/mysql-compare.sh --summarize DIR` rebuilds it.
 # Every process started here is stopped by its PID on exit (MariaDB through mariadb.sh stop).
@@ -35,13 +36,18 @@ ROWS=${ROWS:-10000}
 TARGETS=${TARGETS:-"direct haproxy shardgate"}
 WORKLOADS=${WORKLOADS:-"ro-text ro-ps point-text"}
 PROXY_CPU=0
+HZ=$(getconf CLK_TCK)
 SIDE_CPU=1
 SG_PORT=23306
 HA_PORT=23307
+SGE_PORT=23308
 DB_USER=sg_a
 DB_PASS=pw_a
 DB_NAME=sbtest
-declare -A PORT=([shardgate]=$SG_PORT [haproxy]=$HA_PORT)
+declare -A PORT=([shardgate]=$SG_PORT [haproxy]=$HA_PORT [shardgate-epoll]=$SGE_PORT)
+# shardgate targets: config file and control socket (fixed in that config).
+declare -A SG_CONF=([shardgate]=mysql-shardgate.toml [shardgate-epoll]=mysql-shardgate-epoll.toml)
+declare -A SG_SOCK=([shardgate]=$RUN/ctl.sock [shardgate-epoll]=$RUN/ctl-epoll.sock)
 declare -A SB_TEST=([ro-text]=oltp_read_only [ro-ps]=oltp_read_only [point-text]=oltp_point_select [point-ps]=oltp_point_select)
 declare -A SB_PS=([ro-text]=disable [ro-ps]=auto [point-text]=disable [point-ps]=auto)
 
@@ -117,7 +123,7 @@ db() { # port sql...: one query through the given port, tab-separated, no header
     mariadb --connect-timeout=5 -h127.0.0.1 -P"$port" -u"$DB_USER" -p"$DB_PASS" -N -B "$DB_NAME" -e "$*"
 }
 
-sg_ctl() { "$RUN/bin/shardgate" ctl --socket "$RUN/ctl.sock" "$@"; }
+sg_ctl() { local t=$1; shift; "$RUN/bin/shardgate" ctl --socket "${SG_SOCK[$t]}" "$@"; }
 
 # ---------------------------------------------------------------------------------------------
 ensure_tools() {
@@ -155,11 +161,11 @@ build() {
 # ---------------------------------------------------------------------------------------------
 start_all() {
     local p t
-    for p in $SG_PORT $HA_PORT; do
+    for p in $SG_PORT $HA_PORT $SGE_PORT; do
         # SO_REUSEPORT listeners (shardgate, HAProxy) would silently share a busy port.
         port_free "$p" || die "port $p is already in use: $(ss -Hltnp "sport = :$p" | head -n 1)"
     done
-    rm -rf "$RUN/mariadb" "$RUN/ctl.sock"
+    rm -rf "$RUN/mariadb" "${SG_SOCK[@]}"
     ulimit -n "$(ulimit -Hn)"
 
     # MariaDB on CPU1: the affinity is inherited by the mariadbd that mariadb.sh starts (setsid);
@@ -171,22 +177,24 @@ start_all() {
     DB_PORT=$(sed -n 's/^MARIADB_PORT_0=//p' "$DB_ENV" | tail -n 1)
     DB_PID=$(sed -n 's/^MARIADB_PID_0=//p' "$DB_ENV" | tail -n 1)
     [[ -n $DB_PORT && -n $DB_PID ]] || die "no port/PID in $DB_ENV"
-    [[ $DB_PORT != "$SG_PORT" && $DB_PORT != "$HA_PORT" ]] || die "MariaDB picked port $DB_PORT, one of ours; rerun"
+    [[ $DB_PORT != "$SG_PORT" && $DB_PORT != "$HA_PORT" && $DB_PORT != "$SGE_PORT" ]] || die "MariaDB picked port $DB_PORT, one of ours; rerun"
     PORT[direct]=$DB_PORT
     taskset -a -pc $SIDE_CPU "$DB_PID" > /dev/null
 
-    sed "s/@BACKEND_PORT@/$DB_PORT/" "$CONF/mysql-shardgate.toml" > "$RUN/shardgate.toml"
     sed "s/@BACKEND_PORT@/$DB_PORT/" "$CONF/mysql-haproxy.cfg" > "$RUN/haproxy.cfg"
-    cp -f "$RUN/shardgate.toml" "$RUN/haproxy.cfg" "$OUT/raw/"
+    cp -f "$RUN/haproxy.cfg" "$OUT/raw/"
 
     if [[ " $TARGETS " == *" haproxy "* ]]; then
         taskset -c $PROXY_CPU haproxy -db -f "$RUN/haproxy.cfg" > "$OUT/raw/haproxy.log" 2>&1 &
         PID[haproxy]=$!
     fi
-    if [[ " $TARGETS " == *" shardgate "* ]]; then
-        taskset -c $PROXY_CPU "$RUN/bin/shardgate" --config "$RUN/shardgate.toml" > "$OUT/raw/shardgate.log" 2>&1 &
-        PID[shardgate]=$!
-    fi
+    for t in shardgate shardgate-epoll; do
+        [[ " $TARGETS " == *" $t "* ]] || continue
+        sed "s/@BACKEND_PORT@/$DB_PORT/" "$CONF/${SG_CONF[$t]}" > "$RUN/$t.toml"
+        cp -f "$RUN/$t.toml" "$OUT/raw/"
+        taskset -c $PROXY_CPU "$RUN/bin/shardgate" --config "$RUN/$t.toml" > "$OUT/raw/$t.log" 2>&1 &
+        PID[$t]=$!
+    done
 
     # Tables once, straight to the server (sysbench on CPU1).
     log "sysbench prepare: $TABLES tables x $ROWS rows"
@@ -226,7 +234,7 @@ run_one() {
     local raw="$OUT/raw/$wl-$target-r$rep"
     local port=${PORT[$target]} mpid=""
     [[ $target != direct ]] && mpid=${PID[$target]}
-    if [[ $target == shardgate ]]; then sg_ctl 'show traffic mysql' > "$raw.traffic-before.txt" 2>&1 || true; fi
+    if [[ $target == shardgate* ]]; then sg_ctl "$target" 'show traffic mysql' > "$raw.traffic-before.txt" 2>&1 || true; fi
 
     local p0=0 t0=0 b0 c0 c1
     if [[ -n $mpid ]]; then p0=$(cpu_ns "$mpid"); t0=$(tick_ns "$mpid"); fi
@@ -247,7 +255,7 @@ run_one() {
     c0b=$(cpu_jiffies $PROXY_CPU); c1b=$(cpu_jiffies $SIDE_CPU)
     local load1
     load1=$(cut -d' ' -f1 /proc/loadavg)
-    if [[ $target == shardgate ]]; then sg_ctl 'show traffic mysql' > "$raw.traffic.txt" 2>&1 || true; fi
+    if [[ $target == shardgate* ]]; then sg_ctl "$target" 'show traffic mysql' > "$raw.traffic.txt" 2>&1 || true; fi
 
     # sysbench's output -> transactions elapsed_s queries errors reconnects lat_avg_ms lat_p95_ms;
     # for shardgate also its own count of sg_a's queries (COM_QUERY or COM_STMT_EXECUTE) and
@@ -278,7 +286,7 @@ def traffic(path):
             return int(cmds.get("query" if ps == "disable" else "stmt_execute", 0)), int(f[3])
     return (0, 0)
 sgq = sge = None
-if target == "shardgate":
+if target.startswith("shardgate"):
     a, b = traffic(raw + ".traffic-before.txt"), traffic(raw + ".traffic.txt")
     if a is not None and b is not None:
         sgq, sge = b[0] - a[0], b[1] - a[1]
@@ -289,16 +297,17 @@ PY
     local c0a c0t c1a c1t c0ba c0bt c1ba c1bt
     read -r c0a c0t <<< "$c0"; read -r c1a c1t <<< "$c1"
     read -r c0ba c0bt <<< "$c0b"; read -r c1ba c1bt <<< "$c1b"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$wl" "$target" "$rep" "$(tr ' ' '\t' <<< "$parsed")" \
         "$([[ -n $mpid ]] && echo $((p1 - p0)) || echo NA)" \
         "$([[ -n $mpid ]] && echo $((t1 - t0)) || echo NA)" \
         "$((b1 - b0))" \
         "$(((c0ba - c0a) * 100 / (c0bt - c0t > 0 ? c0bt - c0t : 1)))" \
         "$(((c1ba - c1a) * 100 / (c1bt - c1t > 0 ? c1bt - c1t : 1)))" \
+        "$(( ((c0ba - c0a) * 1000000000 / HZ - (p1 - p0)) * 100 / ((c0bt - c0t > 0 ? c0bt - c0t : 1) * 1000000000 / HZ) ))" \
         "$load1" "$crc" >> "$OUT/runs.tsv"
     log "$(printf '%-10s %-9s rep %s: %s' "$wl" "$target" "$rep" \
-        "$(tail -n 1 "$OUT/runs.tsv" | awk -F'\t' '{printf "tx=%s q=%s t=%ss errors=%s proxy_ns=%s cpu0=%s%% cpu1=%s%% rc=%s", $4, $6, $5, $7, $13, $16, $17, $19}')")"
+        "$(tail -n 1 "$OUT/runs.tsv" | awk -F'\t' '{printf "tx=%s q=%s t=%ss errors=%s proxy_ns=%s cpu0=%s%% (others %s%%) cpu1=%s%% rc=%s", $4, $6, $5, $7, $13, $16, $18, $17, $20}')")"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -324,11 +333,11 @@ def metric(r, name):
     if name in ("us", "tick_us", "bus"):
         ns = num(r[{"us": "proxy_cpu_ns", "tick_us": "proxy_tick_ns", "bus": "backend_cpu_ns"}[name]])
         return ns / q / 1000 if ns is not None and q else None
-    if name in ("lat_avg_ms", "lat_p95_ms", "errors", "cpu0_busy_pct", "cpu1_busy_pct", "load1"):
+    if name in ("lat_avg_ms", "lat_p95_ms", "errors", "cpu0_busy_pct", "cpu1_busy_pct", "cpu0_others_pct", "load1"):
         return num(r[name])
     raise KeyError(name)
 
-order = ("direct", "haproxy", "shardgate")
+order = ("direct", "haproxy", "shardgate", "shardgate-epoll")
 targets = [t for t in order if any(r["target"] == t for r in rows)]
 reps = sorted({r["rep"] for r in rows}, key=int)
 wls = []
@@ -375,6 +384,7 @@ LINES = [
     ("latency p95 ms (sysbench)", "lat_p95_ms", 2, ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")),
     ("sysbench ignored errors", "errors", 0, ()),
     ("CPU0 busy % (proxy + others)", "cpu0_busy_pct", 0, ()),
+    ("CPU0 busy % used by others (tick-sampled, ±5)", "cpu0_others_pct", 0, ()),
     ("CPU1 busy % (MariaDB + sysbench + others)", "cpu1_busy_pct", 0, ()),
 ]
 meta_path = os.path.join(out, "meta.txt")
@@ -386,7 +396,8 @@ for m in meta:
         print(f"- {m}")
 print(f"\nMedians of {len(reps)} interleaved rep(s). Ratios: A/B per rep, then the median "
       "(transactions/s, queries/s: > 1 means A is faster; µs/query, latency: < 1 means A is cheaper/faster).\n")
-pairs = ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")
+pairs = [p for p in ("shardgate/direct", "haproxy/direct", "shardgate/haproxy", "shardgate-epoll/direct",
+                     "shardgate-epoll/haproxy") if all(x in targets for x in p.split("/"))]
 print("| workload / metric | " + " | ".join(targets) + " | " + " | ".join(p.replace("/", "÷") for p in pairs) + " |")
 print("|" + "---|" * (len(targets) + 1 + len(pairs)))
 for wl in wls:
@@ -398,7 +409,8 @@ for wl in wls:
                 cells.append("–")
             else:
                 cells.append(fmt(med(values(wl, t, name).values()), d))
-        rcells = [ratio(wl, name, *p.split("/")) if p in rp else "" for p in pairs]
+        # rp names the shardgate pairs; the epoll target gets the same ones.
+        rcells = [ratio(wl, name, *p.split("/")) if p.replace("shardgate-epoll", "shardgate") in rp else "" for p in pairs]
         print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(rcells) + " |")
 
 print("\nPer rep (the spread behind the medians): transactions/s and proxy CPU µs/query\n")
@@ -413,23 +425,25 @@ for wl in wls:
     print(f"| {wl} | " + " | ".join(cells) + " |")
 
 # Aims (issue 4): within 10 % of direct throughput; less CPU per query than HAProxy's TCP mode.
-if "shardgate" in targets:
+sgs = [t for t in targets if t.startswith("shardgate")]
+if sgs:
     print("\nAims (issue 4):\n")
-    for wl in wls:
-        parts = []
-        if "direct" in targets:
-            r = ratio_v(wl, "tps", "shardgate", "direct")
-            if r is not None:
-                parts.append(f"throughput {r:.3f} × direct ({'met' if r >= 0.90 else 'NOT met'}: aim ≥ 0.90)")
-        if "haproxy" in targets:
-            r = ratio_v(wl, "us", "shardgate", "haproxy")
-            if r is not None:
-                parts.append(f"CPU/query {r:.3f} × HAProxy ({'met' if r < 1 else 'NOT met'}: aim < 1)")
-        print(f"- {wl}: " + "; ".join(parts))
+    for sgt in sgs:
+        for wl in wls:
+            parts = []
+            if "direct" in targets:
+                r = ratio_v(wl, "tps", sgt, "direct")
+                if r is not None:
+                    parts.append(f"throughput {r:.3f} × direct ({'met' if r >= 0.90 else 'NOT met'}: aim ≥ 0.90)")
+            if "haproxy" in targets:
+                r = ratio_v(wl, "us", sgt, "haproxy")
+                if r is not None:
+                    parts.append(f"CPU/query {r:.3f} × HAProxy ({'met' if r < 1 else 'NOT met'}: aim < 1)")
+            print(f"- {sgt} {wl}: " + "; ".join(parts))
 
 # Cross-checks.
 print()
-sg = [r for r in rows if r["target"] == "shardgate"]
+sg = [r for r in rows if r["target"].startswith("shardgate")]
 ok = [r for r in sg if r["sg_queries"] == r["queries"]]
 if sg:
     print("shardgate's per-user count (`show traffic mysql`: the user's query or stmt_execute delta over the run) "
@@ -474,7 +488,7 @@ main() {
         echo "loadavg before: $(cat /proc/loadavg)"
         echo "busiest processes before:"; ps -eo pid,pcpu,psr,comm --sort=-pcpu | sed -n '2,8p' | sed 's/^/  /'
     } > "$OUT/meta.txt"
-    printf 'workload\ttarget\trep\ttransactions\telapsed_s\tqueries\terrors\treconnects\tlat_avg_ms\tlat_p95_ms\tsg_queries\tsg_errors\tproxy_cpu_ns\tproxy_tick_ns\tbackend_cpu_ns\tcpu0_busy_pct\tcpu1_busy_pct\tload1\tclient_rc\n' \
+    printf 'workload\ttarget\trep\ttransactions\telapsed_s\tqueries\terrors\treconnects\tlat_avg_ms\tlat_p95_ms\tsg_queries\tsg_errors\tproxy_cpu_ns\tproxy_tick_ns\tbackend_cpu_ns\tcpu0_busy_pct\tcpu1_busy_pct\tcpu0_others_pct\tload1\tclient_rc\n' \
         > "$OUT/runs.tsv"
 
     start_all
@@ -503,13 +517,14 @@ main() {
         done
     done
 
-    if [[ -n ${PID[shardgate]:-} ]]; then
+    for t in shardgate shardgate-epoll; do
+        [[ -n ${PID[$t]:-} ]] || continue
         {
-            echo "# shardgate ctl --socket $RUN/ctl.sock 'show traffic mysql' (after the last run; cumulative)"
-            sg_ctl 'show traffic mysql'
-            echo; echo "# 'show servers'"; sg_ctl 'show servers'
-        } > "$OUT/raw/shardgate-traffic.txt" 2>&1 || true
-    fi
+            echo "# shardgate ctl --socket ${SG_SOCK[$t]} 'show traffic mysql' (after the last run; cumulative)"
+            sg_ctl "$t" 'show traffic mysql'
+            echo; echo "# 'show servers'"; sg_ctl "$t" 'show servers'
+        } > "$OUT/raw/$t-traffic.txt" 2>&1 || true
+    done
     {
         echo "loadavg after: $(cat /proc/loadavg)"
         echo "busiest processes after:"; ps -eo pid,pcpu,psr,comm --sort=-pcpu | sed -n '2,8p' | sed 's/^/  /'
