@@ -10,7 +10,8 @@
 #         QUICK=1 bench/compare.sh      smoke run (2 reps, short runs, ~3 minutes)
 # Knobs (environment): REPS, TARGETS="direct haproxy nginx shardgate",
 #   WORKLOADS="tiny 16k rate conn10k", C_CLIENT=loadgen|oha (client of the fixed-rate run),
-#   SKIP_BUILD=1 (use target/release as is), OUT=DIR (results directory).
+#   SKIP_BUILD=1 (use target/release as is), OUT=DIR (results directory),
+#   SG_DRIVER=epoll (run shardgate on its epoll driver; default: io_uring when available).
 # Output: bench/results/<date>-<time>-compare/{meta.txt,runs.tsv,summary.md,raw/}; the summary
 # table is printed at the end. Every process started here is stopped by its PID on exit.
 set -Eeuo pipefail
@@ -207,7 +208,13 @@ start_all() {
         PID[nginx]=$!
     fi
     if [[ " $TARGETS " == *" shardgate "* ]]; then
-        taskset -c $PROXY_CPU "$RUN/bin/shardgate" --config "$CONF/shardgate.toml" > "$OUT/raw/shardgate.log" 2>&1 &
+        # SG_DRIVER=epoll measures shardgate on its epoll driver instead of io_uring.
+        if [[ ${SG_DRIVER:-auto} == epoll ]]; then
+            MONOIO_FORCE_LEGACY_DRIVER=1 taskset -c $PROXY_CPU "$RUN/bin/shardgate" --config "$CONF/shardgate.toml" \
+                > "$OUT/raw/shardgate.log" 2>&1 &
+        else
+            taskset -c $PROXY_CPU "$RUN/bin/shardgate" --config "$CONF/shardgate.toml" > "$OUT/raw/shardgate.log" 2>&1 &
+        fi
         PID[shardgate]=$!
     fi
     local t
