@@ -523,11 +523,28 @@ where
         }
     };
     if try_uring {
-        match RuntimeBuilder::<IoUringDriver>::new()
+        // A ring used by one thread only can skip the kernel's cross-thread machinery:
+        // completions run as deferred task work when this thread waits (DEFER_TASKRUN, which
+        // needs SINGLE_ISSUER), never by interrupting it (COOP_TASKRUN). Kernels before 6.1
+        // refuse these flags; the plain ring is tried next.
+        let mut tuned = io_uring::IoUring::builder();
+        tuned
+            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .setup_defer_taskrun();
+        let built = RuntimeBuilder::<IoUringDriver>::new()
             .with_entries(entries)
+            .uring_builder(tuned)
             .enable_timer()
             .build()
-        {
+            .or_else(|e| {
+                tracing::info!(error = %e, "io_uring setup flags refused; using a plain ring");
+                RuntimeBuilder::<IoUringDriver>::new()
+                    .with_entries(entries)
+                    .enable_timer()
+                    .build()
+            });
+        match built {
             Ok(mut rt) => {
                 rt.block_on(main(Driver::Uring));
                 return Ok(Driver::Uring);
