@@ -37,6 +37,8 @@ pub fn run(config: Config) -> u8 {
     let shards = config.daemon.shards;
     let stop_timeout = config.daemon.stop_timeout;
     let source = config.source.display().to_string();
+    // Render the canned error responses now, not on a shard's first error.
+    crate::proto::http::answers::init();
     let shared = Shared::new(config);
     let handles = match shard::spawn(shared.clone(), listeners) {
         Ok(h) => h,
