@@ -368,7 +368,7 @@ impl ClientConn<'_> {
 
         let pool = &self.shard.upstreams[pool_idx];
         let (mut up, resp, bytes_in) = match self
-            .send_request(client, pool, head, body, body_done, consumed)
+            .send_request(client, pool_idx, head, body, body_done, consumed)
             .await
         {
             Ok(v) => v,
@@ -516,21 +516,17 @@ impl ClientConn<'_> {
     async fn send_request(
         &mut self,
         client: &mut TcpStream,
-        pool: &UpstreamPool,
+        pool_idx: usize,
         head: &RequestHead,
         body: Option<BodyLeft>,
         body_done: bool,
         consumed: usize,
     ) -> Result<(Upstream, ResponseHead, u64), Next> {
         let shard = self.shard;
+        let pool = &shard.upstreams[pool_idx];
         let mut candidates = std::mem::take(&mut self.cands);
         {
             let mut balancers = shard.balancers.borrow_mut();
-            let pool_idx = shard
-                .upstreams
-                .iter()
-                .position(|p| std::ptr::eq(p, pool))
-                .unwrap_or(0);
             balancers[pool_idx].candidates(
                 &pool.shared,
                 rt::now_ms(),
