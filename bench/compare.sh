@@ -17,6 +17,8 @@
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 CONF=$ROOT/bench/configs
 # Fixed: bench/configs/shardgate.toml names its control socket inside this directory.
 RUN=/tmp/sg-bench
@@ -56,13 +58,6 @@ SAMPLER_PID=""
 
 children_of() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
 
-stop_pid() {
-    local p=$1 i
-    kill -0 "$p" 2>/dev/null || return 0
-    kill -TERM "$p" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$? name p kids
@@ -83,30 +78,7 @@ trap 'exit 130' INT TERM
 # All PIDs of a target's process tree (nginx: master + worker).
 tree_pids() { local p=$1; echo "$p"; children_of "$p"; }
 
-# On-CPU ns of every live thread (schedstat field 1), summed over the given processes.
-cpu_ns() {
-    local p t sum=0 ns rest
-    for p in "$@"; do
-        for t in /proc/"$p"/task/*/schedstat; do
-            read -r ns rest < "$t" 2>/dev/null || continue
-            sum=$((sum + ns))
-        done
-    done
-    echo "$sum"
-}
 
-# utime+stime of the processes in ns (clock ticks; includes threads that already exited).
-# Recorded next to cpu_ns as a cross-check.
-tick_ns() {
-    local p sum=0 hz f
-    hz=$(getconf CLK_TCK)
-    for p in "$@"; do
-        f=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null) || continue
-        set -- $f
-        sum=$((sum + ${12} + ${13}))
-    done
-    echo $((sum * 1000000000 / hz))
-}
 
 open_fds() {
     local p sum=0 n
@@ -137,7 +109,6 @@ wait_http() {
     return 1
 }
 
-port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
 
 # ---------------------------------------------------------------------------------------------
 # Tools: install what is missing (Debian/Ubuntu).
@@ -226,18 +197,6 @@ start_all() {
     done
 }
 
-# Wait until the target has settled (CPU time still for 200 ms, at most 3 s): teardown work
-# of the run (closing 10k connections) is charged to that run, and to nobody else's.
-settle() {
-    local a b i
-    a=$(cpu_ns "$@")
-    for ((i = 0; i < 15; i++)); do
-        sleep 0.2
-        b=$(cpu_ns "$@")
-        ((b - a < 1000000)) && return 0
-        a=$b
-    done
-}
 
 # One measured run: prints one TSV line to runs.tsv.
 run_one() {

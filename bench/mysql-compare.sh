@@ -20,6 +20,8 @@
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 CONF=$ROOT/bench/configs
 # Fixed: bench/configs/mysql-shardgate.toml names its control socket inside this directory.
 RUN=/tmp/sg-mybench
@@ -63,13 +65,6 @@ declare -A PID=()
 CLIENT_PID=""
 DB_ENV=""
 
-stop_pid() {
-    local p=$1 i
-    kill -0 "$p" 2>/dev/null || return 0
-    kill -TERM "$p" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$? name
@@ -86,29 +81,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# On-CPU ns of every live thread (schedstat field 1), summed over the given processes.
-cpu_ns() {
-    local p t sum=0 ns rest
-    for p in "$@"; do
-        for t in /proc/"$p"/task/*/schedstat; do
-            read -r ns rest < "$t" 2>/dev/null || continue
-            sum=$((sum + ns))
-        done
-    done
-    echo "$sum"
-}
 
-# utime+stime of the processes in ns (clock ticks; includes threads that already exited).
-tick_ns() {
-    local p sum=0 hz f
-    hz=$(getconf CLK_TCK)
-    for p in "$@"; do
-        f=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null) || continue
-        set -- $f
-        sum=$((sum + ${12} + ${13}))
-    done
-    echo $((sum * 1000000000 / hz))
-}
 
 # "busy total" jiffies of one CPU from /proc/stat (busy = everything but idle and iowait): how
 # much of CPU0/CPU1 was in use during a run, ours and other people's.
@@ -116,7 +89,6 @@ cpu_jiffies() {
     awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
 
-port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
 
 db() { # port sql...: one query through the given port, tab-separated, no headers
     local port=$1; shift
@@ -215,18 +187,6 @@ start_all() {
     done
 }
 
-# Wait until the target has settled (CPU time still for 200 ms, at most 3 s): the connection
-# teardown of a run is charged to that run, and to nobody else's.
-settle() {
-    local a b i
-    a=$(cpu_ns "$@")
-    for ((i = 0; i < 15; i++)); do
-        sleep 0.2
-        b=$(cpu_ns "$@")
-        ((b - a < 1000000)) && return 0
-        a=$b
-    done
-}
 
 # One measured run: appends one TSV line to runs.tsv.
 run_one() {

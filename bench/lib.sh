@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Helpers shared by bench/compare.sh and bench/mysql-compare.sh: reading a proxy's CPU time
+# (the figure both report per request / per query), waiting for it to settle, checking ports,
+# stopping what a script started. Sourced, never run.
+
+# On-CPU ns of every live thread (schedstat field 1), summed over the given processes.
+cpu_ns() {
+    local p t sum=0 ns rest
+    for p in "$@"; do
+        for t in /proc/"$p"/task/*/schedstat; do
+            read -r ns rest < "$t" 2>/dev/null || continue
+            sum=$((sum + ns))
+        done
+    done
+    echo "$sum"
+}
+
+# utime+stime of the processes in ns (clock ticks; includes threads that already exited).
+# Recorded next to cpu_ns as a cross-check.
+tick_ns() {
+    local p sum=0 hz f
+    hz=$(getconf CLK_TCK)
+    for p in "$@"; do
+        f=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null) || continue
+        set -- $f
+        sum=$((sum + ${12} + ${13}))
+    done
+    echo $((sum * 1000000000 / hz))
+}
+
+# Wait until the target has settled (CPU time still for 200 ms, at most 3 s): teardown work
+# of the run (closing 10k connections) is charged to that run, and to nobody else's.
+settle() {
+    local a b i
+    a=$(cpu_ns "$@")
+    for ((i = 0; i < 15; i++)); do
+        sleep 0.2
+        b=$(cpu_ns "$@")
+        ((b - a < 1000000)) && return 0
+        a=$b
+    done
+}
+
+stop_pid() {
+    local p=$1 i
+    kill -0 "$p" 2>/dev/null || return 0
+    kill -TERM "$p" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+}
+
+# True when nothing listens on TCP port $1.
+port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
