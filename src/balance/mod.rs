@@ -103,6 +103,29 @@ impl ServerShared {
             Ordering::Relaxed,
         );
     }
+
+    /// Count one request in flight on `shard` until the returned guard is dropped, however the
+    /// request ends.
+    pub fn track(&self, shard: usize) -> InFlight<'_> {
+        self.begin(shard);
+        InFlight {
+            server: self,
+            shard,
+        }
+    }
+}
+
+/// One request counted in its server's in-flight total (see [`ServerShared::track`]). A borrow,
+/// not an `Arc`: taking it writes only the shard's own counter.
+pub struct InFlight<'a> {
+    server: &'a ServerShared,
+    shard: usize,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.server.end(self.shard);
+    }
 }
 
 /// A pool's servers, shared by all shards.

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::HttpFrontend;
 
+use crate::balance::InFlight;
 use crate::proto::http::answers::{canned, CONTINUE_100};
 use crate::proto::http::body::ChunkedDecoder;
 use crate::proto::http::parse::{parse_request, parse_response};
@@ -227,7 +228,7 @@ struct ClientConn<'a> {
     site: Vec<u8>,
 }
 
-impl ClientConn<'_> {
+impl<'a> ClientConn<'a> {
     async fn run(&mut self, client: &mut TcpStream, gauge: &mut PhaseGauge<'_>) -> Next {
         let conf = &self.fe.conf;
         let mut first = true;
@@ -291,7 +292,7 @@ impl ClientConn<'_> {
             self.shard.stats().requests.add(1);
             let started = Instant::now();
             let head_len = head.head_len as u64;
-            let next = self.exchange(client, &head).await;
+            let next = self.exchange(client, &head, started).await;
             self.headers = head.headers;
             if let Next::Answer(status) = next {
                 // Answered by the proxy itself: still a request of this site.
@@ -307,8 +308,12 @@ impl ClientConn<'_> {
 
     /// One request/response exchange. On return the request's bytes have been consumed from
     /// `self.buf` (unless the connection is closing anyway).
-    async fn exchange(&mut self, client: &mut TcpStream, head: &RequestHead) -> Next {
-        let started = Instant::now();
+    async fn exchange(
+        &mut self,
+        client: &mut TcpStream,
+        head: &RequestHead,
+        started: Instant,
+    ) -> Next {
         let conf = &self.fe.conf;
         let host_span = head.absolute_authority.or(head.host);
         crate::stats::site_key(host_span.map(|s| s.of(&self.buf)), &mut self.site);
@@ -358,29 +363,24 @@ impl ClientConn<'_> {
                 }
                 Err(e) => return Next::Answer(e.status()),
             }
-            if let (Some(max), BodyLeft::Chunked(d)) = (self.fe.limits.max_body, &*b) {
-                if d.data_bytes() > max {
-                    return Next::Answer(413);
-                }
+            if self.over_max_body(b) {
+                return Next::Answer(413);
             }
         }
-        // A request whose every byte is still in `out` can be sent again to a fresh connection.
 
-        let pool = &self.shard.upstreams[pool_idx];
-        let (mut up, resp, bytes_in) = match self
+        let shard: &'a Rc<Shard> = self.shard;
+        let pool = &shard.upstreams[pool_idx];
+        let (mut up, resp, bytes_in, _inflight) = match self
             .send_request(client, pool_idx, head, body, body_done, consumed)
             .await
         {
             Ok(v) => v,
             Err(next) => return next,
         };
-        let server = up.server;
-        let shared_server = &pool.shared.servers[server];
 
         // ---- response ----
         if resp.status == 101 {
             if !head.upgrade_websocket {
-                shared_server.end(self.shard.id);
                 return Next::Answer(502);
             }
             self.out.clear();
@@ -397,7 +397,6 @@ impl ClientConn<'_> {
             let out = std::mem::take(&mut self.out);
             let (r, out) = rt::write_all(client, out, conf.send_timeout).await;
             self.out = out;
-            shared_server.end(self.shard.id);
             self.record(bytes_in, self.out.len() as u64, started);
             if r.is_err() {
                 return Next::Close;
@@ -430,7 +429,6 @@ impl ClientConn<'_> {
                     extra = k < after_head.len();
                 }
                 Err(_) => {
-                    shared_server.end(self.shard.id);
                     return Next::Answer(502);
                 }
             }
@@ -440,7 +438,6 @@ impl ClientConn<'_> {
         let (r, out) = rt::write_all(client, out, conf.send_timeout).await;
         self.out = out;
         if r.is_err() {
-            shared_server.end(self.shard.id);
             return Next::Close;
         }
         let mut complete = rdone;
@@ -465,13 +462,11 @@ impl ClientConn<'_> {
                 }
                 (Err(_), relay) => {
                     self.give_back(relay);
-                    shared_server.end(self.shard.id);
                     self.record(bytes_in, bytes_out, started);
                     return Next::Close;
                 }
             }
         }
-        shared_server.end(self.shard.id);
         if complete && !resp.close && !extra {
             pool.checkin(up);
         }
@@ -482,6 +477,14 @@ impl ClientConn<'_> {
             Next::KeepAlive
         } else {
             Next::Close
+        }
+    }
+
+    /// A chunked body has carried more data than `max_body` allows.
+    fn over_max_body(&self, body: &BodyLeft) -> bool {
+        match (self.fe.limits.max_body, body) {
+            (Some(max), BodyLeft::Chunked(d)) => d.data_bytes() > max,
+            _ => false,
         }
     }
 
@@ -521,8 +524,8 @@ impl ClientConn<'_> {
         body: Option<BodyLeft>,
         body_done: bool,
         consumed: usize,
-    ) -> Result<(Upstream, ResponseHead, u64), Next> {
-        let shard = self.shard;
+    ) -> Result<(Upstream, ResponseHead, u64, InFlight<'a>), Next> {
+        let shard: &'a Rc<Shard> = self.shard;
         let pool = &shard.upstreams[pool_idx];
         let mut candidates = std::mem::take(&mut self.cands);
         {
@@ -545,13 +548,13 @@ impl ClientConn<'_> {
     async fn try_servers(
         &mut self,
         client: &mut TcpStream,
-        pool: &UpstreamPool,
+        pool: &'a UpstreamPool,
         head: &RequestHead,
         mut body: Option<BodyLeft>,
         body_done: bool,
         consumed: usize,
         candidates: &[usize],
-    ) -> Result<(Upstream, ResponseHead, u64), Next> {
+    ) -> Result<(Upstream, ResponseHead, u64, InFlight<'a>), Next> {
         let shard = self.shard;
         if candidates.is_empty() {
             return Err(Next::Answer(503));
@@ -587,14 +590,13 @@ impl ClientConn<'_> {
                     tracing::info!(pool = %pool.shared.name, server = %ss.name, "server up: connect succeeded");
                 }
             }
-            ss.begin(shard.id);
+            let inflight = ss.track(shard.id);
             // Send the head and the buffered body bytes.
             let out = std::mem::take(&mut self.out);
             let (r, out) = rt::write_all(&mut up.stream, out, pool.conf.response_timeout).await;
             self.out = out;
             let mut bytes_in = self.out.len() as u64;
             if r.is_err() {
-                ss.end(shard.id);
                 if up.reused && body_done && !retried {
                     retried = true;
                     fresh = true;
@@ -609,7 +611,6 @@ impl ClientConn<'_> {
                 if head.expect_continue {
                     let (r, _) = rt::write_all(client, CONTINUE_100, fe_conf.send_timeout).await;
                     if r.is_err() {
-                        ss.end(shard.id);
                         return Err(Next::Close);
                     }
                 }
@@ -633,24 +634,18 @@ impl ClientConn<'_> {
                 match res {
                     Ok(n) => bytes_in += n,
                     Err(RelayError::Framing(e)) => {
-                        ss.end(shard.id);
                         return Err(Next::Answer(e.status()));
                     }
                     Err(RelayError::Source(Read::TimedOut)) => {
-                        ss.end(shard.id);
                         return Err(Next::Answer(408));
                     }
                     Err(RelayError::Source(_)) => {
-                        ss.end(shard.id);
                         return Err(Next::Close);
                     }
                     Err(RelayError::Dest) => early_response = true,
                 }
-                if let (Some(max), BodyLeft::Chunked(d)) = (self.fe.limits.max_body, &*b) {
-                    if d.data_bytes() > max {
-                        ss.end(shard.id);
-                        return Err(Next::Answer(413));
-                    }
+                if self.over_max_body(b) {
+                    return Err(Next::Answer(413));
                 }
             }
             // Read the response head (skipping interim 1xx other than 101).
@@ -658,13 +653,11 @@ impl ClientConn<'_> {
             match read_response_head(&mut up, head.method, pool.conf.response_timeout, recycled)
                 .await
             {
-                Ok(resp) => return Ok((up, resp, bytes_in)),
+                Ok(resp) => return Ok((up, resp, bytes_in, inflight)),
                 Err(HeadError::Timeout) => {
-                    ss.end(shard.id);
                     return Err(Next::Answer(504));
                 }
                 Err(HeadError::Closed { any_byte }) => {
-                    ss.end(shard.id);
                     if up.reused && body_done && !any_byte && !retried && !early_response {
                         retried = true;
                         fresh = true;
@@ -674,7 +667,6 @@ impl ClientConn<'_> {
                     return Err(Next::Answer(502));
                 }
                 Err(HeadError::Bad) => {
-                    ss.end(shard.id);
                     return Err(Next::Answer(502));
                 }
             }
