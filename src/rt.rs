@@ -1,15 +1,17 @@
 //! The runtime seam: every use of monoio goes through here, so protocol and balancing code never
 //! see it, and the known pitfalls of monoio 0.2.4 (../shared/RUNTIME.md) are handled once:
 //!
-//! - Reads with a deadline use a *cancelable* read: on expiry the read is cancelled and then
-//!   awaited to completion, so bytes that raced the timer are returned, never dropped.
+//! - Reads with a deadline race the read against a timer; on expiry the read is abandoned (its
+//!   buffer stays with the runtime until the kernel is done with it). A byte that raced the timer
+//!   may be lost, so every caller closes the connection after a timeout and never reads on.
+//!   Accepts, which would leak an fd if abandoned, are cancelled properly instead.
 //! - Connects never race a timer inside monoio (a dropped connect future leaks its fd): the
 //!   socket is created non-blocking by us, `connect(2)` is issued directly, and only the
 //!   writability wait (which owns no fd) is bounded by the deadline.
 //! - Listeners are SO_REUSEPORT so that every shard accepts on its own socket.
 //!
 //! All sockets are non-blocking (O_NONBLOCK). io_uring still completes reads and writes on them
-//! by polling internally; the epoll driver requires it; and it is what lets [`splice`] move
+//! by polling internally; the epoll driver requires it; and it is what lets [`splice_exact`] move
 //! bytes without blocking the shard.
 
 use std::cell::{Cell, RefCell};

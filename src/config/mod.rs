@@ -1,4 +1,4 @@
-//! Configuration: the TOML file as serde reads it ([`file`]) and the validated [`Config`] the
+//! Configuration: the TOML file as serde reads it ([`file`](mod@file)) and the validated [`Config`] the
 //! daemon runs from ([`build`]). Loading is two stages so that every problem can name the file,
 //! the key path and what is wrong before anything starts.
 //!

@@ -154,16 +154,4 @@ impl UpstreamPool {
         }
         drop(slot);
     }
-
-    /// Idle connections held now for `server` (for tests and stats).
-    pub fn idle_count(&self, server: usize) -> usize {
-        self.servers[server].idle.borrow().len()
-    }
-
-    /// Close every idle connection (graceful stop).
-    pub fn clear_idle(&self) {
-        for s in &self.servers {
-            s.idle.borrow_mut().clear();
-        }
-    }
 }

@@ -1,6 +1,6 @@
 //! HTTP/1.1 message framing (RFC 9112) as a proxy needs it: parse a head into spans of the
 //! read buffer without copying ([`parse`]), follow a body's framing without transforming it
-//! ([`body`]), write the rewritten head for the other side ([`write`]), and the canned error
+//! ([`body`]), write the rewritten head for the other side ([`write`](mod@write)), and the canned error
 //! responses rendered once ([`answers`]).
 //!
 //! Every parser is incremental: given the bytes read so far it answers `Partial` (read more),
