@@ -30,7 +30,6 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
@@ -59,12 +58,6 @@ const LINGER: Duration = Duration::from_millis(200);
 const ER_CON_COUNT_ERROR: u16 = 1040;
 /// The client-side "can't connect" code: what a client reports when no server answers.
 const CR_CONN_HOST_ERROR: u16 = 2003;
-
-/// Microseconds on a process-wide monotonic clock (command timing).
-pub(crate) fn now_us() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
-}
 
 /// Called once per shard at start: the idle/drain sweeper, and on shard 0 the health checks.
 pub fn start_shard(shard: &Rc<Shard>) {
@@ -198,7 +191,9 @@ pub async fn serve_client(
     // The observer sees the greeting as the server sent it; the client gets it rewritten.
     let mut greeting = greeting;
     let mut sink_events = Vec::new();
-    observer.feed_server(&greeting, now_us(), &mut |e| sink_events.push(own_event(e)));
+    observer.feed_server(&greeting, rt::now_us(), &mut |e| {
+        sink_events.push(own_event(e))
+    });
     if greeting.get(4) != Some(&0xFF) {
         let _ = handshake::hide_capabilities(&mut greeting[4..]);
     }
@@ -247,7 +242,7 @@ pub async fn serve_client(
         let mut st = session.state.borrow_mut();
         let SessionState { observer, acct, .. } = &mut *st;
         let busy = observer.outstanding() > 0;
-        observer.close(now_us(), &mut |e| on_event(e, acct, my, ss, shard.id));
+        observer.close(rt::now_us(), &mut |e| on_event(e, acct, my, ss, shard.id));
         acct.flush(my, None);
         if busy && session.server_lost.get() {
             counters.backend_lost.add(1);
@@ -426,8 +421,8 @@ impl Session<'_> {
     }
 
     fn observe(&self, data: &[u8], dir: Dir) {
-        self.ctl.last_active_ms.set(rt::now_ms());
-        let now = now_us();
+        let now = rt::now_us();
+        self.ctl.last_active_ms.set(rt::ms_of(now));
         let mut st = self.state.borrow_mut();
         let SessionState { observer, acct, .. } = &mut *st;
         let (stats, server, shard) = (self.stats, self.server, self.shard.id);
