@@ -1,19 +1,95 @@
 //! The daemon's life: log the limits that shape it, bind every listener and the command socket
-//! (failing fast with a clear message), start the shards, then wait for SIGTERM/SIGINT or
+//! (failing fast with a clear message), start the shards with the protocols above them
+//! ([`Protocols`]: which protocol serves each listener), then wait for SIGTERM/SIGINT or
 //! `stop daemon`, let the shards drain within `daemon.stop_timeout`, remove the socket, exit 0.
 
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::shard::{self, Shared};
+use crate::proxy::http::HttpShard;
+use crate::proxy::{mysql, ShardCtx};
+use crate::rt;
+use crate::shard::{self, Handler, Listen, Service, Shard};
+use crate::shared::Shared;
+
+/// What a listener serves.
+#[derive(Clone, Copy, Debug)]
+enum Front {
+    Http(usize),
+    Mysql(usize),
+}
+
+/// The dispatch from listeners to protocols, and each protocol's start on a shard.
+struct Protocols {
+    shared: Arc<Shared>,
+    /// Indexed by listener tag.
+    fronts: Vec<Front>,
+}
+
+impl Protocols {
+    fn new(shared: Arc<Shared>) -> (Protocols, Vec<Listen>) {
+        let config = &shared.config;
+        let mut fronts = Vec::new();
+        let mut listen = Vec::new();
+        let http = config
+            .http
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (Front::Http(i), &f.name, &f.listen));
+        let my = config
+            .mysql
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (Front::Mysql(i), &f.name, &f.listen));
+        for (front, name, addrs) in http.chain(my) {
+            let tag = fronts.len();
+            fronts.push(front);
+            listen.extend(addrs.iter().map(|&addr| Listen {
+                tag,
+                addr,
+                name: name.clone(),
+            }));
+        }
+        (Protocols { shared, fronts }, listen)
+    }
+}
+
+impl Service for Protocols {
+    fn start(&self, shard: &Rc<Shard>) -> Vec<Handler> {
+        let ctx = ShardCtx::new(shard, self.shared.clone());
+        let http = HttpShard::new(ctx.clone());
+        mysql::start_shard(&ctx);
+        self.fronts
+            .iter()
+            .map(|&front| -> Handler {
+                match front {
+                    Front::Http(i) => {
+                        let http = http.clone();
+                        Rc::new(move |stream, peer, guard| http.serve(i, stream, peer, guard))
+                    }
+                    Front::Mysql(i) => {
+                        let ctx = ctx.clone();
+                        Rc::new(move |stream, peer, guard| {
+                            rt::spawn(mysql::serve_client(ctx.clone(), i, stream, peer, guard));
+                        })
+                    }
+                }
+            })
+            .collect()
+    }
+}
 
 /// Start the daemon with a validated config; returns the process exit code.
 pub fn run(config: Config) -> u8 {
     init_logging();
     raise_nofile_limit();
-    let listeners = match shard::bind_all(&config) {
+    let daemon_conf = config.daemon.clone();
+    let shared = Shared::new(config);
+    let (protocols, listen) = Protocols::new(shared.clone());
+    let listeners = match shard::bind_all(daemon_conf.shards, &listen) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("{e}");
@@ -21,7 +97,7 @@ pub fn run(config: Config) -> u8 {
             return 1;
         }
     };
-    let socket_path = config.daemon.control_socket.clone();
+    let socket_path = daemon_conf.control_socket.clone();
     let control = match crate::control::bind(&socket_path) {
         Ok(l) => l,
         Err(e) => {
@@ -34,13 +110,18 @@ pub fn run(config: Config) -> u8 {
             return 1;
         }
     };
-    let shards = config.daemon.shards;
-    let stop_timeout = config.daemon.stop_timeout;
-    let source = config.source.display().to_string();
+    let shards = daemon_conf.shards;
+    let stop_timeout = daemon_conf.stop_timeout;
+    let source = shared.config.source.display().to_string();
     // Render the canned error responses now, not on a shard's first error.
     crate::proto::http::answers::init();
-    let shared = Shared::new(config);
-    let handles = match shard::spawn(shared.clone(), listeners) {
+    let handles = match shard::spawn(
+        &daemon_conf,
+        shared.life.clone(),
+        &shared.stats,
+        listeners,
+        Arc::new(protocols),
+    ) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("shardgate: cannot start shard threads: {e}");
@@ -62,16 +143,16 @@ pub fn run(config: Config) -> u8 {
     }
     tracing::info!(config = %source, shards, socket = %socket_path.display(), "shardgate started");
 
-    while !shared.stopping.load(Ordering::SeqCst) {
+    while !shared.life.stopping.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
     }
     tracing::info!(deadline = ?stop_timeout, "stopping: no new connections, draining in-flight requests");
     let deadline = Instant::now() + stop_timeout + Duration::from_secs(1);
-    while shared.running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+    while shared.life.running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = std::fs::remove_file(&socket_path);
-    if shared.running.load(Ordering::SeqCst) > 0 {
+    if shared.life.running.load(Ordering::SeqCst) > 0 {
         tracing::warn!("shards did not finish before the stop deadline; exiting anyway");
     } else {
         for h in handles {
@@ -155,7 +236,7 @@ fn wait_stop_signal(shared: &Arc<Shared>) {
     let rc = unsafe { libc::sigwait(&set, &mut sig) };
     if rc == 0 {
         tracing::info!(signal = sig, "stop signal received");
-        shared.stopping.store(true, Ordering::SeqCst);
+        shared.life.stopping.store(true, Ordering::SeqCst);
     }
 }
 

@@ -2,22 +2,29 @@
 //!
 //! Layout, in the order a request meets it:
 //! - [`config`]: the TOML file → a validated [`config::Config`] (two stages: serde, then checks).
-//! - [`shard`]: one pinned thread + monoio runtime per core, each with its own SO_REUSEPORT
-//!   listeners, connection table and upstream pools; [`rt`] hides monoio behind a small API.
+//! - `daemon`: binds listeners, starts the shards, and says which protocol serves each listener.
+//! - `shard`: one pinned thread + monoio runtime per core, each with its own SO_REUSEPORT
+//!   listeners and connections; protocol-free. `rt` hides monoio behind a small API.
 //! - [`proto`]: pure, incremental parsers (HTTP/1.1 framing, MySQL packets), no I/O.
-//! - [`route`] picks a pool, [`balance`] orders its servers (health and shared busyness live in
-//!   atomics every shard reads), [`proxy`] relays bytes between client and upstream.
-//! - [`stats`] keeps per-shard counters summed on read; [`control`] serves the UNIX command socket.
+//! - `route` picks a pool, `balance` orders its servers (health and shared busyness live in
+//!   atomics every shard reads), `proxy` relays bytes between client and server.
+//! - `stats` keeps per-shard counters summed on read; `control` serves the UNIX command socket.
+//!
+//! Only what the binary, the fuzz targets and the benchmarks need is public.
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod balance;
+mod balance;
 pub mod config;
-pub mod control;
-pub mod daemon;
-pub mod demo;
+mod control;
+mod daemon;
+mod demo;
 pub mod proto;
-pub mod proxy;
-pub mod route;
-pub mod rt;
-pub mod shard;
-pub mod stats;
+mod proxy;
+mod route;
+mod rt;
+mod shard;
+mod shared;
+mod stats;
+
+pub use control::{client as ctl_client, default_socket};
+pub use daemon::{block_stop_signals, demo, run};

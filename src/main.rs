@@ -1,5 +1,5 @@
 //! `shardgate`: the daemon, its `ctl` client and a self-contained `demo`.
-//! The work lives in [`shardgate::daemon`]; this file maps the CLI onto it and results onto
+//! The work lives in [`shardgate::run`]; this file maps the CLI onto it and results onto
 //! exit codes (0 ok, 1 runtime error, 2 bad configuration or usage).
 
 use std::path::PathBuf;
@@ -54,14 +54,14 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.cmd, Some(Cmd::Ctl { .. })) {
-        shardgate::daemon::block_stop_signals();
+        shardgate::block_stop_signals();
     }
     let code = match cli.cmd {
         Some(Cmd::Ctl { socket, command }) => ctl(socket, &cli.config, &command.join(" ")),
-        Some(Cmd::Demo { listen, shards }) => shardgate::daemon::demo(&listen, shards),
+        Some(Cmd::Demo { listen, shards }) => shardgate::demo(&listen, shards),
         None if cli.check => check(&cli.config),
         None => match shardgate::config::load(&cli.config) {
-            Ok(config) => shardgate::daemon::run(config),
+            Ok(config) => shardgate::run(config),
             Err(e) => {
                 eprintln!("shardgate: {e}");
                 2
@@ -96,9 +96,9 @@ fn check(path: &std::path::Path) -> u8 {
 fn ctl(socket: Option<PathBuf>, config: &std::path::Path, command: &str) -> u8 {
     let socket = socket.unwrap_or_else(|| match shardgate::config::load(config) {
         Ok(c) => c.daemon.control_socket,
-        Err(_) => shardgate::control::default_socket(),
+        Err(_) => shardgate::default_socket(),
     });
-    match shardgate::control::client(&socket, command) {
+    match shardgate::ctl_client(&socket, command) {
         Ok(answer) => {
             print!("{answer}");
             if answer.starts_with("error:") {

@@ -568,6 +568,8 @@ impl Builder<'_> {
             max_request_line,
             max_header_bytes,
             max_headers: self.int(&k("max_headers"), h.max_headers, 100, 1, 10_000)?,
+            underscores_in_headers: h.underscores_in_headers.unwrap_or(false),
+            keep_chunk_extensions: h.keep_chunk_extensions.unwrap_or(false),
         })
     }
 

@@ -63,6 +63,8 @@ pub struct HttpFile {
     pub max_request_line: Option<i64>,
     pub max_header_bytes: Option<i64>,
     pub max_headers: Option<i64>,
+    pub underscores_in_headers: Option<bool>,
+    pub keep_chunk_extensions: Option<bool>,
     #[serde(default)]
     pub server_names: Vec<String>,
     #[serde(default)]

@@ -69,6 +69,11 @@ pub struct HttpFrontend {
     pub max_header_bytes: usize,
     /// Most header fields in a request head → 431 beyond.
     pub max_headers: usize,
+    /// Forward request fields whose name contains `_` (nginx's `underscores_in_headers`);
+    /// dropped by default, since some servers read `Content_Length` as `Content-Length`.
+    pub underscores_in_headers: bool,
+    /// Forward chunk extensions (validated) instead of writing plain size lines.
+    pub keep_chunk_extensions: bool,
 }
 
 /// One `[[http.route]]`: every key given must match; first matching route wins.

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shard::Shared;
+use crate::shared::Shared;
 
 pub const MAX_LINE: usize = 4096;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -226,10 +226,12 @@ pub fn serve(listener: UnixListener, shared: Arc<Shared>, on_stop: impl Fn() + S
         let _ = conn.write_all(answer.as_bytes());
         drop(conn);
         if action == Action::Stop {
-            shared.stopping.store(true, Ordering::SeqCst);
+            shared.life.stopping.store(true, Ordering::SeqCst);
             on_stop();
         }
-        if shared.stopping.load(Ordering::SeqCst) && shared.running.load(Ordering::SeqCst) == 0 {
+        if shared.life.stopping.load(Ordering::SeqCst)
+            && shared.life.running.load(Ordering::SeqCst) == 0
+        {
             break;
         }
     }

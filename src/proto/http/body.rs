@@ -1,15 +1,17 @@
-//! Following a chunked body (RFC 9112 §7.1) without transforming it: the proxy relays the bytes
-//! exactly as received and only needs to know where the body ends and whether it is well
-//! formed, so the next message on the connection starts at the right byte and a malformed
-//! body cannot smuggle a second request past us.
+//! Following a chunked body (RFC 9112 §7.1): the proxy needs to know where the body ends and
+//! whether it is well formed, so the next message on the connection starts at the right byte
+//! and a malformed body cannot smuggle a second request past us. Chunk extensions are checked
+//! against the grammar of §7.1.1 (a lenient server reading past a bad one would frame the body
+//! differently), and [`ChunkedDecoder::feed_canonical`] writes the body out again with plain
+//! size lines (`1a\r\n`, no extensions), the framing a request is forwarded with.
 //!
 //! [`ChunkedDecoder`] is a byte-level state machine over size lines, CRLFs and trailer fields;
 //! chunk data itself is skipped by count, so a large chunk costs O(1) per `feed` call.
 //!
 //! ```text
 //!   ┌─> Size ──(SP/HTAB)─> SizeBws ─(";")─┐
-//!   │    │ ";" ─────────────────────────> Ext
-//!   │    │ CR <──────────────────────────┘ CR
+//!   │    │ ";" ─────────────────────────> extension: BWS name [BWS "=" BWS (token | "quoted")]
+//!   │    │ CR <───────────────────────────┘ CR      (";" starts the next one)
 //!   │   SizeLf ── size>0 ─> Data ─> DataCr ─> DataLf ─┐
 //!   │     │ size=0                                    │
 //!   └─────┼───────────────────────────────────────────┘
@@ -34,7 +36,20 @@ const MAX_SIZE_DIGITS: u8 = 16;
 enum State {
     Size,
     SizeBws,
-    Ext,
+    /// After ";": optional BWS, then the extension name.
+    ExtPreName,
+    ExtName,
+    /// BWS after the name: "=" or ";" must follow.
+    ExtPostName,
+    /// After "=": optional BWS, then a token or a quoted string.
+    ExtPreValue,
+    ExtToken,
+    ExtQuoted,
+    ExtQuotedPair,
+    /// Just after a closing quote.
+    ExtQuoteEnd,
+    /// BWS after a value: ";" must follow.
+    ExtPostValue,
     SizeLf,
     Data,
     DataCr,
@@ -58,6 +73,8 @@ pub struct ChunkedDecoder {
     line_len: usize,
     trailer_len: usize,
     data_bytes: u64,
+    /// Most data bytes accepted (`max_body`): a size line going past it is refused.
+    limit: Option<u64>,
     failed: Option<ParseError>,
 }
 
@@ -76,10 +93,35 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Control characters other than HTAB may not appear in extensions or trailer values.
+/// Control characters other than HTAB may not appear in trailer values.
 #[inline]
 fn is_bad_ctl(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// qdtext (RFC 9110 §5.6.4): HTAB, SP, and visible characters other than `"` and `\`.
+#[inline]
+fn is_qdtext(b: u8) -> bool {
+    b == b'\t'
+        || b == b' '
+        || b == 0x21
+        || (0x23..=0x5b).contains(&b)
+        || (0x5d..=0x7e).contains(&b)
+        || b >= 0x80
+}
+
+/// What a quoted-pair may escape: HTAB, SP, VCHAR, obs-text.
+#[inline]
+fn is_escapable(b: u8) -> bool {
+    b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80
+}
+
+fn push_hex(out: &mut Vec<u8>, n: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(HEX[((n >> (i * 4)) & 0xf) as usize]);
+    }
 }
 
 impl ChunkedDecoder {
@@ -91,7 +133,17 @@ impl ChunkedDecoder {
             line_len: 0,
             trailer_len: 0,
             data_bytes: 0,
+            limit: None,
             failed: None,
+        }
+    }
+
+    /// A decoder that refuses ([`ParseError::BodyTooLarge`]) a chunk whose size line takes the
+    /// data past `limit` bytes, before any of that chunk is relayed.
+    pub fn with_limit(limit: Option<u64>) -> Self {
+        ChunkedDecoder {
+            limit,
+            ..Self::new()
         }
     }
 
@@ -113,7 +165,28 @@ impl ChunkedDecoder {
         if let Some(e) = self.failed {
             return Err(e);
         }
-        match self.run(input) {
+        self.fed(input, None)
+    }
+
+    /// [`feed`](Self::feed), and append to `out` the consumed part re-framed canonically: each
+    /// size line as lower-case hex without extensions, data and trailers as received.
+    pub fn feed_canonical(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, bool), ParseError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        self.fed(input, Some(out))
+    }
+
+    fn fed(
+        &mut self,
+        input: &[u8],
+        out: Option<&mut Vec<u8>>,
+    ) -> Result<(usize, bool), ParseError> {
+        match self.run(input, out) {
             Ok(n) => Ok((n, self.state == State::Done)),
             Err(e) => {
                 self.failed = Some(e);
@@ -122,13 +195,16 @@ impl ChunkedDecoder {
         }
     }
 
-    fn run(&mut self, input: &[u8]) -> Result<usize, ParseError> {
+    fn run(&mut self, input: &[u8], mut out: Option<&mut Vec<u8>>) -> Result<usize, ParseError> {
         let mut i = 0;
         while i < input.len() {
             if self.state == State::Data {
                 let left = input.len() - i;
                 // Fits in usize because it is at most `left`.
                 let take = self.size.min(left as u64) as usize;
+                if let Some(o) = out.as_deref_mut() {
+                    o.extend_from_slice(&input[i..i + take]);
+                }
                 i += take;
                 self.size -= take as u64;
                 if self.size == 0 {
@@ -141,14 +217,51 @@ impl ChunkedDecoder {
             }
             let Some(&b) = input.get(i) else { break };
             i += 1;
+            let before = self.state;
             self.step(b)?;
+            if let Some(o) = out.as_deref_mut() {
+                self.emit(before, b, o);
+            }
         }
         Ok(i)
     }
 
+    /// The canonical bytes for one framing byte `b` that moved the state on from `before`.
+    fn emit(&self, before: State, b: u8, out: &mut Vec<u8>) {
+        match (before, self.state) {
+            // A size line ended: write the size alone.
+            (State::SizeLf, State::Data) => {
+                push_hex(out, self.size);
+                out.extend_from_slice(b"\r\n");
+            }
+            (State::SizeLf, State::TrailerStart) => out.extend_from_slice(b"0\r\n"),
+            (State::DataLf, State::Size) => out.extend_from_slice(b"\r\n"),
+            // Trailer fields and the final CRLF pass as received (they were validated).
+            (
+                State::TrailerStart
+                | State::TrailerName
+                | State::TrailerValue
+                | State::TrailerLf
+                | State::EndLf,
+                _,
+            ) => out.push(b),
+            _ => {}
+        }
+    }
+
     fn step(&mut self, b: u8) -> Result<(), ParseError> {
         match self.state {
-            State::Size | State::SizeBws | State::Ext => {
+            State::Size
+            | State::SizeBws
+            | State::ExtPreName
+            | State::ExtName
+            | State::ExtPostName
+            | State::ExtPreValue
+            | State::ExtToken
+            | State::ExtQuoted
+            | State::ExtQuotedPair
+            | State::ExtQuoteEnd
+            | State::ExtPostValue => {
                 self.line_len += 1;
                 // The CRLF is part of the line; the LF is counted in SizeLf.
                 if self.line_len >= MAX_CHUNK_LINE {
@@ -167,6 +280,7 @@ impl ChunkedDecoder {
             }
             _ => {}
         }
+        let ws = b == b' ' || b == b'\t';
         self.state = match (self.state, b) {
             (State::Size, b) if b.is_ascii_hexdigit() => {
                 self.digits += 1;
@@ -182,18 +296,68 @@ impl ChunkedDecoder {
                 State::Size
             }
             (State::Size, _) if self.digits == 0 => return Err(bad("invalid chunk size")),
-            (State::Size, b'\r') | (State::Ext, b'\r') => State::SizeLf,
-            // RFC 9112 §7.1.1: BWS is allowed only before the ";" of an extension.
-            (State::Size, b' ' | b'\t') | (State::SizeBws, b' ' | b'\t') => State::SizeBws,
-            (State::Size, b';') | (State::SizeBws, b';') => State::Ext,
-            (State::SizeBws, _) => return Err(bad("whitespace in chunk size line")),
-            (State::Ext, b'\n') => return Err(bad("bare LF in chunk size line")),
-            (State::Ext, b) if is_bad_ctl(b) => {
-                return Err(bad("control character in chunk extension"))
+            (State::Size | State::ExtName | State::ExtToken | State::ExtQuoteEnd, b'\r') => {
+                State::SizeLf
             }
-            (State::Ext, _) => State::Ext,
-            (State::Size, b'\n') => return Err(bad("bare LF in chunk size line")),
+            // RFC 9112 §7.1.1: chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ); BWS only
+            // where the grammar puts it, never at the end of the line.
+            (State::Size | State::SizeBws, _) if ws => State::SizeBws,
+            (
+                State::Size
+                | State::SizeBws
+                | State::ExtName
+                | State::ExtPostName
+                | State::ExtToken
+                | State::ExtQuoteEnd
+                | State::ExtPostValue,
+                b';',
+            ) => State::ExtPreName,
+            (State::ExtPreName, _) if ws => State::ExtPreName,
+            (State::ExtPreName | State::ExtName, b) if is_tchar(b) => State::ExtName,
+            (State::ExtName | State::ExtPostName, _) if ws => State::ExtPostName,
+            (State::ExtName | State::ExtPostName, b'=') => State::ExtPreValue,
+            (State::ExtPreValue, _) if ws => State::ExtPreValue,
+            (State::ExtPreValue | State::ExtToken, b) if is_tchar(b) => State::ExtToken,
+            (State::ExtPreValue, b'"') => State::ExtQuoted,
+            (State::ExtQuoted, b'"') => State::ExtQuoteEnd,
+            (State::ExtQuoted, b'\\') => State::ExtQuotedPair,
+            (State::ExtQuoted, b) if is_qdtext(b) => State::ExtQuoted,
+            (State::ExtQuoted | State::ExtQuotedPair, _) if b == b'\r' || b == b'\n' => {
+                return Err(bad("unclosed quoted string in chunk extension"))
+            }
+            (State::ExtQuotedPair, b) if is_escapable(b) => State::ExtQuoted,
+            (State::ExtToken | State::ExtQuoteEnd | State::ExtPostValue, _) if ws => {
+                State::ExtPostValue
+            }
+            (State::SizeBws, _) => return Err(bad("whitespace in chunk size line")),
+            (_, b'\n')
+                if matches!(
+                    self.state,
+                    State::Size
+                        | State::ExtPreName
+                        | State::ExtName
+                        | State::ExtPostName
+                        | State::ExtPreValue
+                        | State::ExtToken
+                        | State::ExtQuoteEnd
+                        | State::ExtPostValue
+                ) =>
+            {
+                return Err(bad("bare LF in chunk size line"))
+            }
             (State::Size, _) => return Err(bad("invalid chunk size")),
+            (
+                State::ExtPreName
+                | State::ExtName
+                | State::ExtPostName
+                | State::ExtPreValue
+                | State::ExtToken
+                | State::ExtQuoted
+                | State::ExtQuotedPair
+                | State::ExtQuoteEnd
+                | State::ExtPostValue,
+                _,
+            ) => return Err(bad("malformed chunk extension")),
             (State::SizeLf, b'\n') => {
                 let size = self.size;
                 self.digits = 0;
@@ -202,6 +366,9 @@ impl ChunkedDecoder {
                     State::TrailerStart
                 } else {
                     self.data_bytes = self.data_bytes.saturating_add(size);
+                    if self.limit.is_some_and(|max| self.data_bytes > max) {
+                        return Err(ParseError::BodyTooLarge);
+                    }
                     State::Data
                 }
             }

@@ -9,6 +9,7 @@
 pub mod answers;
 pub mod body;
 pub mod parse;
+pub mod scan;
 pub mod write;
 
 /// A byte range of the read buffer a head was parsed from.

@@ -1,7 +1,10 @@
 //! Writing a parsed head for the other side of the proxy: requests go upstream as HTTP/1.1
 //! (HTTP/1.0 for HTTP/1.0 clients),
 //! responses go to the client as HTTP/1.1. Hop-by-hop fields (RFC 9110 §7.6.1) are dropped,
-//! X-Forwarded-For / X-Forwarded-Proto are set, and everything else passes byte for byte.
+//! X-Forwarded-For / X-Forwarded-Proto are set, a request's Content-Length is written once in
+//! canonical form (RFC 9110 §8.6: `5, 5` or two equal fields become one), request fields whose
+//! name holds an underscore are dropped unless allowed (`Content_Length` must not reach a server
+//! that maps `_` to `-`), and everything else passes byte for byte.
 //!
 //! Runs of fields that are kept are copied from the read buffer with one `extend_from_slice`
 //! (the CRLFs between them included), so a typical head costs a handful of copies.
@@ -18,6 +21,8 @@ pub struct ForwardInfo {
     pub proto: &'static str,
     /// Drop `Expect` because the proxy answers 100-continue itself.
     pub strip_expect: bool,
+    /// Forward field names containing `_` (nginx `underscores_in_headers`); dropped otherwise.
+    pub underscores: bool,
 }
 
 #[inline]
@@ -36,8 +41,10 @@ enum Kind {
     Expect,
     XForwardedFor,
     XForwardedProto,
-    /// Content-Length, Transfer-Encoding: always kept.
-    Framing,
+    /// Written anew from the parsed framing (requests) or kept (responses).
+    ContentLength,
+    /// Transfer-Encoding: always kept (validated: chunked is last).
+    TransferEncoding,
     Other,
 }
 
@@ -52,11 +59,11 @@ fn kind(name: &[u8]) -> Kind {
         7 if is(b"trailer") => Kind::HopByHop,
         10 if is(b"connection") => Kind::Connection,
         10 if is(b"keep-alive") => Kind::HopByHop,
-        14 if is(b"content-length") => Kind::Framing,
+        14 if is(b"content-length") => Kind::ContentLength,
         15 if is(b"x-forwarded-for") => Kind::XForwardedFor,
         16 if is(b"proxy-connection") => Kind::HopByHop,
         17 if is(b"x-forwarded-proto") => Kind::XForwardedProto,
-        17 if is(b"transfer-encoding") => Kind::Framing,
+        17 if is(b"transfer-encoding") => Kind::TransferEncoding,
         _ => Kind::Other,
     }
 }
@@ -136,12 +143,13 @@ fn connection_names_fields(buf: &[u8], headers: &[HeaderSpan]) -> bool {
         })
 }
 
-/// Copy `headers` to `out` without the hop-by-hop fields and those `skip` says to drop.
+/// Copy `headers` to `out` without the hop-by-hop fields and those `skip` says to drop
+/// (`skip` also sees the name, for the fields of kind `Other`).
 fn copy_fields(
     buf: &[u8],
     headers: &[HeaderSpan],
     out: &mut Vec<u8>,
-    mut skip: impl FnMut(Kind) -> bool,
+    mut skip: impl FnMut(Kind, &[u8]) -> bool,
 ) {
     let check_named = connection_names_fields(buf, headers);
     let mut runs = Runs { buf, run: None };
@@ -153,9 +161,11 @@ fn copy_fields(
             // Fields the sender marked hop-by-hop. Host, framing and the fields handled
             // through `skip` are never dropped this way: "Connection: content-length" must
             // not unframe a body on its way through.
-            Kind::Other => check_named && named_by_connection(buf, headers, name),
-            Kind::Framing => false,
-            _ => skip(k),
+            Kind::Other => {
+                (check_named && named_by_connection(buf, headers, name)) || skip(k, name)
+            }
+            Kind::TransferEncoding => false,
+            _ => skip(k, name),
         };
         if dropped {
             runs.flush(out);
@@ -169,8 +179,8 @@ fn copy_fields(
 /// Write `head` (parsed from `buf`) as an HTTP/1.1 request for the upstream.
 ///
 /// For an absolute-form target the authority becomes the Host; a request without Host
-/// (HTTP/1.0) gets an empty one (RFC 9112 §3.2). Bodies pass through framed as received, so
-/// Content-Length and Transfer-Encoding are kept.
+/// (HTTP/1.0) gets an empty one (RFC 9112 §3.2). Transfer-Encoding is kept as received (the
+/// caller re-frames a chunked body); a Content-Length is written once, from the parsed framing.
 pub fn write_request_head(buf: &[u8], head: &RequestHead, info: &ForwardInfo, out: &mut Vec<u8>) {
     out.reserve(head.head_len + 96);
     out.extend_from_slice(sl(buf, head.method_span));
@@ -202,7 +212,7 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, info: &ForwardInfo, ou
 
     let absolute = head.absolute_authority.is_some();
     let mut xff = false;
-    copy_fields(buf, &head.headers, out, |k| match k {
+    copy_fields(buf, &head.headers, out, |k, name| match k {
         Kind::Host => absolute,
         Kind::Upgrade => !head.upgrade_websocket,
         Kind::Expect => info.strip_expect,
@@ -210,9 +220,15 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, info: &ForwardInfo, ou
             xff = true;
             true
         }
-        Kind::XForwardedProto => true,
+        Kind::XForwardedProto | Kind::ContentLength => true,
+        Kind::Other => !info.underscores && memchr::memchr(b'_', name).is_some(),
         _ => false,
     });
+    if let super::Framing::Length(n) = head.framing {
+        out.extend_from_slice(b"Content-Length: ");
+        push_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
+    }
 
     if head.upgrade_websocket {
         out.extend_from_slice(b"Connection: upgrade\r\n");
@@ -257,7 +273,7 @@ pub fn write_response_head(
     out.extend_from_slice(b"\r\n");
 
     let switching = upgrade && head.status == 101;
-    copy_fields(buf, &head.headers, out, |k| match k {
+    copy_fields(buf, &head.headers, out, |k, _| match k {
         Kind::Upgrade => !switching,
         _ => false,
     });
@@ -291,6 +307,21 @@ fn push_status(out: &mut Vec<u8>, status: u16) {
         b'0' + (s / 10 % 10) as u8,
         b'0' + (s % 10) as u8,
     ]);
+}
+
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
@@ -329,6 +360,7 @@ mod tests {
             client_ip: ip.parse().unwrap(),
             proto: "http",
             strip_expect,
+            underscores: false,
         }
     }
 
@@ -399,7 +431,7 @@ mod tests {
                   Trailer: Foo\r\nX-Forwarded-For: 2.2.2.2, 3.3.3.3\r\nX-Forwarded-For:\r\n\
                   Upgrade: h2c\r\nAfter:  v \r\n\r\n",
                 info("4.4.4.4", true),
-                "POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nAfter:  v\r\n\
+                "POST /u HTTP/1.1\r\nHost: h\r\nAfter:  v\r\nContent-Length: 3\r\n\
                  X-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 4.4.4.4\r\nX-Forwarded-Proto: http\r\n\r\n",
             ),
             // Expect kept when the proxy does not answer 100-continue itself.

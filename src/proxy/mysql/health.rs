@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::rt;
-use crate::shard::Shared;
+use crate::shared::Shared;
 
 /// Check interval: half the pool's `down_time`, within these bounds, so that a server that is
 /// back is seen again well before its down period would have ended by itself.
@@ -41,7 +41,7 @@ async fn check_loop(shared: Arc<Shared>, pool: usize, server: usize) {
     let every = interval(conf.down_time);
     loop {
         rt::sleep(every).await;
-        if shared.stopping.load(Ordering::Relaxed) {
+        if shared.life.stopping.load(Ordering::Relaxed) {
             return;
         }
         let outcome = check(&shared, pool, server).await;

@@ -37,8 +37,10 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use crate::balance::ServerShared;
 use crate::proto::mysql::packet::{complete_packet_len, err_packet_pre41};
 use crate::proto::mysql::{handshake, Event, Observer};
+use crate::proxy::ShardCtx;
 use crate::rt::{self, Read, Splitable, TcpStream};
-use crate::shard::{ConnGuard, Shard, Shared};
+use crate::shard::ConnGuard;
+use crate::shared::Shared;
 
 pub use stats::MysqlShardStats;
 use stats::{ConnAccount, FrontCounters};
@@ -60,7 +62,7 @@ const ER_CON_COUNT_ERROR: u16 = 1040;
 const CR_CONN_HOST_ERROR: u16 = 2003;
 
 /// Called once per shard at start: the idle/drain sweeper, and on shard 0 the health checks.
-pub fn start_shard(shard: &Rc<Shard>) {
+pub fn start_shard(shard: &Rc<ShardCtx>) {
     if shard.shared.config.mysql.is_empty() {
         return;
     }
@@ -110,7 +112,7 @@ thread_local! {
     static LIVE: RefCell<Vec<Weak<Ctl>>> = const { RefCell::new(Vec::new()) };
 }
 
-async fn sweeper(shard: Rc<Shard>) {
+async fn sweeper(shard: Rc<ShardCtx>) {
     loop {
         rt::sleep(SWEEP_EVERY).await;
         let now = rt::now_ms();
@@ -131,7 +133,7 @@ async fn sweeper(shard: Rc<Shard>) {
             });
             live.is_empty()
         });
-        if empty && shard.shared.stopping.load(Ordering::Relaxed) {
+        if empty && shard.shared.life.stopping.load(Ordering::Relaxed) {
             return;
         }
     }
@@ -139,7 +141,7 @@ async fn sweeper(shard: Rc<Shard>) {
 
 /// Serve one accepted MySQL client connection until either side closes.
 pub async fn serve_client(
-    shard: Rc<Shard>,
+    shard: Rc<ShardCtx>,
     fe: usize,
     mut client: TcpStream,
     peer: SocketAddr,
@@ -275,7 +277,14 @@ async fn refuse(mut client: TcpStream, code: u16, msg: &str) {
     if res.is_ok() {
         rt::shutdown_write(&mut client).await;
         // Read what the client may still send so the close is not a reset that eats the ERR.
-        let _ = rt::read_into(&mut client, Vec::with_capacity(512), 0, LINGER, None).await;
+        let _ = rt::read_into(
+            &mut client,
+            Vec::with_capacity(512),
+            0,
+            LINGER,
+            rt::Wake::Never,
+        )
+        .await;
     }
 }
 
@@ -283,7 +292,7 @@ async fn refuse(mut client: TcpStream, code: u16, msg: &str) {
 /// refused/timed-out connects and missing greetings (each marks its server down everywhere).
 /// Returns the server index, the stream and the greeting packet (header included).
 async fn connect_backend(
-    shard: &Shard,
+    shard: &ShardCtx,
     pool_ix: usize,
     counters: &FrontCounters,
 ) -> Option<(usize, TcpStream, Vec<u8>)> {
@@ -339,12 +348,12 @@ async fn read_greeting(stream: &mut TcpStream, timeout: Duration) -> Result<Vec<
         if left.is_zero() {
             return Err("no greeting within connect_timeout".into());
         }
-        let (r, b) = rt::read_into(stream, buf, 256, left, None).await;
+        let (r, b) = rt::read_into(stream, buf, 256, left, rt::Wake::Never).await;
         buf = b;
         match r {
-            Read::Data(_) => {}
+            Read::Data => {}
             Read::Eof => return Err("closed before its greeting".into()),
-            Read::TimedOut | Read::Drained => {
+            Read::TimedOut | Read::Drained | Read::Woken => {
                 return Err("no greeting within connect_timeout".into())
             }
             Read::Err(e) => return Err(e.to_string()),
@@ -366,7 +375,7 @@ struct SessionState {
 }
 
 struct Session<'a> {
-    shard: &'a Shard,
+    shard: &'a ShardCtx,
     stats: &'a MysqlShardStats,
     server: &'a ServerShared,
     ctl: &'a Ctl,

@@ -148,8 +148,9 @@ impl MysqlShardStats {
         f(map.entry(key.into()).or_default())
     }
 
-    /// A copy of the user table (tests and rendering).
-    pub fn snapshot(&self) -> Vec<(Vec<u8>, UserStats)> {
+    /// A copy of the user table.
+    #[cfg(test)]
+    fn snapshot(&self) -> Vec<(Vec<u8>, UserStats)> {
         let map = self.users.lock().unwrap_or_else(|e| e.into_inner());
         map.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect()
     }
@@ -176,10 +177,6 @@ pub struct ConnAccount {
 }
 
 impl ConnAccount {
-    pub fn user(&self) -> &[u8] {
-        self.user.as_deref().unwrap_or(UNKNOWN_USER)
-    }
-
     pub fn bytes_in(&mut self, n: usize) {
         self.delta.bytes_in += n as u64;
     }

@@ -1,4 +1,6 @@
-//! A shard's upstream connections for one pool. Per server, a [`Gate`] of
+//! A shard's connections to the servers of one pool: its [`ConnCache`] (the config's `pool` is
+//! the group of servers; this is the set of connections one shard holds to them). Per server, a
+//! [`Gate`] of
 //! `max_connections_per_server` slots bounds the connections in use, and a stack keeps up to
 //! `max_idle_per_server` idle keep-alive ones. A request takes a slot first, then the newest
 //! idle connection, and connects only when none is idle; so the connections open (busy + idle)
@@ -59,15 +61,15 @@ pub enum CheckoutError {
     NoSlot,
 }
 
-pub struct UpstreamPool {
+pub struct ConnCache {
     pub conf: Pool,
     pub shared: Arc<PoolShared>,
     servers: Vec<Rc<ServerSlots>>,
 }
 
-impl UpstreamPool {
+impl ConnCache {
     pub fn new(conf: &Pool, shared: Arc<PoolShared>) -> Self {
-        UpstreamPool {
+        ConnCache {
             servers: conf
                 .servers
                 .iter()
@@ -101,7 +103,11 @@ impl UpstreamPool {
             loop {
                 let popped = slots.idle.borrow_mut().pop();
                 match popped {
-                    Some(idle) if idle.since.elapsed() < max_age => {
+                    // Too old, or the server closed it or sent something meanwhile: closed by
+                    // dropping it.
+                    Some(idle)
+                        if idle.since.elapsed() < max_age && rt::idle_is_quiet(&idle.stream) =>
+                    {
                         return Ok(Upstream {
                             stream: idle.stream,
                             buf: idle.buf,
@@ -110,7 +116,7 @@ impl UpstreamPool {
                             slot,
                         });
                     }
-                    Some(_) => continue, // too old: closed by dropping it
+                    Some(_) => continue,
                     None => break,
                 }
             }
@@ -128,8 +134,10 @@ impl UpstreamPool {
         }
     }
 
-    /// Return a connection whose last exchange ended cleanly: kept idle if there is room, and
-    /// its slot goes to the next queued request (which will find it on the stack).
+    /// Return a connection whose last exchange ended cleanly (the whole request sent, the whole
+    /// response read, nothing more from the server): kept idle if there is room, and its slot
+    /// goes to the next queued request (which will find it on the stack). A connection in any
+    /// other state is dropped instead, which closes it.
     pub fn checkin(&self, up: Upstream) {
         let Upstream {
             stream,

@@ -1,0 +1,289 @@
+//! One HTTP/1.1 client connection, from accept to close. Exchanges on a connection are strictly
+//! sequential, which is what answers pipelined requests in order: the bytes of the next request
+//! wait in [`Conn::buf`] while the current one is served.
+//!
+//! ```text
+//!   ┌──────► WAITING (idle, keepalive_timeout; drain closes) ──first byte──┐
+//!   │                                                                     ▼
+//!   │                       READING head (client_header_timeout from its first byte;
+//!   │                                     parsed once the scan sees its end)
+//!   │                                 │ complete                │ error → 4xx, close
+//!   │                                 ▼
+//!   │                           WRITING: the exchange ──► tunnel (101)
+//!   └──── keep-alive ◄────────────────┴──────────────────► close (lingering)
+//! ```
+//!
+//! Closing after a response, our side is shut down first and the client's unread input is
+//! drained for a moment, so the kernel does not answer that input with a reset that would
+//! destroy the response on its way.
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::error::Failure;
+use super::exchange;
+use super::{HttpFront, HttpShard};
+use crate::proto::http::answers::canned;
+use crate::proto::http::parse::parse_request;
+use crate::proto::http::scan::HeadScan;
+use crate::proto::http::{HeaderSpan, RequestHead, Status};
+use crate::proxy::conns::Upstream;
+use crate::rt::{self, Read, TcpStream, Wake};
+use crate::shard::ConnGuard;
+use crate::stats::{Counter, ShardStats};
+
+/// First read buffer of a client connection; grows up to the head limit when a head needs it.
+const CLIENT_BUF: usize = 2 * 1024;
+/// How long a closing connection keeps draining the client's unread input (lingering close).
+const LINGER: Duration = Duration::from_millis(500);
+
+/// How a connection's time with the proxy ends, or goes on.
+pub enum Outcome {
+    /// Read the next request.
+    KeepAlive,
+    /// Close; `linger` when the client may still be sending (see the module head).
+    Close { linger: bool },
+    /// Answer this status (canned, `Connection: close`) and close.
+    Answer(u16),
+    /// The server switched protocols: tunnel bytes both ways.
+    Tunnel(Upstream),
+}
+
+impl From<Failure> for Outcome {
+    fn from(f: Failure) -> Outcome {
+        match f.status() {
+            Some(s) => Outcome::Answer(s),
+            None => Outcome::Close { linger: false },
+        }
+    }
+}
+
+/// Where a connection is, for the reading/writing/waiting counters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    None,
+    Waiting,
+    Reading,
+    Writing,
+}
+
+struct PhaseGauge<'a> {
+    st: &'a ShardStats,
+    cur: Phase,
+}
+
+impl<'a> PhaseGauge<'a> {
+    fn set(&mut self, p: Phase) {
+        if p == self.cur {
+            return;
+        }
+        if let Some(c) = self.counter(self.cur) {
+            c.sub(1);
+        }
+        if let Some(c) = self.counter(p) {
+            c.add(1);
+        }
+        self.cur = p;
+    }
+    fn counter(&self, p: Phase) -> Option<&'a Counter> {
+        match p {
+            Phase::None => None,
+            Phase::Waiting => Some(&self.st.waiting),
+            Phase::Reading => Some(&self.st.reading),
+            Phase::Writing => Some(&self.st.writing),
+        }
+    }
+}
+
+impl Drop for PhaseGauge<'_> {
+    fn drop(&mut self) {
+        self.set(Phase::None);
+    }
+}
+
+/// A client connection's state between and during exchanges; the buffers are kept across
+/// requests so a keep-alive connection allocates nothing per request.
+pub struct Conn<'h> {
+    pub http: &'h HttpShard,
+    pub fe: &'h HttpFront,
+    pub peer: IpAddr,
+    /// Bytes read from the client not yet consumed: the current head (until the exchange
+    /// takes it), or the next pipelined request.
+    pub buf: Vec<u8>,
+    scan: HeadScan,
+    headers: Vec<HeaderSpan>,
+    pub resp_headers: Vec<HeaderSpan>,
+    pub cands: Vec<usize>,
+    pub scratch: Vec<usize>,
+    /// What goes out next: the request for the server, then the response head for the client.
+    pub out: Vec<u8>,
+    /// Re-framed body bytes (canonical chunks).
+    pub wbuf: Vec<u8>,
+    /// Bytes a server sent past its response's end.
+    pub extra: Vec<u8>,
+    /// The site key (Host without port) of the current request.
+    pub site: Vec<u8>,
+}
+
+/// Serve one client connection until it closes.
+pub async fn serve(
+    http: Rc<HttpShard>,
+    fe: usize,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    guard: ConnGuard,
+) {
+    let Some(front) = http.fronts.get(fe) else {
+        return;
+    };
+    let st = http.ctx.stats();
+    let mut conn = Conn {
+        http: &http,
+        fe: front,
+        peer: peer.ip(),
+        buf: Vec::with_capacity(CLIENT_BUF),
+        scan: HeadScan::default(),
+        headers: Vec::new(),
+        resp_headers: Vec::new(),
+        cands: Vec::new(),
+        scratch: Vec::new(),
+        out: Vec::new(),
+        wbuf: Vec::new(),
+        extra: Vec::new(),
+        site: Vec::new(),
+    };
+    let outcome = {
+        let mut gauge = PhaseGauge {
+            st,
+            cur: Phase::None,
+        };
+        conn.run(&mut client, &mut gauge).await
+    };
+    match outcome {
+        Outcome::Answer(status) => {
+            st.errors.add(1);
+            let send = front.conf.send_timeout;
+            let (_, _) = rt::write_all(&mut client, canned(status), send).await;
+            linger_close(client).await;
+        }
+        Outcome::Tunnel(up) => {
+            let leftover = std::mem::take(&mut conn.buf);
+            super::tunnel::run(&http, &front.conf, client, up, leftover).await;
+        }
+        Outcome::Close { linger: true } => linger_close(client).await,
+        Outcome::Close { linger: false } | Outcome::KeepAlive => {}
+    }
+    drop(guard);
+}
+
+/// Shut our side down, then read and discard what the client still sends for a short while, so
+/// the kernel does not answer unread data with a reset that could destroy our last response.
+async fn linger_close(mut client: TcpStream) {
+    rt::shutdown_write(&mut client).await;
+    let deadline = Instant::now() + LINGER;
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        buf.clear();
+        let (r, b) = rt::read_into(&mut client, buf, 0, left, Wake::Never).await;
+        buf = b;
+        if !matches!(r, Read::Data) {
+            break;
+        }
+    }
+}
+
+impl Conn<'_> {
+    async fn run(&mut self, client: &mut TcpStream, gauge: &mut PhaseGauge<'_>) -> Outcome {
+        let mut first = true;
+        loop {
+            let head = match self.read_head(client, gauge, first).await {
+                Ok(h) => h,
+                Err(end) => return end,
+            };
+            first = false;
+            gauge.set(Phase::Writing);
+            self.http.ctx.stats().requests.add(1);
+            let outcome = exchange::run(self, client, &head).await;
+            self.headers = head.headers;
+            self.scan.reset();
+            match outcome {
+                Outcome::KeepAlive if !self.http.ctx.drain.fired() => continue,
+                Outcome::KeepAlive => return Outcome::Close { linger: false },
+                other => return other,
+            }
+        }
+    }
+
+    /// Read until `self.buf` starts with a complete request head. client_header_timeout runs
+    /// from the head's first byte (from accept for the first request) to its end, however the
+    /// bytes trickle in: a slowloris gets no more.
+    async fn read_head(
+        &mut self,
+        client: &mut TcpStream,
+        gauge: &mut PhaseGauge<'_>,
+        first: bool,
+    ) -> Result<RequestHead, Outcome> {
+        let conf = &self.fe.conf;
+        let limits = &self.fe.limits;
+        let drain = &self.http.ctx.drain;
+        let mut deadline =
+            (first || !self.buf.is_empty()).then(|| Instant::now() + conf.client_header_timeout);
+        loop {
+            if !self.buf.is_empty() && self.scan.worth_parsing(&self.buf, limits) {
+                match parse_request(&self.buf, limits, std::mem::take(&mut self.headers)) {
+                    Ok(Status::Complete(h)) => return Ok(h),
+                    Ok(Status::Partial) => {}
+                    Err(e) => {
+                        tracing::debug!(peer = %self.peer, error = ?e, "bad request");
+                        return Err(Failure::BadRequest(e).into());
+                    }
+                }
+            }
+            gauge.set(if self.buf.is_empty() {
+                Phase::Waiting
+            } else {
+                Phase::Reading
+            });
+            if drain.fired() && self.buf.is_empty() {
+                return Err(Outcome::Close { linger: false });
+            }
+            let (timeout, wake) = match deadline {
+                None => (conf.keepalive_timeout, Wake::Drain(drain)),
+                Some(d) => (d.saturating_duration_since(Instant::now()), Wake::Never),
+            };
+            // Grow in steps up to just past the head limit, so the parser can say 431.
+            let spare = if self.buf.len() == self.buf.capacity() {
+                self.buf.capacity().min(limits.max_header_bytes + 1)
+            } else {
+                0
+            };
+            let partial = !self.buf.is_empty();
+            let buf = std::mem::take(&mut self.buf);
+            let (r, b) = rt::read_into(client, buf, spare, timeout, wake).await;
+            self.buf = b;
+            match r {
+                Read::Data => {
+                    deadline.get_or_insert_with(|| Instant::now() + conf.client_header_timeout);
+                }
+                Read::TimedOut if partial => return Err(Failure::ClientTimeout.into()),
+                Read::Eof | Read::TimedOut | Read::Drained | Read::Woken | Read::Err(_) => {
+                    return Err(Outcome::Close { linger: false })
+                }
+            }
+        }
+    }
+
+    /// Count one finished exchange in its site's traffic.
+    pub fn record(&self, bytes_in: u64, bytes_out: u64, started: Instant) {
+        let us = started.elapsed().as_micros() as u64;
+        self.http
+            .ctx
+            .stats()
+            .record_site(self.fe.index, &self.site, bytes_in, bytes_out, us);
+    }
+}

@@ -1,0 +1,220 @@
+//! Getting a request to a server and its response head back: pick the servers to try (the
+//! balancer orders the usable ones), check a connection out, send the head and the body, read
+//! the response head, forwarding interim responses. Every failover and retry rule is here:
+//!
+//! - a refused or timed-out connect marks the server down on every shard and moves to the next
+//!   candidate (no request byte left us, so any method may go on);
+//! - no slot free within `response_timeout`: 503;
+//! - a failure on a connection reused from the idle set is retried once on a fresh connection
+//!   to the same server, when [`Exchange::may_retry`] says the request may be sent again;
+//! - anything else ends the exchange with the failure's status.
+
+use std::time::{Duration, Instant};
+
+use super::conn::Conn;
+use super::error::Failure;
+use super::exchange::Exchange;
+use super::relay::{Relay, RelayEnd};
+use crate::balance::InFlight;
+use crate::proto::http::answers::CONTINUE_100;
+use crate::proto::http::parse::parse_response;
+use crate::proto::http::write::write_response_head;
+use crate::proto::http::{ResponseHead, Status};
+use crate::proxy::conns::{CheckoutError, ConnCache, Upstream};
+use crate::rt::{self, Read, TcpStream, Wake};
+
+/// Largest response head accepted from a server.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_RESPONSE_HEADERS: usize = 200;
+
+/// Send `x` to a server of its pool; on success the connection (response head in its buffer,
+/// perhaps followed by body bytes), the parsed head, and the in-flight mark of the server.
+pub async fn forward<'h>(
+    conn: &mut Conn<'h>,
+    client: &mut TcpStream,
+    x: &mut Exchange,
+) -> Result<(Upstream, ResponseHead, InFlight<'h>), Failure> {
+    let http = conn.http;
+    let cache: &'h ConnCache = &http.conns[x.pool];
+    let mut candidates = std::mem::take(&mut conn.cands);
+    http.ctx.balancers.borrow_mut()[x.pool].candidates(
+        &cache.shared,
+        rt::now_ms(),
+        &mut conn.scratch,
+        &mut candidates,
+    );
+    let result = try_servers(conn, client, x, cache, &candidates).await;
+    conn.cands = candidates;
+    result
+}
+
+async fn try_servers<'h>(
+    conn: &mut Conn<'h>,
+    client: &mut TcpStream,
+    x: &mut Exchange,
+    cache: &'h ConnCache,
+    candidates: &[usize],
+) -> Result<(Upstream, ResponseHead, InFlight<'h>), Failure> {
+    let st = conn.http.ctx.stats();
+    let mut next = 0;
+    let mut fresh = false;
+    let mut retried = false;
+    loop {
+        let &server = candidates.get(next).ok_or(Failure::NoServer)?;
+        let ss = &cache.shared.servers[server];
+        let mut up = match cache
+            .checkout(server, fresh, cache.conf.response_timeout)
+            .await
+        {
+            Ok(up) => up,
+            Err(CheckoutError::NoSlot) => return Err(Failure::NoServer),
+            Err(CheckoutError::Connect(e)) => {
+                let down_for = cache.conf.down_time;
+                if ss.mark_down(rt::now_ms(), down_for.as_millis() as u64) {
+                    tracing::warn!(pool = %cache.shared.name, server = %ss.name, error = %e, ?down_for, "server down: connect failed");
+                }
+                next += 1;
+                fresh = false;
+                continue;
+            }
+        };
+        if up.reused {
+            st.upstream_reused.add(1);
+        } else {
+            st.upstream_connects.add(1);
+            if ss.mark_up() {
+                tracing::info!(pool = %cache.shared.name, server = %ss.name, "server up: connect succeeded");
+            }
+        }
+        let inflight = ss.track(conn.http.ctx.id);
+        match attempt(conn, client, x, &mut up, cache.conf.response_timeout).await {
+            Ok(resp) => return Ok((up, resp, inflight)),
+            Err(f) if x.may_retry(f, up.reused, retried) => {
+                retried = true;
+                fresh = true;
+                st.upstream_retries.add(1);
+            }
+            Err(f) => return Err(f),
+        }
+    }
+}
+
+/// One try on one connection: the request out, the response head in.
+async fn attempt(
+    conn: &mut Conn<'_>,
+    client: &mut TcpStream,
+    x: &mut Exchange,
+    up: &mut Upstream,
+    timeout: Duration,
+) -> Result<ResponseHead, Failure> {
+    let http = conn.http;
+    let out = std::mem::take(&mut x.out);
+    let (r, out) = rt::write_all(&mut up.stream, out, timeout).await;
+    x.sent = out.len() as u64;
+    x.out = out;
+    r.map_err(|_| Failure::UpstreamWrite)?;
+
+    if let Some(body) = x.body.as_mut() {
+        if x.req.expect_continue && !x.sent_continue {
+            let send = conn.fe.conf.send_timeout;
+            let (r, _) = rt::write_all(client, CONTINUE_100, send).await;
+            r.map_err(|_| Failure::ClientGone)?;
+            x.sent_continue = true;
+            x.answered += CONTINUE_100.len() as u64;
+        }
+        // Every byte the client had sent was body (see `Exchange::begin`): what follows the
+        // body's end is the next request, and goes back to the client buffer.
+        debug_assert!(conn.buf.is_empty());
+        let relay = Relay {
+            pipes: &http.ctx.shard.pipes,
+            read_timeout: conn.fe.conf.client_body_timeout,
+            write_timeout: timeout,
+            watch_dest: true,
+        };
+        let rbuf = http.relay_buf();
+        let (end, rbuf) = relay
+            .run(
+                client,
+                &mut up.stream,
+                body,
+                rbuf,
+                &mut conn.wbuf,
+                &mut conn.buf,
+                &mut x.sent,
+            )
+            .await;
+        http.give_back(rbuf);
+        match end {
+            RelayEnd::Done => x.body = None,
+            RelayEnd::SourceClosed => return Err(Failure::ClientGone),
+            RelayEnd::SourceTimeout => return Err(Failure::ClientTimeout),
+            RelayEnd::Framing(e) => return Err(Failure::BadRequest(e)),
+            // The server answered, closed, or stopped reading mid-body: read what it said.
+            RelayEnd::DestFailed | RelayEnd::Woken => x.cut = true,
+        }
+    }
+    read_response_head(conn, client, x, up, timeout).await
+}
+
+/// Read the final response head into `up.buf`, forwarding interim (1xx, not 101) responses to
+/// the client as they come.
+async fn read_response_head(
+    conn: &mut Conn<'_>,
+    client: &mut TcpStream,
+    x: &mut Exchange,
+    up: &mut Upstream,
+    timeout: Duration,
+) -> Result<ResponseHead, Failure> {
+    let deadline = Instant::now() + timeout;
+    let mut headers = std::mem::take(&mut conn.resp_headers);
+    let mut any_byte = false;
+    loop {
+        if !up.buf.is_empty() {
+            any_byte = true;
+            let parsed = parse_response(
+                &up.buf,
+                x.req.method,
+                MAX_RESPONSE_HEAD,
+                MAX_RESPONSE_HEADERS,
+                std::mem::take(&mut headers),
+            );
+            match parsed {
+                Ok(Status::Complete(h)) if (100..200).contains(&h.status) && h.status != 101 => {
+                    if x.forwards_interim(h.status) {
+                        conn.out.clear();
+                        write_response_head(&up.buf, &h, true, false, false, &mut conn.out);
+                        let out = std::mem::take(&mut conn.out);
+                        let send = conn.fe.conf.send_timeout;
+                        let (r, out) = rt::write_all(client, out, send).await;
+                        x.answered += out.len() as u64;
+                        conn.out = out;
+                        r.map_err(|_| Failure::ClientGone)?;
+                    }
+                    up.buf.drain(..h.head_len);
+                    headers = h.headers;
+                    continue;
+                }
+                Ok(Status::Complete(h)) => return Ok(h),
+                Ok(Status::Partial) => {}
+                Err(_) => return Err(Failure::BadResponse),
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Failure::UpstreamTimeout);
+        }
+        let spare = if up.buf.len() == up.buf.capacity() {
+            up.buf.capacity().max(4096)
+        } else {
+            0
+        };
+        let buf = std::mem::take(&mut up.buf);
+        let (r, b) = rt::read_into(&mut up.stream, buf, spare, left, Wake::Never).await;
+        up.buf = b;
+        match r {
+            Read::Data => {}
+            Read::TimedOut => return Err(Failure::UpstreamTimeout),
+            _ => return Err(Failure::UpstreamClosed { any_byte }),
+        }
+    }
+}

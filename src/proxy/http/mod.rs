@@ -1,0 +1,128 @@
+//! The HTTP/1.1 proxy, one room per stage, each readable top to bottom:
+//!
+//! - [`conn`]: a client connection's life: read a head (resuming the scan where the last read
+//!   stopped), run the exchange, keep the connection alive or close it (lingering, so a
+//!   response is not destroyed by a reset), phases for the counters.
+//! - [`exchange`]: one request/response exchange as an explicit [`exchange::Exchange`] value
+//!   (what was sent, what is left of each body, whether either connection may be kept), and
+//!   its stages route → forward → respond.
+//! - [`forward`]: pick a server, check a connection out, send the request, read the response
+//!   head; the failover and retry rules live here and nowhere else.
+//! - [`relay`]: bodies, by framing, copied or spliced, never losing the bytes that follow.
+//! - [`tunnel`]: after `101 Switching Protocols`, bytes both ways.
+//! - [`error`]: the data path's one error type: which side failed, whether a retry is safe,
+//!   which status the client gets.
+//!
+//! The exchange, as the state moves (`docs/architecture.md` has the long form):
+//!
+//! ```text
+//!   head parsed ──route──► no pool: 404 / foreign host: 400
+//!        │ begin: rewrite head, take buffered body bytes ── bad chunk / too large: 400 / 413
+//!        ▼
+//!   forward: server? ─ none: 503 ── connect refused: mark down, next server
+//!        │ write head+buffered body ─ write failed on a reused conn: retry once (any method)
+//!        │ stream rest of body ── client silent: 408 / gone: close / server answers: CUT
+//!        │ response head (1xx forwarded) ─ closed, nothing read, reused, whole request in hand,
+//!        │                                  idempotent: retry once / else 502 / slow: 504
+//!        ▼
+//!   respond: 101 → tunnel │ head + body to client ── server keeps sending: dirty
+//!        ▼
+//!   upstream kept only if request sent whole, response complete, nothing extra, no close
+//!   client kept only if it did not ask to close, response framed, request not CUT, not draining
+//! ```
+
+mod conn;
+mod error;
+mod exchange;
+mod forward;
+mod relay;
+mod tunnel;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use crate::config::HttpFrontend;
+use crate::proto::http::parse::Limits;
+use crate::proxy::conns::ConnCache;
+use crate::proxy::ShardCtx;
+use crate::rt::{self, TcpStream};
+use crate::shard::ConnGuard;
+
+/// Buffer used to relay bodies.
+const RELAY_BUF: usize = 64 * 1024;
+/// Relay buffers kept per shard for reuse.
+const RELAY_BUFS_KEPT: usize = 64;
+
+/// An HTTP frontend as a shard uses it.
+pub struct HttpFront {
+    pub index: usize,
+    pub conf: HttpFrontend,
+    pub limits: Limits,
+}
+
+/// One shard's HTTP state: its frontends, its connections to every pool's servers, and spare
+/// relay buffers. Only the shard's own thread touches it.
+pub struct HttpShard {
+    pub ctx: Rc<ShardCtx>,
+    pub fronts: Vec<HttpFront>,
+    pub conns: Vec<ConnCache>,
+    relay_bufs: RefCell<Vec<Vec<u8>>>,
+}
+
+impl HttpShard {
+    pub fn new(ctx: Rc<ShardCtx>) -> Rc<HttpShard> {
+        let config = &ctx.shared.config;
+        Rc::new(HttpShard {
+            fronts: config
+                .http
+                .iter()
+                .enumerate()
+                .map(|(index, f)| HttpFront {
+                    index,
+                    limits: Limits {
+                        max_request_line: f.max_request_line,
+                        max_header_bytes: f.max_header_bytes,
+                        max_headers: f.max_headers,
+                        max_body: f.max_body,
+                    },
+                    conf: f.clone(),
+                })
+                .collect(),
+            conns: config
+                .pools
+                .iter()
+                .enumerate()
+                .map(|(i, p)| ConnCache::new(p, ctx.shared.pools[i].clone()))
+                .collect(),
+            relay_bufs: RefCell::new(Vec::new()),
+            ctx,
+        })
+    }
+
+    /// Serve one accepted client connection of frontend `fe` on its own task.
+    pub fn serve(
+        self: &Rc<Self>,
+        fe: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+        guard: ConnGuard,
+    ) {
+        rt::spawn(conn::serve(self.clone(), fe, stream, peer, guard));
+    }
+
+    fn relay_buf(&self) -> Vec<u8> {
+        self.relay_bufs
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(RELAY_BUF))
+    }
+
+    fn give_back(&self, mut b: Vec<u8>) {
+        let mut kept = self.relay_bufs.borrow_mut();
+        if kept.len() < RELAY_BUFS_KEPT && b.capacity() == RELAY_BUF {
+            b.clear();
+            kept.push(b);
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! After `101 Switching Protocols`: splice bytes both ways until both directions have closed
+//! (a side that finishes sending is half-closed towards the other), one fails (then both are
+//! shut down at once), or nothing has moved either way for `tunnel_timeout`.
+
+use std::cell::Cell;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Instant;
+
+use super::HttpShard;
+use crate::config::HttpFrontend;
+use crate::proxy::conns::Upstream;
+use crate::rt::{self, Stream, TcpStream};
+
+/// Tunnel `client` and `up` until done; `client_leftover` (bytes the client sent after the
+/// upgrade request) goes to the server first.
+pub async fn run(
+    http: &HttpShard,
+    conf: &HttpFrontend,
+    client: TcpStream,
+    up: Upstream,
+    client_leftover: Vec<u8>,
+) {
+    let Upstream {
+        stream: mut upstream,
+        slot,
+        ..
+    } = up;
+    if !client_leftover.is_empty() {
+        let (r, _) = rt::write_all(&mut upstream, client_leftover, conf.send_timeout).await;
+        if r.is_err() {
+            return;
+        }
+    }
+    let pipes = &http.ctx.shard.pipes;
+    let activity = Cell::new(Instant::now());
+    let (cfd, ufd) = (client.raw_fd(), upstream.raw_fd());
+    let idle = conf.tunnel_timeout;
+    let mut up_dir = pin!(rt::splice_until_eof(
+        pipes, &client, &upstream, idle, &activity
+    ));
+    let mut down_dir = pin!(rt::splice_until_eof(
+        pipes, &upstream, &client, idle, &activity
+    ));
+    let (mut up_done, mut down_done) = (false, false);
+    poll_fn(|cx| {
+        for (fut, done) in [
+            (up_dir.as_mut(), &mut up_done),
+            (down_dir.as_mut(), &mut down_done),
+        ] {
+            if !*done {
+                if let Poll::Ready(r) = fut.poll(cx) {
+                    *done = true;
+                    if r.is_err() {
+                        // One side failed or the tunnel idled out: end the other direction too.
+                        rt::shutdown_fd(cfd);
+                        rt::shutdown_fd(ufd);
+                    }
+                }
+            }
+        }
+        if up_done && down_done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    drop(slot);
+}

@@ -1,0 +1,80 @@
+//! The shard's drain signal.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::task::Waker;
+
+/// A shard-local "stop waiting" signal: idle keep-alive reads wait on it so that a graceful
+/// stop closes them at once instead of after their keep-alive timeout.
+#[derive(Clone, Default)]
+pub struct Drain {
+    inner: Rc<DrainInner>,
+}
+
+#[derive(Default)]
+struct DrainInner {
+    fired: Cell<bool>,
+    // Slots of waiting futures; freed on drop so the table stays as large as the idle set.
+    slots: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl Drain {
+    pub fn fire(&self) {
+        self.inner.fired.set(true);
+        for w in self.inner.slots.borrow_mut().iter_mut() {
+            if let Some(w) = w.take() {
+                w.wake();
+            }
+        }
+    }
+
+    pub fn fired(&self) -> bool {
+        self.inner.fired.get()
+    }
+
+    pub(super) fn wait(&self) -> DrainWait {
+        DrainWait {
+            drain: self.clone(),
+            slot: None,
+        }
+    }
+}
+
+pub(super) struct DrainWait {
+    drain: Drain,
+    slot: Option<usize>,
+}
+
+impl DrainWait {
+    pub(super) fn poll_drained(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        let inner = &self.drain.inner;
+        if inner.fired.get() {
+            return true;
+        }
+        let mut slots = inner.slots.borrow_mut();
+        let slot = *self
+            .slot
+            .get_or_insert_with(|| match inner.free.borrow_mut().pop() {
+                Some(i) => i,
+                None => {
+                    slots.push(None);
+                    slots.len() - 1
+                }
+            });
+        match &mut slots[slot] {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            s => *s = Some(cx.waker().clone()),
+        }
+        false
+    }
+}
+
+impl Drop for DrainWait {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            self.drain.inner.slots.borrow_mut()[i] = None;
+            self.drain.inner.free.borrow_mut().push(i);
+        }
+    }
+}

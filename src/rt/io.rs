@@ -1,0 +1,175 @@
+//! Bounded I/O on a stream: reads and writes that give up after a timeout, when the shard
+//! drains, or when another socket becomes readable (an upstream answering early). monoio 0.2.4
+//! loses a byte that races a cancelled read, so every caller closes the connection after a read
+//! ends that way and never reads on.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::os::fd::RawFd;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::AsyncWriteRentExt;
+
+use super::{sleep, Drain, Stream, TcpStream};
+
+/// How a bounded read ended.
+#[derive(Debug)]
+pub enum Read {
+    /// Bytes were appended to the buffer.
+    Data,
+    /// The peer closed its side.
+    Eof,
+    /// The deadline passed with nothing read.
+    TimedOut,
+    /// The shard began draining while this (idle) read waited.
+    Drained,
+    /// The watched socket became readable while this read waited (see [`Wake::Readable`]).
+    Woken,
+    Err(io::Error),
+}
+
+/// What else may end a read before data or its deadline.
+#[derive(Clone, Copy)]
+pub enum Wake<'a> {
+    Never,
+    /// The shard draining (idle keep-alive reads).
+    Drain(&'a Drain),
+    /// Another socket becoming readable or closing: the upstream answering while the client is
+    /// still sending its body.
+    Readable(&'a TcpStream),
+}
+
+/// Append what the stream has into `buf`'s spare capacity (at least `min_spare` bytes of room
+/// are made first), waiting at most `timeout`, and giving up early on `wake`.
+///
+/// When the read ends without data (timeout, drain, wake) it is abandoned, and a byte that
+/// raced it may be lost: every caller stops reading that stream then. The plain
+/// (non-cancelable) read avoids monoio's per-read canceller allocation on the hot path.
+pub async fn read_into<S: Stream>(
+    stream: &mut S,
+    mut buf: Vec<u8>,
+    min_spare: usize,
+    timeout: Duration,
+    wake: Wake<'_>,
+) -> (Read, Vec<u8>) {
+    if buf.capacity() - buf.len() < min_spare.max(1) {
+        buf.reserve(min_spare.max(1024));
+    }
+    let len = buf.len();
+    let cap = buf.capacity();
+    let mut fut = pin!(stream.read(buf.slice_mut(len..cap)));
+    let mut timer = pin!(sleep(timeout));
+    let mut drain_wait = match wake {
+        Wake::Drain(d) => Some(d.wait()),
+        _ => None,
+    };
+    let mut readable = pin!(async {
+        match wake {
+            Wake::Readable(s) => {
+                let _ = s.readable(false).await;
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    });
+    let done = poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(Read::TimedOut));
+        }
+        if let Some(w) = drain_wait.as_mut() {
+            if w.poll_drained(cx) {
+                return Poll::Ready(Err(Read::Drained));
+            }
+        }
+        if readable.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(Read::Woken));
+        }
+        Poll::Pending
+    })
+    .await;
+    match done {
+        Ok((res, slice)) => {
+            let buf = slice.into_inner();
+            let outcome = match res {
+                Ok(0) => Read::Eof,
+                Ok(_) => Read::Data,
+                Err(e) => Read::Err(e),
+            };
+            (outcome, buf)
+        }
+        // The buffer stays with the abandoned operation; the caller gets a fresh one.
+        Err(why) => (why, Vec::new()),
+    }
+}
+
+/// Write all of `buf`, each underlying write bounded by `timeout` (a peer that stops reading for
+/// that long is given up on, and the stream is shut down: a cancelled write has lost its place,
+/// so the stream is never used again).
+pub async fn write_all<S: Stream, B: IoBuf + 'static>(
+    stream: &mut S,
+    buf: B,
+    timeout: Duration,
+) -> (io::Result<()>, B) {
+    let fd = stream.raw_fd();
+    let mut fut = pin!(stream.write_all(buf));
+    let mut timer = pin!(sleep(timeout));
+    let done = poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    match done {
+        Some((r, b)) => (r.map(|_| ()), b),
+        None => {
+            // The write future owns the buffer; wait for it to finish after the socket is shut
+            // down so the buffer comes back and the operation cannot touch freed memory.
+            shutdown_fd(fd);
+            let (_, b) = fut.await;
+            (
+                Err(io::Error::new(io::ErrorKind::TimedOut, "send timeout")),
+                b,
+            )
+        }
+    }
+}
+
+/// Half-close our sending side (the peer reads EOF after what was sent).
+pub async fn shutdown_write<S: Stream>(stream: &mut S) {
+    let _ = stream.shutdown().await;
+}
+
+/// Shut a socket down in both directions by descriptor: pending and future reads and writes on
+/// it end at once (used to stop a connection whose operations another task is awaiting).
+pub fn shutdown_fd(fd: RawFd) {
+    // SAFETY: shutdown(2) on a descriptor we own; an invalid fd only yields EBADF.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Await `fut`, returning `None` if `timeout` passes first. Only for futures that are safe to
+/// drop mid-way (no owned I/O, e.g. readiness waits and our own joins).
+pub async fn timeout<F: Future>(timeout: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let mut timer = pin!(sleep(timeout));
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}

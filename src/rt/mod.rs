@@ -1,0 +1,45 @@
+//! The runtime seam: every use of monoio goes through here, so protocol and balancing code never
+//! see it, and the known pitfalls of monoio 0.2.4 are handled once:
+//!
+//! - Reads with a deadline race the read against a timer; on expiry the read is abandoned (its
+//!   buffer stays with the runtime until the kernel is done with it). A byte that raced the timer
+//!   may be lost, so every caller closes the connection after a timeout and never reads on.
+//!   Accepts, which would leak an fd if abandoned, are cancelled properly instead.
+//! - Connects never race a timer inside monoio (a dropped connect future leaks its fd): the
+//!   socket is created non-blocking by us, `connect(2)` is issued directly, and only the
+//!   writability wait (which owns no fd) is bounded by the deadline.
+//! - `monoio::io::zero_copy` pins a kernel thread per pending splice; [`splice`] uses
+//!   non-blocking `splice(2)` and readiness waits instead.
+//!
+//! All sockets are non-blocking (O_NONBLOCK). io_uring still completes reads and writes on them
+//! by polling internally; the epoll driver requires it; and it is what lets the splice relays
+//! move bytes without blocking the shard.
+//!
+//! Rooms: [`clock`] (process time), [`io`] (bounded reads and writes), [`net`] (connect, bind,
+//! accept), [`splice`] (pipes), [`gate`] (bounded slots), [`drain`] (the stop signal),
+//! [`driver`] (building the runtime), [`stream`] (what the data path may run over).
+
+mod clock;
+mod drain;
+mod driver;
+mod gate;
+mod io;
+mod net;
+mod splice;
+mod stream;
+
+pub use clock::{ms_of, now_ms, now_us};
+pub use drain::Drain;
+pub use driver::{run_shard, Driver};
+pub use gate::Gate;
+pub use io::{read_into, shutdown_fd, shutdown_write, timeout, write_all, Read, Wake};
+pub use net::{accept, bind_reuseport, connect, idle_is_quiet, prepare_accepted, AcceptCanceller};
+pub use splice::{
+    send_watching, splice_exact, splice_until_eof, PipePool, SpliceError, SPLICE_MIN,
+};
+pub use stream::Stream;
+
+pub use monoio::io::{CancelHandle, Splitable};
+pub use monoio::net::{TcpListener, TcpStream};
+pub use monoio::spawn;
+pub use monoio::time::sleep;

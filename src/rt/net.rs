@@ -1,0 +1,121 @@
+//! Sockets: non-blocking connect with a deadline (never a dropped connect future, which leaks
+//! its fd in monoio 0.2.4), SO_REUSEPORT listeners, cancelable accepts.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::time::Duration;
+
+use super::{TcpListener, TcpStream};
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own, with valid flag arguments.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Prepare an accepted client socket: non-blocking, no Nagle delay.
+pub fn prepare_accepted(stream: &TcpStream) {
+    let _ = set_nonblocking(stream.as_raw_fd());
+    let _ = stream.set_nodelay(true);
+}
+
+/// Connect to `addr`, giving up after `timeout`. A refused connect fails fast with
+/// `ConnectionRefused`; an expired one with `TimedOut`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    // SAFETY: the fd comes from `socket`, whose ownership moves into the std stream.
+    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    let stream = TcpStream::from_std(std_stream)?;
+    let outcome = super::timeout(timeout, stream.writable(false)).await;
+    match outcome {
+        None => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timeout")),
+        Some(Err(e)) => Err(e),
+        Some(Ok(())) => {
+            // The socket is writable: the connect finished, in success or failure.
+            let mut err: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into `err`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    stream.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    &mut err as *mut _ as *mut libc::c_void,
+                    &mut len,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if err != 0 {
+                return Err(io::Error::from_raw_os_error(err));
+            }
+            Ok(stream)
+        }
+    }
+}
+
+/// Bind a listening socket with SO_REUSEPORT (each shard binds its own on the same address, and
+/// the kernel spreads new connections across them), non-blocking and close-on-exec.
+pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// Accept one connection; `Ok(None)` when `canceller` fired (the shard is draining).
+pub async fn accept(
+    listener: &TcpListener,
+    cancel: monoio::io::CancelHandle,
+) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+    match listener.cancelable_accept(cancel).await {
+        Ok(pair) => Ok(Some(pair)),
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub use monoio::io::Canceller as AcceptCanceller;
+
+/// Is an idle keep-alive connection still quiet? A server that closed it (EOF), reset it, or
+/// sent bytes nobody asked for (more than its last response framed) makes it unusable: the next
+/// response read on it would be garbage or nothing. One non-blocking peek, no data consumed.
+pub fn idle_is_quiet(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv into a one-byte buffer we own, on a descriptor we own; MSG_PEEK leaves the
+    // data in the socket.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            &mut byte as *mut u8 as *mut libc::c_void,
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
