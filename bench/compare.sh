@@ -11,7 +11,11 @@
 # Knobs (environment): REPS, TARGETS="direct haproxy nginx shardgate",
 #   WORKLOADS="tiny 16k rate conn10k", C_CLIENT=loadgen|oha (client of the fixed-rate run),
 #   SKIP_BUILD=1 (use target/release as is), OUT=DIR (results directory),
-#   SG_DRIVER=epoll (run shardgate on its epoll driver; default: io_uring when available).
+#   SG_DRIVER=epoll (run shardgate on its epoll driver; default: io_uring when available),
+#   BASE_REV=<git rev> (adds target "shardgate_base": shardgate built with the release profile
+#   from that revision in a worktree /tmp/sg-base-<short rev>, reused if its binary exists; run
+#   like "shardgate" with the same config on its own port and control socket; the summary adds
+#   the paired ratio shardgate ÷ shardgate_base).
 # Output: bench/results/<date>-<time>-compare/{meta.txt,runs.tsv,summary.md,raw/}; the summary
 # table is printed at the end. Every process started here is stopped by its PID on exit.
 set -Eeuo pipefail
@@ -32,6 +36,8 @@ fi
 TARGETS=${TARGETS:-"direct haproxy nginx shardgate"}
 WORKLOADS=${WORKLOADS:-"tiny 16k rate conn10k"}
 C_CLIENT=${C_CLIENT:-loadgen}
+BASE_REV=${BASE_REV:-}
+if [[ -n $BASE_REV && " $TARGETS " != *" shardgate_base "* ]]; then TARGETS="$TARGETS shardgate_base"; fi
 RATE=5000
 CONNS_SMALL=64
 CONNS_BIG=10000
@@ -39,7 +45,7 @@ PROXY_CPU=0
 SIDE_CPU=1
 BACKEND_PORT=29200
 STATUS_URL=http://127.0.0.1:29201/status
-declare -A PORT=([direct]=29200 [haproxy]=28091 [nginx]=28092 [shardgate]=28090)
+declare -A PORT=([direct]=29200 [haproxy]=28091 [nginx]=28092 [shardgate]=28090 [shardgate_base]=28093)
 declare -A PATHQ=([tiny]=/ [16k]=/16k [rate]=/ [conn10k]=/)
 BODY_16K=16384
 
@@ -150,14 +156,33 @@ build() {
     cp -f "$ROOT/target/release/shardgate" "$ROOT/target/release/loadgen" "$RUN/bin/"
 }
 
+# BASE_REV: shardgate of that revision, built once in its own worktree, copied to
+# $RUN/bin/shardgate_base; its config is shardgate.toml with its own port and control socket.
+build_base() {
+    local rev dir
+    rev=$(git -C "$ROOT" rev-parse --short=7 "$BASE_REV^{commit}") || die "BASE_REV=$BASE_REV: no such revision"
+    dir=/tmp/sg-base-$rev
+    [[ -d $dir ]] || git -C "$ROOT" worktree add --detach "$dir" "$rev" >&2 || die "git worktree add $dir failed"
+    [[ $(git -C "$dir" rev-parse --short=7 HEAD) == "$rev" ]] || die "$dir is not at $rev"
+    if [[ ! -x $dir/target/release/shardgate ]]; then
+        log "building shardgate_base ($rev) in $dir"
+        (cd "$dir" && cargo build --release -p shardgate 2>&1 | tail -n 3) || true
+        [[ -x $dir/target/release/shardgate ]] || die "cargo build --release in $dir failed"
+    fi
+    cp -f "$dir/target/release/shardgate" "$RUN/bin/shardgate_base"
+    sed -e "s/127\.0\.0\.1:${PORT[shardgate]}/127.0.0.1:${PORT[shardgate_base]}/" -e 's/ctl\.sock/ctl-base.sock/' \
+        "$CONF/shardgate.toml" > "$RUN/shardgate_base.toml"
+    BASE_COMMIT=$(git -C "$dir" rev-parse HEAD)
+}
+
 # ---------------------------------------------------------------------------------------------
 start_all() {
     local p
-    for p in 28090 28091 28092 29200 29201; do
+    for p in 28090 28091 28092 28093 29200 29201; do
         # SO_REUSEPORT listeners (shardgate, HAProxy) would silently share a busy port.
         port_free "$p" || die "port $p is already in use: $(ss -Hltnp "sport = :$p" | head -n 1)"
     done
-    rm -rf "$RUN/backend" "$RUN/nginx" "$RUN/ctl.sock"
+    rm -rf "$RUN/backend" "$RUN/nginx" "$RUN/ctl.sock" "$RUN/ctl-base.sock"
     mkdir -p "$RUN/backend/logs" "$RUN/backend/tmp" "$RUN/backend/html" "$RUN/nginx/logs" "$RUN/nginx/tmp"
     chmod 755 "$RUN" "$RUN/backend" "$RUN/backend/html"
     head -c "$BODY_16K" /dev/urandom > "$RUN/backend/html/16k"
@@ -178,16 +203,20 @@ start_all() {
             > "$OUT/raw/nginx.log" 2>&1 &
         PID[nginx]=$!
     fi
-    if [[ " $TARGETS " == *" shardgate "* ]]; then
+    local sg conf
+    for sg in shardgate shardgate_base; do
+        [[ " $TARGETS " == *" $sg "* ]] || continue
+        conf=$CONF/shardgate.toml
+        [[ $sg == shardgate_base ]] && conf=$RUN/shardgate_base.toml
         # SG_DRIVER=epoll measures shardgate on its epoll driver instead of io_uring.
         if [[ ${SG_DRIVER:-auto} == epoll ]]; then
-            MONOIO_FORCE_LEGACY_DRIVER=1 taskset -c $PROXY_CPU "$RUN/bin/shardgate" --config "$CONF/shardgate.toml" \
-                > "$OUT/raw/shardgate.log" 2>&1 &
+            MONOIO_FORCE_LEGACY_DRIVER=1 taskset -c $PROXY_CPU "$RUN/bin/$sg" --config "$conf" \
+                > "$OUT/raw/$sg.log" 2>&1 &
         else
-            taskset -c $PROXY_CPU "$RUN/bin/shardgate" --config "$CONF/shardgate.toml" > "$OUT/raw/shardgate.log" 2>&1 &
+            taskset -c $PROXY_CPU "$RUN/bin/$sg" --config "$conf" > "$OUT/raw/$sg.log" 2>&1 &
         fi
-        PID[shardgate]=$!
-    fi
+        PID[$sg]=$!
+    done
     local t
     for t in $TARGETS; do
         [[ $t == direct ]] && continue
@@ -303,7 +332,7 @@ PY
         "$([[ $target == direct ]] && echo NA || echo $((p1 - p0)))" \
         "$([[ $target == direct ]] && echo NA || echo $((t1 - t0)))" \
         "$((b1 - b0))" "$((acc1 - acc0))" "$uppeak" "$rss0" "$rsspeak" "$crc" >> "$OUT/runs.tsv"
-    log "$(printf '%-8s %-9s rep %s: %s' "$wl" "$target" "$rep" "$(tail -n 1 "$OUT/runs.tsv" | cut -f4-13 | tr '\t' ' ')")"
+    log "$(printf '%-8s %-14s rep %s: %s' "$wl" "$target" "$rep" "$(tail -n 1 "$OUT/runs.tsv" | cut -f4-13 | tr '\t' ' ')")"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +372,8 @@ def metric(r, name):
         return num(r[name])
     raise KeyError(name)
 
-targets = [t for t in ("direct", "haproxy", "nginx", "shardgate") if any(r["target"] == t for r in rows)]
+targets = [t for t in ("direct", "haproxy", "nginx", "shardgate_base", "shardgate") if any(r["target"] == t for r in rows)]
+others = [o for o in ("haproxy", "nginx", "shardgate_base") if o in targets and "shardgate" in targets]
 reps = sorted({r["rep"] for r in rows}, key=int)
 
 def values(wl, t, name):
@@ -390,13 +420,14 @@ LINES = [
 meta = open(os.path.join(out, "meta.txt")).read().splitlines() if os.path.exists(os.path.join(out, "meta.txt")) else []
 print(f"# shardgate vs HAProxy vs nginx — {os.path.basename(out.rstrip('/'))}\n")
 for m in meta:
-    if m.split(":")[0] in ("date", "commit", "command", "durations", "loadavg before", "loadavg after", "shardgate io driver", "haproxy", "nginx"):
+    if m.split(":")[0] in ("date", "commit", "shardgate_base", "command", "durations", "loadavg before", "loadavg after", "shardgate io driver", "shardgate_base io driver", "haproxy", "nginx"):
         print(f"- {m}")
 print(f"\nMedians of {len(reps)} interleaved reps. Ratios: shardgate ÷ other, per rep, median "
       "(µs/req, latency, RSS: < 1 is better for shardgate; req/s, MiB/s: > 1 is better).\n")
-head = "| workload / metric | " + " | ".join(targets) + " | sg÷haproxy | sg÷nginx |"
-print(head)
-print("|" + "---|" * (len(targets) + 3))
+# Ratio columns: shardgate ÷ HAProxy, ÷ nginx, and ÷ shardgate_base when BASE_REV is given.
+cols = ["haproxy", "nginx"] + (["shardgate_base"] if "shardgate_base" in others else [])
+print("| workload / metric | " + " | ".join(targets + ["sg÷" + o.replace("shardgate_", "") for o in cols]) + " |")
+print("|" + "---|" * (len(targets) + len(cols) + 1))
 wls = {r["workload"] for r in rows}
 for wl, label, name, d, with_ratio in LINES:
     if wl not in wls:
@@ -413,9 +444,8 @@ for wl, label, name, d, with_ratio in LINES:
             cells.append(f"{fmt(med(vs), 0)} (max {fmt(max(vs), 0)})" if vs else "–")
         else:
             cells.append(fmt(med(v.values()), d))
-    r1 = ratio(wl, name, "haproxy") if with_ratio and "haproxy" in targets and "shardgate" in targets else ""
-    r2 = ratio(wl, name, "nginx") if with_ratio and "nginx" in targets and "shardgate" in targets else ""
-    print(f"| {label} | " + " | ".join(cells) + f" | {r1} | {r2} |")
+    rs = [ratio(wl, name, o) if with_ratio and o in others else "" for o in cols]
+    print(f"| {label} | " + " | ".join(cells + rs) + " |")
 
 # Per-rep proxy µs/request, to show the spread behind the medians.
 print("\nProxy CPU µs/request per rep (spread behind the medians):\n")
@@ -451,6 +481,12 @@ main() {
     ensure_tools
     log "building (cargo build --release)"
     build
+    BASE_COMMIT=""
+    if [[ -n $BASE_REV ]]; then
+        build_base
+    elif [[ " $TARGETS " == *" shardgate_base "* ]]; then
+        die "target shardgate_base needs BASE_REV=<git rev>"
+    fi
     local commit dirty
     commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
     dirty=$(git -C "$ROOT" status --porcelain --untracked-files=no -- src loadgen Cargo.toml Cargo.lock 2>/dev/null | wc -l)
@@ -458,7 +494,8 @@ main() {
         echo "date: $(date -Is)"
         echo "commit: $commit (uncommitted changes in $dirty tracked source files at build time)"
         git -C "$ROOT" status --porcelain --untracked-files=no -- src loadgen Cargo.toml Cargo.lock 2>/dev/null | sed 's/^/  /'
-        echo "command: QUICK=$QUICK REPS=$REPS TARGETS='$TARGETS' WORKLOADS='$WORKLOADS' C_CLIENT=$C_CLIENT $0"
+        [[ -n $BASE_COMMIT ]] && echo "shardgate_base: $BASE_COMMIT (BASE_REV=$BASE_REV), $("$RUN/bin/shardgate_base" --version 2>&1), config $RUN/shardgate_base.toml"
+        echo "command: QUICK=$QUICK REPS=$REPS TARGETS='$TARGETS' WORKLOADS='$WORKLOADS' C_CLIENT=$C_CLIENT${BASE_REV:+ BASE_REV=$BASE_REV} $0"
         echo "durations: closed-loop ${DUR}s, fixed-rate ${RATE_DUR}s, 10k ramp ${RAMP}s + ${CONN_DUR}s"
         echo "kernel: $(uname -r); cpus: $(nproc); model: $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
         echo "open files: soft $(ulimit -Sn) hard $(ulimit -Hn)"
@@ -467,6 +504,7 @@ main() {
         echo "wrk: $(wrk -v 2>&1 | head -n 1)"
         echo "loadgen: $("$RUN/bin/loadgen" --version 2>&1)"
         echo "shardgate: $("$RUN/bin/shardgate" --version 2>&1)"
+        echo "sha256: $(cd "$RUN/bin" && sha256sum shardgate* | awk '{printf "%s %s  ", $2, $1}')"
         echo "loadavg before: $(cat /proc/loadavg)"
         echo "busiest processes before:"; ps -eo pid,pcpu,psr,comm --sort=-pcpu | sed -n '2,8p' | sed 's/^/  /'
     } > "$OUT/meta.txt"
@@ -475,6 +513,7 @@ main() {
 
     start_all
     grep -h -m1 -o 'driver=[A-Za-z]*' "$OUT/raw/shardgate.log" 2>/dev/null | sed 's/^driver=/shardgate io driver: /' >> "$OUT/meta.txt" || true
+    grep -h -m1 -o 'driver=[A-Za-z]*' "$OUT/raw/shardgate_base.log" 2>/dev/null | sed 's/^driver=/shardgate_base io driver: /' >> "$OUT/meta.txt" || true
 
     # Warm-up: fill every proxy's upstream pool and fault in its code before measuring.
     local t
@@ -508,6 +547,9 @@ main() {
 
     if [[ -n ${PID[shardgate]:-} ]]; then
         "$RUN/bin/shardgate" ctl --socket "$RUN/ctl.sock" 'show stats' > "$OUT/raw/shardgate-stats.txt" 2>&1 || true
+    fi
+    if [[ -n ${PID[shardgate_base]:-} ]]; then
+        "$RUN/bin/shardgate_base" ctl --socket "$RUN/ctl-base.sock" 'show stats' > "$OUT/raw/shardgate_base-stats.txt" 2>&1 || true
     fi
     echo "loadavg after: $(cat /proc/loadavg)" >> "$OUT/meta.txt"
     cp -f "$RUN/backend/logs/error.log" "$OUT/raw/backend-error.log" 2>/dev/null || true

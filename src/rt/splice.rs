@@ -122,6 +122,7 @@ pub enum SpliceError {
 /// With `watch_dst`, a wait for the source also ends when `dst` turns readable
 /// ([`SpliceError::Woken`]): a server answering before the request body is all there.
 /// `moved` counts the bytes delivered to `dst`, whatever the outcome.
+#[allow(clippy::too_many_arguments)]
 pub async fn splice_exact(
     pipes: &PipePool,
     src: &TcpStream,

@@ -141,7 +141,8 @@ impl Exchange {
     /// Forward this interim (1xx) response to the client? RFC 9110 §15.2: yes, except to an
     /// HTTP/1.0 client, and except a `100 Continue` when we already sent our own.
     pub fn forwards_interim(&self, status: u16) -> bool {
-        !self.req.http10 && !(status == 100 && self.sent_continue)
+        let answered_ourselves = status == 100 && self.sent_continue;
+        !self.req.http10 && !answered_ourselves
     }
 
     /// May the client connection carry another request after this response?
