@@ -49,6 +49,19 @@ pub fn canned(status: u16) -> &'static [u8] {
     RENDERED.get(i).map_or(&[], |r| r)
 }
 
+/// [`canned`] for a request of method `HEAD` when `head_only`: the same head, no body (RFC
+/// 9110 §9.3.2; the Content-Length still says how long the body would be).
+pub fn canned_for(status: u16, head_only: bool) -> &'static [u8] {
+    let full = canned(status);
+    if !head_only {
+        return full;
+    }
+    match memchr::memmem::find(full, b"\r\n\r\n") {
+        Some(i) => &full[..i + 4],
+        None => full,
+    }
+}
+
 /// Render every answer now, so the first error served does not pay for it.
 pub fn init() {
     LazyLock::force(&RENDERED);
@@ -80,6 +93,17 @@ mod tests {
                 }
                 other => panic!("{code}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn answers_to_head_have_no_body() {
+        for &(code, _) in &REASONS {
+            let h = canned_for(code, true);
+            assert!(h.ends_with(b"\r\n\r\n"));
+            assert_eq!(&canned(code)[..h.len()], h);
+            assert!(canned(code).len() > h.len());
+            assert_eq!(canned_for(code, false), canned(code));
         }
     }
 

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use super::error::Failure;
 use super::exchange;
 use super::{HttpFront, HttpShard};
-use crate::proto::http::answers::canned;
+use crate::proto::http::answers::canned_for;
 use crate::proto::http::parse::parse_request;
 use crate::proto::http::scan::HeadScan;
-use crate::proto::http::{HeaderSpan, RequestHead, Status};
+use crate::proto::http::{HeaderSpan, Method, RequestHead, Status};
 use crate::proxy::conns::Upstream;
 use crate::rt::{self, Read, TcpStream, Wake};
 use crate::shard::ConnGuard;
@@ -124,6 +124,8 @@ pub struct Conn<'h> {
     pub extra: Vec<u8>,
     /// The site key (Host without port) of the current request.
     pub site: Vec<u8>,
+    /// The current request is a HEAD: an answer of ours carries no body.
+    pub head_request: bool,
 }
 
 /// Serve one client connection until it closes.
@@ -152,6 +154,7 @@ pub async fn serve(
         wbuf: Vec::new(),
         extra: Vec::new(),
         site: Vec::new(),
+        head_request: false,
     };
     let outcome = {
         let mut gauge = PhaseGauge {
@@ -164,7 +167,8 @@ pub async fn serve(
         Outcome::Answer(status) => {
             st.errors.add(1);
             let send = front.conf.send_timeout;
-            let (_, _) = rt::write_all(&mut client, canned(status), send).await;
+            let answer = canned_for(status, conn.head_request);
+            let (_, _) = rt::write_all(&mut client, answer, send).await;
             linger_close(client).await;
         }
         Outcome::Tunnel(up) => {
@@ -206,6 +210,7 @@ impl Conn<'_> {
                 Err(end) => return end,
             };
             first = false;
+            self.head_request = head.method == Method::Head;
             gauge.set(Phase::Writing);
             self.http.ctx.stats().requests.add(1);
             let outcome = exchange::run(self, client, &head).await;

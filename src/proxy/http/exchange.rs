@@ -190,9 +190,9 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
 }
 
 fn fail(conn: &Conn, f: Failure, bytes_in: u64, started: Instant) -> Outcome {
-    let answered = f
-        .status()
-        .map_or(0, |s| crate::proto::http::answers::canned(s).len());
+    let answered = f.status().map_or(0, |s| {
+        crate::proto::http::answers::canned_for(s, conn.head_request).len()
+    });
     conn.record(bytes_in, answered as u64, started);
     f.into()
 }
