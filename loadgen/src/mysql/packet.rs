@@ -1,7 +1,7 @@
 //! MySQL wire pieces the client needs, all pure functions over byte slices: packet headers,
 //! length-encoded integers, the v10 greeting, the HandshakeResponse41 we send, the
 //! mysql_native_password scramble, and OK/ERR/EOF fields. (MySQL client/server protocol,
-//! "Connection Phase" and "COM_QUERY Response"; see ../shared/MYSQL.md §2.)
+//! "Connection Phase" and "COM_QUERY Response".)
 
 use sha1::{Digest, Sha1};
 

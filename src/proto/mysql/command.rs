@@ -1,4 +1,4 @@
-//! Commands and the reply state machine (../shared/MYSQL.md §2.3–2.4, diagram in
+//! Commands and the reply state machine (the MySQL client/server protocol, diagram in
 //! docs/mysql.md). [`Reply`] is fed the server's logical packets of one command's reply, one
 //! at a time, as (payload prefix, first-chunk length), and says whether the reply goes on, has
 //! ended (OK or ERR), hands the floor to the client for LOCAL INFILE data, or cannot be

@@ -6,8 +6,8 @@
 //! command/reply state machine ([`command`]) to report who runs which commands and how each
 //! ends. The observer keeps only a small prefix of each logical packet, never a whole payload,
 //! and when it meets something it cannot follow it says so once and goes passive: relaying is
-//! never at its mercy. The rules followed are those of ../shared/MYSQL.md (MariaDB 10.11 and
-//! the common clients), summarised with an ASCII diagram in docs/mysql.md.
+//! never at its mercy. The rules followed are those of the MySQL protocol as MariaDB 10.11 and
+//! the common clients speak it, summarised with an ASCII diagram in docs/mysql.md.
 
 pub mod command;
 pub mod handshake;

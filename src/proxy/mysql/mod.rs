@@ -18,7 +18,7 @@
 //! backend closed while commands were open ─► probe it; refused → mark down
 //! ```
 //!
-//! Idle timeouts and graceful stop never cancel a read (../shared/RUNTIME.md: a cancelled
+//! Idle timeouts and graceful stop never cancel a read (monoio 0.2.4: a cancelled
 //! read can lose bytes): a per-shard sweeper shuts the sockets down instead, which ends the
 //! pending reads with EOF.
 
