@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::proxy::http::HttpShard;
 use crate::proxy::{mysql, ShardCtx};
-use crate::rt;
 use crate::shard::{self, Handler, Listen, Service, Shard};
 use crate::shared::Shared;
 
@@ -68,12 +67,14 @@ impl Service for Protocols {
                 match front {
                     Front::Http(i) => {
                         let http = http.clone();
-                        Rc::new(move |stream, peer, guard| http.serve(i, stream, peer, guard))
+                        Rc::new(move |stream, peer, guard| {
+                            Box::pin(http.clone().serve(i, stream, peer, guard))
+                        })
                     }
                     Front::Mysql(i) => {
                         let ctx = ctx.clone();
                         Rc::new(move |stream, peer, guard| {
-                            rt::spawn(mysql::serve_client(ctx.clone(), i, stream, peer, guard));
+                            Box::pin(mysql::serve_client(ctx.clone(), i, stream, peer, guard))
                         })
                     }
                 }

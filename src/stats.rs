@@ -56,6 +56,8 @@ pub struct ShardStats {
     pub upstream_connects: Counter,
     pub upstream_reused: Counter,
     pub upstream_retries: Counter,
+    /// Connection tasks that panicked (each closed its connection; the shard went on).
+    pub panics: Counter,
     pub sites: Mutex<Vec<HashMap<Box<[u8]>, SiteTraffic>>>,
 }
 
@@ -127,7 +129,7 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "shards: {}", shards.len());
     type Pick = fn(&ShardStats) -> &Counter;
-    let rows: [(&str, Pick); 11] = [
+    let rows: [(&str, Pick); 12] = [
         ("connections.active", |s| &s.active),
         ("connections.accepted", |s| &s.accepted),
         ("connections.handled", |s| &s.handled),
@@ -139,6 +141,7 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
         ("upstream.connects", |s| &s.upstream_connects),
         ("upstream.reused", |s| &s.upstream_reused),
         ("upstream.retries", |s| &s.upstream_retries),
+        ("connections.panicked", |s| &s.panics),
     ];
     for (name, f) in rows {
         let _ = writeln!(out, "{name}: {}", sum(f));

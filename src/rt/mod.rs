@@ -17,7 +17,8 @@
 //!
 //! Rooms: [`clock`] (process time), [`io`] (bounded reads and writes), [`net`] (connect, bind,
 //! accept), [`splice`] (pipes), [`gate`] (bounded slots), [`drain`] (the stop signal),
-//! [`driver`] (building the runtime), [`stream`] (what the data path may run over).
+//! [`driver`] (building the runtime), [`stream`] (what the data path may run over), [`task`]
+//! (connection tasks whose panic ends only themselves).
 
 mod clock;
 mod drain;
@@ -27,6 +28,7 @@ mod io;
 mod net;
 mod splice;
 mod stream;
+mod task;
 
 pub use clock::{ms_of, now_ms, now_us};
 pub use drain::Drain;
@@ -38,6 +40,7 @@ pub use splice::{
     send_watching, splice_exact, splice_until_eof, PipePool, SpliceError, SPLICE_MIN,
 };
 pub use stream::Stream;
+pub use task::catch_panic;
 
 pub use monoio::io::{CancelHandle, Splitable};
 pub use monoio::net::{TcpListener, TcpStream};

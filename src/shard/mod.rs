@@ -9,7 +9,9 @@
 //! busy ones finish their exchange and then close), and returns when its last connection is gone
 //! or the stop deadline passes.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -61,8 +63,10 @@ impl Shard {
     }
 }
 
-/// What serves the connections one listener accepts.
-pub type Handler = Rc<dyn Fn(TcpStream, SocketAddr, ConnGuard)>;
+/// What serves the connections one listener accepts: the connection's whole life, as a future
+/// the shard runs on its own task (a panic in it ends that connection only).
+pub type Handler =
+    Rc<dyn Fn(TcpStream, SocketAddr, ConnGuard) -> Pin<Box<dyn Future<Output = ()>>>>;
 
 /// The protocols above the shards: called once on each shard's thread as it starts, returns
 /// the handler of every listener tag given to [`bind_all`].
@@ -244,7 +248,14 @@ async fn accept_loop(
                 let guard = ConnGuard {
                     shard: shard.clone(),
                 };
-                handler(stream, peer, guard);
+                let conn = handler(stream, peer, guard);
+                let shard = shard.clone();
+                rt::spawn(async move {
+                    if let Err(why) = rt::catch_panic(conn).await {
+                        shard.stats().panics.add(1);
+                        tracing::error!(shard = shard.id, %peer, panic = %why, "connection task panicked; connection closed, shard goes on");
+                    }
+                });
             }
             Ok(None) => break,
             Err(e) => {

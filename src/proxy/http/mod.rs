@@ -46,7 +46,7 @@ use crate::config::HttpFrontend;
 use crate::proto::http::parse::Limits;
 use crate::proxy::conns::ConnCache;
 use crate::proxy::ShardCtx;
-use crate::rt::{self, TcpStream};
+use crate::rt::TcpStream;
 use crate::shard::ConnGuard;
 
 /// Buffer used to relay bodies.
@@ -100,15 +100,15 @@ impl HttpShard {
         })
     }
 
-    /// Serve one accepted client connection of frontend `fe` on its own task.
-    pub fn serve(
-        self: &Rc<Self>,
+    /// Serve one accepted client connection of frontend `fe` until it closes.
+    pub async fn serve(
+        self: Rc<Self>,
         fe: usize,
         stream: TcpStream,
         peer: SocketAddr,
         guard: ConnGuard,
     ) {
-        rt::spawn(conn::serve(self.clone(), fe, stream, peer, guard));
+        conn::serve(self, fe, stream, peer, guard).await
     }
 
     fn relay_buf(&self) -> Vec<u8> {
