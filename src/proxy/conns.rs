@@ -59,6 +59,8 @@ pub enum CheckoutError {
     Connect(io::Error),
     /// Every slot for this server stayed busy for the whole wait.
     NoSlot,
+    /// We could not even make a socket (out of descriptors or memory): not the server's fault.
+    Local(io::Error),
 }
 
 pub struct ConnCache {
@@ -130,6 +132,7 @@ impl ConnCache {
                 reused: false,
                 slot,
             }),
+            Err(e) if rt::is_local_exhaustion(&e) => Err(CheckoutError::Local(e)),
             Err(e) => Err(CheckoutError::Connect(e)),
         }
     }

@@ -35,7 +35,10 @@ pub use drain::Drain;
 pub use driver::{run_shard, Driver};
 pub use gate::Gate;
 pub use io::{read_into, shutdown_fd, shutdown_write, timeout, write_all, Read, Wake};
-pub use net::{accept, bind_reuseport, connect, idle_is_quiet, prepare_accepted, AcceptCanceller};
+pub use net::{
+    accept, bind_reuseport, connect, idle_is_quiet, is_local_exhaustion, prepare_accepted,
+    AcceptCanceller,
+};
 pub use splice::{
     send_watching, splice_exact, splice_until_eof, PipePool, SpliceError, SPLICE_MIN,
 };

@@ -119,3 +119,12 @@ pub fn idle_is_quiet(stream: &TcpStream) -> bool {
     };
     n < 0 && std::io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
+
+/// Did an operation fail for want of our own resources (descriptors, socket buffers, memory)?
+/// That is this process's problem, never the peer's: it must not count against a server.
+pub fn is_local_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

@@ -259,11 +259,7 @@ async fn accept_loop(
             }
             Ok(None) => break,
             Err(e) => {
-                let fd_exhausted = matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                );
-                if fd_exhausted {
+                if rt::is_local_exhaustion(&e) {
                     if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                         tracing::warn!(shard = shard.id, error = %e, "accept failed: out of file descriptors or memory; backing off");
                         last_warn = Some(Instant::now());

@@ -29,6 +29,8 @@ pub enum Failure {
     ClientGone,
     /// Every server of the pool is down, disabled, or stayed busy for the whole wait.
     NoServer,
+    /// No socket could be made for the server: out of descriptors or memory here.
+    NoResources,
     /// Writing the request failed: the connection was dead before the server could read it.
     UpstreamWrite,
     /// The server closed before a complete response head; `any_byte` if it had sent some.
@@ -46,7 +48,7 @@ impl Failure {
             | Failure::ForeignHost
             | Failure::ClientTimeout
             | Failure::ClientGone => Side::Client,
-            Failure::NoRoute | Failure::NoServer => Side::Local,
+            Failure::NoRoute | Failure::NoServer | Failure::NoResources => Side::Local,
             Failure::UpstreamWrite
             | Failure::UpstreamClosed { .. }
             | Failure::UpstreamTimeout
@@ -63,7 +65,7 @@ impl Failure {
             Failure::NoRoute => 404,
             Failure::ClientTimeout => 408,
             Failure::ClientGone => return None,
-            Failure::NoServer => 503,
+            Failure::NoServer | Failure::NoResources => 503,
             Failure::UpstreamWrite | Failure::UpstreamClosed { .. } | Failure::BadResponse => 502,
             Failure::UpstreamTimeout => 504,
         })
@@ -104,6 +106,7 @@ mod tests {
             (Failure::ClientTimeout, Side::Client, Some(408)),
             (Failure::ClientGone, Side::Client, None),
             (Failure::NoServer, Side::Local, Some(503)),
+            (Failure::NoResources, Side::Local, Some(503)),
             (Failure::UpstreamWrite, Side::Upstream, Some(502)),
             (
                 Failure::UpstreamClosed { any_byte: true },

@@ -5,6 +5,8 @@
 //! - a refused or timed-out connect marks the server down on every shard and moves to the next
 //!   candidate (no request byte left us, so any method may go on);
 //! - no slot free within `response_timeout`: 503;
+//! - no socket to be had (out of descriptors or memory): 503 for this request, and no server
+//!   is marked down for it;
 //! - a failure on a connection reused from the idle set is retried once on a fresh connection
 //!   to the same server, when [`Exchange::may_retry`] says the request may be sent again;
 //! - anything else ends the exchange with the failure's status.
@@ -68,6 +70,10 @@ async fn try_servers<'h>(
         {
             Ok(up) => up,
             Err(CheckoutError::NoSlot) => return Err(Failure::NoServer),
+            Err(CheckoutError::Local(e)) => {
+                tracing::warn!(pool = %cache.shared.name, error = %e, "cannot open an upstream connection: out of local resources");
+                return Err(Failure::NoResources);
+            }
             Err(CheckoutError::Connect(e)) => {
                 let down_for = cache.conf.down_time;
                 if ss.mark_down(rt::now_ms(), down_for.as_millis() as u64) {

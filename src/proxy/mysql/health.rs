@@ -44,21 +44,28 @@ async fn check_loop(shared: Arc<Shared>, pool: usize, server: usize) {
         if shared.life.stopping.load(Ordering::Relaxed) {
             return;
         }
-        let outcome = check(&shared, pool, server).await;
-        apply(&shared, pool, server, outcome);
+        if let Some(outcome) = check(&shared, pool, server).await {
+            apply(&shared, pool, server, outcome);
+        }
     }
 }
 
-/// Connect and read the first packet.
-async fn check(shared: &Shared, pool: usize, server: usize) -> Result<(), String> {
+/// Connect and read the first packet; `None` when we could not even try (out of descriptors
+/// or memory here), which says nothing about the server.
+async fn check(shared: &Shared, pool: usize, server: usize) -> Option<Result<(), String>> {
     let conf = &shared.config.pools[pool];
     let addr = shared.pools[pool].servers[server].addr;
-    let mut stream = rt::connect(addr, conf.connect_timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    super::read_greeting(&mut stream, conf.connect_timeout)
-        .await
-        .map(|_| ())
+    let mut stream = match rt::connect(addr, conf.connect_timeout).await {
+        Ok(s) => s,
+        // Our own shortage says nothing about the server: leave its state as it is.
+        Err(e) if rt::is_local_exhaustion(&e) => return None,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    Some(
+        super::read_greeting(&mut stream, conf.connect_timeout)
+            .await
+            .map(|_| ()),
+    )
 }
 
 fn apply(shared: &Shared, pool: usize, server: usize, outcome: Result<(), String>) {
@@ -84,13 +91,14 @@ fn apply(shared: &Shared, pool: usize, server: usize, outcome: Result<(), String
 pub(super) async fn probe_after_loss(shared: Arc<Shared>, pool: usize, server: usize) {
     let conf = &shared.config.pools[pool];
     let addr = shared.pools[pool].servers[server].addr;
-    if let Err(e) = rt::connect(addr, conf.connect_timeout).await {
-        apply(
+    match rt::connect(addr, conf.connect_timeout).await {
+        Err(e) if !rt::is_local_exhaustion(&e) => apply(
             &shared,
             pool,
             server,
             Err(format!("connection lost mid-command, then {e}")),
-        );
+        ),
+        _ => {}
     }
 }
 

@@ -177,15 +177,22 @@ pub async fn serve_client(
     let mut acct = ConnAccount::default();
     let mut observer = Observer::new();
 
-    let Some((server_ix, server, greeting)) = connect_backend(&shard, pool_ix, counters).await
-    else {
-        counters.no_server.add(1);
-        let msg = format!(
-            "shardgate: no server of pool '{}' can be reached",
-            pool.name
-        );
-        refuse(client, CR_CONN_HOST_ERROR, &msg).await;
-        return;
+    let (server_ix, server, greeting) = match connect_backend(&shard, pool_ix, counters).await {
+        Ok(v) => v,
+        Err(NoBackend::Unreachable) => {
+            counters.no_server.add(1);
+            let msg = format!(
+                "shardgate: no server of pool '{}' can be reached",
+                pool.name
+            );
+            refuse(client, CR_CONN_HOST_ERROR, &msg).await;
+            return;
+        }
+        Err(NoBackend::LocalExhaustion) => {
+            counters.no_server.add(1);
+            refuse(client, ER_CON_COUNT_ERROR, "Too many connections").await;
+            return;
+        }
     };
     let ss = &pool.servers[server_ix];
     tracing::debug!(frontend = %conf.name, %peer, server = %ss.name, "mysql session");
@@ -295,7 +302,7 @@ async fn connect_backend(
     shard: &ShardCtx,
     pool_ix: usize,
     counters: &FrontCounters,
-) -> Option<(usize, TcpStream, Vec<u8>)> {
+) -> Result<(usize, TcpStream, Vec<u8>), NoBackend> {
     let shared = &shard.shared;
     let pool = &shared.pools[pool_ix];
     let conf = &shared.config.pools[pool_ix];
@@ -313,10 +320,15 @@ async fn connect_backend(
                     if ss.mark_up() {
                         tracing::info!(pool = %pool.name, server = %ss.name, "server up: connect succeeded");
                     }
-                    return Some((ix, stream, g));
+                    return Ok((ix, stream, g));
                 }
                 Err(e) => e,
             },
+            // Out of descriptors or memory here: no server is to blame, and none will do better.
+            Err(e) if rt::is_local_exhaustion(&e) => {
+                tracing::warn!(pool = %pool.name, error = %e, "cannot open a server connection: out of local resources");
+                return Err(NoBackend::LocalExhaustion);
+            }
             Err(e) => e.to_string(),
         };
         counters.connect_failures.add(1);
@@ -324,7 +336,15 @@ async fn connect_backend(
             tracing::warn!(pool = %pool.name, server = %ss.name, error = %failure, down_for = ?conf.down_time, "mysql server down");
         }
     }
-    None
+    Err(NoBackend::Unreachable)
+}
+
+/// Why a client got no server.
+enum NoBackend {
+    /// Every candidate refused, timed out or sent no greeting (each is now marked down).
+    Unreachable,
+    /// We could not make a socket at all.
+    LocalExhaustion,
 }
 
 /// Read the server's first packet (greeting or ERR) whole.
