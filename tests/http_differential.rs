@@ -92,6 +92,10 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(parsed.unwrap_or_else(|_| panic!("{name}={v:?} is not a u64")))
 }
 
+/// Seeds that once found a defect, replayed by every default run: a HEAD answered by the proxy
+/// itself after an earlier HEAD, and an invalid HEAD refused with a body (both from long runs).
+const REGRESSION_SEEDS: [u64; 2] = [82180314475367168, 2624640003509068832];
+
 fn options() -> Options {
     let threads = env_u64("DIFF_THREADS").unwrap_or(4).max(1) as usize;
     let mut max_failures = env_u64("DIFF_MAX_FAILURES").unwrap_or(5) as usize;
@@ -108,8 +112,10 @@ fn options() -> Options {
     }
     let base = env_u64("DIFF_BASE_SEED").unwrap_or(DEFAULT_BASE_SEED);
     let n = env_u64("DIFF_SEQUENCES").unwrap_or(DEFAULT_SEQUENCES);
+    let mut seeds: Vec<u64> = REGRESSION_SEEDS.to_vec();
+    seeds.extend((0..n).map(|i| mix(base.wrapping_add(i))));
     Options {
-        seeds: (0..n).map(|i| mix(base.wrapping_add(i))).collect(),
+        seeds,
         threads,
         max_failures,
     }

@@ -215,6 +215,7 @@ impl Conn<'_> {
             self.http.ctx.stats().requests.add(1);
             let outcome = exchange::run(self, client, &head).await;
             self.headers = head.headers;
+            self.head_request = false;
             self.scan.reset();
             match outcome {
                 Outcome::KeepAlive if !self.http.ctx.drain.fired() => continue,
@@ -245,6 +246,9 @@ impl Conn<'_> {
                     Ok(Status::Partial) => {}
                     Err(e) => {
                         tracing::debug!(peer = %self.peer, error = ?e, "bad request");
+                        // The head is refused, but a HEAD request's answer still has no body.
+                        let line = self.buf.trim_ascii_start();
+                        self.head_request = line.starts_with(b"HEAD ");
                         return Err(Failure::BadRequest(e).into());
                     }
                 }
