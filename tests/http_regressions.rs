@@ -1135,3 +1135,53 @@ impl SendRead for Conn {
         self.try_read_response()
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Review finding: an interim response while the request body streams is not an early answer
+// ------------------------------------------------------------------------------------------
+
+/// The server sends `103 Early Hints` as soon as it has the head, then reads the body and
+/// answers. The proxy must forward the 103 and keep streaming the body (copied and spliced),
+/// not treat the 103 as an early final answer and cut the request.
+#[test]
+fn interim_response_during_a_streamed_body_does_not_cut_it() {
+    for len in [10usize, 100 * 1024] {
+        let s = Script::start(move |c| {
+            let Some(head) = c.read_head() else { return };
+            let want: usize = head
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            c.write(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.buf.len() < want && Instant::now() < deadline {
+                if !matches!(c.fill(Duration::from_millis(200)), Ok(n) if n > 0)
+                    && Instant::now() >= deadline
+                {
+                    break;
+                }
+            }
+            let got = c.buf.len().min(want);
+            c.write(&ok_for("/upload", &format!("got {got}")));
+        });
+        let p = proxy_for(&s, "", "response_timeout = \"5s\"");
+        let mut c = connect(&p, Duration::from_secs(10));
+        let body = pattern(3, len);
+        c.send(
+            format!("POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+        );
+        thread::sleep(Duration::from_millis(300));
+        c.send(&body);
+        let mut failures = Vec::new();
+        match c.try_read_message(false) {
+            Ok(r) if r.status == 103 => match c.try_read_message(false) {
+                Ok(r) if r.status == 200 && r.body_str() == format!("got {len}") => {}
+                Ok(r) => failures.push(format!("after the 103: {}", r.summary())),
+                Err(e) => failures.push(format!("after the 103: {e}")),
+            },
+            Ok(r) => failures.push(format!("expected the 103 first, got {}", r.summary())),
+            Err(e) => failures.push(format!("expected the 103: {e}")),
+        }
+        fail_if_any(&format!("103 during a {len}-byte upload"), failures);
+    }
+}

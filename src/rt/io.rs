@@ -1,5 +1,5 @@
-//! Bounded I/O on a stream: reads and writes that give up after a timeout, when the shard
-//! drains, or when another socket becomes readable (an upstream answering early). monoio 0.2.4
+//! Bounded I/O on a stream: reads and writes that give up after a timeout or when the shard
+//! drains. monoio 0.2.4
 //! loses a byte that races a cancelled read, so every caller closes the connection after a read
 //! ends that way and never reads on.
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::AsyncWriteRentExt;
 
-use super::{sleep, Drain, Stream, TcpStream};
+use super::{sleep, Drain, Stream};
 
 /// How a bounded read ended.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub enum Read {
     TimedOut,
     /// The shard began draining while this (idle) read waited.
     Drained,
-    /// The watched socket became readable while this read waited (see [`Wake::Readable`]).
+    /// The watched socket became readable while this read waited (`recv_watching`).
     Woken,
     Err(io::Error),
 }
@@ -37,9 +37,6 @@ pub enum Wake<'a> {
     Never,
     /// The shard draining (idle keep-alive reads).
     Drain(&'a Drain),
-    /// Another socket becoming readable or closing: the upstream answering while the client is
-    /// still sending its body.
-    Readable(&'a TcpStream),
 }
 
 /// Append what the stream has into `buf`'s spare capacity (at least `min_spare` bytes of room
@@ -66,14 +63,6 @@ pub async fn read_into<S: Stream>(
         Wake::Drain(d) => Some(d.wait()),
         _ => None,
     };
-    let mut readable = pin!(async {
-        match wake {
-            Wake::Readable(s) => {
-                let _ = s.readable(false).await;
-            }
-            _ => std::future::pending::<()>().await,
-        }
-    });
     let done = poll_fn(|cx| {
         if let Poll::Ready(r) = fut.as_mut().poll(cx) {
             return Poll::Ready(Ok(r));
@@ -85,9 +74,6 @@ pub async fn read_into<S: Stream>(
             if w.poll_drained(cx) {
                 return Poll::Ready(Err(Read::Drained));
             }
-        }
-        if readable.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(Read::Woken));
         }
         Poll::Pending
     })

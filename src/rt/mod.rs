@@ -40,7 +40,7 @@ pub use net::{
     AcceptCanceller,
 };
 pub use splice::{
-    send_watching, splice_exact, splice_until_eof, PipePool, SpliceError, SPLICE_MIN,
+    recv_watching, send_watching, splice_exact, splice_until_eof, PipePool, SpliceError, SPLICE_MIN,
 };
 pub use stream::Stream;
 pub use task::catch_panic;

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use super::{timeout, TcpStream};
+use super::{timeout, Read, TcpStream};
 
 /// Bodies at least this long (still to relay, past what is already buffered) are spliced
 /// through a pipe instead of copied through user space.
@@ -113,8 +113,12 @@ pub enum SpliceError {
     /// The destination failed or stopped reading past its timeout.
     Dest,
     /// The destination became readable while the source was awaited: it answered (or closed)
-    /// before the transfer ended. Some bytes may have moved; the transfer is abandoned.
+    /// before the transfer ended. Nothing is in flight (every byte taken from the source was
+    /// delivered), so the transfer may resume where it stopped.
     Woken,
+    /// The destination became readable while it was not taking bytes: some are stranded in
+    /// the pipe, so the transfer cannot go on.
+    WokenMidway,
 }
 
 /// Move exactly `len` bytes from `src` to `dst` through a pipe, waiting for readiness (bounded by
@@ -178,7 +182,7 @@ pub async fn splice_exact(
 
 /// Send all of `data` to `dst` by non-blocking `send(2)` and readiness waits (each bounded by
 /// `limit`); with `watch`, `dst` turning readable while it is not taking bytes ends the send
-/// with [`SpliceError::Woken`]: a server answering instead of reading the request body.
+/// with [`SpliceError::WokenMidway`]: a server answering instead of reading the request body.
 /// `sent` counts the bytes that left.
 pub async fn send_watching(
     dst: &TcpStream,
@@ -216,8 +220,62 @@ pub async fn send_watching(
     Ok(())
 }
 
+/// Read what `src` has into the spare capacity of `buf` (a non-blocking `recv(2)` after a
+/// readiness wait, at most `limit`); when `watch` turns readable first, [`Read::Woken`] and no
+/// byte was taken from `src`: unlike an abandoned owned-buffer read, nothing is lost and
+/// reading may go on later.
+pub async fn recv_watching(
+    src: &TcpStream,
+    buf: &mut Vec<u8>,
+    limit: Duration,
+    watch: &TcpStream,
+) -> Read {
+    if buf.capacity() == buf.len() {
+        buf.reserve(16 * 1024);
+    }
+    let fd = src.as_raw_fd();
+    loop {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: recv(2) writes at most `spare.len()` bytes into memory we own and do not
+        // read until the kernel says how many it wrote.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                spare.as_mut_ptr() as *mut libc::c_void,
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n > 0 {
+            // SAFETY: the kernel initialised exactly `n` bytes past the old length.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            return Read::Data;
+        }
+        if n == 0 {
+            return Read::Eof;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if !would_block(&e) {
+            return Read::Err(e);
+        }
+        match wait_source(src, watch, true, limit).await {
+            Ok(()) => {}
+            Err(SpliceError::Woken) => return Read::Woken,
+            Err(SpliceError::Source(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                return Read::TimedOut
+            }
+            Err(SpliceError::Source(e)) => return Read::Err(e),
+            Err(_) => return Read::Eof,
+        }
+    }
+}
+
 /// Wait for `dst` to take more bytes, within `limit`; with `watch`, `dst` turning readable
-/// first (a server answering instead of reading) ends the wait with [`SpliceError::Woken`].
+/// first (a server answering instead of reading) ends the wait with
+/// [`SpliceError::WokenMidway`].
 async fn wait_dest(dst: &TcpStream, watch: bool, limit: Duration) -> Result<(), SpliceError> {
     let mut w = std::pin::pin!(dst.writable(false));
     let mut r = std::pin::pin!(async {
@@ -232,7 +290,7 @@ async fn wait_dest(dst: &TcpStream, watch: bool, limit: Duration) -> Result<(), 
             return std::task::Poll::Ready(res.map_err(|_| SpliceError::Dest));
         }
         if r.as_mut().poll(cx).is_ready() {
-            return std::task::Poll::Ready(Err(SpliceError::Woken));
+            return std::task::Poll::Ready(Err(SpliceError::WokenMidway));
         }
         std::task::Poll::Pending
     });

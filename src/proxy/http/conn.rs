@@ -120,8 +120,6 @@ pub struct Conn<'h> {
     pub out: Vec<u8>,
     /// Re-framed body bytes (canonical chunks).
     pub wbuf: Vec<u8>,
-    /// Bytes a server sent past its response's end.
-    pub extra: Vec<u8>,
     /// The site key (Host without port) of the current request.
     pub site: Vec<u8>,
     /// The current request is a HEAD: an answer of ours carries no body.
@@ -152,7 +150,6 @@ pub async fn serve(
         scratch: Vec::new(),
         out: Vec::new(),
         wbuf: Vec::new(),
-        extra: Vec::new(),
         site: Vec::new(),
         head_request: false,
     };
@@ -215,7 +212,6 @@ impl Conn<'_> {
             self.http.ctx.stats().requests.add(1);
             let outcome = exchange::run(self, client, &head).await;
             self.headers = head.headers;
-            self.head_request = false;
             self.scan.reset();
             match outcome {
                 Outcome::KeepAlive if !self.http.ctx.drain.fired() => continue,
@@ -237,6 +233,7 @@ impl Conn<'_> {
         let conf = &self.fe.conf;
         let limits = &self.fe.limits;
         let drain = &self.http.ctx.drain;
+        self.head_request = false;
         let mut deadline =
             (first || !self.buf.is_empty()).then(|| Instant::now() + conf.client_header_timeout);
         loop {

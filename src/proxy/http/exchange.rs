@@ -16,13 +16,16 @@ use std::time::Instant;
 use super::conn::{Conn, Outcome};
 use super::error::Failure;
 use super::forward;
-use super::relay::{BodyLeft, Relay, RelayEnd};
+use super::relay::{BodyLeft, Relay, RelayEnd, Spill};
 use super::HttpFront;
 use crate::proto::http::write::{write_request_head, write_response_head, ForwardInfo};
 use crate::proto::http::{Framing, Method, RequestHead, ResponseHead};
 use crate::proxy::conns::Upstream;
 use crate::route::{self, RequestView};
 use crate::rt::{self, TcpStream};
+
+/// Most re-framing scratch a connection keeps between requests.
+const WBUF_KEPT: usize = 4 * 1024;
 
 /// What the exchange needs to remember of the request head once its bytes are gone.
 #[derive(Clone, Copy, Debug)]
@@ -178,14 +181,20 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
     };
     conn.buf.drain(..consumed);
     let outcome = match forward::forward(conn, client, &mut x).await {
-        Ok((up, resp, _inflight)) => respond(conn, client, &mut x, up, resp).await,
+        Ok((up, resp, _inflight)) => {
+            // No retry after this point: the request buffer serves the response head.
+            std::mem::swap(&mut conn.out, &mut x.out);
+            respond(conn, client, &mut x, up, resp).await
+        }
         Err(f) => {
             tracing::debug!(peer = %conn.peer, side = ?f.side(), failure = ?f, "exchange failed");
             Outcome::from(f)
         }
     };
     conn.record(x.sent, x.answered, started);
-    conn.out = x.out;
+    if conn.out.capacity() < x.out.capacity() {
+        conn.out = x.out;
+    }
     outcome
 }
 
@@ -283,7 +292,7 @@ async fn respond(
             write_timeout: send_timeout,
             watch_dest: false,
         };
-        conn.extra.clear();
+        let mut overran = false;
         let rbuf = http.relay_buf();
         let (end, rbuf) = relay
             .run(
@@ -292,7 +301,7 @@ async fn respond(
                 b,
                 rbuf,
                 &mut conn.wbuf,
-                &mut conn.extra,
+                Spill::Note(&mut overran),
                 &mut x.answered,
             )
             .await;
@@ -300,7 +309,7 @@ async fn respond(
         match end {
             RelayEnd::Done => {
                 x.response_complete = !matches!(b, BodyLeft::UntilClose);
-                x.response_extra = !conn.extra.is_empty();
+                x.response_extra = overran;
             }
             // The client has a truncated response: only closing tells it so.
             _ => return Outcome::Close { linger: false },
@@ -308,6 +317,10 @@ async fn respond(
     }
     if x.upstream_reusable(&resp) {
         cache.checkin(up);
+    }
+    if conn.wbuf.capacity() > WBUF_KEPT {
+        // A re-framed body made it grow; an idle keep-alive connection holds no more.
+        conn.wbuf = Vec::new();
     }
     conn.resp_headers = resp.headers;
     if keep {

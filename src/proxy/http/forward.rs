@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::conn::Conn;
 use super::error::Failure;
 use super::exchange::Exchange;
-use super::relay::{Relay, RelayEnd};
+use super::relay::{Relay, RelayEnd, Spill};
 use crate::balance::InFlight;
 use crate::proto::http::answers::CONTINUE_100;
 use crate::proto::http::parse::parse_response;
@@ -120,7 +120,7 @@ async fn attempt(
     x.out = out;
     r.map_err(|_| Failure::UpstreamWrite)?;
 
-    if let Some(body) = x.body.as_mut() {
+    if x.body.is_some() {
         if x.req.expect_continue && !x.sent_continue {
             let send = conn.fe.conf.send_timeout;
             let (r, _) = rt::write_all(client, CONTINUE_100, send).await;
@@ -137,29 +137,109 @@ async fn attempt(
             write_timeout: timeout,
             watch_dest: true,
         };
-        let rbuf = http.relay_buf();
-        let (end, rbuf) = relay
-            .run(
-                client,
-                &mut up.stream,
-                body,
-                rbuf,
-                &mut conn.wbuf,
-                &mut conn.buf,
-                &mut x.sent,
-            )
-            .await;
-        http.give_back(rbuf);
-        match end {
-            RelayEnd::Done => x.body = None,
-            RelayEnd::SourceClosed => return Err(Failure::ClientGone),
-            RelayEnd::SourceTimeout => return Err(Failure::ClientTimeout),
-            RelayEnd::Framing(e) => return Err(Failure::BadRequest(e)),
-            // The server answered, closed, or stopped reading mid-body: read what it said.
-            RelayEnd::DestFailed | RelayEnd::Woken => x.cut = true,
+        let mut rbuf = http.relay_buf();
+        while let Some(body) = x.body.as_mut() {
+            let (end, b) = relay
+                .run(
+                    client,
+                    &mut up.stream,
+                    body,
+                    rbuf,
+                    &mut conn.wbuf,
+                    Spill::Keep(&mut conn.buf),
+                    &mut x.sent,
+                )
+                .await;
+            rbuf = b;
+            match end {
+                RelayEnd::Done => x.body = None,
+                RelayEnd::SourceClosed => return Err(Failure::ClientGone),
+                RelayEnd::SourceTimeout => return Err(Failure::ClientTimeout),
+                RelayEnd::Framing(e) => return Err(Failure::BadRequest(e)),
+                // The server spoke first: interim responses are passed on and the body goes
+                // on; anything else (an answer, a close) cuts the request short.
+                RelayEnd::Woken { resumable: true } => {
+                    if take_interim(conn, client, x, up, timeout).await? {
+                        continue;
+                    }
+                    x.cut = true;
+                }
+                RelayEnd::DestFailed | RelayEnd::Woken { .. } => x.cut = true,
+            }
+            break;
         }
+        http.give_back(rbuf);
     }
     read_response_head(conn, client, x, up, timeout).await
+}
+
+fn is_interim(h: &ResponseHead) -> bool {
+    (100..200).contains(&h.status) && h.status != 101
+}
+
+/// Forward (or drop, see [`Exchange::forwards_interim`]) the interim response `h` at the start
+/// of `up.buf`, and remove it from there.
+async fn pass_interim(
+    conn: &mut Conn<'_>,
+    client: &mut TcpStream,
+    x: &mut Exchange,
+    up: &mut Upstream,
+    h: &ResponseHead,
+) -> Result<(), Failure> {
+    if x.forwards_interim(h.status) {
+        conn.out.clear();
+        write_response_head(&up.buf, h, true, false, false, &mut conn.out);
+        let out = std::mem::take(&mut conn.out);
+        let send = conn.fe.conf.send_timeout;
+        let (r, out) = rt::write_all(client, out, send).await;
+        x.answered += out.len() as u64;
+        conn.out = out;
+        r.map_err(|_| Failure::ClientGone)?;
+    }
+    up.buf.drain(..h.head_len);
+    Ok(())
+}
+
+/// The server sent something while the request body was streaming: read it, pass on any
+/// complete interim responses, and say whether the body may go on (`true`: what is left in
+/// `up.buf` is at most the start of another head). A final response, a close or garbage
+/// ends the streaming (`false`); [`read_response_head`] then reads what it is.
+async fn take_interim(
+    conn: &mut Conn<'_>,
+    client: &mut TcpStream,
+    x: &mut Exchange,
+    up: &mut Upstream,
+    timeout: Duration,
+) -> Result<bool, Failure> {
+    let spare = if up.buf.len() == up.buf.capacity() {
+        4096
+    } else {
+        0
+    };
+    let buf = std::mem::take(&mut up.buf);
+    let (r, b) = rt::read_into(&mut up.stream, buf, spare, timeout, Wake::Never).await;
+    up.buf = b;
+    if !matches!(r, Read::Data) {
+        return Ok(false);
+    }
+    loop {
+        let headers = std::mem::take(&mut conn.resp_headers);
+        let parsed = parse_response(
+            &up.buf,
+            x.req.method,
+            MAX_RESPONSE_HEAD,
+            MAX_RESPONSE_HEADERS,
+            headers,
+        );
+        match parsed {
+            Ok(Status::Complete(h)) if is_interim(&h) => {
+                pass_interim(conn, client, x, up, &h).await?;
+                conn.resp_headers = h.headers;
+            }
+            Ok(Status::Complete(_)) | Err(_) => return Ok(false),
+            Ok(Status::Partial) => return Ok(true),
+        }
+    }
 }
 
 /// Read the final response head into `up.buf`, forwarding interim (1xx, not 101) responses to
@@ -185,18 +265,8 @@ async fn read_response_head(
                 std::mem::take(&mut headers),
             );
             match parsed {
-                Ok(Status::Complete(h)) if (100..200).contains(&h.status) && h.status != 101 => {
-                    if x.forwards_interim(h.status) {
-                        conn.out.clear();
-                        write_response_head(&up.buf, &h, true, false, false, &mut conn.out);
-                        let out = std::mem::take(&mut conn.out);
-                        let send = conn.fe.conf.send_timeout;
-                        let (r, out) = rt::write_all(client, out, send).await;
-                        x.answered += out.len() as u64;
-                        conn.out = out;
-                        r.map_err(|_| Failure::ClientGone)?;
-                    }
-                    up.buf.drain(..h.head_len);
+                Ok(Status::Complete(h)) if is_interim(&h) => {
+                    pass_interim(conn, client, x, up, &h).await?;
                     headers = h.headers;
                     continue;
                 }

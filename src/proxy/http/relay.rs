@@ -97,6 +97,26 @@ impl BodyLeft {
     }
 }
 
+/// Where the bytes read past a body's end go.
+pub enum Spill<'a> {
+    /// Kept: the client's next pipelined request.
+    Keep(&'a mut Vec<u8>),
+    /// Only noted: a server sent more than its response framed.
+    Note(&'a mut bool),
+}
+
+impl Spill<'_> {
+    fn spill(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        match self {
+            Spill::Keep(v) => v.extend_from_slice(bytes),
+            Spill::Note(seen) => **seen = true,
+        }
+    }
+}
+
 /// How a relay ended.
 #[derive(Debug)]
 pub enum RelayEnd {
@@ -110,9 +130,10 @@ pub enum RelayEnd {
     DestFailed,
     /// The body broke its framing or `max_body`.
     Framing(ParseError),
-    /// The destination turned readable while the source was awaited: the server answered (or
-    /// closed) before the request body ended.
-    Woken,
+    /// The destination turned readable: the server sent something (an interim response, an
+    /// early answer) or closed before the request body ended. `resumable`: nothing was in
+    /// flight (no byte taken from the source and not delivered), so the relay may go on.
+    Woken { resumable: bool },
 }
 
 /// The fixed parts of one relay direction.
@@ -126,7 +147,7 @@ pub struct Relay<'a> {
 
 impl Relay<'_> {
     /// Move the rest of `body` from `src` to `dst`. `rbuf` is the read buffer (returned),
-    /// `wbuf` scratch for re-framed output, `overflow` receives bytes read past the body's end,
+    /// `wbuf` scratch for re-framed output, `overflow` takes the bytes read past the body's end,
     /// `moved` counts the bytes written to `dst`.
     #[allow(clippy::too_many_arguments)]
     pub async fn run(
@@ -136,12 +157,13 @@ impl Relay<'_> {
         body: &mut BodyLeft,
         rbuf: Vec<u8>,
         wbuf: &mut Vec<u8>,
-        overflow: &mut Vec<u8>,
+        overflow: Spill<'_>,
         moved: &mut u64,
     ) -> (RelayEnd, Vec<u8>) {
         if let BodyLeft::Length(n) = body {
             let plain = src.splice_fd().is_some() && dst.splice_fd().is_some();
             if *n >= rt::SPLICE_MIN && plain {
+                let before = *moved;
                 let res = rt::splice_exact(
                     self.pipes,
                     src,
@@ -163,7 +185,12 @@ impl Relay<'_> {
                     }
                     Err(rt::SpliceError::Source(_)) => RelayEnd::SourceClosed,
                     Err(rt::SpliceError::Dest) => RelayEnd::DestFailed,
-                    Err(rt::SpliceError::Woken) => RelayEnd::Woken,
+                    Err(rt::SpliceError::Woken) => {
+                        // The pipe was empty: what left the source reached the destination.
+                        *n -= *moved - before;
+                        RelayEnd::Woken { resumable: true }
+                    }
+                    Err(rt::SpliceError::WokenMidway) => RelayEnd::Woken { resumable: false },
                 };
                 return (end, rbuf);
             }
@@ -179,23 +206,24 @@ impl Relay<'_> {
         body: &mut BodyLeft,
         mut rbuf: Vec<u8>,
         wbuf: &mut Vec<u8>,
-        overflow: &mut Vec<u8>,
+        mut overflow: Spill<'_>,
         moved: &mut u64,
     ) -> (RelayEnd, Vec<u8>) {
         loop {
             rbuf.clear();
-            let wake = if self.watch_dest {
-                Wake::Readable(dst)
+            let r = if self.watch_dest {
+                // Readiness and a non-blocking recv: a wake-up takes nothing from the client.
+                rt::recv_watching(src, &mut rbuf, self.read_timeout, dst).await
             } else {
-                Wake::Never
+                let (r, b) = rt::read_into(src, rbuf, 0, self.read_timeout, Wake::Never).await;
+                rbuf = b;
+                r
             };
-            let (r, b) = rt::read_into(src, rbuf, 0, self.read_timeout, wake).await;
-            rbuf = b;
             match r {
                 Read::Data => {}
                 Read::Eof if matches!(body, BodyLeft::UntilClose) => return (RelayEnd::Done, rbuf),
                 Read::TimedOut => return (RelayEnd::SourceTimeout, rbuf),
-                Read::Woken => return (RelayEnd::Woken, rbuf),
+                Read::Woken => return (RelayEnd::Woken { resumable: true }, rbuf),
                 Read::Eof | Read::Drained | Read::Err(_) => return (RelayEnd::SourceClosed, rbuf),
             }
             wbuf.clear();
@@ -203,7 +231,7 @@ impl Relay<'_> {
                 Ok(v) => v,
                 Err(e) => return (RelayEnd::Framing(e), rbuf),
             };
-            overflow.extend_from_slice(&rbuf[k..]);
+            overflow.spill(&rbuf[k..]);
             let end = if self.watch_dest {
                 // A server may answer instead of reading: send without an owned-buffer write
                 // that could not be abandoned, watching for its answer while blocked.
@@ -214,7 +242,9 @@ impl Relay<'_> {
                 };
                 match rt::send_watching(dst, data, self.write_timeout, true, moved).await {
                     Ok(()) => None,
-                    Err(rt::SpliceError::Woken) => Some(RelayEnd::Woken),
+                    Err(rt::SpliceError::Woken | rt::SpliceError::WokenMidway) => {
+                        Some(RelayEnd::Woken { resumable: false })
+                    }
                     Err(_) => Some(RelayEnd::DestFailed),
                 }
             } else if body.reframes() {
