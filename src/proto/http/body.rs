@@ -153,11 +153,6 @@ impl ChunkedDecoder {
         self.data_bytes
     }
 
-    /// The body has ended (last chunk, trailers and final CRLF seen).
-    pub fn is_done(&self) -> bool {
-        self.state == State::Done
-    }
-
     /// Consume the part of `input` that belongs to this body. Returns how many bytes that is
     /// and whether the body is complete; when it is, the rest of `input` is the next message.
     /// After an error every later call returns the same error.

@@ -31,8 +31,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most header fields: 431 beyond.
     pub max_headers: usize,
-    /// Largest declared Content-Length: 413 beyond. Chunked bodies are checked by the caller
-    /// with [`super::body::ChunkedDecoder::data_bytes`].
+    /// Largest declared Content-Length: 413 beyond. Chunked bodies are checked as they stream,
+    /// by [`super::body::ChunkedDecoder::with_limit`].
     pub max_body: Option<u64>,
 }
 

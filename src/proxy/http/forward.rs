@@ -118,7 +118,11 @@ async fn attempt(
     let (r, out) = rt::write_all(&mut up.stream, out, timeout).await;
     x.sent = out.len() as u64;
     x.out = out;
-    r.map_err(|_| Failure::UpstreamWrite)?;
+    // A write that timed out may have delivered part of the request: not a "never sent".
+    r.map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut => Failure::UpstreamTimeout,
+        _ => Failure::UpstreamWrite,
+    })?;
 
     if x.body.is_some() {
         if x.req.expect_continue && !x.sent_continue {
