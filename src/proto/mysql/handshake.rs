@@ -166,8 +166,9 @@ pub fn parse_response(p: &[u8], total_len: u64) -> Result<Response<'_>, Handshak
 /// Skip the auth-response field of a HandshakeResponse41, whose encoding depends on caps.
 fn skip_auth_response(p: &[u8], c: u64) -> Option<&[u8]> {
     if c & caps::PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
+        // The length is the peer's word, up to 2^64 - 1: add with a check.
         let (len, n) = super::packet::lenenc(p)?;
-        p.get(n + usize::try_from(len).ok()?..)
+        p.get(n.checked_add(usize::try_from(len).ok()?)?..)
     } else if c & caps::SECURE_CONNECTION != 0 {
         let len = *p.first()? as usize;
         p.get(1 + len..)
@@ -196,6 +197,16 @@ pub fn parse_change_user(p: &[u8], client_caps: u64) -> Option<(&[u8], Option<&[
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_lenenc_auth_length_is_refused_not_overflowed() {
+        // Found by the mysql_observer fuzz target: 0xFE + 8 bytes of length near 2^64.
+        let huge = [0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, b'x'];
+        assert_eq!(
+            skip_auth_response(&huge, caps::PLUGIN_AUTH_LENENC_CLIENT_DATA),
+            None
+        );
+    }
 
     /// A MariaDB 10.11-shaped greeting (CLIENT_MYSQL clear, extended caps present).
     pub(crate) fn mariadb_greeting(caps: u64) -> Vec<u8> {
