@@ -130,7 +130,7 @@ ensure_tools() {
     if ((${#need[@]})); then
         [[ $(id -u) -ne 0 ]] && sudo=sudo
         log "installing: ${need[*]}"
-        $sudo apt-get update -qq && $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" \
+        $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" \
             || die "apt-get install ${need[*]} failed"
     fi
     export PATH=$PATH:/usr/sbin:/sbin

@@ -42,6 +42,9 @@ for d in $drivers; do
 done
 
 if [ -z "${QUICK:-}" ]; then
+    step "fuzz targets (brief run each; fuzz/README.md for long campaigns)"
+    fuzz/run.sh
+
     step "format and lints"
     if cargo fmt --version >/dev/null 2>&1; then
         cargo fmt --all -- --check

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora in fuzz/corpus/<target>/ (run from anywhere; overwrites seeds of
+the same name, leaves other files alone). Each seed is a realistic input in the target's
+layout: see the comment at the top of each fuzz_targets/*.rs."""
+import os
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "corpus")
+TESTDATA = os.path.join(HERE, "..", "src", "proto", "mysql", "testdata")
+
+
+def write(target, name, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+# http_request_head: byte 0 = limits (0 = defaults), byte 1 = prefix seed, then the head.
+REQUESTS = {
+    "get": b"GET /index.html?x=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.5\r\nAccept: */*\r\n\r\n",
+    "post_cl": b"POST /api/v1/items HTTP/1.1\r\nHost: api.local:8080\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"a\":1,\"b\":2}",
+    "post_chunked": b"POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-continue\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "http10": b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    "absolute": b"GET http://Example.COM:80?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    "options_star": b"\r\nOPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+    "websocket": b"GET /chat HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket/13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    "pipelined": b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    "smuggle_te_cl": b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "cl_list": b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\nX-Tab:\tv a l \t\r\n\r\nabc",
+    "obs_text": b"PATCH /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\nX-Name: caf\xc3\xa9\r\n\r\n",
+}
+for name, head in REQUESTS.items():
+    write("http_request_head", name, bytes([0, 0x5A]) + head)
+# Small limits (byte 0 = 0b01_01_01_01: 16-byte line, 128-byte head, 0 headers, max_body 0).
+write("http_request_head", "get_small_limits", bytes([0x55, 3]) + REQUESTS["get"])
+
+# http_response_head: byte 0 = method (%10) and limits (/10 %4), byte 1 = seed.
+RESPONSES = {
+    "ok_cl": (0, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"),
+    "chunked": (0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"),
+    "head_cl": (1, b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"),
+    "no_content": (2, b"HTTP/1.1 204 No Content\r\nServer: nginx\r\n\r\n"),
+    "not_modified": (0, b"HTTP/1.1 304 Not Modified\r\nETag: \"abc\"\r\n\r\n"),
+    "continue": (2, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+    "until_close": (0, b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\nbody until close"),
+    "no_reason": (9, b"HTTP/1.1 404\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+    "switching": (0, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
+    "gzip_te": (3, b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: gzip\r\n\r\n"),
+}
+for name, (method, head) in RESPONSES.items():
+    write("http_response_head", name, bytes([method, 0x33]) + head)
+write("http_response_head", "ok_small_limits", bytes([25, 7]) + RESPONSES["ok_cl"][1])
+
+# chunked: byte 0 = piece-size seed, then the body and whatever follows it.
+CHUNKED = {
+    "simple": (0, b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+    "extensions": (1, b"a;name=value;q=\"x y\"\r\n0123456789\r\n0;last\r\n\r\nGET / HTTP/1.1\r\n"),
+    "bws": (2, b"3 ;ext\r\nabc\r\n0\t;x\r\n\r\n"),
+    "trailers": (3, b"2\r\nok\r\n0\r\nExpires: never\r\nX-Sum: caf\xc3\xa9\t1\r\nX-Empty:\r\n\r\nNEXT"),
+    "hex_case": (4, b"1A\r\n" + b"x" * 26 + b"\r\nfF\r\n" + b"y" * 255 + b"\r\n0000\r\n\r\n"),
+    "leading_zeros": (5, b"0000000000000003\r\nabc\r\n0\r\n\r\n"),
+    "crlf_data": (6, b"3\r\n\r\n\r\r\n0\r\n\r\n"),
+    "unfinished": (7, b"ffffffff\r\n" + b"z" * 100),
+    "bad_smuggle": (0, b"5\r\nhello\n0\r\n\r\n"),
+    "quoted_ext": (1, b"1 ; a = \"b\\\"c d\" ;e;f=g\r\nx\r\n0;z=\"\"\r\n\r\n"),
+    "bad_ext_trailing_bws": (2, b"1;a \r\nx\r\n0\r\n\r\n"),
+    "bad_ext_empty": (3, b"1;\r\nx\r\n0\r\n\r\n"),
+}
+for name, (seed, body) in CHUNKED.items():
+    write("chunked", name, bytes([seed]) + body)
+
+# chunked_canonical: byte 0 = piece-size seed, byte 1 = limit (0 = none, 3 = 5 bytes,
+# 5 = 100 bytes), then the body.
+for name, lim in [("simple", 0), ("extensions", 5), ("trailers", 0), ("hex_case", 5),
+                  ("quoted_ext", 0), ("leading_zeros", 3), ("unfinished", 6)]:
+    seed, body = CHUNKED[name]
+    write("chunked_canonical", name, bytes([seed, lim]) + body)
+write("chunked_canonical", "over_limit", bytes([1, 3]) + CHUNKED["simple"][1])
+
+
+# mysql_observer: byte 0 = piece-size seed, then records [dir][len u16 le][bytes].
+def conversation(path):
+    out = bytearray()
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            d, hexs = line.split(" ", 1)
+            data = bytes.fromhex(hexs)
+            out += bytes([0 if d == "C" else 1]) + struct.pack("<H", len(data)) + data
+    return bytes(out)
+
+
+for fn in sorted(os.listdir(TESTDATA)):
+    if fn.endswith(".txt"):
+        conv = conversation(os.path.join(TESTDATA, fn))
+        write("mysql_observer", fn[:-4], bytes([len(fn) % 4]) + conv)
+
+if __name__ == "__main__":
+    for t in sorted(os.listdir(CORPUS)):
+        print(t, len(os.listdir(os.path.join(CORPUS, t))), file=sys.stderr)
