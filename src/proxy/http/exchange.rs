@@ -333,7 +333,7 @@ async fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::http::parse::{parse_request, parse_response, Limits};
+    use crate::proto::http::parse::{parse_request, parse_response};
     use crate::proto::http::{ParseError, Status};
 
     fn front(toml_extra: &str) -> HttpFront {
@@ -341,17 +341,7 @@ mod tests {
             "[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n{toml_extra}\n[pool.p]\nservers = [ {{ name = \"s\", addr = \"127.0.0.1:2\" }} ]\n"
         );
         let c = crate::config::from_str(&toml, "<test>").unwrap();
-        let f = c.http[0].clone();
-        HttpFront {
-            index: 0,
-            limits: Limits {
-                max_request_line: f.max_request_line,
-                max_header_bytes: f.max_header_bytes,
-                max_headers: f.max_headers,
-                max_body: f.max_body,
-            },
-            conf: f,
-        }
+        HttpFront::new(0, c.http[0].clone())
     }
 
     fn begin(fe: &HttpFront, buf: &[u8]) -> Result<(Exchange, usize), Failure> {

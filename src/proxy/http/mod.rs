@@ -61,6 +61,21 @@ pub struct HttpFront {
     pub limits: Limits,
 }
 
+impl HttpFront {
+    pub fn new(index: usize, conf: HttpFrontend) -> HttpFront {
+        HttpFront {
+            index,
+            limits: Limits {
+                max_request_line: conf.max_request_line,
+                max_header_bytes: conf.max_header_bytes,
+                max_headers: conf.max_headers,
+                max_body: conf.max_body,
+            },
+            conf,
+        }
+    }
+}
+
 /// One shard's HTTP state: its frontends, its connections to every pool's servers, and spare
 /// relay buffers. Only the shard's own thread touches it.
 pub struct HttpShard {
@@ -78,16 +93,7 @@ impl HttpShard {
                 .http
                 .iter()
                 .enumerate()
-                .map(|(index, f)| HttpFront {
-                    index,
-                    limits: Limits {
-                        max_request_line: f.max_request_line,
-                        max_header_bytes: f.max_header_bytes,
-                        max_headers: f.max_headers,
-                        max_body: f.max_body,
-                    },
-                    conf: f.clone(),
-                })
+                .map(|(index, f)| HttpFront::new(index, f.clone()))
                 .collect(),
             conns: config
                 .pools
