@@ -86,8 +86,11 @@ impl Service for Protocols {
 /// Start the daemon with a validated config; returns the process exit code.
 pub fn run(config: Config) -> u8 {
     init_logging();
-    raise_nofile_limit();
-    let daemon_conf = config.daemon.clone();
+    let nofile = raise_nofile_limit();
+    let mut daemon_conf = config.daemon.clone();
+    let budget = FdBudget::of(&config, nofile);
+    budget.log(daemon_conf.max_connections, nofile);
+    daemon_conf.max_connections = daemon_conf.max_connections.min(budget.clients);
     let shared = Shared::new(config);
     let (protocols, listen) = Protocols::new(shared.clone());
     let listeners = match shard::bind_all(daemon_conf.shards, &listen) {
@@ -176,8 +179,84 @@ fn init_logging() {
         .try_init();
 }
 
+/// How the open-file limit is shared out: descriptors for listeners, the command socket, spare
+/// pipes and health checks first, then one upstream connection per client, but never more
+/// upstream connections than the pools allow (`max_connections_per_server` × servers × shards,
+/// plus one per MySQL client). Whatever is left is the client cap, so 16,000 clients cannot
+/// take the descriptors the proxy needs to reach a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FdBudget {
+    /// Descriptors held whatever the load: listeners, pipes kept for splicing, and a margin.
+    fixed: u64,
+    /// Upstream connections the pools can open at most (HTTP slots plus MySQL backends).
+    upstream: u64,
+    /// Client connections the rest allows.
+    clients: usize,
+}
+
+impl FdBudget {
+    /// Margin for the command socket, log files, health checks and the runtime's own fds.
+    const MARGIN: u64 = 64;
+
+    fn of(config: &Config, nofile: u64) -> FdBudget {
+        let shards = config.daemon.shards as u64;
+        let listeners: u64 = config
+            .http
+            .iter()
+            .map(|f| f.listen.len() as u64)
+            .sum::<u64>()
+            + config
+                .mysql
+                .iter()
+                .map(|f| f.listen.len() as u64)
+                .sum::<u64>();
+        let fixed = Self::MARGIN + shards * (listeners + 2 * crate::rt::PIPE_POOL as u64);
+        let http_slots: u64 = config
+            .pools
+            .iter()
+            .map(|p| p.servers.len() as u64 * p.max_connections_per_server as u64)
+            .sum::<u64>()
+            * shards;
+        let mysql: u64 = config.mysql.iter().map(|m| m.max_connections as u64).sum();
+        let upstream = http_slots.saturating_add(mysql);
+        let left = nofile.saturating_sub(fixed);
+        // Either every client may hold one upstream connection (two descriptors each), or the
+        // pools' bound is reached first and every further client costs one descriptor.
+        let paired = (left / 2).min(upstream);
+        let bounded = left.saturating_sub(upstream);
+        let clients = paired.max(bounded).max(1);
+        FdBudget {
+            fixed,
+            upstream,
+            clients: usize::try_from(clients).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn log(&self, configured: usize, nofile: u64) {
+        if self.clients < configured {
+            tracing::warn!(
+                open_files = nofile,
+                max_connections = configured,
+                client_cap = self.clients,
+                reserved_upstream = self.upstream,
+                reserved_fixed = self.fixed,
+                "the open-file limit is too low for daemon.max_connections: clients capped so upstream connections keep their descriptors (raise LimitNOFILE / ulimit -n)"
+            );
+        } else {
+            tracing::info!(
+                open_files = nofile,
+                max_connections = configured,
+                reserved_upstream = self.upstream,
+                reserved_fixed = self.fixed,
+                "descriptor budget"
+            );
+        }
+    }
+}
+
 /// Raise the soft open-file limit to the hard one and log both limits that shape capacity.
-fn raise_nofile_limit() {
+/// Returns the open-file limit in force.
+fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -207,6 +286,7 @@ fn raise_nofile_limit() {
         memlock_bytes = mem.rlim_cur,
         "limits"
     );
+    lim.rlim_cur as u64
 }
 
 fn stop_signal_set() -> libc::sigset_t {
@@ -275,4 +355,36 @@ pub fn demo(listen: &str, shards: usize) -> u8 {
         socket.display()
     );
     run(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(servers: usize, per_server: usize, shards: usize) -> Config {
+        let servers: Vec<String> = (0..servers)
+            .map(|i| format!("{{ name = \"s{i}\", addr = \"127.0.0.1:{}\" }}", 1000 + i))
+            .collect();
+        let toml = format!(
+            "[daemon]\nshards = {shards}\n[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n[pool.p]\nmax_connections_per_server = {per_server}\nmax_idle_per_server = 1\nservers = [{}]\n",
+            servers.join(", ")
+        );
+        crate::config::from_str(&toml, "<test>").unwrap()
+    }
+
+    #[test]
+    fn clients_leave_descriptors_for_upstream_connections() {
+        // 2 shards × (1 listener + 128 pipe fds) + 64 = 322 fixed; 2 × 2 × 512 = 2048 upstream.
+        let b = FdBudget::of(&config(2, 512, 2), 20_000);
+        assert_eq!((b.fixed, b.upstream), (322, 2048));
+        assert_eq!(b.clients, 20_000 - 322 - 2048);
+        // A low limit: every client may need its own upstream connection.
+        let b = FdBudget::of(&config(2, 512, 2), 1024);
+        assert_eq!(b.clients, (1024 - 322) / 2);
+        // Pools so large that the limit binds first: still half for clients.
+        let b = FdBudget::of(&config(50, 512, 8), 20_000);
+        assert_eq!(b.clients as u64, (20_000 - b.fixed) / 2);
+        // Below the fixed reserve: one client, never zero.
+        assert_eq!(FdBudget::of(&config(1, 1, 1), 10).clients, 1);
+    }
 }

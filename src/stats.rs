@@ -1,18 +1,31 @@
 //! Counters. Every shard owns its own [`ShardStats`] and is its only writer, so a counter
 //! update is a relaxed load + store on a cache line no other core writes; readers (the command
-//! socket) sum the shards. Per-site HTTP traffic lives in a per-shard map behind a mutex that
-//! only its shard and the occasional `show traffic` reader ever take, never another shard.
+//! socket) sum the shards.
+//!
+//! Per-site HTTP traffic: each site's counters are an `Arc<SiteCounters>` written by its shard
+//! alone. The shard finds them in its own [`SiteTable`] (no lock on the request path); a new
+//! site is also appended to the shard's registry in [`ShardStats::sites`], a mutex taken only
+//! for that append and by a `show traffic` reader, which holds it just long enough to clone the
+//! list of pointers and reads the counters after letting go.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::balance::Padded;
 
 /// Distinct sites kept per frontend per shard; further Host values are counted under `(other)`
 /// so that a client inventing Host headers cannot grow memory without bound.
 pub const MAX_SITES: usize = 1024;
+
+/// Longest site key kept (a DNS name has at most 253 bytes); longer Host values are counted
+/// under `(other)`, so a site entry never holds a peer-sized key.
+pub const MAX_SITE_KEY: usize = 255;
+
+/// The key under which sites beyond the bounds are counted.
+const OTHER: &[u8] = b"(other)";
 
 /// A counter written by one thread only.
 #[derive(Default, Debug)]
@@ -56,9 +69,24 @@ pub struct ShardStats {
     pub upstream_connects: Counter,
     pub upstream_reused: Counter,
     pub upstream_retries: Counter,
+    /// WebSocket (and other upgraded) tunnels open; they hold no server slot.
+    pub tunnels: Counter,
     /// Connection tasks that panicked (each closed its connection; the shard went on).
     pub panics: Counter,
-    pub sites: Mutex<Vec<HashMap<Box<[u8]>, SiteTraffic>>>,
+    /// Per frontend, every site this shard has counted (see the module head).
+    pub sites: Mutex<Vec<Vec<SiteEntry>>>,
+}
+
+/// A site's key and its counters, as registered for readers.
+pub type SiteEntry = (Arc<[u8]>, Arc<SiteCounters>);
+
+/// One site's traffic on one shard, written by that shard only.
+#[derive(Default, Debug)]
+pub struct SiteCounters {
+    pub requests: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub time_total_us: Counter,
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -72,29 +100,66 @@ pub struct SiteTraffic {
 impl ShardStats {
     pub fn new(http_frontends: usize) -> Padded<ShardStats> {
         let s = ShardStats::default();
-        *s.sites.lock().unwrap_or_else(|e| e.into_inner()) = vec![HashMap::new(); http_frontends];
+        *s.sites.lock().unwrap_or_else(|e| e.into_inner()) = vec![Vec::new(); http_frontends];
         Padded(s)
     }
 
-    /// Account one finished request to `site` (lower-cased host without port) of frontend `fe`.
-    pub fn record_site(&self, fe: usize, site: &[u8], bytes_in: u64, bytes_out: u64, time_us: u64) {
+    fn register(&self, fe: usize, entry: SiteEntry) {
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(map) = sites.get_mut(fe) else { return };
-        let entry = match map.get_mut(site) {
-            Some(e) => e,
+        if let Some(list) = sites.get_mut(fe) {
+            list.push(entry);
+        }
+    }
+}
+
+/// A shard's own index of its site counters, per frontend; only the shard's thread touches it.
+#[derive(Default)]
+pub struct SiteTable {
+    fronts: RefCell<Vec<HashMap<Box<[u8]>, Arc<SiteCounters>>>>,
+}
+
+impl SiteTable {
+    pub fn new(http_frontends: usize) -> SiteTable {
+        SiteTable {
+            fronts: RefCell::new(vec![HashMap::new(); http_frontends]),
+        }
+    }
+
+    /// Account one finished request to `site` (lower-cased host without port) of frontend
+    /// `fe`. A site beyond [`MAX_SITES`] or longer than [`MAX_SITE_KEY`] counts as `(other)`.
+    pub fn record(
+        &self,
+        stats: &ShardStats,
+        fe: usize,
+        site: &[u8],
+        bytes_in: u64,
+        bytes_out: u64,
+        time_us: u64,
+    ) {
+        let mut fronts = self.fronts.borrow_mut();
+        let Some(map) = fronts.get_mut(fe) else {
+            return;
+        };
+        let c = match map.get(site) {
+            Some(c) => c,
             None => {
-                let key: &[u8] = if map.len() < MAX_SITES {
+                let key = if map.len() < MAX_SITES && site.len() <= MAX_SITE_KEY {
                     site
                 } else {
-                    b"(other)"
+                    OTHER
                 };
-                map.entry(key.into()).or_default()
+                if !map.contains_key(key) {
+                    let c = Arc::new(SiteCounters::default());
+                    stats.register(fe, (Arc::from(key), c.clone()));
+                    map.insert(key.into(), c);
+                }
+                &map[key]
             }
         };
-        entry.requests += 1;
-        entry.bytes_in += bytes_in;
-        entry.bytes_out += bytes_out;
-        entry.time_total_us += time_us;
+        c.requests.add(1);
+        c.bytes_in.add(bytes_in);
+        c.bytes_out.add(bytes_out);
+        c.time_total_us.add(time_us);
     }
 }
 
@@ -129,7 +194,7 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "shards: {}", shards.len());
     type Pick = fn(&ShardStats) -> &Counter;
-    let rows: [(&str, Pick); 12] = [
+    let rows: [(&str, Pick); 13] = [
         ("connections.active", |s| &s.active),
         ("connections.accepted", |s| &s.accepted),
         ("connections.handled", |s| &s.handled),
@@ -142,6 +207,7 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
         ("upstream.reused", |s| &s.upstream_reused),
         ("upstream.retries", |s| &s.upstream_retries),
         ("connections.panicked", |s| &s.panics),
+        ("tunnels.open", |s| &s.tunnels),
     ];
     for (name, f) in rows {
         let _ = writeln!(out, "{name}: {}", sum(f));
@@ -154,17 +220,19 @@ pub fn render_http_traffic(
     shards: &[std::sync::Arc<Padded<ShardStats>>],
     frontends: &[String],
 ) -> String {
-    let mut merged: Vec<std::collections::BTreeMap<Vec<u8>, SiteTraffic>> =
+    let mut merged: Vec<std::collections::BTreeMap<Arc<[u8]>, SiteTraffic>> =
         vec![Default::default(); frontends.len()];
     for s in shards {
-        let sites = s.0.sites.lock().unwrap_or_else(|e| e.into_inner());
-        for (fe, map) in sites.iter().enumerate() {
-            for (site, t) in map {
-                let m = merged[fe].entry(site.to_vec()).or_default();
-                m.requests += t.requests;
-                m.bytes_in += t.bytes_in;
-                m.bytes_out += t.bytes_out;
-                m.time_total_us += t.time_total_us;
+        // Only pointers are copied under the lock; the counters are read after it.
+        let lists = s.0.sites.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (fe, list) in lists.iter().enumerate() {
+            let Some(m) = merged.get_mut(fe) else { break };
+            for (site, c) in list {
+                let t = m.entry(site.clone()).or_default();
+                t.requests += c.requests.get();
+                t.bytes_in += c.bytes_in.get();
+                t.bytes_out += c.bytes_out.get();
+                t.time_total_us += c.time_total_us.get();
             }
         }
     }
@@ -214,19 +282,22 @@ mod tests {
 
     #[test]
     fn sites_are_bounded_and_summed() {
-        let shards: Vec<_> = (0..2)
-            .map(|_| std::sync::Arc::new(ShardStats::new(1)))
-            .collect();
-        shards[0].0.record_site(0, b"a", 10, 20, 1000);
-        shards[1].0.record_site(0, b"a", 1, 2, 3000);
+        let shards: Vec<_> = (0..2).map(|_| Arc::new(ShardStats::new(1))).collect();
+        let tables: Vec<_> = (0..2).map(|_| SiteTable::new(1)).collect();
+        tables[0].record(&shards[0].0, 0, b"a", 10, 20, 1000);
+        tables[1].record(&shards[1].0, 0, b"a", 1, 2, 3000);
         for i in 0..MAX_SITES + 5 {
-            shards[0]
-                .0
-                .record_site(0, format!("h{i}").as_bytes(), 0, 0, 0);
+            let site = format!("h{i}");
+            tables[0].record(&shards[0].0, 0, site.as_bytes(), 0, 0, 0);
         }
+        // A key longer than a DNS name is never stored.
+        let long = vec![b'x'; MAX_SITE_KEY + 1];
+        tables[1].record(&shards[1].0, 0, &long, 1, 1, 1);
         assert_eq!(shards[0].0.sites.lock().unwrap()[0].len(), MAX_SITES + 1);
+        assert_eq!(shards[1].0.sites.lock().unwrap()[0].len(), 2);
         let text = render_http_traffic(&shards, &["www".into()]);
         assert!(text.contains("\nwww a 2 11 22 4.000 2.000\n"), "{text}");
-        assert!(text.contains("www (other) "), "{text}");
+        assert!(text.contains("www (other) 7 1 1 "), "{text}");
+        assert!(!text.contains("xxx"), "{text}");
     }
 }

@@ -27,6 +27,9 @@ const MAX_SHARDS: i64 = 1024;
 const MAX_SOCKET_PATH: usize = 107;
 /// Head limits above this would only let one client pin a lot of buffer memory.
 const MAX_HEAD_LIMIT: i64 = 1 << 20;
+/// Default minimum average rate of a request body and of a client reading a response, in bytes
+/// per second (Apache mod_reqtimeout's `MinRate=500`, rounded to a power of two).
+const DEFAULT_MIN_RATE: u64 = 512;
 const MAX_WEIGHT: i64 = 1000;
 
 /// A configuration that cannot be used, with where and why.
@@ -533,6 +536,12 @@ impl Builder<'_> {
             Some(v) => Some(parse_size(v).map_err(|m| self.err(k("max_body"), m))?),
             None => None,
         };
+        let rate = |key: &str, v: &Option<Scalar>| match v {
+            Some(v) => parse_size(v).map_err(|m| self.err(k(key), m)),
+            None => Ok(DEFAULT_MIN_RATE),
+        };
+        let client_body_min_rate = rate("client_body_min_rate", &h.client_body_min_rate)?;
+        let send_min_rate = rate("send_min_rate", &h.send_min_rate)?;
         Ok(HttpFrontend {
             name: h.name.clone(),
             listen,
@@ -558,6 +567,8 @@ impl Builder<'_> {
                 false,
             )?,
             send_timeout: self.duration(&k("send_timeout"), h.send_timeout.as_ref(), 60, false)?,
+            client_body_min_rate,
+            send_min_rate,
             tunnel_timeout: self.duration(
                 &k("tunnel_timeout"),
                 h.tunnel_timeout.as_ref(),
@@ -1018,6 +1029,7 @@ servers = [
         assert_eq!(h.keepalive_timeout, Duration::from_secs(75));
         assert_eq!(h.client_header_timeout, Duration::from_secs(60));
         assert_eq!(h.client_body_timeout, Duration::from_secs(60));
+        assert_eq!((h.client_body_min_rate, h.send_min_rate), (512, 512));
         assert_eq!(h.send_timeout, Duration::from_secs(60));
         assert_eq!(h.tunnel_timeout, Duration::from_secs(3600));
         assert_eq!(h.max_body, None);

@@ -58,6 +58,8 @@ pub struct HttpFile {
     pub client_header_timeout: Option<Scalar>,
     pub client_body_timeout: Option<Scalar>,
     pub send_timeout: Option<Scalar>,
+    pub client_body_min_rate: Option<Scalar>,
+    pub send_min_rate: Option<Scalar>,
     pub tunnel_timeout: Option<Scalar>,
     pub max_body: Option<Scalar>,
     pub max_request_line: Option<i64>,

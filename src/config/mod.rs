@@ -59,6 +59,12 @@ pub struct HttpFrontend {
     pub client_header_timeout: Duration,
     pub client_body_timeout: Duration,
     pub send_timeout: Duration,
+    /// Bytes per second a request body must average once `client_body_timeout` of waiting on
+    /// the client is spent (0 = no minimum).
+    pub client_body_min_rate: u64,
+    /// Bytes per second a client must average reading a response once `send_timeout` of
+    /// waiting on it is spent (0 = no minimum).
+    pub send_min_rate: u64,
     /// A WebSocket tunnel with no bytes in either direction for this long is closed.
     pub tunnel_timeout: Duration,
     /// Largest request body accepted; `None` = unlimited.

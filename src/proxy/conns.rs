@@ -1,12 +1,12 @@
 //! A shard's connections to the servers of one pool: its [`ConnCache`] (the config's `pool` is
 //! the group of servers; this is the set of connections one shard holds to them). Per server, a
-//! [`Gate`] of
-//! `max_connections_per_server` slots bounds the connections in use, and a stack keeps up to
-//! `max_idle_per_server` idle keep-alive ones. A request takes a slot first, then the newest
-//! idle connection, and connects only when none is idle; so the connections open (busy + idle)
-//! never exceed the slot count, and requests beyond it queue (FIFO) until one is checked back
-//! in. That is what keeps 10,000 clients from becoming 10,000 backend sockets. Nothing here is
-//! shared with other shards; the server's health and busyness live in [`PoolShared`].
+//! [`Gate`] of `max_connections_per_server` slots bounds the connections in use, and a stack
+//! keeps up to `max_idle_per_server` idle keep-alive ones. A request takes a slot first, then
+//! the newest idle connection, and connects only when none is idle; so the connections open
+//! (busy + idle) never exceed the slot count, and requests beyond it queue until one is checked
+//! back in, clients taking turns. That is what keeps 10,000 clients from becoming 10,000
+//! backend sockets. Nothing here is shared with other shards; the server's health and busyness
+//! live in [`PoolShared`].
 
 use std::cell::RefCell;
 use std::io;
@@ -89,14 +89,17 @@ impl ConnCache {
 
     /// A slot for `server`, then an idle connection if one is fresh enough, else a new one.
     /// `fresh` skips the idle stack (used for the one retry after a reused connection failed).
+    /// `client` is the key the request queues under when every slot is busy
+    /// ([`rt::client_key`]: queued clients take turns).
     pub async fn checkout(
         &self,
         server: usize,
         fresh: bool,
         wait: Duration,
+        client: u128,
     ) -> Result<Upstream, CheckoutError> {
         let slots = &self.servers[server];
-        if !slots.gate.acquire(wait).await {
+        if !slots.gate.acquire(wait, client).await {
             return Err(CheckoutError::NoSlot);
         }
         let slot = Slot(slots.clone());

@@ -26,6 +26,7 @@ mod driver;
 mod gate;
 mod io;
 mod net;
+mod pace;
 mod splice;
 mod stream;
 mod task;
@@ -33,14 +34,16 @@ mod task;
 pub use clock::{ms_of, now_ms, now_us};
 pub use drain::Drain;
 pub use driver::{run_shard, Driver};
-pub use gate::Gate;
+pub use gate::{client_key, Gate};
 pub use io::{read_into, shutdown_fd, shutdown_write, timeout, write_all, Read, Wake};
 pub use net::{
     accept, bind_reuseport, connect, idle_is_quiet, is_local_exhaustion, prepare_accepted,
     AcceptCanceller,
 };
+pub use pace::Pace;
 pub use splice::{
-    recv_watching, send_watching, splice_exact, splice_until_eof, PipePool, SpliceError, SPLICE_MIN,
+    recv_watching, send_watching, splice_exact, splice_until_eof, PipePool, SpliceError, PIPE_POOL,
+    SPLICE_MIN,
 };
 pub use stream::Stream;
 pub use task::catch_panic;

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use super::{timeout, Read, TcpStream};
+use super::{timeout, Pace, Read, TcpStream};
 
 /// Bodies at least this long (still to relay, past what is already buffered) are spliced
 /// through a pipe instead of copied through user space.
@@ -15,7 +15,7 @@ pub const SPLICE_MIN: u64 = 64 * 1024;
 /// Pipe capacity asked for (the kernel may grant less; we only rely on what it reports).
 const PIPE_SIZE: libc::c_int = 256 * 1024;
 /// Pipes kept per shard for reuse.
-const PIPE_POOL: usize = 64;
+pub const PIPE_POOL: usize = 64;
 
 /// A kernel pipe used as the buffer of a splice relay. Empty whenever it is in the pool.
 pub struct Pipe {
@@ -119,13 +119,16 @@ pub enum SpliceError {
     /// The destination became readable while it was not taking bytes: some are stranded in
     /// the pipe, so the transfer cannot go on.
     WokenMidway,
+    /// No pipe could be made (out of descriptors): nothing was moved; copy instead.
+    NoPipe(io::Error),
 }
 
 /// Move exactly `len` bytes from `src` to `dst` through a pipe, waiting for readiness (bounded by
 /// the timeouts) whenever a non-blocking splice would block. Both sockets are non-blocking.
 /// With `watch_dst`, a wait for the source also ends when `dst` turns readable
 /// ([`SpliceError::Woken`]): a server answering before the request body is all there.
-/// `moved` counts the bytes delivered to `dst`, whatever the outcome.
+/// `moved` counts the bytes delivered to `dst`, whatever the outcome. Waits on a side with a
+/// [`Pace`] are metered by it (`paces`: source, destination).
 #[allow(clippy::too_many_arguments)]
 pub async fn splice_exact(
     pipes: &PipePool,
@@ -135,9 +138,10 @@ pub async fn splice_exact(
     read_timeout: Duration,
     write_timeout: Duration,
     watch_dst: bool,
+    paces: (Option<&Pace>, Option<&Pace>),
     moved: &mut u64,
 ) -> Result<(), SpliceError> {
-    let pipe = pipes.take().map_err(SpliceError::Source)?;
+    let pipe = pipes.take().map_err(SpliceError::NoPipe)?;
     let (s, d) = (src.as_raw_fd(), dst.as_raw_fd());
     let (pr, pw) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
     let mut to_read = len;
@@ -155,7 +159,8 @@ pub async fn splice_exact(
                 }
                 Err(e) if would_block(&e) => {
                     if in_pipe == 0 {
-                        match wait_source(src, dst, watch_dst, read_timeout).await {
+                        let m = Pace::meter(paces.0, read_timeout, *moved);
+                        match wait_source(src, dst, watch_dst, m.limit).await {
                             Ok(()) => continue,
                             Err(e) => return Err(e),
                         }
@@ -171,7 +176,10 @@ pub async fn splice_exact(
                     in_pipe -= n;
                     *moved += n as u64;
                 }
-                Err(e) if would_block(&e) => wait_dest(dst, watch_dst, write_timeout).await?,
+                Err(e) if would_block(&e) => {
+                    let m = Pace::meter(paces.1, write_timeout, *moved);
+                    wait_dest(dst, watch_dst, m.limit).await?
+                }
                 Err(_) => return Err(SpliceError::Dest),
             }
         }

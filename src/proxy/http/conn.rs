@@ -35,6 +35,11 @@ use crate::stats::{Counter, ShardStats};
 
 /// First read buffer of a client connection; grows up to the head limit when a head needs it.
 const CLIENT_BUF: usize = 2 * 1024;
+/// Scratch buffers larger than this are given back when the connection goes idle, so a
+/// keep-alive connection that once carried a large head holds only small buffers while it waits.
+const IDLE_KEEP: usize = 8 * 1024;
+/// Header slots kept by an idle connection.
+const IDLE_HEADERS: usize = 128;
 /// How long a closing connection keeps draining the client's unread input (lingering close).
 const LINGER: Duration = Duration::from_millis(500);
 
@@ -259,7 +264,10 @@ impl Conn<'_> {
                 return Err(Outcome::Close { linger: false });
             }
             let (timeout, wake) = match deadline {
-                None => (conf.keepalive_timeout, Wake::Drain(drain)),
+                None => {
+                    self.shrink_idle();
+                    (conf.keepalive_timeout, Wake::Drain(drain))
+                }
                 Some(d) => (d.saturating_duration_since(Instant::now()), Wake::Never),
             };
             // Grow in steps up to just past the head limit, so the parser can say 431.
@@ -284,12 +292,34 @@ impl Conn<'_> {
         }
     }
 
+    /// Between requests (nothing buffered), give back buffers a large request or response
+    /// made grow.
+    fn shrink_idle(&mut self) {
+        if self.buf.capacity() > CLIENT_BUF {
+            self.buf = Vec::with_capacity(CLIENT_BUF);
+        }
+        for v in [&mut self.out, &mut self.wbuf, &mut self.site] {
+            if v.capacity() > IDLE_KEEP {
+                *v = Vec::new();
+            }
+        }
+        for v in [&mut self.headers, &mut self.resp_headers] {
+            if v.capacity() > IDLE_HEADERS {
+                *v = Vec::new();
+            }
+        }
+    }
+
     /// Count one finished exchange in its site's traffic.
     pub fn record(&self, bytes_in: u64, bytes_out: u64, started: Instant) {
         let us = started.elapsed().as_micros() as u64;
-        self.http
-            .ctx
-            .stats()
-            .record_site(self.fe.index, &self.site, bytes_in, bytes_out, us);
+        self.http.sites.record(
+            self.http.ctx.stats(),
+            self.fe.index,
+            &self.site,
+            bytes_in,
+            bytes_out,
+            us,
+        );
     }
 }

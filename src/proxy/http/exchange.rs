@@ -22,7 +22,7 @@ use crate::proto::http::write::{write_request_head, write_response_head, Forward
 use crate::proto::http::{Framing, Method, RequestHead, ResponseHead};
 use crate::proxy::conns::Upstream;
 use crate::route::{self, RequestView};
-use crate::rt::{self, TcpStream};
+use crate::rt::{self, Pace, TcpStream};
 
 /// Most re-framing scratch a connection keeps between requests.
 const WBUF_KEPT: usize = 4 * 1024;
@@ -286,11 +286,14 @@ async fn respond(
         return Outcome::Close { linger: false };
     }
     if let Some(b) = body.as_mut().filter(|_| !x.response_complete) {
+        let pace = Pace::new(send_timeout, conn.fe.conf.send_min_rate);
         let relay = Relay {
             pipes: &http.ctx.shard.pipes,
             read_timeout: cache.conf.response_timeout,
             write_timeout: send_timeout,
             watch_dest: false,
+            src_pace: None,
+            dst_pace: Some(&pace),
         };
         let mut overran = false;
         let rbuf = http.relay_buf();

@@ -23,7 +23,7 @@ use crate::proto::http::parse::parse_response;
 use crate::proto::http::write::write_response_head;
 use crate::proto::http::{ResponseHead, Status};
 use crate::proxy::conns::{CheckoutError, ConnCache, Upstream};
-use crate::rt::{self, Read, TcpStream, Wake};
+use crate::rt::{self, Pace, Read, TcpStream, Wake};
 
 /// Largest response head accepted from a server.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -65,7 +65,12 @@ async fn try_servers<'h>(
         let &server = candidates.get(next).ok_or(Failure::NoServer)?;
         let ss = &cache.shared.servers[server];
         let mut up = match cache
-            .checkout(server, fresh, cache.conf.response_timeout)
+            .checkout(
+                server,
+                fresh,
+                cache.conf.response_timeout,
+                rt::client_key(conn.peer),
+            )
             .await
         {
             Ok(up) => up,
@@ -135,11 +140,15 @@ async fn attempt(
         // Every byte the client had sent was body (see `Exchange::begin`): what follows the
         // body's end is the next request, and goes back to the client buffer.
         debug_assert!(conn.buf.is_empty());
+        let conf = &conn.fe.conf;
+        let pace = Pace::new(conf.client_body_timeout, conf.client_body_min_rate);
         let relay = Relay {
             pipes: &http.ctx.shard.pipes,
-            read_timeout: conn.fe.conf.client_body_timeout,
+            read_timeout: conf.client_body_timeout,
             write_timeout: timeout,
             watch_dest: true,
+            src_pace: Some(&pace),
+            dst_pace: None,
         };
         let mut rbuf = http.relay_buf();
         while let Some(body) = x.body.as_mut() {

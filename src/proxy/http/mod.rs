@@ -48,6 +48,7 @@ use crate::proxy::conns::ConnCache;
 use crate::proxy::ShardCtx;
 use crate::rt::TcpStream;
 use crate::shard::ConnGuard;
+use crate::stats::SiteTable;
 
 /// Buffer used to relay bodies.
 const RELAY_BUF: usize = 64 * 1024;
@@ -82,6 +83,7 @@ pub struct HttpShard {
     pub ctx: Rc<ShardCtx>,
     pub fronts: Vec<HttpFront>,
     pub conns: Vec<ConnCache>,
+    pub sites: SiteTable,
     relay_bufs: RefCell<Vec<Vec<u8>>>,
 }
 
@@ -101,6 +103,7 @@ impl HttpShard {
                 .enumerate()
                 .map(|(i, p)| ConnCache::new(p, ctx.shared.pools[i].clone()))
                 .collect(),
+            sites: SiteTable::new(config.http.len()),
             relay_bufs: RefCell::new(Vec::new()),
             ctx,
         })

@@ -10,7 +10,7 @@ use monoio::buf::IoBuf;
 
 use crate::proto::http::body::ChunkedDecoder;
 use crate::proto::http::{Framing, ParseError};
-use crate::rt::{self, PipePool, Read, Stream, TcpStream, Wake};
+use crate::rt::{self, Pace, PipePool, Read, Stream, TcpStream, Wake};
 
 /// What remains of a body being relayed.
 #[derive(Debug)]
@@ -143,6 +143,10 @@ pub struct Relay<'a> {
     pub write_timeout: Duration,
     /// End with [`RelayEnd::Woken`] when the destination turns readable (request bodies).
     pub watch_dest: bool,
+    /// The client's minimum rate, metering waits on the source (request bodies) or on the
+    /// destination (responses).
+    pub src_pace: Option<&'a Pace>,
+    pub dst_pace: Option<&'a Pace>,
 }
 
 impl Relay<'_> {
@@ -172,6 +176,7 @@ impl Relay<'_> {
                     self.read_timeout,
                     self.write_timeout,
                     self.watch_dest,
+                    (self.src_pace, self.dst_pace),
                     moved,
                 )
                 .await;
@@ -191,6 +196,11 @@ impl Relay<'_> {
                         RelayEnd::Woken { resumable: true }
                     }
                     Err(rt::SpliceError::WokenMidway) => RelayEnd::Woken { resumable: false },
+                    // Out of descriptors for a pipe: copy instead (nothing was moved).
+                    Err(rt::SpliceError::NoPipe(e)) => {
+                        tracing::debug!(error = %e, "no pipe for a splice; copying instead");
+                        return self.copy(src, dst, body, rbuf, wbuf, overflow, moved).await;
+                    }
                 };
                 return (end, rbuf);
             }
@@ -211,11 +221,14 @@ impl Relay<'_> {
     ) -> (RelayEnd, Vec<u8>) {
         loop {
             rbuf.clear();
+            let (rto, wto) = (self.read_timeout, self.write_timeout);
             let r = if self.watch_dest {
                 // Readiness and a non-blocking recv: a wake-up takes nothing from the client.
-                rt::recv_watching(src, &mut rbuf, self.read_timeout, dst).await
+                let m = Pace::meter(self.src_pace, rto, *moved);
+                rt::recv_watching(src, &mut rbuf, m.limit, dst).await
             } else {
-                let (r, b) = rt::read_into(src, rbuf, 0, self.read_timeout, Wake::Never).await;
+                let m = Pace::meter(self.src_pace, rto, *moved);
+                let (r, b) = rt::read_into(src, rbuf, 0, m.limit, Wake::Never).await;
                 rbuf = b;
                 r
             };
@@ -240,7 +253,8 @@ impl Relay<'_> {
                 } else {
                     &rbuf[..k]
                 };
-                match rt::send_watching(dst, data, self.write_timeout, true, moved).await {
+                let m = Pace::meter(self.dst_pace, wto, *moved);
+                match rt::send_watching(dst, data, m.limit, true, moved).await {
                     Ok(()) => None,
                     Err(rt::SpliceError::Woken | rt::SpliceError::WokenMidway) => {
                         Some(RelayEnd::Woken { resumable: false })
@@ -250,12 +264,16 @@ impl Relay<'_> {
             } else if body.reframes() {
                 let out = std::mem::take(wbuf);
                 let n = out.len();
-                let (w, out) = rt::write_all(dst, out, self.write_timeout).await;
+                let m = Pace::meter(self.dst_pace, wto, *moved);
+                let (w, out) = rt::write_all(dst, out, m.limit).await;
+                drop(m);
                 *wbuf = out;
                 *moved += n as u64;
                 w.is_err().then_some(RelayEnd::DestFailed)
             } else {
-                let (w, slice) = rt::write_all(dst, rbuf.slice(0..k), self.write_timeout).await;
+                let m = Pace::meter(self.dst_pace, wto, *moved);
+                let (w, slice) = rt::write_all(dst, rbuf.slice(0..k), m.limit).await;
+                drop(m);
                 rbuf = slice.into_inner();
                 *moved += k as u64;
                 w.is_err().then_some(RelayEnd::DestFailed)

@@ -1,6 +1,10 @@
 //! After `101 Switching Protocols`: splice bytes both ways until both directions have closed
 //! (a side that finishes sending is half-closed towards the other), one fails (then both are
 //! shut down at once), or nothing has moved either way for `tunnel_timeout`.
+//!
+//! A tunnel gives its server slot back at once: `max_connections_per_server` bounds requests in
+//! flight, and an idle WebSocket held for an hour is not one. Tunnels are bounded by the client
+//! connections they come with (`daemon.max_connections`) and by `tunnel_timeout`.
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
@@ -27,6 +31,9 @@ pub async fn run(
         slot,
         ..
     } = up;
+    drop(slot);
+    http.ctx.stats().tunnels.add(1);
+    let _open = TunnelGauge(http.ctx.stats());
     if !client_leftover.is_empty() {
         let (r, _) = rt::write_all(&mut upstream, client_leftover, conf.send_timeout).await;
         if r.is_err() {
@@ -67,5 +74,13 @@ pub async fn run(
         }
     })
     .await;
-    drop(slot);
+}
+
+/// Keeps `tunnels.open` right however the tunnel ends.
+struct TunnelGauge<'a>(&'a crate::stats::ShardStats);
+
+impl Drop for TunnelGauge<'_> {
+    fn drop(&mut self) {
+        self.0.tunnels.sub(1);
+    }
 }
