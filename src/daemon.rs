@@ -91,6 +91,14 @@ pub fn run(config: Config) -> u8 {
     let budget = FdBudget::of(&config, nofile);
     budget.log(daemon_conf.max_connections, nofile);
     daemon_conf.max_connections = daemon_conf.max_connections.min(budget.clients);
+    if let Some(limit) = daemon_conf.memory_limit {
+        crate::mem::set_limit(limit);
+        tracing::info!(
+            limit_mib = limit >> 20,
+            held_mib = crate::mem::held() >> 20,
+            "memory ceiling"
+        );
+    }
     let shared = Shared::new(config);
     let (protocols, listen) = Protocols::new(shared.clone());
     let listeners = match shard::bind_all(daemon_conf.shards, &listen) {
@@ -148,7 +156,8 @@ pub fn run(config: Config) -> u8 {
     tracing::info!(config = %source, shards, socket = %socket_path.display(), "shardgate started");
 
     while !shared.life.stopping.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(10));
+        crate::mem::update();
     }
     tracing::info!(deadline = ?stop_timeout, "stopping: no new connections, draining in-flight requests");
     let deadline = Instant::now() + stop_timeout + Duration::from_secs(1);

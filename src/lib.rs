@@ -18,6 +18,7 @@ pub mod config;
 mod control;
 mod daemon;
 mod demo;
+mod mem;
 pub mod proto;
 mod proxy;
 mod route;
@@ -28,3 +29,4 @@ mod stats;
 
 pub use control::{client as ctl_client, default_socket};
 pub use daemon::{block_stop_signals, demo, run};
+pub use mem::CountingAlloc;

@@ -7,6 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Counts the heap the daemon holds, for `daemon.memory_limit` and `show stats`.
+#[global_allocator]
+static ALLOC: shardgate::CountingAlloc = shardgate::CountingAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "shardgate",

@@ -69,6 +69,10 @@ pub struct ShardStats {
     pub upstream_connects: Counter,
     pub upstream_reused: Counter,
     pub upstream_retries: Counter,
+    /// Requests answered 503 because the heap was near `daemon.memory_limit`.
+    pub shed_refused: Counter,
+    /// Idle keep-alive connections closed to shed load near `daemon.memory_limit`.
+    pub shed_idle_closed: Counter,
     /// WebSocket (and other upgraded) tunnels open; they hold no server slot.
     pub tunnels: Counter,
     /// Connection tasks that panicked (each closed its connection; the shard went on).
@@ -194,7 +198,7 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "shards: {}", shards.len());
     type Pick = fn(&ShardStats) -> &Counter;
-    let rows: [(&str, Pick); 13] = [
+    let rows: [(&str, Pick); 15] = [
         ("connections.active", |s| &s.active),
         ("connections.accepted", |s| &s.accepted),
         ("connections.handled", |s| &s.handled),
@@ -208,10 +212,16 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
         ("upstream.retries", |s| &s.upstream_retries),
         ("connections.panicked", |s| &s.panics),
         ("tunnels.open", |s| &s.tunnels),
+        ("shed.refused", |s| &s.shed_refused),
+        ("shed.idle_closed", |s| &s.shed_idle_closed),
     ];
     for (name, f) in rows {
         let _ = writeln!(out, "{name}: {}", sum(f));
     }
+    let _ = writeln!(out, "memory.held_bytes: {}", crate::mem::held());
+    let _ = writeln!(out, "memory.limit_bytes: {}", crate::mem::limit());
+    let _ = writeln!(out, "memory.level: {}", crate::mem::level().name());
+    let _ = writeln!(out, "memory.shed_episodes: {}", crate::mem::episodes());
     out
 }
 

@@ -30,6 +30,8 @@ const MAX_HEAD_LIMIT: i64 = 1 << 20;
 /// Default minimum average rate of a request body and of a client reading a response, in bytes
 /// per second (Apache mod_reqtimeout's `MinRate=500`, rounded to a power of two).
 const DEFAULT_MIN_RATE: u64 = 512;
+/// Smallest `daemon.memory_limit` accepted.
+const MIN_MEMORY_LIMIT: u64 = 8 << 20;
 const MAX_WEIGHT: i64 = 1000;
 
 /// A configuration that cannot be used, with where and why.
@@ -383,6 +385,20 @@ impl Builder<'_> {
                 true,
             )?,
             pin_cores: d.pin_cores.unwrap_or(true),
+            memory_limit: match &d.memory_limit {
+                None => None,
+                Some(v) => {
+                    let key = "daemon.memory_limit";
+                    let n = parse_size(v).map_err(|m| self.err(key, m))?;
+                    if n < MIN_MEMORY_LIMIT {
+                        return Err(self.err(
+                            key,
+                            format!("{n} is below the smallest ceiling, 8m (the daemon itself needs a few MiB)"),
+                        ));
+                    }
+                    Some(n)
+                }
+            },
         })
     }
 
@@ -1024,6 +1040,7 @@ servers = [
         assert_eq!(d.max_connections, 16000);
         assert_eq!(d.stop_timeout, Duration::from_secs(30));
         assert!(d.pin_cores);
+        assert_eq!(d.memory_limit, None);
 
         let h = &c.http[0];
         assert_eq!(h.keepalive_timeout, Duration::from_secs(75));

@@ -37,6 +37,7 @@ pub struct DaemonFile {
     pub max_connections: Option<i64>,
     pub stop_timeout: Option<Scalar>,
     pub pin_cores: Option<bool>,
+    pub memory_limit: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -44,6 +44,8 @@ pub struct Daemon {
     pub stop_timeout: Duration,
     /// Pin shard N to core N (mod online CPUs).
     pub pin_cores: bool,
+    /// Heap the daemon may hold before it sheds load (`None`: no ceiling).
+    pub memory_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

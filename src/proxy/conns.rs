@@ -140,6 +140,13 @@ impl ConnCache {
         }
     }
 
+    /// Close every idle connection (shedding load near the memory ceiling).
+    pub fn drop_idle(&self) {
+        for s in &self.servers {
+            s.idle.borrow_mut().clear();
+        }
+    }
+
     /// Return a connection whose last exchange ended cleanly (the whole request sent, the whole
     /// response read, nothing more from the server): kept idle if there is room, and its slot
     /// goes to the next queued request (which will find it on the stack). A connection in any
@@ -156,8 +163,14 @@ impl ConnCache {
             let slots = &self.servers[server];
             let mut idle = slots.idle.borrow_mut();
             // Queued requests will take idle connections as soon as they run: keep one for each
-            // of them beyond the idle bound, rather than close it and connect again.
-            if idle.len() < self.conf.max_idle_per_server + slots.gate.queued() {
+            // of them beyond the idle bound, rather than close it and connect again. Near the
+            // memory ceiling only what a queued request will take at once is kept.
+            let room = if crate::mem::level() >= crate::mem::Level::ClosingIdle {
+                slots.gate.queued()
+            } else {
+                self.conf.max_idle_per_server + slots.gate.queued()
+            };
+            if idle.len() < room {
                 buf.clear();
                 idle.push(Idle {
                     stream,

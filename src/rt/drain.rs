@@ -5,7 +5,8 @@ use std::rc::Rc;
 use std::task::Waker;
 
 /// A shard-local "stop waiting" signal: idle keep-alive reads wait on it so that a graceful
-/// stop closes them at once instead of after their keep-alive timeout.
+/// stop (or load shedding, see [`Drain::set_shed`]) closes them at once instead of after their
+/// keep-alive timeout.
 #[derive(Clone, Default)]
 pub struct Drain {
     inner: Rc<DrainInner>,
@@ -14,6 +15,8 @@ pub struct Drain {
 #[derive(Default)]
 struct DrainInner {
     fired: Cell<bool>,
+    /// Shedding load (the memory ceiling): idle waits end as if drained, until cleared.
+    shed: Cell<bool>,
     // Slots of waiting futures; freed on drop so the table stays as large as the idle set.
     slots: RefCell<Vec<Option<Waker>>>,
     free: RefCell<Vec<usize>>,
@@ -33,6 +36,23 @@ impl Drain {
         self.inner.fired.get()
     }
 
+    /// Start or stop shedding idle connections: while on, every idle wait ends at once (its
+    /// connection closes) and none begins; unlike [`fire`](Self::fire) it can be turned off.
+    pub fn set_shed(&self, on: bool) {
+        if self.inner.shed.replace(on) || !on {
+            return;
+        }
+        for w in self.inner.slots.borrow_mut().iter_mut() {
+            if let Some(w) = w.take() {
+                w.wake();
+            }
+        }
+    }
+
+    pub fn shedding(&self) -> bool {
+        self.inner.shed.get()
+    }
+
     pub(super) fn wait(&self) -> DrainWait {
         DrainWait {
             drain: self.clone(),
@@ -49,7 +69,7 @@ pub(super) struct DrainWait {
 impl DrainWait {
     pub(super) fn poll_drained(&mut self, cx: &mut std::task::Context<'_>) -> bool {
         let inner = &self.drain.inner;
-        if inner.fired.get() {
+        if inner.fired.get() || inner.shed.get() {
             return true;
         }
         let mut slots = inner.slots.borrow_mut();

@@ -184,7 +184,11 @@ async fn shard_main(
     }
 
     while !shard.life.stopping.load(Ordering::Relaxed) {
-        rt::sleep(Duration::from_millis(100)).await;
+        rt::sleep(Duration::from_millis(20)).await;
+        let shed = crate::mem::level() >= crate::mem::Level::ClosingIdle;
+        if shed != shard.drain.shedding() {
+            shard.drain.set_shed(shed);
+        }
     }
     for c in cancellers {
         let _ = c.cancel();
@@ -229,8 +233,11 @@ async fn accept_loop(
         if shard.drain.fired() {
             break;
         }
-        if shard.life.connections.load(Ordering::Relaxed) >= max {
-            // At the limit: leave new clients in the kernel backlog until a slot frees.
+        if shard.life.connections.load(Ordering::Relaxed) >= max
+            || crate::mem::level() >= crate::mem::Level::AcceptPaused
+        {
+            // At the limit (connections, or near the memory ceiling): leave new clients in the
+            // kernel backlog until a slot frees.
             rt::sleep(Duration::from_millis(5)).await;
             continue;
         }

@@ -29,9 +29,16 @@ const REASONS: [(u16, &str); 14] = [
 static RENDERED: LazyLock<[Box<[u8]>; REASONS.len()]> = LazyLock::new(|| {
     REASONS.map(|(code, reason)| {
         let body = format!("{code} {reason}\n");
+        // Every 503 of ours is a momentary state (no server free, out of descriptors, the
+        // memory ceiling): say when to come back.
+        let retry = if code == 503 {
+            "Retry-After: 1\r\n"
+        } else {
+            ""
+        };
         format!(
             "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n{body}",
+             {retry}Connection: close\r\n\r\n{body}",
             body.len()
         )
         .into_bytes()

@@ -285,6 +285,11 @@ impl Conn<'_> {
                     deadline.get_or_insert_with(|| Instant::now() + conf.client_header_timeout);
                 }
                 Read::TimedOut if partial => return Err(Failure::ClientTimeout.into()),
+                Read::Drained if !drain.fired() => {
+                    // Shedding load near the memory ceiling: an idle connection goes first.
+                    self.http.ctx.stats().shed_idle_closed.add(1);
+                    return Err(Outcome::Close { linger: false });
+                }
                 Read::Eof | Read::TimedOut | Read::Drained | Read::Woken | Read::Err(_) => {
                     return Err(Outcome::Close { linger: false })
                 }

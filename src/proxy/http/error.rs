@@ -31,6 +31,8 @@ pub enum Failure {
     NoServer,
     /// No socket could be made for the server: out of descriptors or memory here.
     NoResources,
+    /// Near the memory ceiling: new requests are refused until it eases.
+    Overloaded,
     /// Writing the request failed: the connection was dead before the server could read it.
     UpstreamWrite,
     /// The server closed before a complete response head; `any_byte` if it had sent some.
@@ -48,7 +50,9 @@ impl Failure {
             | Failure::ForeignHost
             | Failure::ClientTimeout
             | Failure::ClientGone => Side::Client,
-            Failure::NoRoute | Failure::NoServer | Failure::NoResources => Side::Local,
+            Failure::NoRoute | Failure::NoServer | Failure::NoResources | Failure::Overloaded => {
+                Side::Local
+            }
             Failure::UpstreamWrite
             | Failure::UpstreamClosed { .. }
             | Failure::UpstreamTimeout
@@ -65,7 +69,7 @@ impl Failure {
             Failure::NoRoute => 404,
             Failure::ClientTimeout => 408,
             Failure::ClientGone => return None,
-            Failure::NoServer | Failure::NoResources => 503,
+            Failure::NoServer | Failure::NoResources | Failure::Overloaded => 503,
             Failure::UpstreamWrite | Failure::UpstreamClosed { .. } | Failure::BadResponse => 502,
             Failure::UpstreamTimeout => 504,
         })

@@ -170,6 +170,10 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
     let started = Instant::now();
     let host = head.absolute_authority.or(head.host);
     crate::stats::site_key(host.map(|s| s.of(&conn.buf)), &mut conn.site);
+    if crate::mem::level() >= crate::mem::Level::Refusing {
+        conn.http.ctx.stats().shed_refused.add(1);
+        return fail(conn, Failure::Overloaded, head.head_len as u64, started);
+    }
     let pool = match choose_pool(conn, head) {
         Ok(p) => p,
         Err(f) => return fail(conn, f, head.head_len as u64, started),
@@ -260,7 +264,8 @@ async fn respond(
             Err(_) => Outcome::Close { linger: false },
         };
     }
-    let keep = x.client_keeps(&resp, http.ctx.drain.fired());
+    let drain = &http.ctx.drain;
+    let keep = x.client_keeps(&resp, drain.fired() || drain.shedding());
     conn.out.clear();
     write_response_head(&up.buf, &resp, keep, x.req.http10, false, &mut conn.out);
     let after = &up.buf[resp.head_len..];

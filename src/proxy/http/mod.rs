@@ -40,13 +40,14 @@ mod tunnel;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 use crate::config::HttpFrontend;
 use crate::proto::http::parse::Limits;
 use crate::proxy::conns::ConnCache;
 use crate::proxy::ShardCtx;
-use crate::rt::TcpStream;
+use crate::rt::{self, TcpStream};
 use crate::shard::ConnGuard;
 use crate::stats::SiteTable;
 
@@ -77,6 +78,24 @@ impl HttpFront {
     }
 }
 
+/// Near the memory ceiling, close the idle upstream connections (each holds a read buffer) and
+/// the spare relay buffers; runs until the shard drains.
+async fn shed_idle_upstreams(http: Weak<HttpShard>) {
+    loop {
+        rt::sleep(Duration::from_millis(50)).await;
+        let Some(http) = http.upgrade() else { return };
+        if http.ctx.drain.fired() {
+            return;
+        }
+        if crate::mem::level() >= crate::mem::Level::ClosingIdle {
+            for c in &http.conns {
+                c.drop_idle();
+            }
+            http.relay_bufs.borrow_mut().clear();
+        }
+    }
+}
+
 /// One shard's HTTP state: its frontends, its connections to every pool's servers, and spare
 /// relay buffers. Only the shard's own thread touches it.
 pub struct HttpShard {
@@ -90,7 +109,7 @@ pub struct HttpShard {
 impl HttpShard {
     pub fn new(ctx: Rc<ShardCtx>) -> Rc<HttpShard> {
         let config = &ctx.shared.config;
-        Rc::new(HttpShard {
+        let http = Rc::new(HttpShard {
             fronts: config
                 .http
                 .iter()
@@ -106,7 +125,11 @@ impl HttpShard {
             sites: SiteTable::new(config.http.len()),
             relay_bufs: RefCell::new(Vec::new()),
             ctx,
-        })
+        });
+        if http.ctx.shared.config.daemon.memory_limit.is_some() {
+            rt::spawn(shed_idle_upstreams(Rc::downgrade(&http)));
+        }
+        http
     }
 
     /// Serve one accepted client connection of frontend `fe` until it closes.
