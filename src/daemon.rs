@@ -295,7 +295,7 @@ fn raise_nofile_limit() -> u64 {
         memlock_bytes = mem.rlim_cur,
         "limits"
     );
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 fn stop_signal_set() -> libc::sigset_t {

@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `accept_paused` | 85 % | stop accepting; new clients wait in the kernel backlog |
 //! | `closing_idle` | 90 % | also close idle keep-alive connections (and keep none after a response), drop idle upstream connections |
-//! | `refusing` | 95 % | also answer new HTTP requests `503` with `Retry-After` |
+//! | `refusing` | 95 % | also answer new HTTP requests `503` with `Retry-After`, and so a request whose head needs a bigger buffer |
 //!
 //! A level is left only when the heap is 5 points below where it started, so the daemon does
 //! not flap at a boundary. Nothing ever fails an allocation on purpose: the limit is reached
@@ -24,7 +24,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// Per-thread counters; threads beyond this many share slots (still exact: updates are atomic).
-const SLOTS: usize = 64;
+/// Few enough that summing them on every accept (see [`admits`]) stays cheap.
+const SLOTS: usize = 32;
 
 #[repr(align(128))]
 struct Slot(AtomicI64);
@@ -164,6 +165,25 @@ pub fn level() -> Level {
 
 pub fn episodes() -> u64 {
     SHED_EPISODES.load(Ordering::Relaxed)
+}
+
+/// May a shard accept another connection? No from `AcceptPaused` up, and no as soon as the
+/// heap passes that level's threshold, without waiting for the next [`update`]: a burst of
+/// accepts between two updates cannot carry the heap past the ceiling.
+pub fn admits() -> bool {
+    if level() >= Level::AcceptPaused {
+        return false;
+    }
+    let limit = limit();
+    limit == 0 || (held() as u128 * 100) < (limit as u128 * Level::ENTER[1] as u128)
+}
+
+/// May a connection grow a buffer to read more of a request head? No once the heap passes
+/// the `Refusing` threshold: the request is refused (503) instead of carrying the heap past
+/// the ceiling. Checked only when a buffer must grow, which a steady request never needs.
+pub fn may_grow() -> bool {
+    let limit = limit();
+    limit == 0 || (held() as u128 * 100) < (limit as u128 * Level::ENTER[3] as u128)
 }
 
 /// Recompute the level from the heap held now; logs each change. Called by the main thread.

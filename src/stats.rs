@@ -116,10 +116,13 @@ impl ShardStats {
     }
 }
 
+/// One frontend's sites on one shard, by key.
+type SiteIndex = HashMap<Box<[u8]>, Arc<SiteCounters>>;
+
 /// A shard's own index of its site counters, per frontend; only the shard's thread touches it.
 #[derive(Default)]
 pub struct SiteTable {
-    fronts: RefCell<Vec<HashMap<Box<[u8]>, Arc<SiteCounters>>>>,
+    fronts: RefCell<Vec<SiteIndex>>,
 }
 
 impl SiteTable {

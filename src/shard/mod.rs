@@ -233,9 +233,7 @@ async fn accept_loop(
         if shard.drain.fired() {
             break;
         }
-        if shard.life.connections.load(Ordering::Relaxed) >= max
-            || crate::mem::level() >= crate::mem::Level::AcceptPaused
-        {
+        if shard.life.connections.load(Ordering::Relaxed) >= max || !crate::mem::admits() {
             // At the limit (connections, or near the memory ceiling): leave new clients in the
             // kernel backlog until a slot frees.
             rt::sleep(Duration::from_millis(5)).await;

@@ -29,13 +29,23 @@ pub fn daemon(shards: u32) -> String {
     )
 }
 
-/// A loopback port that was free a moment ago (bound to port 0 and released).
+/// A loopback port that was free a moment ago (bound to port 0 and released), never one this
+/// test process handed out before: two daemons given the same port would both bind it (they
+/// use SO_REUSEPORT) and share each other's connections.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind 127.0.0.1:0")
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The deterministic byte at `offset` of every generated body (downloads, uploads): a

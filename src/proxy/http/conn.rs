@@ -272,6 +272,11 @@ impl Conn<'_> {
             };
             // Grow in steps up to just past the head limit, so the parser can say 431.
             let spare = if self.buf.len() == self.buf.capacity() {
+                if !crate::mem::may_grow() {
+                    // Near the memory ceiling a growing head is refused, not grown.
+                    self.http.ctx.stats().shed_refused.add(1);
+                    return Err(Failure::Overloaded.into());
+                }
                 self.buf.capacity().min(limits.max_header_bytes + 1)
             } else {
                 0
