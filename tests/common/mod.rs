@@ -11,7 +11,9 @@
 
 pub mod backend;
 pub mod client;
+pub mod observe;
 pub mod proxy;
+pub mod scripted;
 pub mod wire;
 
 pub use backend::{Backend, BackendOpts};
