@@ -233,19 +233,27 @@ async fn accept_loop(
         if shard.drain.fired() {
             break;
         }
-        if shard.life.connections.load(Ordering::Relaxed) >= max || !crate::mem::admits() {
+        // Reserve the connection's place before accepting: every shard waits in accept at
+        // once, so counting only after the accept would let each of them pass the cap.
+        let open = &shard.life.connections;
+        if open.fetch_add(1, Ordering::Relaxed) >= max || !crate::mem::admits() {
+            open.fetch_sub(1, Ordering::Relaxed);
             // At the limit (connections, or near the memory ceiling): leave new clients in the
             // kernel backlog until a slot frees.
             rt::sleep(Duration::from_millis(5)).await;
             continue;
         }
-        match rt::accept(&listener, cancel.clone()).await {
+        let accepted = rt::accept(&listener, cancel.clone()).await;
+        if !matches!(accepted, Ok(Some(_))) {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+        match accepted {
             Ok(Some((stream, peer))) => {
                 if shard.drain.fired() {
+                    open.fetch_sub(1, Ordering::Relaxed);
                     break;
                 }
                 rt::prepare_accepted(&stream);
-                shard.life.connections.fetch_add(1, Ordering::Relaxed);
                 let st = shard.stats();
                 st.accepted.add(1);
                 st.handled.add(1);
