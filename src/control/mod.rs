@@ -1,4 +1,5 @@
-//! The command socket: a UNIX stream socket (mode 0600) served by one plain thread, off the
+//! The command socket: a UNIX stream socket (mode 0600; see [`socket`] for how the path is
+//! handled) served by one plain thread, off the
 //! shards. A client sends one command line and reads the answer until EOF; an answer that
 //! starts with `error:` is a failure. Commands are a table of `{name, usage, help, handler}`
 //! that also generates `help` (HAProxy's `cli_kws`). Input is bounded: one line of at most
@@ -8,7 +9,6 @@
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -16,6 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::shared::Shared;
+
+mod socket;
+
+pub use socket::bind;
 
 pub const MAX_LINE: usize = 4096;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -185,26 +189,6 @@ pub fn execute(shared: &Shared, line: &str) -> (String, Action) {
             Action::None,
         ),
     }
-}
-
-/// Create the socket (mode 0600). A stale file from a dead daemon is replaced; a live daemon
-/// answering on it is an error.
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{} is in use by a running daemon", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
 }
 
 /// Serve commands until a `stop daemon` (reported through `on_stop`) or the listener fails.
