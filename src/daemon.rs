@@ -110,7 +110,7 @@ pub fn run(config: Config) -> u8 {
         }
     };
     let socket_path = daemon_conf.control_socket.clone();
-    let control = match crate::control::bind(&socket_path) {
+    let (control, socket_file) = match crate::control::bind(&socket_path) {
         Ok(l) => l,
         Err(e) => {
             let msg = format!(
@@ -137,7 +137,7 @@ pub fn run(config: Config) -> u8 {
         Ok(h) => h,
         Err(e) => {
             eprintln!("shardgate: cannot start shard threads: {e}");
-            let _ = std::fs::remove_file(&socket_path);
+            socket_file.remove();
             return 1;
         }
     };
@@ -164,7 +164,7 @@ pub fn run(config: Config) -> u8 {
     while shared.life.running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = std::fs::remove_file(&socket_path);
+    socket_file.remove();
     if shared.life.running.load(Ordering::SeqCst) > 0 {
         tracing::warn!("shards did not finish before the stop deadline; exiting anyway");
     } else {

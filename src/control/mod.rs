@@ -1,24 +1,26 @@
-//! The command socket: a UNIX stream socket (mode 0600) served by one plain thread, off the
-//! shards. A client sends one command line and reads the answer until EOF; an answer that
-//! starts with `error:` is a failure. Commands are a table of `{name, usage, help, handler}`
-//! that also generates `help` (HAProxy's `cli_kws`). Input is bounded: one line of at most
-//! [`MAX_LINE`] bytes, read within [`READ_TIMEOUT`].
+//! The command socket: a UNIX stream socket (mode 0600, only root and the daemon's own uid may
+//! run commands) served by plain threads, off the shards. A client sends one command line and
+//! reads the answer until EOF; an answer that starts with `error:` is a failure. Commands are a
+//! table of `{name, usage, help, handler}` that also generates `help` (HAProxy's `cli_kws`).
 //!
-//! [`client`] is the other end, used by `shardgate ctl`.
+//! - [`socket`]: what may be at the configured path, creating the socket so that it is never
+//!   accessible to others, removing it at stop only if it is still ours;
+//! - [`server`]: credentials check, several clients at once, bounded input and timeouts;
+//! - [`client`] is the other end, used by `shardgate ctl`.
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::shared::Shared;
 
-pub const MAX_LINE: usize = 4096;
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+mod server;
+mod socket;
+
+pub use server::serve;
+pub use socket::bind;
 
 /// What the main thread should do after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +51,12 @@ const COMMANDS: &[Command] = &[
     Command {
         name: "show stats",
         args: "",
-        help: "connections active/accepted/handled, requests, connections reading/writing/waiting",
-        run: |s, _| Ok((crate::stats::render_stats(&s.stats), Action::None)),
+        help: "connections active/accepted/handled, requests, connections reading/writing/waiting, control socket refusals",
+        run: |s, _| {
+            let mut out = crate::stats::render_stats(&s.stats);
+            out.push_str(&server::render_stats());
+            Ok((out, Action::None))
+        },
     },
     Command {
         name: "show traffic http",
@@ -187,66 +193,28 @@ pub fn execute(shared: &Shared, line: &str) -> (String, Action) {
     }
 }
 
-/// Create the socket (mode 0600). A stale file from a dead daemon is replaced; a live daemon
-/// answering on it is an error.
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{} is in use by a running daemon", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
-}
-
-/// Serve commands until a `stop daemon` (reported through `on_stop`) or the listener fails.
-pub fn serve(listener: UnixListener, shared: Arc<Shared>, on_stop: impl Fn() + Send + 'static) {
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        let _ = conn.set_read_timeout(Some(READ_TIMEOUT));
-        let _ = conn.set_write_timeout(Some(READ_TIMEOUT));
-        let mut line = String::new();
-        let read = BufReader::new((&conn).take(MAX_LINE as u64 + 1)).read_line(&mut line);
-        let (answer, action) = match read {
-            Ok(_) if line.len() > MAX_LINE => (
-                format!("error: command longer than {MAX_LINE} bytes\n"),
-                Action::None,
-            ),
-            Ok(_) => execute(&shared, &line),
-            Err(e) => (format!("error: cannot read command: {e}\n"), Action::None),
-        };
-        let _ = conn.write_all(answer.as_bytes());
-        drop(conn);
-        if action == Action::Stop {
-            shared.life.stopping.store(true, Ordering::SeqCst);
-            on_stop();
-        }
-        if shared.life.stopping.load(Ordering::SeqCst)
-            && shared.life.running.load(Ordering::SeqCst) == 0
-        {
-            break;
-        }
-    }
-}
-
 /// The `shardgate ctl` side: send `command`, return the answer.
+///
+/// The daemon may close without reading the command (a refusal: permission denied, too many
+/// clients): the answer it wrote is still returned even if sending failed or the connection
+/// was then reset.
 pub fn client(path: &Path, command: &str) -> io::Result<String> {
     let mut s = UnixStream::connect(path)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.write_all(command.trim().as_bytes())?;
-    s.write_all(b"\n")?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let sent = s
+        .write_all(format!("{}\n", command.trim()).as_bytes())
+        .and_then(|()| s.shutdown(std::net::Shutdown::Write));
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !out.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    if out.is_empty() {
+        sent?;
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Default socket path when `ctl` is given none and no config is readable.
