@@ -181,7 +181,7 @@ fn queued_clients_take_turns_for_server_slots() {
     let app = Backend::start_with(
         "app",
         BackendOpts {
-            delay: Duration::from_millis(150),
+            delay: Duration::from_millis(500),
             ..Default::default()
         },
     );
@@ -212,10 +212,11 @@ fn queued_clients_take_turns_for_server_slots() {
             order.lock().unwrap().push(who);
         })
     };
-    // The greedy client queues 8 requests, one at a time so their order is known.
+    // The greedy client queues 8 requests, then the polite one queues its request, all well
+    // inside the first request's 500 ms.
     for i in 0..8 {
         threads.push(spawn(format!("greedy{i}"), [127, 0, 0, 2], order.clone()));
-        std::thread::sleep(Duration::from_millis(15));
+        std::thread::sleep(Duration::from_millis(5));
     }
     threads.push(spawn("polite".into(), [127, 0, 0, 3], order.clone()));
     for t in threads {
