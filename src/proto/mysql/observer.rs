@@ -123,6 +123,13 @@ impl Observer {
         self.fifo.len()
     }
 
+    /// Is the server waiting for the client before it can answer the oldest command (LOCAL
+    /// INFILE data, COM_CHANGE_USER authentication)? A proxy that stops reading the client to
+    /// bound the queue must keep reading then, or both sides would wait forever.
+    pub fn awaiting_client(&self) -> bool {
+        self.infile || self.fifo.front().map(|p| p.cmd) == Some(com::CHANGE_USER)
+    }
+
     /// Capabilities in effect (client ∧ server) once the handshake response was seen.
     pub fn negotiated(&self) -> Negotiated {
         self.neg

@@ -92,7 +92,8 @@ impl<const CAP: usize> Framer<CAP> {
                         .copy_from_slice(&buf[used..used + keep]);
                     self.prefix_len += keep;
                 }
-                self.total += take as u64;
+                // 2^64 bytes is out of reach, but a counter fed by the wire never wraps.
+                self.total = self.total.saturating_add(take as u64);
                 self.chunk_left -= take;
                 used += take;
                 if self.chunk_left > 0 {
