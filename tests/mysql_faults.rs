@@ -206,7 +206,9 @@ fn failed_logins_do_not_fill_the_user_table() {
     c.write_all(&raw::packet(0, &[raw::COM_QUIT])).unwrap();
     drop(c);
 
-    assert!(wait_until(Duration::from_secs(10), || traffic(&p).front("active") == 0));
+    assert!(wait_until(Duration::from_secs(10), || traffic(&p)
+        .front("active")
+        == 0));
     let t = traffic(&p);
     let a = t.user("sg_a");
     assert_eq!(
