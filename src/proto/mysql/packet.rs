@@ -134,6 +134,14 @@ impl<const CAP: usize> Framer<CAP> {
     pub fn at_boundary(&self) -> bool {
         !self.in_packet && self.hdr_have == 0
     }
+
+    /// A header announcing an empty packet has just been read: the packet is complete, but
+    /// [`Framer::step`] reports it only when called again (with no bytes needed). Callers
+    /// that stop at the end of their input ask this so an empty packet at the end of a read
+    /// (the end of a LOCAL INFILE file) is not left pending until the peer's next bytes.
+    pub fn empty_packet_pending(&self) -> bool {
+        self.hdr_have == HEADER_LEN && self.chunk_left == 0 && self.in_packet
+    }
 }
 
 /// Read a length-encoded integer; `None` when truncated or when the first byte is not a valid
