@@ -733,6 +733,12 @@ impl Builder<'_> {
                 8 * 3600,
                 false,
             )?,
+            client_write_timeout: self.duration(
+                &format!("{key}.client_write_timeout"),
+                m.client_write_timeout.as_ref(),
+                60,
+                false,
+            )?,
             max_connections: self.int(
                 &format!("{key}.max_connections"),
                 m.max_connections,
@@ -1070,6 +1076,7 @@ servers = [
 
         let m = &c.mysql[0];
         assert_eq!(m.client_idle_timeout, Duration::from_secs(8 * 3600));
+        assert_eq!(m.client_write_timeout, Duration::from_secs(60));
         assert_eq!(m.max_connections, 4096);
     }
 
@@ -1099,6 +1106,7 @@ name = "m"
 listen = ["127.0.0.1:2"]
 pool = "p"
 max_connections = 7
+client_write_timeout = "1500ms"
 
 [pool.p]
 balance = "round_robin"
@@ -1131,6 +1139,7 @@ servers = [{ name = "x", addr = "localhost:3306", weight = 1000 }]
         assert_eq!(p.idle_timeout, Duration::from_millis(500));
         assert_eq!(p.down_time, Duration::ZERO);
         assert_eq!(c.mysql[0].max_connections, 7);
+        assert_eq!(c.mysql[0].client_write_timeout, Duration::from_millis(1500));
     }
 
     #[test]
@@ -1259,6 +1268,7 @@ servers = [{ name = "x", addr = "localhost:3306", weight = 1000 }]
             ("[[mysql]]\nname = \"www\"\nlisten = [\"127.0.0.1:3306\"]\npool = \"app\"\n", "mysql[0].name: \"www\" is already the name of another frontend"),
             ("[[mysql]]\nname = \"m\"\nlisten = [\"127.0.0.1:8080\"]\npool = \"app\"\n", "mysql[0].listen[0]: \"127.0.0.1:8080\" overlaps http[0].listen[0]"),
             ("[[mysql]]\nname = \"m\"\nlisten = [\"127.0.0.1:3306\"]\npool = \"app\"\nclient_idle_timeout = \"0s\"\n", "mysql[0].client_idle_timeout: must be greater than zero"),
+            ("[[mysql]]\nname = \"m\"\nlisten = [\"127.0.0.1:3306\"]\npool = \"app\"\nclient_write_timeout = \"0s\"\n", "mysql[0].client_write_timeout: must be greater than zero"),
             ("[[mysql]]\nname = \"m\"\nlisten = [\"127.0.0.1:3306\"]\npool = \"app\"\nmax_connections = 0\n", "mysql[0].max_connections: 0 is out of range"),
         ];
         for (piece, want) in cases {

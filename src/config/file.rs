@@ -125,6 +125,7 @@ pub struct MysqlFile {
     pub listen: Vec<String>,
     pub pool: String,
     pub client_idle_timeout: Option<Scalar>,
+    pub client_write_timeout: Option<Scalar>,
     pub max_connections: Option<i64>,
 }
 

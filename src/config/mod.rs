@@ -152,6 +152,9 @@ pub struct MysqlFrontend {
     pub listen: Vec<SocketAddr>,
     pub pool: usize,
     pub client_idle_timeout: Duration,
+    /// A write to the client that makes no progress for this long closes the session (both
+    /// sides): a client that stops reading a large result must not hold a backend forever.
+    pub client_write_timeout: Duration,
     /// Client connections this frontend holds at once (all shards); beyond it → MySQL ERR 1040.
     pub max_connections: usize,
 }

@@ -4,6 +4,8 @@
 //! `show traffic mysql`. Every external command is bounded in time.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

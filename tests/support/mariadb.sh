@@ -86,6 +86,9 @@ bind-address=127.0.0.1
 skip-networking=0
 skip-name-resolve
 max_connections=1000
+# The fault tests send broken handshakes on purpose; each counts as a connect error of the
+# proxy's host, and 100 of them (the default) would block it.
+max_connect_errors=1000000
 max_allowed_packet=64M
 local_infile=ON
 userstat=1

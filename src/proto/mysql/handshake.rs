@@ -44,12 +44,18 @@ pub struct Greeting {
     pub version: (usize, usize),
 }
 
+// Offsets here are sums of field widths within one packet prefix (far below usize::MAX), but
+// they are derived from peer-controlled lengths: add with a check all the same.
 fn u16_at(p: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(p.get(at..at + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        p.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 
 fn u32_at(p: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(p.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        p.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 /// Parse a greeting payload (`0x0A`, version, id, scramble, caps...). Old servers may end

@@ -123,6 +123,13 @@ impl Observer {
         self.fifo.len()
     }
 
+    /// Is the server waiting for the client before it can answer the oldest command (LOCAL
+    /// INFILE data, COM_CHANGE_USER authentication)? A proxy that stops reading the client to
+    /// bound the queue must keep reading then, or both sides would wait forever.
+    pub fn awaiting_client(&self) -> bool {
+        self.infile || self.fifo.front().map(|p| p.cmd) == Some(com::CHANGE_USER)
+    }
+
     /// Capabilities in effect (client ∧ server) once the handshake response was seen.
     pub fn negotiated(&self) -> Negotiated {
         self.neg
@@ -130,7 +137,9 @@ impl Observer {
 
     /// Bytes the client sent, as relayed.
     pub fn feed_client(&mut self, mut buf: &[u8], now: u64, sink: &mut impl FnMut(Event<'_>)) {
-        while !buf.is_empty() && self.phase != Phase::Unparsed {
+        while (!buf.is_empty() || self.client.empty_packet_pending())
+            && self.phase != Phase::Unparsed
+        {
             if self.client.at_boundary() {
                 // This slice holds the first byte of the next packet.
                 self.client_start = now;
@@ -145,7 +154,9 @@ impl Observer {
 
     /// Bytes the server sent, as relayed (the greeting before its capabilities are hidden).
     pub fn feed_server(&mut self, mut buf: &[u8], now: u64, sink: &mut impl FnMut(Event<'_>)) {
-        while !buf.is_empty() && self.phase != Phase::Unparsed {
+        while (!buf.is_empty() || self.server.empty_packet_pending())
+            && self.phase != Phase::Unparsed
+        {
             let (n, frame) = self.server.step(buf);
             buf = &buf[n..];
             if frame == Some(Frame::Done) {
@@ -750,6 +761,48 @@ mod tests {
             &[Ev::Cmd(com::QUERY), Ev::Reply(com::QUERY, false)]
         );
         assert_eq!(o.outstanding(), 0);
+    }
+
+    #[test]
+    fn awaiting_client_during_infile_and_change_user_only() {
+        let mut o = Observer::new();
+        let mut sink = |_e: Event<'_>| {};
+        for (c, b) in login(CLIENT_CLASSIC, "u") {
+            if c {
+                o.feed_client(&b, 0, &mut sink);
+            } else {
+                o.feed_server(&b, 0, &mut sink);
+            }
+        }
+        o.feed_client(
+            &query("LOAD DATA LOCAL INFILE 'x' INTO TABLE t"),
+            1,
+            &mut sink,
+        );
+        o.feed_client(&query("select 1"), 1, &mut sink);
+        assert!(
+            !o.awaiting_client(),
+            "the server has not asked for the file yet"
+        );
+        o.feed_server(&packet(1, b"\xfbx"), 2, &mut sink);
+        assert!(o.awaiting_client());
+        o.feed_client(&[packet(2, b"a\n"), packet(3, b"")].concat(), 3, &mut sink);
+        assert!(!o.awaiting_client());
+        o.feed_server(&ok(4, 2), 4, &mut sink);
+        assert_eq!(o.outstanding(), 1);
+        assert!(!o.awaiting_client());
+        let mut cu = vec![com::CHANGE_USER];
+        cu.extend_from_slice(b"v\0\0app\0");
+        o.feed_server(
+            &[packet(1, &[1, 1]), coldef(2), eof(3, 2), eof(4, 2)].concat(),
+            5,
+            &mut sink,
+        );
+        o.feed_client(&packet(0, &cu), 6, &mut sink);
+        assert!(
+            o.awaiting_client(),
+            "COM_CHANGE_USER may need authentication rounds"
+        );
     }
 
     #[test]

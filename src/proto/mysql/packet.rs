@@ -92,7 +92,8 @@ impl<const CAP: usize> Framer<CAP> {
                         .copy_from_slice(&buf[used..used + keep]);
                     self.prefix_len += keep;
                 }
-                self.total += take as u64;
+                // 2^64 bytes is out of reach, but a counter fed by the wire never wraps.
+                self.total = self.total.saturating_add(take as u64);
                 self.chunk_left -= take;
                 used += take;
                 if self.chunk_left > 0 {
@@ -132,6 +133,14 @@ impl<const CAP: usize> Framer<CAP> {
     /// True between packets (no partial header or payload pending).
     pub fn at_boundary(&self) -> bool {
         !self.in_packet && self.hdr_have == 0
+    }
+
+    /// A header announcing an empty packet has just been read: the packet is complete, but
+    /// [`Framer::step`] reports it only when called again (with no bytes needed). Callers
+    /// that stop at the end of their input ask this so an empty packet at the end of a read
+    /// (the end of a LOCAL INFILE file) is not left pending until the peer's next bytes.
+    pub fn empty_packet_pending(&self) -> bool {
+        self.hdr_have == HEADER_LEN && self.chunk_left == 0 && self.in_packet
     }
 }
 

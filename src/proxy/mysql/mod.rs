@@ -13,30 +13,35 @@
 //! greeting: observer sees it as sent, client gets it with TLS/compression bits hidden
 //!    ▼
 //! relay both ways as bytes arrive; observer → per-user stats, in-flight counts
-//!    │ either side closes, idle timeout, or drain ─► close both; open commands fail
+//!    │ MAX_OUTSTANDING commands unanswered ─► stop reading the client until replies drain
+//!    │ either side closes, idle timeout, client write stalled, or drain ─► close both;
+//!    │ open commands fail
 //!    ▼
 //! backend closed while commands were open ─► probe it; refused → mark down
 //! ```
 //!
-//! Idle timeouts and graceful stop never cancel a read (monoio 0.2.4: a cancelled
-//! read can lose bytes): a per-shard sweeper shuts the sockets down instead, which ends the
-//! pending reads with EOF.
+//! Idle timeouts, client write timeouts and graceful stop never cancel a read or a write
+//! (monoio 0.2.4: a cancelled read can lose bytes): a per-shard sweeper shuts the sockets down
+//! instead, which ends the pending reads with EOF and the pending writes with an error.
 
 mod health;
 pub mod stats;
 
 use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::buf::IoBuf;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use crate::balance::ServerShared;
 use crate::proto::mysql::packet::{complete_packet_len, err_packet_pre41};
-use crate::proto::mysql::{handshake, Event, Observer};
+use crate::proto::mysql::{com, handshake, Event, Observer};
 use crate::proxy::ShardCtx;
 use crate::rt::{self, Read, Splitable, TcpStream};
 use crate::shard::ConnGuard;
@@ -49,10 +54,15 @@ use stats::{ConnAccount, FrontCounters};
 const RELAY_BUF: usize = 16 * 1024;
 /// Largest greeting accepted from a server (real ones are about 100 bytes).
 const MAX_GREETING: usize = 4096;
-/// How often the sweeper checks idle timeouts and drain.
+/// How often the sweeper checks idle timeouts, stalled client writes and drain.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
-/// How long a client gets to take the greeting.
-const WRITE_GREETING: Duration = Duration::from_secs(30);
+/// Commands a client may have sent and not had answered (pipelining) before shardgate stops
+/// reading from it. Each costs a queue entry in the observer and counts as in flight for the
+/// balancer; real connectors pipeline a handful (PREPARE + EXECUTE). Reading resumes as soon
+/// as replies bring the count under the bound, so nothing is refused: the client just waits,
+/// as it would on a full socket buffer. One read (up to [`RELAY_BUF`] bytes) is taken whole,
+/// so the count can pass the bound by what one read holds (about 3,300 5-byte COM_PINGs).
+pub const MAX_OUTSTANDING: usize = 1024;
 /// How long a refused client's ERR is given to leave before the socket closes.
 const LINGER: Duration = Duration::from_millis(200);
 
@@ -86,13 +96,20 @@ struct Ctl {
     client_fd: RawFd,
     server_fd: RawFd,
     idle_ms: u64,
+    /// `client_write_timeout` in ms.
+    write_ms: u64,
     last_active_ms: Cell<u64>,
+    /// When the pending write to the client started (0: none pending). A write that returns,
+    /// even partially, is progress; one pending for `write_ms` means the client stopped reading.
+    client_write_since_ms: Cell<u64>,
     /// Commands outstanding (or the observer gave up and only byte activity counts).
     busy: Cell<bool>,
     closed: Cell<bool>,
     /// Set by the sweeper when it closed the connection for idleness.
     idle_expired: Cell<bool>,
-    /// Set by the sweeper when it closed the connection (idle or drain).
+    /// Set by the sweeper when it closed the connection for a stalled client write.
+    write_expired: Cell<bool>,
+    /// Set by the sweeper when it closed the connection (idle, write timeout or drain).
     swept: Cell<bool>,
     /// The direction whose source ended first.
     first_end: Cell<Option<Dir>>,
@@ -122,7 +139,13 @@ async fn sweeper(shard: Rc<ShardCtx>) {
             live.retain(|w| match w.upgrade() {
                 Some(c) if !c.closed.get() => {
                     let idle_for = now.saturating_sub(c.last_active_ms.get());
-                    if !c.busy.get() && (draining || idle_for >= c.idle_ms) {
+                    let since = c.client_write_since_ms.get();
+                    if since != 0 && now.saturating_sub(since) >= c.write_ms {
+                        // Busy or not: a client that takes nothing holds a backend for nothing.
+                        c.write_expired.set(true);
+                        c.swept.set(true);
+                        c.shutdown();
+                    } else if !c.busy.get() && (draining || idle_for >= c.idle_ms) {
                         c.idle_expired.set(!draining);
                         c.swept.set(true);
                         c.shutdown();
@@ -207,7 +230,7 @@ pub async fn serve_client(
         let _ = handshake::hide_capabilities(&mut greeting[4..]);
     }
     acct.bytes_out(greeting.len());
-    let (res, _) = rt::write_all(&mut client, greeting, WRITE_GREETING).await;
+    let (res, _) = rt::write_all(&mut client, greeting, conf.client_write_timeout).await;
     if res.is_err() {
         acct.flush(my, None);
         return;
@@ -217,10 +240,13 @@ pub async fn serve_client(
         client_fd: client.as_raw_fd(),
         server_fd: server.as_raw_fd(),
         idle_ms: conf.client_idle_timeout.as_millis().min(u64::MAX as u128) as u64,
+        write_ms: conf.client_write_timeout.as_millis().min(u64::MAX as u128) as u64,
         last_active_ms: Cell::new(rt::now_ms()),
+        client_write_since_ms: Cell::new(0),
         busy: Cell::new(false),
         closed: Cell::new(false),
         idle_expired: Cell::new(false),
+        write_expired: Cell::new(false),
         swept: Cell::new(false),
         first_end: Cell::new(None),
     });
@@ -229,6 +255,7 @@ pub async fn serve_client(
     let session = Session {
         shard: &shard,
         stats: my,
+        counters,
         server: ss,
         ctl: &ctl,
         state: RefCell::new(SessionState {
@@ -237,6 +264,7 @@ pub async fn serve_client(
             pending: sink_events,
         }),
         server_lost: Cell::new(false),
+        client_reader: Cell::new(None),
     };
     session.apply_pending();
 
@@ -251,7 +279,13 @@ pub async fn serve_client(
         let mut st = session.state.borrow_mut();
         let SessionState { observer, acct, .. } = &mut *st;
         let busy = observer.outstanding() > 0;
-        observer.close(rt::now_us(), &mut |e| on_event(e, acct, my, ss, shard.id));
+        let to = Sinks {
+            stats: my,
+            counters,
+            server: ss,
+            shard: shard.id,
+        };
+        observer.close(rt::now_us(), &mut |e| on_event(e, acct, &to));
         acct.flush(my, None);
         if busy && session.server_lost.get() {
             counters.backend_lost.add(1);
@@ -259,6 +293,10 @@ pub async fn serve_client(
     }
     if ctl.idle_expired.get() {
         counters.idle_closed.add(1);
+    }
+    if ctl.write_expired.get() {
+        counters.write_timeout.add(1);
+        tracing::debug!(frontend = %conf.name, %peer, "closed: client stopped reading (client_write_timeout)");
     }
     ctl.closed.set(true);
     if session.server_lost.get() {
@@ -397,11 +435,14 @@ struct SessionState {
 struct Session<'a> {
     shard: &'a ShardCtx,
     stats: &'a MysqlShardStats,
+    counters: &'a FrontCounters,
     server: &'a ServerShared,
     ctl: &'a Ctl,
     state: RefCell<SessionState>,
     /// The backend side ended first (closed or failed), not the client.
     server_lost: Cell<bool>,
+    /// The client→server pump, parked while [`MAX_OUTSTANDING`] commands are unanswered.
+    client_reader: Cell<Option<Waker>>,
 }
 
 impl Session<'_> {
@@ -411,7 +452,39 @@ impl Session<'_> {
         for e in pending.drain(..) {
             if let OwnedEvent::LoginFailed = e {
                 acct.login_failed();
+                self.counters.login_failed.add(1);
             }
+        }
+    }
+
+    /// Too many commands unanswered to read more from the client? Never while the server
+    /// waits for the client itself (LOCAL INFILE data, COM_CHANGE_USER authentication), or
+    /// the two would wait for each other.
+    fn client_must_wait(&self) -> bool {
+        let st = self.state.borrow();
+        st.observer.outstanding() >= MAX_OUTSTANDING && !st.observer.awaiting_client()
+    }
+
+    /// Resolves when the client may be read again (or the session is ending).
+    async fn client_may_send(&self) {
+        let mut counted = false;
+        poll_fn(|cx| {
+            if self.ctl.first_end.get().is_some() || !self.client_must_wait() {
+                return Poll::Ready(());
+            }
+            if !counted {
+                counted = true;
+                self.counters.pipeline_paused.add(1);
+            }
+            self.client_reader.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn wake_client_reader(&self) {
+        if let Some(w) = self.client_reader.take() {
+            w.wake();
         }
     }
 
@@ -423,7 +496,13 @@ impl Session<'_> {
         W: AsyncWriteRent,
     {
         let mut buf = Vec::with_capacity(RELAY_BUF);
-        loop {
+        'relay: loop {
+            if dir == Dir::ClientToServer {
+                self.client_may_send().await;
+                if self.ctl.first_end.get().is_some() {
+                    break;
+                }
+            }
             buf.clear();
             let (res, b) = r.read(buf).await;
             buf = b;
@@ -432,12 +511,24 @@ impl Session<'_> {
                 Ok(n) => n,
             };
             self.observe(&buf[..n], dir);
-            let (res, b) = w.write_all(buf).await;
-            buf = b;
-            if res.is_err() {
-                break;
+            // Write by hand rather than write_all: each partial write is progress, and the
+            // sweeper's client_write_timeout looks at how long the pending one has waited.
+            let mut off = 0;
+            while off < n {
+                if dir == Dir::ServerToClient {
+                    self.ctl.client_write_since_ms.set(rt::now_ms());
+                }
+                let (res, slice) = w.write(buf.slice(off..n)).await;
+                buf = slice.into_inner();
+                self.ctl.client_write_since_ms.set(0);
+                match res {
+                    Ok(0) | Err(_) => break 'relay,
+                    Ok(k) => off += k,
+                }
             }
         }
+        // The other pump may be parked waiting for replies that will not come now.
+        self.wake_client_reader();
         if self.ctl.first_end.get().is_none() {
             self.ctl.first_end.set(Some(dir));
             // The backend went away by itself while a command was open: it may have died.
@@ -454,18 +545,27 @@ impl Session<'_> {
         self.ctl.last_active_ms.set(rt::ms_of(now));
         let mut st = self.state.borrow_mut();
         let SessionState { observer, acct, .. } = &mut *st;
-        let (stats, server, shard) = (self.stats, self.server, self.shard.id);
+        let to = Sinks {
+            stats: self.stats,
+            counters: self.counters,
+            server: self.server,
+            shard: self.shard.id,
+        };
         match dir {
             Dir::ClientToServer => {
                 acct.bytes_in(data.len());
-                observer.feed_client(data, now, &mut |e| on_event(e, acct, stats, server, shard));
+                observer.feed_client(data, now, &mut |e| on_event(e, acct, &to));
             }
             Dir::ServerToClient => {
                 acct.bytes_out(data.len());
-                observer.feed_server(data, now, &mut |e| on_event(e, acct, stats, server, shard));
+                observer.feed_server(data, now, &mut |e| on_event(e, acct, &to));
             }
         }
         self.ctl.busy.set(observer.outstanding() > 0);
+        drop(st);
+        if dir == Dir::ServerToClient && !self.client_must_wait() {
+            self.wake_client_reader();
+        }
     }
 }
 
@@ -482,23 +582,37 @@ fn own_event(e: Event<'_>) -> OwnedEvent {
     }
 }
 
-fn on_event(
-    e: Event<'_>,
-    acct: &mut ConnAccount,
-    stats: &MysqlShardStats,
-    server: &ServerShared,
+/// Where a session's events are counted.
+struct Sinks<'a> {
+    stats: &'a MysqlShardStats,
+    counters: &'a FrontCounters,
+    server: &'a ServerShared,
     shard: usize,
-) {
+}
+
+fn on_event(e: Event<'_>, acct: &mut ConnAccount, to: &Sinks<'_>) {
+    let Sinks {
+        stats,
+        counters,
+        server,
+        shard,
+    } = *to;
     match e {
         Event::Login { user, .. } => acct.login(user),
-        Event::Authenticated { ok: true } => {}
-        Event::Authenticated { ok: false } => acct.login_failed(),
+        Event::Authenticated { ok: true } => acct.authenticated(),
+        Event::Authenticated { ok: false } => {
+            acct.login_failed();
+            counters.login_failed.add(1);
+        }
         Event::Command { cmd } => {
             server.begin(shard);
             acct.command(cmd);
         }
-        Event::Reply { ok, elapsed, .. } => {
+        Event::Reply { cmd, ok, elapsed } => {
             server.end(shard);
+            if cmd == com::CHANGE_USER && !ok {
+                counters.login_failed.add(1);
+            }
             acct.reply(stats, ok, elapsed);
         }
         Event::UserChanged { user, .. } => acct.change_user(stats, user),

@@ -43,6 +43,18 @@ pub struct FrontCounters {
     pub backend_lost: ShardCounter,
     /// Connections closed by `client_idle_timeout`.
     pub idle_closed: ShardCounter,
+    /// Connections closed because a write to the client made no progress for
+    /// `client_write_timeout` (a client that stopped reading).
+    pub write_timeout: ShardCounter,
+    /// Logins the server refused (handshake or COM_CHANGE_USER), and servers that answered
+    /// the connect with an ERR instead of a greeting. Counted here, per frontend, because a
+    /// refused name is not a user: it never gets a line of its own in the user table.
+    pub login_failed: ShardCounter,
+    /// Times a client's reading was paused because it had [`MAX_OUTSTANDING`] commands
+    /// unanswered (pipelining); reading resumes as replies drain.
+    ///
+    /// [`MAX_OUTSTANDING`]: super::MAX_OUTSTANDING
+    pub pipeline_paused: ShardCounter,
 }
 
 /// One user's traffic on one shard.
@@ -170,9 +182,15 @@ struct Delta {
 }
 
 /// One connection's accounting: who it belongs to and what it has not folded in yet.
+///
+/// The name in the handshake response is only a claim: it becomes the connection's user when
+/// the server accepts the login. Until then everything counts under `(unknown)`, so clients
+/// inventing names (1,100 failed logins) cannot push real users into `(other)`.
 #[derive(Debug, Default)]
 pub struct ConnAccount {
     user: Option<Box<[u8]>>,
+    /// The name the handshake response claimed, until the server says yes or no.
+    claimed: Option<Box<[u8]>>,
     delta: Delta,
 }
 
@@ -185,19 +203,31 @@ impl ConnAccount {
         self.delta.bytes_out += n as u64;
     }
 
-    /// The handshake named the user: everything so far (greeting, handshake) is theirs.
+    /// The handshake response claims a user name; it counts only once the server accepts.
     pub fn login(&mut self, user: &[u8]) {
-        self.user = Some(user.into());
-        self.delta.connections += 1;
+        self.claimed = Some(user.into());
     }
 
+    /// The server accepted the login: the claimed user owns the connection, and everything
+    /// not yet folded (greeting, handshake, authentication rounds) is theirs.
+    pub fn authenticated(&mut self) {
+        if let Some(user) = self.claimed.take() {
+            self.user = Some(user);
+            self.delta.connections += 1;
+        }
+    }
+
+    /// The server refused the login: the claimed name is forgotten, the failure stays with
+    /// `(unknown)` (or with the user already logged in, for COM_CHANGE_USER).
     pub fn login_failed(&mut self) {
+        self.claimed = None;
         self.delta.login_failures += 1;
         self.delta.errors += 1;
     }
 
     pub fn command(&mut self, cmd: u8) {
-        self.delta.commands[command_slot(cmd)] += 1;
+        let slot = &mut self.delta.commands[command_slot(cmd)];
+        *slot = slot.saturating_add(1);
         self.delta.any_commands = true;
     }
 
@@ -334,7 +364,7 @@ pub fn render(shards: &[&MysqlShardStats], frontends: &[String]) -> String {
         };
         let _ = writeln!(
             out,
-            "frontend {name} active={} accepted={} refused_limit={} no_server={} connect_failures={} backend_lost={} idle_closed={}",
+            "frontend {name} active={} accepted={} refused_limit={} no_server={} connect_failures={} backend_lost={} idle_closed={} write_timeout={} login_failed={} pipeline_paused={}",
             sum(|c| &c.active),
             sum(|c| &c.accepted),
             sum(|c| &c.refused_limit),
@@ -342,6 +372,9 @@ pub fn render(shards: &[&MysqlShardStats], frontends: &[String]) -> String {
             sum(|c| &c.connect_failures),
             sum(|c| &c.backend_lost),
             sum(|c| &c.idle_closed),
+            sum(|c| &c.write_timeout),
+            sum(|c| &c.login_failed),
+            sum(|c| &c.pipeline_paused),
         );
     }
     out
@@ -367,6 +400,7 @@ mod tests {
         a.bytes_out(100); // greeting before the user is known
         a.bytes_in(50);
         a.login(b"sg_a");
+        a.authenticated();
         a.command(com::QUERY);
         a.bytes_in(20);
         a.bytes_out(30);
@@ -378,6 +412,7 @@ mod tests {
         a.reply(&shards[0], true, 1000);
         let mut b = ConnAccount::default();
         b.login(b"sg_a");
+        b.authenticated();
         b.command(com::PING);
         b.reply(&shards[1], true, 10);
         b.bytes_in(1);
@@ -416,11 +451,37 @@ mod tests {
         for i in 0..MAX_USERS + 10 {
             let mut a = ConnAccount::default();
             a.login(format!("u{i}").as_bytes());
+            a.authenticated();
             a.flush(&s, None);
         }
         let snap = s.snapshot();
         assert_eq!(snap.len(), MAX_USERS + 1);
         let other = snap.iter().find(|(k, _)| k == b"(other)").unwrap();
         assert_eq!(other.1.connections, 10);
+    }
+
+    #[test]
+    fn refused_names_are_never_users() {
+        let s = MysqlShardStats::new(1);
+        for i in 0..MAX_USERS + 10 {
+            let mut a = ConnAccount::default();
+            a.bytes_out(90);
+            a.login(format!("bogus{i}").as_bytes());
+            a.bytes_in(60);
+            a.login_failed();
+            a.flush(&s, None);
+        }
+        let mut a = ConnAccount::default();
+        a.login(b"real");
+        a.authenticated();
+        a.flush(&s, None);
+        let snap = s.snapshot();
+        let names: Vec<&[u8]> = snap.iter().map(|(k, _)| &k[..]).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let unknown = &snap.iter().find(|(k, _)| k == UNKNOWN_USER).unwrap().1;
+        assert_eq!(unknown.login_failures, MAX_USERS as u64 + 10);
+        assert_eq!(unknown.connections, 0);
+        let real = &snap.iter().find(|(k, _)| k == b"real").unwrap().1;
+        assert_eq!(real.connections, 1);
     }
 }
