@@ -171,13 +171,15 @@ pub async fn serve(
             let send = front.conf.send_timeout;
             let answer = canned_for(status, conn.head_request);
             let (_, _) = rt::write_all(&mut client, answer, send).await;
-            linger_close(client).await;
+            linger_close(client, std::mem::take(&mut conn.buf)).await;
         }
         Outcome::Tunnel(up) => {
             let leftover = std::mem::take(&mut conn.buf);
             super::tunnel::run(&http, &front.conf, client, up, leftover).await;
         }
-        Outcome::Close { linger: true } => linger_close(client).await,
+        Outcome::Close { linger: true } => {
+            linger_close(client, std::mem::take(&mut conn.buf)).await
+        }
         Outcome::Close { linger: false } | Outcome::KeepAlive => {}
     }
     drop(guard);
@@ -185,10 +187,14 @@ pub async fn serve(
 
 /// Shut our side down, then read and discard what the client still sends for a short while, so
 /// the kernel does not answer unread data with a reset that could destroy our last response.
-async fn linger_close(mut client: TcpStream) {
+/// `buf` is the connection's own read buffer, reused: closing allocates nothing (which matters
+/// when hundreds close at once near the memory ceiling).
+async fn linger_close(mut client: TcpStream, mut buf: Vec<u8>) {
     rt::shutdown_write(&mut client).await;
     let deadline = Instant::now() + LINGER;
-    let mut buf = Vec::with_capacity(4096);
+    if buf.capacity() == 0 {
+        buf.reserve(CLIENT_BUF);
+    }
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
