@@ -554,6 +554,8 @@ main() {
     echo "loadavg after: $(cat /proc/loadavg)" >> "$OUT/meta.txt"
     cp -f "$RUN/backend/logs/error.log" "$OUT/raw/backend-error.log" 2>/dev/null || true
     cp -f "$RUN/nginx/logs/error.log" "$OUT/raw/nginx-error.log" 2>/dev/null || true
+    # Recorded results name no path outside the repository: the checkout becomes ".".
+    sed -i "s#$ROOT/#./#g; s#$ROOT\b#.#g" "$OUT"/meta.txt "$OUT"/raw/*.log "$OUT"/raw/*.txt 2>/dev/null || true
     summarize "$OUT" | tee "$OUT/summary.md"
     log "results: $OUT"
 }

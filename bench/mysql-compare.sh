@@ -491,6 +491,8 @@ main() {
         echo "wall time: $((SECONDS - t_run)) s for the run (start, prepare, warm-up, measurements), $((t_run - t_start)) s build"
     } >> "$OUT/meta.txt"
     cp -f "$RUN/mariadb/m0/error.log" "$OUT/raw/mariadb-error.log" 2>/dev/null || true
+    # Recorded results name no path outside the repository: the checkout becomes ".".
+    sed -i "s#$ROOT/#./#g; s#$ROOT\b#.#g" "$OUT"/meta.txt "$OUT"/raw/*.log "$OUT"/raw/*.txt 2>/dev/null || true
     summarize "$OUT" | tee "$OUT/summary.md"
     log "results: $OUT"
 }
