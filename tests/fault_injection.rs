@@ -398,19 +398,8 @@ fn lowest_free_fd(pid: u32) -> u64 {
 fn descriptor_exhaustion_is_a_local_503_not_a_server_down() {
     let _serial = serial();
     let app = Backend::start("app");
-    let cfg = daemon(1)
-        + r#"
-[[http]]
-name = "web"
-listen = ["127.0.0.1:{port:web}"]
-default_pool = "app"
-
-[pool.app]
-down_time = "60s"
-max_idle_per_server = 0
-servers = [ { name = "app", addr = "{app}" } ]
-"#;
-    let p = Proxy::start_with(&cfg, &[("app", app.addr_string())]);
+    let pool = "down_time = \"60s\"\nmax_idle_per_server = 0";
+    let p = proxy::single_pool(app.addr_string(), 1, "", "", pool);
     let mut warm = Conn::connect(p.addr("web"));
     assert_eq!(warm.get("/", "h").status, 200);
     drop(warm);

@@ -34,20 +34,10 @@ fn get_nofile() -> (u64, u64) {
 #[test]
 fn a_low_open_file_limit_caps_clients_and_keeps_upstream_descriptors() {
     let app = Backend::start("app");
-    let cfg = daemon(1)
-        + r#"
-[[http]]
-name = "web"
-listen = ["127.0.0.1:{port:web}"]
-default_pool = "app"
-
-[pool.app]
-servers = [ { name = "app", addr = "{app}" } ]
-"#;
     let saved = get_nofile();
     // The daemon raises its soft limit to the hard one: lower both for it to inherit.
     set_nofile(400, 400).unwrap();
-    let p = Proxy::start_with(&cfg, &[("app", app.addr_string())]);
+    let p = proxy::single_pool(app.addr_string(), 1, "", "", "");
     // Root may raise its hard limit again; anyone else keeps 400, enough for this test.
     let _ = set_nofile(saved.0, saved.1);
 

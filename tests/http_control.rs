@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::observe::{stat, stats, stats_until};
 use common::proxy::ctl_at;
 use common::*;
 use std::collections::HashMap;
@@ -11,54 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 fn proxy_for(app: &Backend, daemon_extra: &str) -> Proxy {
-    let cfg = daemon(1)
-        + daemon_extra
-        + r#"
-[[http]]
-name = "web"
-listen = ["127.0.0.1:{port:web}"]
-default_pool = "app"
-
-[pool.app]
-servers = [ { name = "app", addr = "{app}" } ]
-"#;
-    Proxy::start_with(&cfg, &[("app", app.addr_string())])
-}
-
-/// `key: N` lines of `show stats`.
-fn stats(p: &Proxy) -> HashMap<String, i64> {
-    let (code, out) = p.ctl("show stats");
-    assert_eq!(code, 0, "show stats failed: {out}");
-    out.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim().to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-fn stat(s: &HashMap<String, i64>, key: &str) -> i64 {
-    *s.get(key)
-        .unwrap_or_else(|| panic!("`show stats` has no line `{key}: N`: {s:?}"))
-}
-
-/// Polls `show stats` until `pred` holds (bounded), returning the last snapshot.
-fn stats_until(
-    p: &Proxy,
-    what: &str,
-    pred: impl Fn(&HashMap<String, i64>) -> bool,
-) -> HashMap<String, i64> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let s = stats(p);
-        if pred(&s) {
-            return s;
-        }
-        if Instant::now() > deadline {
-            panic!("show stats never reached {what}: {s:?}");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+    proxy::single_pool(app.addr_string(), 1, daemon_extra, "", "")
 }
 
 #[test]
@@ -100,9 +54,12 @@ fn show_stats_follows_known_traffic() {
     let p = proxy_for(&app, "");
     // The harness's start-up probe (one connection per listen address) must be counted and
     // gone before the baseline is taken.
-    let base = stats_until(&p, "the start-up probe accepted and closed", |s| {
-        stat(s, "connections.active") == 0 && stat(s, "connections.accepted") >= 1
-    });
+    let base = stats_until(
+        &p,
+        Duration::from_secs(5),
+        "the start-up probe accepted and closed",
+        |s| stat(s, "connections.active") == 0 && stat(s, "connections.accepted") >= 1,
+    );
     for k in [
         "connections.reading",
         "connections.writing",
@@ -119,7 +76,7 @@ fn show_stats_follows_known_traffic() {
     let mut slow = Conn::connect(p.addr("web"));
     slow.send(&req("GET", "/delay/1500", "h", &[], b""));
 
-    let s = stats_until(&p, "3 active connections", |s| {
+    let s = stats_until(&p, Duration::from_secs(5), "3 active connections", |s| {
         stat(s, "connections.active") == 3
     });
     let line = |s: &HashMap<String, i64>| {
@@ -158,12 +115,16 @@ fn show_stats_follows_known_traffic() {
     for c in [&mut idle, &mut half, &mut slow] {
         assert_eq!(c.get("/again", "h").status, 200);
     }
-    let s = stats_until(&p, "3 waiting", |s| stat(s, "connections.waiting") == 3);
+    let s = stats_until(&p, Duration::from_secs(5), "3 waiting", |s| {
+        stat(s, "connections.waiting") == 3
+    });
     assert_eq!(stat(&s, "requests") - stat(&base, "requests"), 6, "{s:?}");
     assert_eq!(line(&s), (0, 0, 3), "{s:?}");
 
     drop((idle, half, slow));
-    let s = stats_until(&p, "0 active", |s| stat(s, "connections.active") == 0);
+    let s = stats_until(&p, Duration::from_secs(5), "0 active", |s| {
+        stat(s, "connections.active") == 0
+    });
     assert_eq!(
         stat(&s, "connections.accepted") - stat(&base, "connections.accepted"),
         3,

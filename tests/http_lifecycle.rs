@@ -11,22 +11,13 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn proxy_for(app: &Backend, daemon_extra: &str, frontend_extra: &str, pool_extra: &str) -> Proxy {
-    let cfg = daemon(1)
-        + daemon_extra
-        + &format!(
-            r#"
-[[http]]
-name = "web"
-listen = ["127.0.0.1:{{port:web}}"]
-default_pool = "app"
-{frontend_extra}
-
-[pool.app]
-{pool_extra}
-servers = [ {{ name = "app", addr = "{{app}}" }} ]
-"#
-        );
-    Proxy::start_with(&cfg, &[("app", app.addr_string())])
+    proxy::single_pool(
+        app.addr_string(),
+        1,
+        daemon_extra,
+        frontend_extra,
+        pool_extra,
+    )
 }
 
 #[test]

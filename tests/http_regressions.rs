@@ -391,21 +391,7 @@ fn serve_body(c: &mut RawConn, body: &str) {
 
 /// The proxy (one shard) with frontend `web` in front of the script as pool `app`.
 fn proxy_for(s: &Script, frontend_extra: &str, pool_extra: &str) -> Proxy {
-    let cfg = daemon(1)
-        + &format!(
-            r#"
-[[http]]
-name = "web"
-listen = ["127.0.0.1:{{port:web}}"]
-default_pool = "app"
-{frontend_extra}
-
-[pool.app]
-{pool_extra}
-servers = [ {{ name = "s", addr = "{{app}}" }} ]
-"#
-        );
-    Proxy::start_with(&cfg, &[("app", s.addr_string())])
+    proxy::single_pool(s.addr_string(), 1, "", frontend_extra, pool_extra)
 }
 
 fn connect(p: &Proxy, read_timeout: Duration) -> Conn {

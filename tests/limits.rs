@@ -6,6 +6,7 @@
 mod common;
 
 use common::client::End;
+use common::observe::{poll_until, stats_text as stats};
 use common::*;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -14,57 +15,33 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn proxy_for(app: &Backend, daemon_extra: &str, frontend_extra: &str, pool_extra: &str) -> Proxy {
-    let cfg = daemon(1)
-        + daemon_extra
-        + &format!(
-            r#"
-[[http]]
-name = "web"
-listen = ["127.0.0.1:{{port:web}}"]
-default_pool = "app"
-{frontend_extra}
-
-[pool.app]
-{pool_extra}
-servers = [ {{ name = "app", addr = "{{app}}" }} ]
-"#
-        );
-    Proxy::start_with(&cfg, &[("app", app.addr_string())])
+    proxy::single_pool(
+        app.addr_string(),
+        1,
+        daemon_extra,
+        frontend_extra,
+        pool_extra,
+    )
 }
 
-fn stats(p: &Proxy) -> HashMap<String, String> {
-    let (code, out) = p.ctl("show stats");
-    assert_eq!(code, 0, "show stats: {out}");
-    out.lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
+/// One number of a `show stats` snapshot taken as text.
 fn num(s: &HashMap<String, String>, key: &str) -> u64 {
     s.get(key)
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("`show stats` has no number `{key}`: {s:?}"))
 }
 
-/// Polls `show stats` until `pred` holds (at most `limit`), returning the last snapshot.
+/// Polls `show stats` (as text) until `pred` holds, at most `limit`.
+#[track_caller]
 fn stats_until(
     p: &Proxy,
     limit: Duration,
     what: &str,
     pred: impl Fn(&HashMap<String, String>) -> bool,
 ) -> HashMap<String, String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let s = stats(p);
-        if pred(&s) {
-            return s;
-        }
-        if Instant::now() > deadline {
-            panic!("not {what} within {limit:?}: {s:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (s, ok) = poll_until(limit, || stats(p), pred);
+    assert!(ok, "not {what} within {limit:?}: {s:?}");
+    s
 }
 
 /// A client socket bound to `source` (any 127.0.0.0/8 address) before connecting.

@@ -20,11 +20,53 @@ use super::sleep;
 /// thousand; a single client (a benchmark, a NAT) sees plain FIFO.
 #[derive(Default)]
 pub struct Gate {
-    queues: RefCell<HashMap<u128, VecDeque<Rc<Waiter>>>>,
+    queues: RefCell<HashMap<u128, VecDeque<Rc<Waiter>>, KeyHash>>,
     /// Keys with waiters, in the order they get the next slots.
     turn: RefCell<VecDeque<u128>>,
     queued: Cell<usize>,
     free: Cell<usize>,
+}
+
+/// Hashing for client keys: one multiply per lookup instead of SipHash (the queue is on the
+/// request path whenever a server is saturated). Keys are addresses, a peer picks them only
+/// within what it can route from, and the seed differs per process.
+#[derive(Clone)]
+struct KeyHash(u64);
+
+impl Default for KeyHash {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        KeyHash(std::collections::hash_map::RandomState::new().hash_one(0u8) | 1)
+    }
+}
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.write_u64(v as u64);
+        self.write_u64((v >> 64) as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[derive(Default)]

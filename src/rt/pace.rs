@@ -40,10 +40,12 @@ impl Pace {
     /// Start a wait on the metered peer: [`Metered::limit`] bounds it, and the time until the
     /// `Metered` is dropped is charged to the budget. Without a pace, the limit is `op`.
     pub fn meter(pace: Option<&Pace>, op: Duration, moved: u64) -> Metered<'_> {
+        // The clock is read only for a pace that counts.
+        let pace = pace.filter(|p| p.rate > 0);
         Metered {
             limit: pace.map_or(op, |p| p.limit(op, moved)),
+            started: pace.map(|_| Instant::now()),
             pace,
-            started: Instant::now(),
         }
     }
 }
@@ -52,13 +54,13 @@ impl Pace {
 pub struct Metered<'a> {
     pub limit: Duration,
     pace: Option<&'a Pace>,
-    started: Instant,
+    started: Option<Instant>,
 }
 
 impl Drop for Metered<'_> {
     fn drop(&mut self) {
-        if let Some(p) = self.pace {
-            p.waited.set(p.waited.get() + self.started.elapsed());
+        if let (Some(p), Some(t)) = (self.pace, self.started) {
+            p.waited.set(p.waited.get() + t.elapsed());
         }
     }
 }

@@ -12,16 +12,38 @@ use super::proxy::Proxy;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// `key: N` lines of `show stats`.
-pub fn stats(p: &Proxy) -> HashMap<String, i64> {
+/// Every `key: value` line of `show stats`, values as text (`memory.level: normal`).
+pub fn stats_text(p: &Proxy) -> HashMap<String, String> {
     let (code, out) = p.ctl("show stats");
     assert_eq!(code, 0, "show stats failed: {out}");
     out.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim().to_string(), v.trim().parse().ok()?))
-        })
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
+}
+
+/// `key: N` lines of `show stats`.
+pub fn stats(p: &Proxy) -> HashMap<String, i64> {
+    stats_text(p)
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+        .collect()
+}
+
+/// Polls `show stats` until `pred` holds, at most `limit`; returns the last snapshot.
+#[track_caller]
+pub fn stats_until(
+    p: &Proxy,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(&HashMap<String, i64>) -> bool,
+) -> HashMap<String, i64> {
+    let (s, ok) = poll_until(limit, || stats(p), pred);
+    assert!(
+        ok,
+        "show stats never reached {what} within {limit:?}: {s:?}"
+    );
+    s
 }
 
 /// One counter of a `show stats` snapshot (panics naming the key when it is missing).

@@ -44,6 +44,33 @@ pub fn io_driver() -> String {
     std::env::var("SHARDGATE_TEST_IO_DRIVER").unwrap_or_else(|_| "auto".into())
 }
 
+/// The daemon with `shards` shards and one frontend `web` (on `{port:web}`) whose default pool
+/// `app` has one server at `server`; each `*_extra` is spliced into its section.
+pub fn single_pool(
+    server: String,
+    shards: u32,
+    daemon_extra: &str,
+    frontend_extra: &str,
+    pool_extra: &str,
+) -> Proxy {
+    let cfg = super::daemon(shards)
+        + daemon_extra
+        + &format!(
+            r#"
+[[http]]
+name = "web"
+listen = ["127.0.0.1:{{port:web}}"]
+default_pool = "app"
+{frontend_extra}
+
+[pool.app]
+{pool_extra}
+servers = [ {{ name = "app", addr = "{{app}}" }} ]
+"#
+        );
+    Proxy::start_with(&cfg, &[("app", server)])
+}
+
 pub struct Proxy {
     child: Child,
     pub dir: PathBuf,
