@@ -144,6 +144,8 @@ impl Level {
 }
 
 static LIMIT: AtomicU64 = AtomicU64::new(0);
+/// The heap held at the last [`update`].
+static LAST_HELD: AtomicU64 = AtomicU64::new(0);
 static LEVEL: AtomicU8 = AtomicU8::new(0);
 /// Times a level above `Normal` was entered.
 static SHED_EPISODES: AtomicU64 = AtomicU64::new(0);
@@ -174,16 +176,25 @@ pub fn admits() -> bool {
     if level() >= Level::AcceptPaused {
         return false;
     }
-    let limit = limit();
-    limit == 0 || (held() as u128 * 100) < (limit as u128 * Level::ENTER[1] as u128)
+    below(Level::ENTER[1])
+}
+
+/// Is the heap below `pct` % of the limit (always, without a limit)? The slots are summed
+/// only when the figure of the last [`update`] is past half the limit: far from the ceiling a
+/// shard reads one word instead of every thread's counter.
+fn below(pct: u64) -> bool {
+    let limit = limit() as u128;
+    if limit == 0 || (LAST_HELD.load(Ordering::Relaxed) as u128) * 2 < limit {
+        return true;
+    }
+    (held() as u128 * 100) < limit * pct as u128
 }
 
 /// May a connection grow a buffer to read more of a request head? No once the heap passes
 /// the `Refusing` threshold: the request is refused (503) instead of carrying the heap past
 /// the ceiling. Checked only when a buffer must grow, which a steady request never needs.
 pub fn may_grow() -> bool {
-    let limit = limit();
-    limit == 0 || (held() as u128 * 100) < (limit as u128 * Level::ENTER[3] as u128)
+    below(Level::ENTER[3])
 }
 
 /// Recompute the level from the heap held now; logs each change. Called by the main thread.
@@ -193,6 +204,7 @@ pub fn update() {
         return;
     }
     let held = held();
+    LAST_HELD.store(held, Ordering::Relaxed);
     let cur = level();
     let next = Level::next(cur, held, limit);
     if next != cur {

@@ -132,41 +132,40 @@ impl SiteTable {
         }
     }
 
-    /// Account one finished request to `site` (lower-cased host without port) of frontend
-    /// `fe`. A site beyond [`MAX_SITES`] or longer than [`MAX_SITE_KEY`] counts as `(other)`.
-    pub fn record(
+    /// The counters of `site` (lower-cased host without port) of frontend `fe`, made on first
+    /// sight. A site beyond [`MAX_SITES`] or longer than [`MAX_SITE_KEY`] counts as `(other)`.
+    pub fn counters(
         &self,
         stats: &ShardStats,
         fe: usize,
         site: &[u8],
-        bytes_in: u64,
-        bytes_out: u64,
-        time_us: u64,
-    ) {
+    ) -> Option<Arc<SiteCounters>> {
         let mut fronts = self.fronts.borrow_mut();
-        let Some(map) = fronts.get_mut(fe) else {
-            return;
+        let map = fronts.get_mut(fe)?;
+        if let Some(c) = map.get(site) {
+            return Some(c.clone());
+        }
+        let key = if map.len() < MAX_SITES && site.len() <= MAX_SITE_KEY {
+            site
+        } else {
+            OTHER
         };
-        let c = match map.get(site) {
-            Some(c) => c,
-            None => {
-                let key = if map.len() < MAX_SITES && site.len() <= MAX_SITE_KEY {
-                    site
-                } else {
-                    OTHER
-                };
-                if !map.contains_key(key) {
-                    let c = Arc::new(SiteCounters::default());
-                    stats.register(fe, (Arc::from(key), c.clone()));
-                    map.insert(key.into(), c);
-                }
-                &map[key]
-            }
-        };
-        c.requests.add(1);
-        c.bytes_in.add(bytes_in);
-        c.bytes_out.add(bytes_out);
-        c.time_total_us.add(time_us);
+        let c = map.entry(key.into()).or_insert_with(|| {
+            let c = Arc::new(SiteCounters::default());
+            stats.register(fe, (Arc::from(key), c.clone()));
+            c
+        });
+        Some(c.clone())
+    }
+}
+
+impl SiteCounters {
+    /// Account one finished request.
+    pub fn add(&self, bytes_in: u64, bytes_out: u64, time_us: u64) {
+        self.requests.add(1);
+        self.bytes_in.add(bytes_in);
+        self.bytes_out.add(bytes_out);
+        self.time_total_us.add(time_us);
     }
 }
 
@@ -297,15 +296,17 @@ mod tests {
     fn sites_are_bounded_and_summed() {
         let shards: Vec<_> = (0..2).map(|_| Arc::new(ShardStats::new(1))).collect();
         let tables: Vec<_> = (0..2).map(|_| SiteTable::new(1)).collect();
-        tables[0].record(&shards[0].0, 0, b"a", 10, 20, 1000);
-        tables[1].record(&shards[1].0, 0, b"a", 1, 2, 3000);
+        let record = |shard: usize, site: &[u8], i: u64, o: u64, t: u64| {
+            let c = tables[shard].counters(&shards[shard].0, 0, site).unwrap();
+            c.add(i, o, t);
+        };
+        record(0, b"a", 10, 20, 1000);
+        record(1, b"a", 1, 2, 3000);
         for i in 0..MAX_SITES + 5 {
-            let site = format!("h{i}");
-            tables[0].record(&shards[0].0, 0, site.as_bytes(), 0, 0, 0);
+            record(0, format!("h{i}").as_bytes(), 0, 0, 0);
         }
         // A key longer than a DNS name is never stored.
-        let long = vec![b'x'; MAX_SITE_KEY + 1];
-        tables[1].record(&shards[1].0, 0, &long, 1, 1, 1);
+        record(1, &[b'x'; MAX_SITE_KEY + 1], 1, 1, 1);
         assert_eq!(shards[0].0.sites.lock().unwrap()[0].len(), MAX_SITES + 1);
         assert_eq!(shards[1].0.sites.lock().unwrap()[0].len(), 2);
         let text = render_http_traffic(&shards, &["www".into()]);

@@ -14,7 +14,7 @@ use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Action;
@@ -35,7 +35,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 const DRAIN_IDLE: Duration = Duration::from_millis(100);
 const DRAIN_LIMIT: usize = 4 << 20;
 /// At most one warning per this interval for each kind of refusal.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Stack of a client thread: commands render into heap strings.
 const CLIENT_STACK: usize = 256 << 10;
 
@@ -51,8 +50,8 @@ static COUNTERS: Counters = Counters {
     busy: AtomicU64::new(0),
     bad_input: AtomicU64::new(0),
 };
-static DENIED_LOG: LogLimit = LogLimit::new();
-static BUSY_LOG: LogLimit = LogLimit::new();
+static DENIED_LOG: crate::rt::LogLimit = crate::rt::LogLimit::new();
+static BUSY_LOG: crate::rt::LogLimit = crate::rt::LogLimit::new();
 
 /// The control socket's lines of `show stats`.
 pub fn render_stats() -> String {
@@ -62,33 +61,6 @@ pub fn render_stats() -> String {
         COUNTERS.busy.load(Ordering::Relaxed),
         COUNTERS.bad_input.load(Ordering::Relaxed),
     )
-}
-
-/// Lets one log line through per [`LOG_EVERY`], counting the ones it holds back.
-struct LogLimit {
-    last: Mutex<Option<Instant>>,
-    suppressed: AtomicU64,
-}
-
-impl LogLimit {
-    const fn new() -> LogLimit {
-        LogLimit {
-            last: Mutex::new(None),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines held back since the last one)` if this one may be logged.
-    fn allow(&self) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        *last = Some(now);
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
-    }
 }
 
 /// Decrements the count of clients being served when the client's thread ends (or is never

@@ -151,7 +151,7 @@ impl ConnCache {
     /// response read, nothing more from the server): kept idle if there is room, and its slot
     /// goes to the next queued request (which will find it on the stack). A connection in any
     /// other state is dropped instead, which closes it.
-    pub fn checkin(&self, up: Upstream) {
+    pub fn checkin(&self, up: Upstream, shedding: bool) {
         let Upstream {
             stream,
             mut buf,
@@ -165,7 +165,7 @@ impl ConnCache {
             // Queued requests will take idle connections as soon as they run: keep one for each
             // of them beyond the idle bound, rather than close it and connect again. Near the
             // memory ceiling only what a queued request will take at once is kept.
-            let room = if crate::mem::level() >= crate::mem::Level::ClosingIdle {
+            let room = if shedding {
                 slots.gate.queued()
             } else {
                 self.conf.max_idle_per_server + slots.gate.queued()

@@ -1,6 +1,7 @@
 //! The process clock every shard shares: microseconds and milliseconds since start, read from
 //! one monotonic epoch, so stamps taken on different shards compare.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -19,4 +20,57 @@ pub fn now_ms() -> u64 {
 /// [`now_ms`] for a reading of [`now_us`] already taken.
 pub fn ms_of(us: u64) -> u64 {
     us / 1000 + 1
+}
+
+/// Lets one log line through per period (10 s), counting the ones it holds back: for warnings a
+/// peer or a shortage can repeat per request or per connection. Lock-free, shareable as a
+/// `static` by every shard and thread.
+pub struct LogLimit {
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LogLimit {
+    const EVERY_MS: u64 = 10_000;
+
+    pub const fn new() -> LogLimit {
+        LogLimit {
+            last_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` if this one may be logged.
+    pub fn allow(&self) -> Option<u64> {
+        let now = now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= Self::EVERY_MS;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_period_and_the_rest_counted() {
+        let l = LogLimit::new();
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        // A period later (the stamp moved back rather than waited for).
+        let then = now_ms().saturating_sub(LogLimit::EVERY_MS).max(1);
+        l.last_ms.store(then, Ordering::Relaxed);
+        assert_eq!(l.allow(), Some(2));
+    }
 }

@@ -31,7 +31,7 @@ mod splice;
 mod stream;
 mod task;
 
-pub use clock::{ms_of, now_ms, now_us};
+pub use clock::{ms_of, now_ms, now_us, LogLimit};
 pub use drain::Drain;
 pub use driver::{run_shard, Driver};
 pub use gate::{client_key, Gate};

@@ -55,9 +55,27 @@ pub struct Shard {
     pub drain: Drain,
     /// Pipes for splicing long bodies and tunnels.
     pub pipes: rt::PipePool,
+    /// What the protocols give back when the shard starts shedding load near the memory
+    /// ceiling (idle upstream connections, spare buffers); idle client connections go through
+    /// [`Drain::set_shed`].
+    shed_hooks: std::cell::RefCell<Vec<Box<dyn Fn()>>>,
 }
 
 impl Shard {
+    /// Run `hook` each time the shard starts shedding load.
+    pub fn on_shed(&self, hook: Box<dyn Fn()>) {
+        self.shed_hooks.borrow_mut().push(hook);
+    }
+
+    fn set_shed(&self, on: bool) {
+        self.drain.set_shed(on);
+        if on {
+            for hook in self.shed_hooks.borrow().iter() {
+                hook();
+            }
+        }
+    }
+
     pub fn stats(&self) -> &ShardStats {
         &self.stats.0
     }
@@ -137,6 +155,7 @@ pub fn spawn(
                         stats,
                         drain: Drain::default(),
                         pipes: rt::PipePool::default(),
+                        shed_hooks: Default::default(),
                     });
                     shard_main(shard, ls, service, driver, max_conns, stop_timeout)
                 });
@@ -187,7 +206,7 @@ async fn shard_main(
         rt::sleep(Duration::from_millis(20)).await;
         let shed = crate::mem::level() >= crate::mem::Level::ClosingIdle;
         if shed != shard.drain.shedding() {
-            shard.drain.set_shed(shed);
+            shard.set_shed(shed);
         }
     }
     for c in cancellers {
@@ -228,7 +247,7 @@ async fn accept_loop(
     cancel: rt::CancelHandle,
     max: usize,
 ) {
-    let mut last_warn: Option<Instant> = None;
+    static EXHAUSTED_LOG: rt::LogLimit = rt::LogLimit::new();
     loop {
         if shard.drain.fired() {
             break;
@@ -273,9 +292,8 @@ async fn accept_loop(
             Ok(None) => break,
             Err(e) => {
                 if rt::is_local_exhaustion(&e) {
-                    if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        tracing::warn!(shard = shard.id, error = %e, "accept failed: out of file descriptors or memory; backing off");
-                        last_warn = Some(Instant::now());
+                    if let Some(suppressed) = EXHAUSTED_LOG.allow() {
+                        tracing::warn!(shard = shard.id, error = %e, suppressed, "accept failed: out of file descriptors or memory; backing off");
                     }
                     rt::sleep(Duration::from_millis(100)).await;
                 }

@@ -19,6 +19,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::Failure;
@@ -31,7 +32,7 @@ use crate::proto::http::{HeaderSpan, Method, RequestHead, Status};
 use crate::proxy::conns::Upstream;
 use crate::rt::{self, Read, TcpStream, Wake};
 use crate::shard::ConnGuard;
-use crate::stats::{Counter, ShardStats};
+use crate::stats::{Counter, ShardStats, SiteCounters};
 
 /// First read buffer of a client connection; grows up to the head limit when a head needs it.
 const CLIENT_BUF: usize = 2 * 1024;
@@ -127,6 +128,9 @@ pub struct Conn<'h> {
     pub wbuf: Vec<u8>,
     /// The site key (Host without port) of the current request.
     pub site: Vec<u8>,
+    /// The counters of the site this connection last counted to, and its key: a keep-alive
+    /// connection nearly always names the same Host, so most requests skip the site lookup.
+    site_seen: (Vec<u8>, Option<Arc<SiteCounters>>),
     /// The current request is a HEAD: an answer of ours carries no body.
     pub head_request: bool,
 }
@@ -156,6 +160,7 @@ pub async fn serve(
         out: Vec::new(),
         wbuf: Vec::new(),
         site: Vec::new(),
+        site_seen: (Vec::new(), None),
         head_request: false,
     };
     let outcome = {
@@ -319,6 +324,9 @@ impl Conn<'_> {
                 *v = Vec::new();
             }
         }
+        if self.site_seen.0.capacity() > IDLE_KEEP {
+            self.site_seen = (Vec::new(), None);
+        }
         for v in [&mut self.headers, &mut self.resp_headers] {
             if v.capacity() > IDLE_HEADERS {
                 *v = Vec::new();
@@ -327,15 +335,19 @@ impl Conn<'_> {
     }
 
     /// Count one finished exchange in its site's traffic.
-    pub fn record(&self, bytes_in: u64, bytes_out: u64, started: Instant) {
+    pub fn record(&mut self, bytes_in: u64, bytes_out: u64, started: Instant) {
         let us = started.elapsed().as_micros() as u64;
-        self.http.sites.record(
-            self.http.ctx.stats(),
-            self.fe.index,
-            &self.site,
-            bytes_in,
-            bytes_out,
-            us,
-        );
+        let (key, counters) = &mut self.site_seen;
+        if counters.is_none() || *key != self.site {
+            let http = self.http;
+            *counters = http
+                .sites
+                .counters(http.ctx.stats(), self.fe.index, &self.site);
+            key.clear();
+            key.extend_from_slice(&self.site);
+        }
+        if let Some(c) = counters {
+            c.add(bytes_in, bytes_out, us);
+        }
     }
 }

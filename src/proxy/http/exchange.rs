@@ -16,16 +16,13 @@ use std::time::Instant;
 use super::conn::{Conn, Outcome};
 use super::error::Failure;
 use super::forward;
-use super::relay::{BodyLeft, Relay, RelayEnd, Spill};
+use super::relay::{BodyLeft, Dir, Relay, RelayEnd, Spill};
 use super::HttpFront;
 use crate::proto::http::write::{write_request_head, write_response_head, ForwardInfo};
 use crate::proto::http::{Framing, Method, RequestHead, ResponseHead};
 use crate::proxy::conns::Upstream;
 use crate::route::{self, RequestView};
 use crate::rt::{self, Pace, TcpStream};
-
-/// Most re-framing scratch a connection keeps between requests.
-const WBUF_KEPT: usize = 4 * 1024;
 
 /// What the exchange needs to remember of the request head once its bytes are gone.
 #[derive(Clone, Copy, Debug)]
@@ -202,7 +199,7 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
     outcome
 }
 
-fn fail(conn: &Conn, f: Failure, bytes_in: u64, started: Instant) -> Outcome {
+fn fail(conn: &mut Conn, f: Failure, bytes_in: u64, started: Instant) -> Outcome {
     let answered = f.status().map_or(0, |s| {
         crate::proto::http::answers::canned_for(s, conn.head_request).len()
     });
@@ -296,9 +293,8 @@ async fn respond(
             pipes: &http.ctx.shard.pipes,
             read_timeout: cache.conf.response_timeout,
             write_timeout: send_timeout,
-            watch_dest: false,
-            src_pace: None,
-            dst_pace: Some(&pace),
+            dir: Dir::Response,
+            pace: &pace,
         };
         let mut overran = false;
         let rbuf = http.relay_buf();
@@ -324,11 +320,7 @@ async fn respond(
         }
     }
     if x.upstream_reusable(&resp) {
-        cache.checkin(up);
-    }
-    if conn.wbuf.capacity() > WBUF_KEPT {
-        // A re-framed body made it grow; an idle keep-alive connection holds no more.
-        conn.wbuf = Vec::new();
+        cache.checkin(up, drain.shedding());
     }
     conn.resp_headers = resp.headers;
     if keep {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::conn::Conn;
 use super::error::Failure;
 use super::exchange::Exchange;
-use super::relay::{Relay, RelayEnd, Spill};
+use super::relay::{Dir, Relay, RelayEnd, Spill};
 use crate::balance::InFlight;
 use crate::proto::http::answers::CONTINUE_100;
 use crate::proto::http::parse::parse_response;
@@ -76,7 +76,10 @@ async fn try_servers<'h>(
             Ok(up) => up,
             Err(CheckoutError::NoSlot) => return Err(Failure::NoServer),
             Err(CheckoutError::Local(e)) => {
-                tracing::warn!(pool = %cache.shared.name, error = %e, "cannot open an upstream connection: out of local resources");
+                static LOG: rt::LogLimit = rt::LogLimit::new();
+                if let Some(suppressed) = LOG.allow() {
+                    tracing::warn!(pool = %cache.shared.name, error = %e, suppressed, "cannot open an upstream connection: out of local resources");
+                }
                 return Err(Failure::NoResources);
             }
             Err(CheckoutError::Connect(e)) => {
@@ -146,9 +149,8 @@ async fn attempt(
             pipes: &http.ctx.shard.pipes,
             read_timeout: conf.client_body_timeout,
             write_timeout: timeout,
-            watch_dest: true,
-            src_pace: Some(&pace),
-            dst_pace: None,
+            dir: Dir::Request,
+            pace: &pace,
         };
         let mut rbuf = http.relay_buf();
         while let Some(body) = x.body.as_mut() {

@@ -40,14 +40,13 @@ mod tunnel;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::rc::{Rc, Weak};
-use std::time::Duration;
+use std::rc::Rc;
 
 use crate::config::HttpFrontend;
 use crate::proto::http::parse::Limits;
 use crate::proxy::conns::ConnCache;
 use crate::proxy::ShardCtx;
-use crate::rt::{self, TcpStream};
+use crate::rt::TcpStream;
 use crate::shard::ConnGuard;
 use crate::stats::SiteTable;
 
@@ -74,24 +73,6 @@ impl HttpFront {
                 max_body: conf.max_body,
             },
             conf,
-        }
-    }
-}
-
-/// Near the memory ceiling, close the idle upstream connections (each holds a read buffer) and
-/// the spare relay buffers; runs until the shard drains.
-async fn shed_idle_upstreams(http: Weak<HttpShard>) {
-    loop {
-        rt::sleep(Duration::from_millis(50)).await;
-        let Some(http) = http.upgrade() else { return };
-        if http.ctx.drain.fired() {
-            return;
-        }
-        if crate::mem::level() >= crate::mem::Level::ClosingIdle {
-            for c in &http.conns {
-                c.drop_idle();
-            }
-            http.relay_bufs.borrow_mut().clear();
         }
     }
 }
@@ -126,9 +107,17 @@ impl HttpShard {
             relay_bufs: RefCell::new(Vec::new()),
             ctx,
         });
-        if http.ctx.shared.config.daemon.memory_limit.is_some() {
-            rt::spawn(shed_idle_upstreams(Rc::downgrade(&http)));
-        }
+        // Shedding load near the memory ceiling: close idle upstream connections (each holds
+        // a read buffer) and drop the spare relay buffers.
+        let weak = Rc::downgrade(&http);
+        http.ctx.shard.on_shed(Box::new(move || {
+            if let Some(http) = weak.upgrade() {
+                for c in &http.conns {
+                    c.drop_idle();
+                }
+                http.relay_bufs.borrow_mut().clear();
+            }
+        }));
         http
     }
 

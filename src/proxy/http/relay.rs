@@ -136,20 +136,36 @@ pub enum RelayEnd {
     Woken { resumable: bool },
 }
 
+/// Which way a relay moves a body; the client is the source of one and the destination of
+/// the other.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Client → server: ends with [`RelayEnd::Woken`] when the server turns readable (it
+    /// answered early), and may re-frame a chunked body.
+    Request,
+    /// Server → client, forwarded as received.
+    Response,
+}
+
 /// The fixed parts of one relay direction.
 pub struct Relay<'a> {
     pub pipes: &'a PipePool,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
-    /// End with [`RelayEnd::Woken`] when the destination turns readable (request bodies).
-    pub watch_dest: bool,
-    /// The client's minimum rate, metering waits on the source (request bodies) or on the
-    /// destination (responses).
-    pub src_pace: Option<&'a Pace>,
-    pub dst_pace: Option<&'a Pace>,
+    pub dir: Dir,
+    /// The client's minimum rate: it meters the waits on the client's side only.
+    pub pace: &'a Pace,
 }
 
 impl Relay<'_> {
+    /// The pace metering waits on the source and on the destination.
+    fn paces(&self) -> (Option<&Pace>, Option<&Pace>) {
+        match self.dir {
+            Dir::Request => (Some(self.pace), None),
+            Dir::Response => (None, Some(self.pace)),
+        }
+    }
+
     /// Move the rest of `body` from `src` to `dst`. `rbuf` is the read buffer (returned),
     /// `wbuf` scratch for re-framed output, `overflow` takes the bytes read past the body's end,
     /// `moved` counts the bytes written to `dst`.
@@ -175,8 +191,8 @@ impl Relay<'_> {
                     *n,
                     self.read_timeout,
                     self.write_timeout,
-                    self.watch_dest,
-                    (self.src_pace, self.dst_pace),
+                    self.dir == Dir::Request,
+                    self.paces(),
                     moved,
                 )
                 .await;
@@ -219,19 +235,20 @@ impl Relay<'_> {
         mut overflow: Spill<'_>,
         moved: &mut u64,
     ) -> (RelayEnd, Vec<u8>) {
+        let (src_pace, dst_pace) = self.paces();
         loop {
             rbuf.clear();
-            let (rto, wto) = (self.read_timeout, self.write_timeout);
-            let r = if self.watch_dest {
+            let m = Pace::meter(src_pace, self.read_timeout, *moved);
+            let r = match self.dir {
                 // Readiness and a non-blocking recv: a wake-up takes nothing from the client.
-                let m = Pace::meter(self.src_pace, rto, *moved);
-                rt::recv_watching(src, &mut rbuf, m.limit, dst).await
-            } else {
-                let m = Pace::meter(self.src_pace, rto, *moved);
-                let (r, b) = rt::read_into(src, rbuf, 0, m.limit, Wake::Never).await;
-                rbuf = b;
-                r
+                Dir::Request => rt::recv_watching(src, &mut rbuf, m.limit, dst).await,
+                Dir::Response => {
+                    let (r, b) = rt::read_into(src, rbuf, 0, m.limit, Wake::Never).await;
+                    rbuf = b;
+                    r
+                }
             };
+            drop(m);
             match r {
                 Read::Data => {}
                 Read::Eof if matches!(body, BodyLeft::UntilClose) => return (RelayEnd::Done, rbuf),
@@ -245,39 +262,34 @@ impl Relay<'_> {
                 Err(e) => return (RelayEnd::Framing(e), rbuf),
             };
             overflow.spill(&rbuf[k..]);
-            let end = if self.watch_dest {
+            let m = Pace::meter(dst_pace, self.write_timeout, *moved);
+            let end = match self.dir {
                 // A server may answer instead of reading: send without an owned-buffer write
                 // that could not be abandoned, watching for its answer while blocked.
-                let data = if body.reframes() {
-                    &wbuf[..]
-                } else {
-                    &rbuf[..k]
-                };
-                let m = Pace::meter(self.dst_pace, wto, *moved);
-                match rt::send_watching(dst, data, m.limit, true, moved).await {
-                    Ok(()) => None,
-                    Err(rt::SpliceError::Woken | rt::SpliceError::WokenMidway) => {
-                        Some(RelayEnd::Woken { resumable: false })
+                Dir::Request => {
+                    let data = if body.reframes() {
+                        &wbuf[..]
+                    } else {
+                        &rbuf[..k]
+                    };
+                    match rt::send_watching(dst, data, m.limit, true, moved).await {
+                        Ok(()) => None,
+                        Err(rt::SpliceError::Woken | rt::SpliceError::WokenMidway) => {
+                            Some(RelayEnd::Woken { resumable: false })
+                        }
+                        Err(_) => Some(RelayEnd::DestFailed),
                     }
-                    Err(_) => Some(RelayEnd::DestFailed),
                 }
-            } else if body.reframes() {
-                let out = std::mem::take(wbuf);
-                let n = out.len();
-                let m = Pace::meter(self.dst_pace, wto, *moved);
-                let (w, out) = rt::write_all(dst, out, m.limit).await;
-                drop(m);
-                *wbuf = out;
-                *moved += n as u64;
-                w.is_err().then_some(RelayEnd::DestFailed)
-            } else {
-                let m = Pace::meter(self.dst_pace, wto, *moved);
-                let (w, slice) = rt::write_all(dst, rbuf.slice(0..k), m.limit).await;
-                drop(m);
-                rbuf = slice.into_inner();
-                *moved += k as u64;
-                w.is_err().then_some(RelayEnd::DestFailed)
+                // Responses are forwarded as received (never re-framed).
+                Dir::Response => {
+                    debug_assert!(!body.reframes());
+                    let (w, slice) = rt::write_all(dst, rbuf.slice(0..k), m.limit).await;
+                    rbuf = slice.into_inner();
+                    *moved += k as u64;
+                    w.is_err().then_some(RelayEnd::DestFailed)
+                }
             };
+            drop(m);
             if let Some(end) = end {
                 return (end, rbuf);
             }

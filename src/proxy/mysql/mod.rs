@@ -364,7 +364,10 @@ async fn connect_backend(
             },
             // Out of descriptors or memory here: no server is to blame, and none will do better.
             Err(e) if rt::is_local_exhaustion(&e) => {
-                tracing::warn!(pool = %pool.name, error = %e, "cannot open a server connection: out of local resources");
+                static LOG: crate::rt::LogLimit = crate::rt::LogLimit::new();
+                if let Some(suppressed) = LOG.allow() {
+                    tracing::warn!(pool = %pool.name, error = %e, suppressed, "cannot open a server connection: out of local resources");
+                }
                 return Err(NoBackend::LocalExhaustion);
             }
             Err(e) => e.to_string(),
