@@ -1,0 +1,84 @@
+//! The `[daemon]` section: shard count, I/O driver, control socket, connection and memory
+//! ceilings, stop timeout.
+
+use std::path::PathBuf;
+
+use super::value::parse_size;
+use super::{Builder, ConfigError};
+use crate::config::file::{DaemonFile, IoDriverFile};
+use crate::config::{Daemon, IoDriver};
+
+/// Upper bound for `daemon.shards`: far above any real core count, low enough to catch a typo.
+const MAX_SHARDS: i64 = 1024;
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+/// Smallest `daemon.memory_limit` accepted.
+const MIN_MEMORY_LIMIT: u64 = 8 << 20;
+
+impl Builder<'_> {
+    pub(super) fn daemon(&self, d: &DaemonFile) -> Result<Daemon, ConfigError> {
+        let shards = match d.shards.unwrap_or(0) {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n @ 1..=MAX_SHARDS => n as usize,
+            n => {
+                return Err(self.err(
+                    "daemon.shards",
+                    format!("{n} is out of range: 0 (one per CPU) or 1..={MAX_SHARDS}"),
+                ))
+            }
+        };
+        let control_socket = d
+            .control_socket
+            .as_deref()
+            .unwrap_or("/run/shardgate/shardgate.sock");
+        if control_socket.is_empty() {
+            return Err(self.err("daemon.control_socket", "must not be empty"));
+        }
+        if control_socket.len() > MAX_SOCKET_PATH {
+            return Err(self.err(
+                "daemon.control_socket",
+                format!(
+                    "{} bytes long; a UNIX socket path is limited to {MAX_SOCKET_PATH} bytes",
+                    control_socket.len()
+                ),
+            ));
+        }
+        Ok(Daemon {
+            shards,
+            io_driver: match d.io_driver.unwrap_or(IoDriverFile::Auto) {
+                IoDriverFile::Auto => IoDriver::Auto,
+                IoDriverFile::Uring => IoDriver::Uring,
+                IoDriverFile::Epoll => IoDriver::Epoll,
+            },
+            control_socket: PathBuf::from(control_socket),
+            max_connections: self.int(
+                "daemon.max_connections",
+                d.max_connections,
+                16000,
+                1,
+                i64::from(u32::MAX),
+            )?,
+            stop_timeout: self.duration(
+                "daemon.stop_timeout",
+                d.stop_timeout.as_ref(),
+                30,
+                true,
+            )?,
+            pin_cores: d.pin_cores.unwrap_or(true),
+            memory_limit: match &d.memory_limit {
+                None => None,
+                Some(v) => {
+                    let key = "daemon.memory_limit";
+                    let n = parse_size(v).map_err(|m| self.err(key, m))?;
+                    if n < MIN_MEMORY_LIMIT {
+                        return Err(self.err(
+                            key,
+                            format!("{n} is below the smallest ceiling, 8m (the daemon itself needs a few MiB)"),
+                        ));
+                    }
+                    Some(n)
+                }
+            },
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! `[pool.NAME]` sections: balance, backend timeouts, connection bounds, and the servers with
+//! their names, weights and addresses (host names resolved now, never on the request path).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use super::syntax::toml_key;
+use super::{Builder, ConfigError};
+use crate::config::file::{BalanceFile, PoolFile};
+use crate::config::{Balance, Pool, Server};
+
+const MAX_WEIGHT: i64 = 1000;
+
+impl Builder<'_> {
+    pub(super) fn pool(&self, name: &str, p: &PoolFile) -> Result<Pool, ConfigError> {
+        let key = format!("pool.{}", toml_key(name));
+        self.check_name(&key, name)?;
+        let k = |n: &str| format!("{key}.{n}");
+        if p.servers.is_empty() {
+            return Err(self.err(k("servers"), "must list at least one server"));
+        }
+        let mut servers: Vec<Server> = Vec::with_capacity(p.servers.len());
+        for (i, s) in p.servers.iter().enumerate() {
+            let sk = format!("{key}.servers[{i}]");
+            self.check_name(&format!("{sk}.name"), &s.name)?;
+            if servers.iter().any(|o| o.name == s.name) {
+                return Err(self.err(
+                    format!("{sk}.name"),
+                    format!(
+                        "{:?} is already the name of another server in this pool",
+                        s.name
+                    ),
+                ));
+            }
+            let weight = self.int(&format!("{sk}.weight"), s.weight, 1, 1, MAX_WEIGHT)? as u32;
+            let addr = resolve(&s.addr).map_err(|m| self.err(format!("{sk}.addr"), m))?;
+            servers.push(Server {
+                name: s.name.clone(),
+                addr,
+                weight,
+            });
+        }
+        let max_connections_per_server = self.int(
+            &k("max_connections_per_server"),
+            p.max_connections_per_server,
+            512,
+            1,
+            1_000_000,
+        )?;
+        let max_idle_per_server = self.int(
+            &k("max_idle_per_server"),
+            p.max_idle_per_server,
+            128,
+            0,
+            1_000_000,
+        )?;
+        if max_idle_per_server > max_connections_per_server {
+            return Err(self.err(
+                k("max_idle_per_server"),
+                format!("{max_idle_per_server} exceeds max_connections_per_server ({max_connections_per_server})"),
+            ));
+        }
+        Ok(Pool {
+            name: name.to_owned(),
+            balance: match p.balance.unwrap_or(BalanceFile::RoundRobin) {
+                BalanceFile::RoundRobin => Balance::RoundRobin,
+                BalanceFile::LeastRequests => Balance::LeastRequests,
+            },
+            connect_timeout: self.duration(
+                &k("connect_timeout"),
+                p.connect_timeout.as_ref(),
+                5,
+                false,
+            )?,
+            response_timeout: self.duration(
+                &k("response_timeout"),
+                p.response_timeout.as_ref(),
+                60,
+                false,
+            )?,
+            down_time: self.duration(&k("down_time"), p.down_time.as_ref(), 10, true)?,
+            max_connections_per_server,
+            max_idle_per_server,
+            idle_timeout: self.duration(&k("idle_timeout"), p.idle_timeout.as_ref(), 30, false)?,
+            servers,
+        })
+    }
+}
+
+/// A server address: `IP:PORT`, or `host:port` resolved now (first address returned), so that
+/// the request path never waits on DNS. Re-resolution happens only on reload.
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let Some((host, port)) = t.rsplit_once(':') else {
+        return Err(format!("{s:?} is not IP:PORT or host:port"));
+    };
+    let port = match port.parse::<u16>() {
+        Ok(p) if !host.is_empty() && !host.contains(':') => p,
+        _ => return Err(format!("{s:?} is not IP:PORT or host:port")),
+    };
+    match (host, port).to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| format!("{s:?}: the name resolved to no address")),
+        Err(e) => Err(format!("{s:?}: cannot resolve: {e}")),
+    }
+}

@@ -1,0 +1,446 @@
+//! Loading whole files: examples from the issues, defaults, explicit values, and every
+//! validation and TOML error naming its file, position and key path.
+
+use std::time::Duration;
+
+use crate::config::{Balance, Glob, HostPattern, IoDriver, Route};
+
+use super::*;
+
+const ORIGIN: &str = "/etc/x.toml";
+
+fn ok(text: &str) -> Config {
+    from_str(text, ORIGIN).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn err(text: &str) -> String {
+    match from_str(text, ORIGIN) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The smallest valid file; tests append the piece they exercise.
+const BASE: &str = r#"
+[[http]]
+name = "www"
+listen = ["127.0.0.1:8080"]
+default_pool = "app"
+
+[pool.app]
+servers = [{ name = "a1", addr = "127.0.0.1:9001" }]
+"#;
+
+const ISSUE_2: &str = r#"
+[daemon]
+shards = 0                      # one per CPU
+io_driver = "auto"
+control_socket = "/run/shardgate/shardgate.sock"
+
+[[http]]
+name = "www"
+listen = ["0.0.0.0:80"]
+default_pool = "app"            # where requests that match no route go
+keepalive_timeout = "75s"
+client_header_timeout = "60s"
+client_body_timeout = "60s"     # between two reads of the body
+send_timeout = "60s"            # between two writes to the client
+
+  [[http.route]]                # first match wins; every key given must match
+  pool = "static"
+  host = ["static.example.com", "*.images.example.com"]
+
+  [[http.route]]
+  pool = "docs"
+  file_type = ["pdf", "jpg", "png"]
+
+  [[http.route]]
+  pool = "api"
+  path_prefix = "/api/"
+  url_regex = "^/api/v[0-9]+/"
+  header = { "X-Tier" = "gold*" }
+  cookie = { "VIP" = "*" }
+
+[pool.app]
+balance = "least_requests"      # or "round_robin" (weighted)
+connect_timeout = "20s"
+response_timeout = "60s"        # no response head by then: 504
+down_time = "10s"               # a server that refused a connect is skipped this long, on every shard
+servers = [
+  { name = "app1", addr = "10.0.0.11:8080", weight = 1 },
+  { name = "app2", addr = "10.0.0.12:8080", weight = 2 },
+]
+"#;
+
+/// Issue 2's example names pools it never defines; these complete it.
+const ISSUE_2_POOLS: &str = r#"
+[pool.static]
+servers = [{ name = "s1", addr = "10.0.0.31:8080" }]
+[pool.docs]
+servers = [{ name = "d1", addr = "10.0.0.41:8080" }]
+[pool.api]
+servers = [{ name = "api1", addr = "10.0.0.51:8080" }]
+"#;
+
+const ISSUE_4: &str = r#"
+[[mysql]]
+name = "db"
+listen = ["0.0.0.0:3306"]
+pool = "db"
+client_idle_timeout = "8h"
+
+[pool.db]
+balance = "least_requests"      # fewest commands in flight across all shards
+connect_timeout = "5s"
+down_time = "10s"
+servers = [
+  { name = "db1", addr = "10.0.0.21:3306" },
+  { name = "db2", addr = "10.0.0.22:3306" },
+]
+"#;
+
+#[test]
+fn issue_examples_load() {
+    let c = ok(&format!("{ISSUE_2}{ISSUE_2_POOLS}"));
+    assert_eq!(c.source, PathBuf::from(ORIGIN));
+    let www = &c.http[0];
+    assert_eq!(
+        www.listen,
+        vec!["0.0.0.0:80".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(c.pools[www.default_pool.unwrap()].name, "app");
+    let pool_of = |r: &Route| c.pools[r.pool].name.as_str();
+    assert_eq!(
+        www.routes.iter().map(pool_of).collect::<Vec<_>>(),
+        ["static", "docs", "api"]
+    );
+    assert_eq!(
+        www.routes[0].host[1],
+        HostPattern::Suffix(".images.example.com".into())
+    );
+    assert_eq!(www.routes[1].file_type, ["pdf", "jpg", "png"]);
+    let api = &www.routes[2];
+    assert_eq!(
+        api.header,
+        vec![("x-tier".to_owned(), Glob("gold*".into()))]
+    );
+    assert_eq!(api.cookie, vec![("VIP".to_owned(), Glob("*".into()))]);
+    assert!(api.url_regex.as_ref().unwrap().is_match(b"/api/v2/x"));
+    let app = &c.pools[www.default_pool.unwrap()];
+    assert_eq!(app.balance, Balance::LeastRequests);
+    assert_eq!(app.connect_timeout, Duration::from_secs(20));
+    assert_eq!(app.servers[1].weight, 2);
+    assert_eq!(app.servers[1].addr, "10.0.0.12:8080".parse().unwrap());
+
+    let c = ok(ISSUE_4);
+    let db = &c.mysql[0];
+    assert_eq!(
+        (db.name.as_str(), c.pools[db.pool].name.as_str()),
+        ("db", "db")
+    );
+    assert_eq!(db.client_idle_timeout, Duration::from_secs(8 * 3600));
+    assert_eq!(c.pools[db.pool].servers.len(), 2);
+
+    // Both issues' examples in one file.
+    ok(&format!("{ISSUE_2}{ISSUE_2_POOLS}{ISSUE_4}"));
+}
+
+#[test]
+fn issue_2_example_alone_names_the_missing_pool() {
+    let e = err(ISSUE_2);
+    assert!(
+        e.starts_with("/etc/x.toml: http[0].route[0].pool: no pool named \"static\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn defaults() {
+    let c = ok(&format!("{BASE}{ISSUE_4}"));
+    let d = &c.daemon;
+    assert_eq!(
+        d.shards,
+        std::thread::available_parallelism().unwrap().get()
+    );
+    assert_eq!(d.io_driver, IoDriver::Auto);
+    assert_eq!(
+        d.control_socket,
+        PathBuf::from("/run/shardgate/shardgate.sock")
+    );
+    assert_eq!(d.max_connections, 16000);
+    assert_eq!(d.stop_timeout, Duration::from_secs(30));
+    assert!(d.pin_cores);
+    assert_eq!(d.memory_limit, None);
+
+    let h = &c.http[0];
+    assert_eq!(h.keepalive_timeout, Duration::from_secs(75));
+    assert_eq!(h.client_header_timeout, Duration::from_secs(60));
+    assert_eq!(h.client_body_timeout, Duration::from_secs(60));
+    assert_eq!((h.client_body_min_rate, h.send_min_rate), (512, 512));
+    assert_eq!(h.send_timeout, Duration::from_secs(60));
+    assert_eq!(h.tunnel_timeout, Duration::from_secs(3600));
+    assert_eq!(h.max_body, None);
+    assert_eq!(
+        (h.max_request_line, h.max_header_bytes, h.max_headers),
+        (8192, 32768, 100)
+    );
+    assert!(h.server_names.is_empty() && h.routes.is_empty());
+
+    let p = &c.pools[h.default_pool.unwrap()];
+    assert_eq!(p.balance, Balance::RoundRobin);
+    assert_eq!(p.connect_timeout, Duration::from_secs(5));
+    assert_eq!(p.response_timeout, Duration::from_secs(60));
+    assert_eq!(p.down_time, Duration::from_secs(10));
+    assert_eq!(
+        (p.max_connections_per_server, p.max_idle_per_server),
+        (512, 128)
+    );
+    assert_eq!(p.idle_timeout, Duration::from_secs(30));
+    assert_eq!(p.servers[0].weight, 1);
+
+    let m = &c.mysql[0];
+    assert_eq!(m.client_idle_timeout, Duration::from_secs(8 * 3600));
+    assert_eq!(m.client_write_timeout, Duration::from_secs(60));
+    assert_eq!(m.max_connections, 4096);
+}
+
+#[test]
+fn explicit_values() {
+    let c = ok(r#"
+[daemon]
+shards = 3
+io_driver = "epoll"
+control_socket = "/tmp/sg.sock"
+max_connections = 10
+stop_timeout = "0s"
+pin_cores = false
+
+[[http]]
+name = "w"
+listen = ["0.0.0.0:1", "[::]:1"]
+max_body = "10m"
+max_request_line = 100
+max_header_bytes = 200
+max_headers = 5
+server_names = ["Example.COM.", "*.example.net"]
+keepalive_timeout = "1h30m"
+
+[[mysql]]
+name = "m"
+listen = ["127.0.0.1:2"]
+pool = "p"
+max_connections = 7
+client_write_timeout = "1500ms"
+
+[pool.p]
+balance = "round_robin"
+max_connections_per_server = 4
+max_idle_per_server = 0
+down_time = "0s"
+idle_timeout = "500ms"
+servers = [{ name = "x", addr = "localhost:3306", weight = 1000 }]
+"#);
+    assert_eq!(c.daemon.shards, 3);
+    assert_eq!(c.daemon.io_driver, IoDriver::Epoll);
+    assert_eq!(c.daemon.stop_timeout, Duration::ZERO);
+    assert!(!c.daemon.pin_cores);
+    let h = &c.http[0];
+    assert_eq!(
+        h.listen.len(),
+        2,
+        "IPv4 and IPv6 wildcards may share a frontend"
+    );
+    assert_eq!(h.max_body, Some(10 << 20));
+    assert_eq!(h.keepalive_timeout, Duration::from_secs(5400));
+    assert_eq!(h.server_names[0], HostPattern::Exact("example.com".into()));
+    assert_eq!(h.default_pool, None);
+    let p = &c.pools[0];
+    assert!(
+        p.servers[0].addr.ip().is_loopback(),
+        "localhost resolves to loopback"
+    );
+    assert_eq!(p.servers[0].addr.port(), 3306);
+    assert_eq!(p.idle_timeout, Duration::from_millis(500));
+    assert_eq!(p.down_time, Duration::ZERO);
+    assert_eq!(c.mysql[0].max_connections, 7);
+    assert_eq!(c.mysql[0].client_write_timeout, Duration::from_millis(1500));
+}
+
+/// (piece appended to BASE or a whole file, expected message prefix after the file name)
+#[test]
+fn validation_errors_name_file_and_key() {
+    let cases: &[(&str, &str)] = &[
+        // daemon
+        ("[daemon]\nshards = -1\n", "daemon.shards: -1 is out of range"),
+        ("[daemon]\nshards = 5000\n", "daemon.shards: 5000 is out of range"),
+        ("[daemon]\nmax_connections = 0\n", "daemon.max_connections: 0 is out of range 1..="),
+        ("[daemon]\nstop_timeout = 30\n", "daemon.stop_timeout: 30 has no unit"),
+        ("[daemon]\ncontrol_socket = \"\"\n", "daemon.control_socket: must not be empty"),
+        (
+            "[daemon]\ncontrol_socket = \"/run/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\"\n",
+            "daemon.control_socket: 119 bytes long",
+        ),
+        // http frontends
+        ("[[http]]\nname = \"www\"\nlisten = [\"127.0.0.1:1\"]\n", "http[1].name: \"www\" is already the name"),
+        ("[[http]]\nname = \"a b\"\nlisten = [\"127.0.0.1:1\"]\n", "http[1].name: \"a b\": a name must"),
+        ("[[http]]\nname = \"b\"\nlisten = []\n", "http[1].listen: must list at least one"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"localhost:80\"]\n", "http[1].listen[0]: \"localhost:80\" is not IP:PORT"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:8080\"]\n", "http[1].listen[0]: \"127.0.0.1:8080\" overlaps http[0].listen[0]"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"0.0.0.0:8080\"]\n", "http[1].listen[0]: \"0.0.0.0:8080\" overlaps"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"[::]:8080\"]\n", "http[1].listen[0]: \"[::]:8080\" overlaps"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"nope\"\n", "http[1].default_pool: no pool named \"nope\" (defined pools: app)"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\nkeepalive_timeout = \"0s\"\n", "http[1].keepalive_timeout: must be greater than zero"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\nclient_header_timeout = \"60\"\n", "http[1].client_header_timeout: \"60\" has no unit"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\nclient_body_timeout = \"0ms\"\n", "http[1].client_body_timeout: must be greater than zero"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\nsend_timeout = \"1y\"\n", "http[1].send_timeout: \"1y\": unknown unit"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\nmax_body = \"1t\"\n", "http[1].max_body: \"1t\" is not a size"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\nmax_request_line = 0\n", "http[1].max_request_line: 0 is out of range"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\nmax_header_bytes = 100\n", "http[1].max_header_bytes: 100 is smaller than max_request_line"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\nmax_headers = 0\n", "http[1].max_headers: 0 is out of range"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\nserver_names = [\"*\"]\n", "http[1].server_names[0]: "),
+        // routes
+        ("[[http.route]]\npool = \"app\"\n", "http[0].route[0]: route has no match key"),
+        ("[[http.route]]\npool = \"app\"\nhost = \"x\"\n[[http.route]]\npool = \"zz\"\nhost = \"x\"\n", "http[0].route[1].pool: no pool named \"zz\""),
+        ("[[http.route]]\npool = \"app\"\nhost = \"*\"\n", "http[0].route[0].host: "),
+        ("[[http.route]]\npool = \"app\"\nhost = \"\"\n", "http[0].route[0].host: "),
+        ("[[http.route]]\npool = \"app\"\nhost = [\"a.com\", \"b.*.com\"]\n", "http[0].route[0].host[1]: "),
+        ("[[http.route]]\npool = \"app\"\nhost = []\n", "http[0].route[0].host: empty list"),
+        ("[[http.route]]\npool = \"app\"\npath_prefix = \"api/\"\n", "http[0].route[0].path_prefix: \"api/\" must start with \"/\""),
+        ("[[http.route]]\npool = \"app\"\nfile_type = \".\"\n", "http[0].route[0].file_type: \".\" is not a file extension"),
+        ("[[http.route]]\npool = \"app\"\nfile_type = [\"pdf\", \"a/b\"]\n", "http[0].route[0].file_type[1]: \"a/b\" is not"),
+        ("[[http.route]]\npool = \"app\"\nurl_regex = \"^/(\"\n", "http[0].route[0].url_regex: invalid regex \"^/(\": unclosed group"),
+        ("[[http.route]]\npool = \"app\"\nheader = { \"X Tier\" = \"a\" }\n", "http[0].route[0].header: \"X Tier\" is not a valid header field name"),
+        ("[[http.route]]\npool = \"app\"\nheader = {}\n", "http[0].route[0].header: empty table"),
+        ("[[http.route]]\npool = \"app\"\ncookie = { \"a;b\" = \"1\" }\n", "http[0].route[0].cookie: \"a;b\" is not a valid cookie name"),
+        // pools
+        ("[pool.b]\nservers = []\n", "pool.b.servers: must list at least one server"),
+        ("[pool.b]\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }, { name = \"t\", addr = \"10.0.0.1\" }]\n", "pool.b.servers[1].addr: \"10.0.0.1\" is not IP:PORT"),
+        ("[pool.b]\nservers = [{ name = \"s\", addr = \"no-such-host.invalid:80\" }]\n", "pool.b.servers[0].addr: \"no-such-host.invalid:80\": cannot resolve"),
+        ("[pool.b]\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }, { name = \"s\", addr = \"10.0.0.1:2\" }]\n", "pool.b.servers[1].name: \"s\" is already the name of another server"),
+        ("[pool.b]\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\", weight = 0 }]\n", "pool.b.servers[0].weight: 0 is out of range 1..=1000"),
+        ("[pool.b]\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\", weight = 1001 }]\n", "pool.b.servers[0].weight: 1001 is out of range"),
+        ("[pool.b]\nservers = [{ name = \"\", addr = \"10.0.0.1:1\" }]\n", "pool.b.servers[0].name: \"\": a name must"),
+        ("[pool.\"b c\"]\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.\"b c\": \"b c\": a name must"),
+        ("[pool.b]\nconnect_timeout = \"0s\"\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.connect_timeout: must be greater than zero"),
+        ("[pool.b]\nresponse_timeout = 60\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.response_timeout: 60 has no unit"),
+        ("[pool.b]\nidle_timeout = \"0s\"\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.idle_timeout: must be greater than zero"),
+        ("[pool.b]\ndown_time = \"soon\"\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.down_time: \"soon\" is not a duration"),
+        ("[pool.b]\nmax_connections_per_server = 0\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.max_connections_per_server: 0 is out of range"),
+        ("[pool.b]\nmax_connections_per_server = 2\nmax_idle_per_server = 3\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.max_idle_per_server: 3 exceeds max_connections_per_server (2)"),
+        (
+            "[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
+            "http[1].listen[1]: \"127.0.0.1:1\" is listed twice",
+        ),
+        // mysql
+        ("[[mysql]]\nname = \"m\"\nlisten = [\"127.0.0.1:3306\"]\npool = \"none\"\n", "mysql[0].pool: no pool named \"none\""),
+        ("[[mysql]]\nname = \"www\"\nlisten = [\"127.0.0.1:3306\"]\npool = \"app\"\n", "mysql[0].name: \"www\" is already the name of another frontend"),
+        ("[[mysql]]\nname = \"m\"\nlisten = [\"127.0.0.1:8080\"]\npool = \"app\"\n", "mysql[0].listen[0]: \"127.0.0.1:8080\" overlaps http[0].listen[0]"),
+        ("[[mysql]]\nname = \"m\"\nlisten = [\"127.0.0.1:3306\"]\npool = \"app\"\nclient_idle_timeout = \"0s\"\n", "mysql[0].client_idle_timeout: must be greater than zero"),
+        ("[[mysql]]\nname = \"m\"\nlisten = [\"127.0.0.1:3306\"]\npool = \"app\"\nclient_write_timeout = \"0s\"\n", "mysql[0].client_write_timeout: must be greater than zero"),
+        ("[[mysql]]\nname = \"m\"\nlisten = [\"127.0.0.1:3306\"]\npool = \"app\"\nmax_connections = 0\n", "mysql[0].max_connections: 0 is out of range"),
+    ];
+    for (piece, want) in cases {
+        // Pieces that open an array-of-tables under [[http]] must follow BASE's frontend
+        // directly, before [pool.app] closes it.
+        let text = if piece.starts_with("[[http.route]]") {
+            BASE.replacen("\n[pool.app]", &format!("\n{piece}\n[pool.app]"), 1)
+        } else {
+            format!("{BASE}\n{piece}")
+        };
+        let e = err(&text);
+        assert!(
+            e.starts_with(&format!("{ORIGIN}: {want}")),
+            "want {want:?}\n got {e:?}"
+        );
+        assert!(!e.contains('\n'), "one line: {e:?}");
+    }
+}
+
+#[test]
+fn no_frontend_is_an_error() {
+    let e = err("[pool.app]\nservers = [{ name = \"a\", addr = \"10.0.0.1:1\" }]\n");
+    assert_eq!(
+        e,
+        "/etc/x.toml: no frontend: define at least one [[http]] or [[mysql]]"
+    );
+    assert!(err("").contains("no frontend"));
+}
+
+#[test]
+fn unused_pool_is_accepted() {
+    let c = ok(&format!(
+        "{BASE}\n[pool.spare]\nservers = [{{ name = \"s\", addr = \"10.0.0.1:1\" }}]\n"
+    ));
+    assert_eq!(c.pools.len(), 2);
+}
+
+/// TOML syntax and shape errors: file, line, column, key path with indices, serde's text.
+#[test]
+fn toml_errors_name_position_and_key_path() {
+    let cases: &[(&str, &str)] = &[
+        ("[daemon]\nfoo = 1\n", "line 2, column 1: daemon: unknown field `foo`, expected one of"),
+        ("foo = 1\n", "line 1, column 1: unknown field `foo`, expected one of"),
+        ("[[http]]\nname = \"a\"\nlisten = []\n[[http]]\nname = \"b\"\nlisten = []\n  [[http.route]]\n  pool = \"x\"\n  [[http.route]]\n  pool = \"y\"\n  hots = \"h\"\n",
+         "line 11, column 3: http[1].route[1]: unknown field `hots`"),
+        ("[[http]]\nname = \"a\"\nlisten = []\nmax_headers = \"many\"\n", "line 4, column 15: http[0].max_headers: invalid type: string \"many\""),
+        ("[pool.app]\nservers = [ { name = \"a\", addr = \"x:1\" }, { name = \"b\", addr = \"y:1\", wt = 1 } ]\n",
+         "line 2, column 71: pool.app.servers[1]: unknown field `wt`"),
+        ("[[http]]\nlisten = []\n", "line 1, column 1: http[0]: missing field `name`"),
+        ("[daemon]\nio_driver = \"kqueue\"\n", "line 2, column 13: daemon.io_driver: unknown variant `kqueue`, expected one of `auto`, `uring`, `epoll`"),
+        ("[pool.app]\nbalance = \"random\"\nservers = []\n", "line 2, column 11: pool.app.balance: unknown variant `random`"),
+        ("[[http]]\nname = \"a\"\nlisten = [\"127.0.0.1:1\", 7]\n", "line 3, column 26: http[0].listen[1]: invalid type: integer `7`"),
+        ("[daemon]\nshards = \n", "line 2, column 10: "),
+        ("[[http]]\nname = \"a\"\nbar", "line 3, column 4: key with no value"),
+    ];
+    for (text, want) in cases {
+        let e = err(text);
+        assert!(
+            e.starts_with(&format!("{ORIGIN}: {want}")),
+            "want {want:?}\n got {e:?}"
+        );
+        assert!(!e.contains('\n'), "one line: {e:?}");
+    }
+}
+
+#[test]
+fn load_reads_files_and_names_them() {
+    let dir = std::env::temp_dir().join(format!("shardgate-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, BASE).unwrap();
+    assert_eq!(load(&good).unwrap().source, good);
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, format!("{BASE}\n[daemon]\nshards = -2\n")).unwrap();
+    assert_eq!(
+        load(&bad).unwrap_err().to_string(),
+        format!(
+            "{}: daemon.shards: -2 is out of range: 0 (one per CPU) or 1..=1024",
+            bad.display()
+        )
+    );
+    let missing = dir.join("missing.toml");
+    let e = load(&missing).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("{}: cannot read: ", missing.display())),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sample_config_loads() {
+    let c = ok(include_str!("../../../config/shardgate.toml"));
+    assert!(!c.http.is_empty() && !c.mysql.is_empty());
+    assert!(c.daemon.control_socket.starts_with("/run/shardgate"));
+    for a in c
+        .http
+        .iter()
+        .flat_map(|h| &h.listen)
+        .chain(c.mysql.iter().flat_map(|m| &m.listen))
+    {
+        assert!(a.ip().is_loopback(), "{a}");
+    }
+    for s in c.pools.iter().flat_map(|p| &p.servers) {
+        assert!(s.addr.ip().is_loopback(), "{}", s.addr);
+    }
+}
