@@ -42,7 +42,10 @@ impl LogLimit {
 
     /// `Some(lines held back since the last one)` if this one may be logged.
     pub fn allow(&self) -> Option<u64> {
-        let now = now_ms();
+        self.allow_at(now_ms())
+    }
+
+    fn allow_at(&self, now: u64) -> Option<u64> {
         let last = self.last_ms.load(Ordering::Relaxed);
         let due = last == 0 || now.saturating_sub(last) >= Self::EVERY_MS;
         if due
@@ -65,12 +68,10 @@ mod tests {
     #[test]
     fn one_line_per_period_and_the_rest_counted() {
         let l = LogLimit::new();
-        assert_eq!(l.allow(), Some(0));
-        assert_eq!(l.allow(), None);
-        assert_eq!(l.allow(), None);
-        // A period later (the stamp moved back rather than waited for).
-        let then = now_ms().saturating_sub(LogLimit::EVERY_MS).max(1);
-        l.last_ms.store(then, Ordering::Relaxed);
-        assert_eq!(l.allow(), Some(2));
+        assert_eq!(l.allow_at(5), Some(0));
+        assert_eq!(l.allow_at(6), None);
+        assert_eq!(l.allow_at(5 + LogLimit::EVERY_MS - 1), None);
+        assert_eq!(l.allow_at(5 + LogLimit::EVERY_MS), Some(2));
+        assert_eq!(l.allow_at(6 + LogLimit::EVERY_MS), None);
     }
 }
