@@ -135,8 +135,8 @@ impl ConnCache {
                 reused: false,
                 slot,
             }),
-            Err(e) if rt::is_local_exhaustion(&e) => Err(CheckoutError::Local(e)),
-            Err(e) => Err(CheckoutError::Connect(e)),
+            Err(rt::ConnectError::Local(e)) => Err(CheckoutError::Local(e)),
+            Err(rt::ConnectError::Peer(e)) => Err(CheckoutError::Connect(e)),
         }
     }
 

@@ -35,10 +35,10 @@ pub use clock::{ms_of, now_ms, now_us, LogLimit};
 pub use drain::Drain;
 pub use driver::{run_shard, Driver};
 pub use gate::{client_key, Gate};
-pub use io::{read_into, shutdown_fd, shutdown_write, timeout, write_all, Read, Wake};
+pub use io::{linger_close, read_into, shutdown_fd, timeout, write_all, Read, Wake};
 pub use net::{
     accept, bind_reuseport, connect, idle_is_quiet, is_local_exhaustion, prepare_accepted,
-    AcceptCanceller,
+    AcceptCanceller, ConnectError,
 };
 pub use pace::Pace;
 pub use splice::{

@@ -25,9 +25,28 @@ pub fn prepare_accepted(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
 }
 
+/// Why a connect failed: the peer's side (refused, reset, timed out: the server may be
+/// down), or ours (out of descriptors or memory, [`is_local_exhaustion`]: says nothing about
+/// the server and must not count against it).
+#[derive(Debug)]
+pub enum ConnectError {
+    Peer(io::Error),
+    Local(io::Error),
+}
+
 /// Connect to `addr`, giving up after `timeout`. A refused connect fails fast with
-/// `ConnectionRefused`; an expired one with `TimedOut`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+/// `ConnectionRefused`; an expired one with `TimedOut`; each classified by [`ConnectError`].
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    connect_io(addr, timeout).await.map_err(|e| {
+        if is_local_exhaustion(&e) {
+            ConnectError::Local(e)
+        } else {
+            ConnectError::Peer(e)
+        }
+    })
+}
+
+async fn connect_io(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(addr),

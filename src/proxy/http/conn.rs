@@ -17,6 +17,7 @@
 //! drained for a moment, so the kernel does not answer that input with a reset that would
 //! destroy the response on its way.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -176,42 +177,18 @@ pub async fn serve(
             let send = front.conf.send_timeout;
             let answer = canned_for(status, conn.head_request);
             let (_, _) = rt::write_all(&mut client, answer, send).await;
-            linger_close(client, std::mem::take(&mut conn.buf)).await;
+            rt::linger_close(client, std::mem::take(&mut conn.buf), LINGER).await;
         }
         Outcome::Tunnel(up) => {
             let leftover = std::mem::take(&mut conn.buf);
             super::tunnel::run(&http, &front.conf, client, up, leftover).await;
         }
         Outcome::Close { linger: true } => {
-            linger_close(client, std::mem::take(&mut conn.buf)).await
+            rt::linger_close(client, std::mem::take(&mut conn.buf), LINGER).await
         }
         Outcome::Close { linger: false } | Outcome::KeepAlive => {}
     }
     drop(guard);
-}
-
-/// Shut our side down, then read and discard what the client still sends for a short while, so
-/// the kernel does not answer unread data with a reset that could destroy our last response.
-/// `buf` is the connection's own read buffer, reused: closing allocates nothing (which matters
-/// when hundreds close at once near the memory ceiling).
-async fn linger_close(mut client: TcpStream, mut buf: Vec<u8>) {
-    rt::shutdown_write(&mut client).await;
-    let deadline = Instant::now() + LINGER;
-    if buf.capacity() == 0 {
-        buf.reserve(CLIENT_BUF);
-    }
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        buf.clear();
-        let (r, b) = rt::read_into(&mut client, buf, 0, left, Wake::Never).await;
-        buf = b;
-        if !matches!(r, Read::Data) {
-            break;
-        }
-    }
 }
 
 impl Conn<'_> {
@@ -332,6 +309,15 @@ impl Conn<'_> {
                 *v = Vec::new();
             }
         }
+    }
+
+    /// Send what `out` holds to the client within `send_timeout`, counting it as answered.
+    pub async fn send_out(&mut self, client: &mut TcpStream, answered: &mut u64) -> io::Result<()> {
+        let out = std::mem::take(&mut self.out);
+        let (r, out) = rt::write_all(client, out, self.fe.conf.send_timeout).await;
+        *answered += out.len() as u64;
+        self.out = out;
+        r
     }
 
     /// Count one finished exchange in its site's traffic.

@@ -22,7 +22,7 @@ use crate::proto::http::write::{write_request_head, write_response_head, Forward
 use crate::proto::http::{Framing, Method, RequestHead, ResponseHead};
 use crate::proxy::conns::Upstream;
 use crate::route::{self, RequestView};
-use crate::rt::{self, Pace, TcpStream};
+use crate::rt::{Pace, TcpStream};
 
 /// What the exchange needs to remember of the request head once its bytes are gone.
 #[derive(Clone, Copy, Debug)]
@@ -252,11 +252,7 @@ async fn respond(
         write_response_head(&up.buf, &resp, true, x.req.http10, true, &mut conn.out);
         conn.out.extend_from_slice(&up.buf[resp.head_len..]);
         up.buf.clear();
-        let out = std::mem::take(&mut conn.out);
-        let (r, out) = rt::write_all(client, out, send_timeout).await;
-        x.answered += out.len() as u64;
-        conn.out = out;
-        return match r {
+        return match conn.send_out(client, &mut x.answered).await {
             Ok(()) => Outcome::Tunnel(up),
             Err(_) => Outcome::Close { linger: false },
         };
@@ -280,11 +276,7 @@ async fn respond(
             Err(_) => return Failure::BadResponse.into(),
         },
     }
-    let out = std::mem::take(&mut conn.out);
-    let (r, out) = rt::write_all(client, out, send_timeout).await;
-    x.answered += out.len() as u64;
-    conn.out = out;
-    if r.is_err() {
+    if conn.send_out(client, &mut x.answered).await.is_err() {
         return Outcome::Close { linger: false };
     }
     if let Some(b) = body.as_mut().filter(|_| !x.response_complete) {

@@ -204,12 +204,9 @@ async fn pass_interim(
     if x.forwards_interim(h.status) {
         conn.out.clear();
         write_response_head(&up.buf, h, true, false, false, &mut conn.out);
-        let out = std::mem::take(&mut conn.out);
-        let send = conn.fe.conf.send_timeout;
-        let (r, out) = rt::write_all(client, out, send).await;
-        x.answered += out.len() as u64;
-        conn.out = out;
-        r.map_err(|_| Failure::ClientGone)?;
+        conn.send_out(client, &mut x.answered)
+            .await
+            .map_err(|_| Failure::ClientGone)?;
     }
     up.buf.drain(..h.head_len);
     Ok(())
@@ -237,6 +234,30 @@ async fn take_interim(
     if !matches!(r, Read::Data) {
         return Ok(false);
     }
+    Ok(matches!(
+        pass_buffered_interims(conn, client, x, up).await?,
+        Buffered::Partial
+    ))
+}
+
+/// What `up.buf` holds once the complete interim responses at its start are passed on.
+enum Buffered {
+    /// A final response head.
+    Final(ResponseHead),
+    /// Nothing, or the start of a head.
+    Partial,
+    /// Bytes that are no response head.
+    Bad,
+}
+
+/// Parse the response heads at the start of `up.buf`, forwarding (or dropping) the interim
+/// ones, until a final head, an incomplete one, or garbage.
+async fn pass_buffered_interims(
+    conn: &mut Conn<'_>,
+    client: &mut TcpStream,
+    x: &mut Exchange,
+    up: &mut Upstream,
+) -> Result<Buffered, Failure> {
     loop {
         let headers = std::mem::take(&mut conn.resp_headers);
         let parsed = parse_response(
@@ -251,8 +272,9 @@ async fn take_interim(
                 pass_interim(conn, client, x, up, &h).await?;
                 conn.resp_headers = h.headers;
             }
-            Ok(Status::Complete(_)) | Err(_) => return Ok(false),
-            Ok(Status::Partial) => return Ok(true),
+            Ok(Status::Complete(h)) => return Ok(Buffered::Final(h)),
+            Ok(Status::Partial) => return Ok(Buffered::Partial),
+            Err(_) => return Ok(Buffered::Bad),
         }
     }
 }
@@ -267,27 +289,14 @@ async fn read_response_head(
     timeout: Duration,
 ) -> Result<ResponseHead, Failure> {
     let deadline = Instant::now() + timeout;
-    let mut headers = std::mem::take(&mut conn.resp_headers);
     let mut any_byte = false;
     loop {
         if !up.buf.is_empty() {
             any_byte = true;
-            let parsed = parse_response(
-                &up.buf,
-                x.req.method,
-                MAX_RESPONSE_HEAD,
-                MAX_RESPONSE_HEADERS,
-                std::mem::take(&mut headers),
-            );
-            match parsed {
-                Ok(Status::Complete(h)) if is_interim(&h) => {
-                    pass_interim(conn, client, x, up, &h).await?;
-                    headers = h.headers;
-                    continue;
-                }
-                Ok(Status::Complete(h)) => return Ok(h),
-                Ok(Status::Partial) => {}
-                Err(_) => return Err(Failure::BadResponse),
+            match pass_buffered_interims(conn, client, x, up).await? {
+                Buffered::Final(h) => return Ok(h),
+                Buffered::Partial => {}
+                Buffered::Bad => return Err(Failure::BadResponse),
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());

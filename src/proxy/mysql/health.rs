@@ -58,8 +58,8 @@ async fn check(shared: &Shared, pool: usize, server: usize) -> Option<Result<(),
     let mut stream = match rt::connect(addr, conf.connect_timeout).await {
         Ok(s) => s,
         // Our own shortage says nothing about the server: leave its state as it is.
-        Err(e) if rt::is_local_exhaustion(&e) => return None,
-        Err(e) => return Some(Err(e.to_string())),
+        Err(rt::ConnectError::Local(_)) => return None,
+        Err(rt::ConnectError::Peer(e)) => return Some(Err(e.to_string())),
     };
     Some(
         super::read_greeting(&mut stream, conf.connect_timeout)
@@ -91,14 +91,13 @@ fn apply(shared: &Shared, pool: usize, server: usize, outcome: Result<(), String
 pub(super) async fn probe_after_loss(shared: Arc<Shared>, pool: usize, server: usize) {
     let conf = &shared.config.pools[pool];
     let addr = shared.pools[pool].servers[server].addr;
-    match rt::connect(addr, conf.connect_timeout).await {
-        Err(e) if !rt::is_local_exhaustion(&e) => apply(
+    if let Err(rt::ConnectError::Peer(e)) = rt::connect(addr, conf.connect_timeout).await {
+        apply(
             &shared,
             pool,
             server,
             Err(format!("connection lost mid-command, then {e}")),
-        ),
-        _ => {}
+        );
     }
 }
 

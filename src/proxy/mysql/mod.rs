@@ -318,18 +318,10 @@ impl Drop for ActiveGuard<'_> {
 async fn refuse(mut client: TcpStream, code: u16, msg: &str) {
     let mut out = Vec::with_capacity(64 + msg.len());
     err_packet_pre41(&mut out, 0, code, msg);
-    let (res, _) = rt::write_all(&mut client, out, LINGER).await;
+    let (res, out) = rt::write_all(&mut client, out, LINGER).await;
     if res.is_ok() {
-        rt::shutdown_write(&mut client).await;
-        // Read what the client may still send so the close is not a reset that eats the ERR.
-        let _ = rt::read_into(
-            &mut client,
-            Vec::with_capacity(512),
-            0,
-            LINGER,
-            rt::Wake::Never,
-        )
-        .await;
+        // What the client may still send must not turn the close into a reset that eats the ERR.
+        rt::linger_close(client, out, LINGER).await;
     }
 }
 
@@ -363,14 +355,14 @@ async fn connect_backend(
                 Err(e) => e,
             },
             // Out of descriptors or memory here: no server is to blame, and none will do better.
-            Err(e) if rt::is_local_exhaustion(&e) => {
+            Err(rt::ConnectError::Local(e)) => {
                 static LOG: crate::rt::LogLimit = crate::rt::LogLimit::new();
                 if let Some(suppressed) = LOG.allow() {
                     tracing::warn!(pool = %pool.name, error = %e, suppressed, "cannot open a server connection: out of local resources");
                 }
                 return Err(NoBackend::LocalExhaustion);
             }
-            Err(e) => e.to_string(),
+            Err(rt::ConnectError::Peer(e)) => e.to_string(),
         };
         counters.connect_failures.add(1);
         if ss.mark_down(rt::now_ms(), conf.down_time.as_millis() as u64) {
