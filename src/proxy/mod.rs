@@ -19,17 +19,14 @@ pub mod mysql;
 /// One shard as the protocols see it: its core, the process-wide state, and the balancer state
 /// of every pool (per shard: round-robin positions are not shared).
 pub struct ShardCtx {
-    pub id: usize,
     pub shard: Rc<Shard>,
     pub shared: Arc<Shared>,
-    pub drain: Drain,
     pub balancers: RefCell<Vec<Balancer>>,
 }
 
 impl ShardCtx {
     pub fn new(shard: &Rc<Shard>, shared: Arc<Shared>) -> Rc<ShardCtx> {
         Rc::new(ShardCtx {
-            id: shard.id,
             balancers: RefCell::new(
                 shared
                     .pools
@@ -37,10 +34,18 @@ impl ShardCtx {
                     .map(|p| Balancer::new(p, shard.id))
                     .collect(),
             ),
-            drain: shard.drain.clone(),
             shard: shard.clone(),
             shared,
         })
+    }
+
+    pub fn id(&self) -> usize {
+        self.shard.id
+    }
+
+    /// The shard's drain (and shed) signal.
+    pub fn drain(&self) -> &Drain {
+        &self.shard.drain
     }
 
     pub fn stats(&self) -> &ShardStats {

@@ -149,6 +149,7 @@ impl ChunkedDecoder {
 
     /// Sum of the declared sizes of the chunks begun so far. A chunk counts as soon as its
     /// size line is complete, so a caller enforcing `max_body` can refuse before relaying it.
+    #[cfg(test)]
     pub fn data_bytes(&self) -> u64 {
         self.data_bytes
     }

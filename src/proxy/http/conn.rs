@@ -207,7 +207,7 @@ impl Conn<'_> {
             self.headers = head.headers;
             self.scan.reset();
             match outcome {
-                Outcome::KeepAlive if !self.http.ctx.drain.fired() => continue,
+                Outcome::KeepAlive if !self.http.ctx.drain().fired() => continue,
                 Outcome::KeepAlive => return Outcome::Close { linger: false },
                 other => return other,
             }
@@ -225,7 +225,7 @@ impl Conn<'_> {
     ) -> Result<RequestHead, Outcome> {
         let conf = &self.fe.conf;
         let limits = &self.fe.limits;
-        let drain = &self.http.ctx.drain;
+        let drain = self.http.ctx.drain();
         self.head_request = false;
         let mut deadline =
             (first || !self.buf.is_empty()).then(|| Instant::now() + conf.client_header_timeout);

@@ -257,7 +257,7 @@ async fn respond(
             Err(_) => Outcome::Close { linger: false },
         };
     }
-    let drain = &http.ctx.drain;
+    let drain = http.ctx.drain();
     let keep = x.client_keeps(&resp, drain.fired() || drain.shedding());
     conn.out.clear();
     write_response_head(&up.buf, &resp, keep, x.req.http10, false, &mut conn.out);

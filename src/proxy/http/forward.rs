@@ -100,7 +100,7 @@ async fn try_servers<'h>(
                 tracing::info!(pool = %cache.shared.name, server = %ss.name, "server up: connect succeeded");
             }
         }
-        let inflight = ss.track(conn.http.ctx.id);
+        let inflight = ss.track(conn.http.ctx.id());
         match attempt(conn, client, x, &mut up, cache.conf.response_timeout).await {
             Ok(resp) => return Ok((up, resp, inflight)),
             Err(f) if x.may_retry(f, up.reused, retried) => {

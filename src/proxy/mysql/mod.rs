@@ -77,7 +77,7 @@ pub fn start_shard(shard: &Rc<ShardCtx>) {
         return;
     }
     rt::spawn(sweeper(shard.clone()));
-    if shard.id == 0 {
+    if shard.id() == 0 {
         health::start(&shard.shared);
     }
 }
@@ -133,7 +133,7 @@ async fn sweeper(shard: Rc<ShardCtx>) {
     loop {
         rt::sleep(SWEEP_EVERY).await;
         let now = rt::now_ms();
-        let draining = shard.drain.fired();
+        let draining = shard.drain().fired();
         let empty = LIVE.with(|live| {
             let mut live = live.borrow_mut();
             live.retain(|w| match w.upgrade() {
@@ -174,7 +174,7 @@ pub async fn serve_client(
     let Some(conf) = shared.config.mysql.get(fe) else {
         return;
     };
-    let my = &shared.mysql_stats[shard.id];
+    let my = &shared.mysql_stats[shard.id()];
     let fallback = FrontCounters::default();
     let counters = my.front(fe).unwrap_or(&fallback);
     counters.accepted.add(1);
@@ -283,7 +283,7 @@ pub async fn serve_client(
             stats: my,
             counters,
             server: ss,
-            shard: shard.id,
+            shard: shard.id(),
         };
         observer.close(rt::now_us(), &mut |e| on_event(e, acct, &to));
         acct.flush(my, None);
@@ -544,7 +544,7 @@ impl Session<'_> {
             stats: self.stats,
             counters: self.counters,
             server: self.server,
-            shard: self.shard.id,
+            shard: self.shard.id(),
         };
         match dir {
             Dir::ClientToServer => {
