@@ -131,26 +131,7 @@ pub fn serve(
 
 /// The peer's credentials when it connected.
 fn peer_cred(conn: &UnixStream) -> io::Result<libc::ucred> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt(2) writes at most `len` bytes into `cred`, a properly sized ucred.
-    let rc = unsafe {
-        libc::getsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cred)
+    crate::rt::socket_option(conn.as_raw_fd(), libc::SO_PEERCRED)
 }
 
 fn deny(conn: UnixStream, cred: Option<libc::ucred>) {

@@ -103,18 +103,8 @@ pub async fn write_all<S: Stream, B: IoBuf + 'static>(
 ) -> (io::Result<()>, B) {
     let fd = stream.raw_fd();
     let mut fut = pin!(stream.write_all(buf));
-    let mut timer = pin!(sleep(timeout));
-    let done = poll_fn(|cx| {
-        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(r));
-        }
-        if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await;
-    match done {
+    // Raced by reference: on a timeout the write itself is kept and finished below.
+    match self::timeout(timeout, fut.as_mut()).await {
         Some((r, b)) => (r.map(|_| ()), b),
         None => {
             // The write future owns the buffer; wait for it to finish after the socket is shut

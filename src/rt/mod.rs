@@ -38,7 +38,7 @@ pub use gate::{client_key, Gate};
 pub use io::{linger_close, read_into, shutdown_fd, timeout, write_all, Read, Wake};
 pub use net::{
     accept, bind_reuseport, connect, idle_is_quiet, is_local_exhaustion, prepare_accepted,
-    AcceptCanceller, ConnectError,
+    socket_option, AcceptCanceller, ConnectError,
 };
 pub use pace::Pace;
 pub use splice::{

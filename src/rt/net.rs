@@ -25,6 +25,47 @@ pub fn prepare_accepted(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
 }
 
+/// A value `getsockopt(2)` may fill: a plain C integer or struct, valid when all zero.
+pub trait SockOptValue: Copy {
+    fn zeroed() -> Self;
+}
+
+impl SockOptValue for libc::c_int {
+    fn zeroed() -> Self {
+        0
+    }
+}
+
+impl SockOptValue for libc::ucred {
+    fn zeroed() -> Self {
+        libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
+/// A `SOL_SOCKET` option (`SO_ERROR`: a `c_int`; `SO_PEERCRED`: a `ucred`).
+pub fn socket_option<T: SockOptValue>(fd: RawFd, opt: libc::c_int) -> io::Result<T> {
+    let mut value = T::zeroed();
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes, the size of `value`, into it.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut value as *mut T).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
 /// Why a connect failed: the peer's side (refused, reset, timed out: the server may be
 /// down), or ours (out of descriptors or memory, [`is_local_exhaustion`]: says nothing about
 /// the server and must not count against it).
@@ -68,21 +109,7 @@ async fn connect_io(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream
         Some(Err(e)) => Err(e),
         Some(Ok(())) => {
             // The socket is writable: the connect finished, in success or failure.
-            let mut err: libc::c_int = 0;
-            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: getsockopt writes at most `len` bytes into `err`.
-            let rc = unsafe {
-                libc::getsockopt(
-                    stream.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_ERROR,
-                    &mut err as *mut _ as *mut libc::c_void,
-                    &mut len,
-                )
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            let err: libc::c_int = socket_option(stream.as_raw_fd(), libc::SO_ERROR)?;
             if err != 0 {
                 return Err(io::Error::from_raw_os_error(err));
             }
