@@ -69,6 +69,9 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
+/// Up to this many clients, a client's emptied queue is kept for reuse.
+const KEEP_EMPTY_QUEUES: usize = 64;
+
 #[derive(Default)]
 struct Waiter {
     waker: RefCell<Option<Waker>>,
@@ -180,7 +183,11 @@ impl Gate {
                 }
             }
             if q.is_empty() {
-                queues.remove(&key);
+                // An emptied queue is kept for its key's next waiter (no allocation per queued
+                // request) while few clients queue; with many, it goes so the map stays small.
+                if queues.len() > KEEP_EMPTY_QUEUES {
+                    queues.remove(&key);
+                }
             } else {
                 turn.push_back(key);
             }
