@@ -2,7 +2,7 @@
 //! requests in flight summed over all shards, weight-scaled (`inflight / weight`), ties broken
 //! by a per-shard rotating start so that equally idle servers share the load.
 
-use super::{PoolShared, Select};
+use super::{Pick, PoolShared, Select};
 
 #[derive(Debug)]
 pub struct LeastRequests {
@@ -16,7 +16,7 @@ impl LeastRequests {
 }
 
 impl Select for LeastRequests {
-    fn order(&mut self, pool: &PoolShared, usable: &[usize], out: &mut Vec<usize>) {
+    fn order(&mut self, pool: &PoolShared, pick: &Pick, usable: &[usize], out: &mut Vec<usize>) {
         let n = usable.len();
         let start = self.rotate % n;
         self.rotate = self.rotate.wrapping_add(1);
@@ -24,7 +24,7 @@ impl Select for LeastRequests {
         // Stable sort keeps the rotation among equals. Compare a/wa < b/wb as a*wb < b*wa.
         out.sort_by_cached_key(|&i| {
             let s = &pool.servers[i];
-            (s.inflight() as u64 * 1_000_000) / s.weight as u64
+            (s.inflight() as u64 * 1_000_000) / pool.weight(i, pick.now_ms).max(1) as u64
         });
     }
 }
@@ -43,7 +43,7 @@ mod tests {
         pool.servers[1].begin(1);
         let mut s = LeastRequests::new(0);
         let mut out = Vec::new();
-        s.order(&pool, &[0, 1, 2], &mut out);
+        s.order(&pool, &Pick::default(), &[0, 1, 2], &mut out);
         assert_eq!(out, vec![2, 1, 0]);
     }
 
@@ -54,7 +54,7 @@ mod tests {
         let firsts: Vec<usize> = (0..4)
             .map(|_| {
                 let mut out = Vec::new();
-                s.order(&pool, &[0, 1], &mut out);
+                s.order(&pool, &Pick::default(), &[0, 1], &mut out);
                 out[0]
             })
             .collect();

@@ -12,9 +12,9 @@ mod least_requests;
 mod round_robin;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-use crate::config::{Balance, Pool};
+use crate::config::{Balance, Pool, Server};
 
 pub use least_requests::LeastRequests;
 pub use round_robin::SmoothWeighted;
@@ -25,37 +25,156 @@ pub use round_robin::SmoothWeighted;
 #[repr(align(64))]
 pub struct Padded<T>(pub T);
 
-/// One backend server as every shard sees it.
+/// A server's administrative state, set by `set server POOL/SRV state ...` (and by
+/// `disable`/`enable server`, which are `maint`/`ready`), or by its agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Admin {
+    /// Takes new requests.
+    Ready = 0,
+    /// Takes only requests that are sticky to it (HAProxy `drain`).
+    Drain = 1,
+    /// Takes nothing.
+    Maint = 2,
+}
+
+impl Admin {
+    fn from_u8(v: u8) -> Admin {
+        match v {
+            0 => Admin::Ready,
+            1 => Admin::Drain,
+            _ => Admin::Maint,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Admin::Ready => "ready",
+            Admin::Drain => "drain",
+            Admin::Maint => "maint",
+        }
+    }
+}
+
+/// What the active checker last concluded (rise/fall applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Active {
+    /// No active check configured, or none concluded yet: counts as up.
+    Unchecked = 0,
+    Up = 1,
+    Down = 2,
+}
+
+impl Active {
+    fn from_u8(v: u8) -> Active {
+        match v {
+            0 => Active::Unchecked,
+            1 => Active::Up,
+            _ => Active::Down,
+        }
+    }
+}
+
+/// What one shard counts for one server; only that shard writes it (plain load + store).
+#[derive(Debug, Default)]
+pub struct ShardCounts {
+    /// Requests (HTTP) or commands (MySQL) in flight.
+    pub inflight: AtomicU32,
+    /// Requests sent to the server since start.
+    pub requests: AtomicU64,
+    /// Bytes moved for the server (request in + response out) since start.
+    pub bytes: AtomicU64,
+}
+
+fn bump32(a: &AtomicU32, by: u32) {
+    a.store(
+        a.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+fn bump64(a: &AtomicU64, by: u64) {
+    a.store(
+        a.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+/// One backend server as every shard sees it. Every field a shard reads on the request path
+/// is an atomic; health comes from three independent sources that are combined, never
+/// overwritten by one another:
+/// - `admin` (operator or agent): ready / drain / maint;
+/// - `active` (the pool's checker, rise/fall applied);
+/// - `down_until` (passive: a failed connect takes the server out for `down_time`).
+///
+/// A passive success clears only `down_until`, so it never overrides an active failure.
 #[derive(Debug)]
 pub struct ServerShared {
     pub name: String,
     pub addr: SocketAddr,
-    pub weight: u32,
+    pub route: String,
+    pub backup: bool,
+    /// Connections in use across all shards, at most (`None`: only the per-shard bound).
+    pub max_connections: Option<u32>,
+    /// The weight in the file.
+    pub conf_weight: u32,
+    /// The weight in force (`set server ... weight N`), 0..=1000; 0 takes no new requests.
+    weight: AtomicU32,
+    /// Percentage of `weight` the agent reports (100 when there is no agent).
+    agent_pct: AtomicU32,
+    admin: AtomicU8,
+    active: AtomicU8,
     /// Milliseconds since the process clock's epoch until which the server is skipped; 0 = up.
     down_until: AtomicU64,
-    /// Set by `disable server`, cleared by `enable server`.
-    disabled: AtomicBool,
-    /// Requests (HTTP) or commands (MySQL) in flight, one counter per shard.
-    inflight: Box<[Padded<AtomicU32>]>,
+    /// When the server last came back up (ms, process clock), for slow start; 0 = not ramping.
+    up_since: AtomicU64,
+    /// Peak-EWMA of the time to the response head, in microseconds (0 = no sample yet).
+    pub ewma_us: AtomicU64,
+    /// Connections in use to this server, all shards (counted only with `max_connections`).
+    pub conns: AtomicU32,
+    per_shard: Box<[Padded<ShardCounts>]>,
 }
 
 impl ServerShared {
-    pub fn new(name: String, addr: SocketAddr, weight: u32, shards: usize) -> Self {
+    pub fn new(s: &Server, shards: usize) -> Self {
         ServerShared {
-            name,
-            addr,
-            weight: weight.max(1),
+            name: s.name.clone(),
+            addr: s.addr,
+            route: s.route.clone(),
+            backup: s.backup,
+            max_connections: s.max_connections,
+            conf_weight: s.weight.max(1),
+            weight: AtomicU32::new(s.weight.max(1)),
+            agent_pct: AtomicU32::new(100),
+            admin: AtomicU8::new(Admin::Ready as u8),
+            active: AtomicU8::new(Active::Unchecked as u8),
             down_until: AtomicU64::new(0),
-            disabled: AtomicBool::new(false),
-            inflight: (0..shards.max(1)).map(|_| Padded::default()).collect(),
+            up_since: AtomicU64::new(0),
+            ewma_us: AtomicU64::new(0),
+            conns: AtomicU32::new(0),
+            per_shard: (0..shards.max(1)).map(|_| Padded::default()).collect(),
         }
     }
 
-    /// Usable now: not administratively disabled and not inside a down period.
+    /// May take a new (not sticky) request now: ready, not actively or passively down, and a
+    /// weight above zero.
     pub fn is_usable(&self, now_ms: u64) -> bool {
-        !self.disabled.load(Ordering::Relaxed) && self.down_until.load(Ordering::Relaxed) <= now_ms
+        self.admin() == Admin::Ready && self.weight_now() > 0 && self.is_alive(now_ms)
     }
 
+    /// May take a request that is sticky to it: as [`Self::is_usable`], but a draining server
+    /// or one weighted to zero still serves its sticky clients.
+    pub fn is_sticky_usable(&self, now_ms: u64) -> bool {
+        self.admin() != Admin::Maint && self.is_alive(now_ms)
+    }
+
+    /// Neither the checker nor a recent failed connect says it is down.
+    pub fn is_alive(&self, now_ms: u64) -> bool {
+        self.active() != Active::Down && !self.is_down(now_ms)
+    }
+
+    /// Inside a passive down period.
     pub fn is_down(&self, now_ms: u64) -> bool {
         self.down_until.load(Ordering::Relaxed) > now_ms
     }
@@ -68,40 +187,152 @@ impl ServerShared {
         prev <= now_ms
     }
 
-    /// Clear a down mark (a health check or a successful connect saw it alive).
+    /// Clear a passive down mark (a successful connect saw it alive). Returns true when it was
+    /// marked; slow start begins then.
     pub fn mark_up(&self) -> bool {
-        self.down_until.swap(0, Ordering::Relaxed) != 0
+        let was = self.down_until.swap(0, Ordering::Relaxed) != 0;
+        if was {
+            self.start_ramp();
+        }
+        was
     }
 
-    pub fn set_disabled(&self, disabled: bool) {
-        self.disabled.store(disabled, Ordering::Relaxed);
+    pub fn admin(&self) -> Admin {
+        Admin::from_u8(self.admin.load(Ordering::Relaxed))
     }
 
-    pub fn is_disabled(&self) -> bool {
-        self.disabled.load(Ordering::Relaxed)
+    pub fn set_admin(&self, a: Admin) {
+        let prev = self.admin.swap(a as u8, Ordering::Relaxed);
+        if prev != Admin::Ready as u8 && a == Admin::Ready {
+            self.start_ramp();
+        }
+    }
+
+    pub fn active(&self) -> Active {
+        Active::from_u8(self.active.load(Ordering::Relaxed))
+    }
+
+    /// Set by the pool's checker only. Returns the previous state.
+    pub fn set_active(&self, a: Active) -> Active {
+        let prev = Active::from_u8(self.active.swap(a as u8, Ordering::Relaxed));
+        if prev == Active::Down && a == Active::Up {
+            self.start_ramp();
+        }
+        prev
+    }
+
+    /// The configured (or `set server ... weight`) weight.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn set_weight(&self, w: u32) {
+        self.weight.store(w, Ordering::Relaxed);
+    }
+
+    pub fn agent_pct(&self) -> u32 {
+        self.agent_pct.load(Ordering::Relaxed)
+    }
+
+    pub fn set_agent_pct(&self, pct: u32) {
+        self.agent_pct.store(pct, Ordering::Relaxed);
+    }
+
+    /// Weight after the agent's percentage, before slow start.
+    pub fn weight_now(&self) -> u32 {
+        let w = self.weight() as u64 * self.agent_pct() as u64 / 100;
+        if w == 0 && self.weight() > 0 && self.agent_pct() > 0 {
+            1
+        } else {
+            w as u32
+        }
+    }
+
+    /// The weight balancers use: [`Self::weight_now`], ramped from 1 while the server is in
+    /// its slow start (`slow_start_ms` after it came back up).
+    pub fn effective_weight(&self, now_ms: u64, slow_start_ms: u64) -> u32 {
+        let w = self.weight_now();
+        let since = self.up_since.load(Ordering::Relaxed);
+        if slow_start_ms == 0 || since == 0 || w == 0 {
+            return w;
+        }
+        let elapsed = now_ms.saturating_sub(since);
+        if elapsed >= slow_start_ms {
+            // Done ramping; later readers skip the arithmetic.
+            self.up_since.store(0, Ordering::Relaxed);
+            return w;
+        }
+        ((w as u64 * elapsed / slow_start_ms) as u32).max(1)
+    }
+
+    /// Begin slow start now (the server just came back).
+    fn start_ramp(&self) {
+        self.up_since
+            .store(crate::rt::now_ms().max(1), Ordering::Relaxed);
+    }
+
+    /// In slow start now.
+    pub fn ramping(&self, now_ms: u64, slow_start_ms: u64) -> bool {
+        let since = self.up_since.load(Ordering::Relaxed);
+        since != 0 && now_ms.saturating_sub(since) < slow_start_ms
     }
 
     /// In-flight count summed over every shard.
     pub fn inflight(&self) -> u32 {
-        self.inflight
+        self.per_shard
             .iter()
-            .map(|c| c.0.load(Ordering::Relaxed))
+            .map(|c| c.0.inflight.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Requests sent since start, all shards.
+    pub fn requests(&self) -> u64 {
+        self.per_shard
+            .iter()
+            .map(|c| c.0.requests.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Bytes moved since start, all shards.
+    pub fn bytes(&self) -> u64 {
+        self.per_shard
+            .iter()
+            .map(|c| c.0.bytes.load(Ordering::Relaxed))
             .sum()
     }
 
     /// Count one more in flight on `shard`. Only that shard writes its slot, so a plain
     /// load + store is enough (no read-modify-write across cores).
     pub fn begin(&self, shard: usize) {
-        let slot = &self.inflight[shard].0;
-        slot.store(slot.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let c = &self.per_shard[shard].0;
+        bump32(&c.inflight, 1);
+        bump64(&c.requests, 1);
     }
 
     pub fn end(&self, shard: usize) {
-        let slot = &self.inflight[shard].0;
+        let slot = &self.per_shard[shard].0.inflight;
         slot.store(
             slot.load(Ordering::Relaxed).saturating_sub(1),
             Ordering::Relaxed,
         );
+    }
+
+    /// Count bytes moved for this server by `shard` (request and response, for `by_traffic`).
+    pub fn add_bytes(&self, shard: usize, n: u64) {
+        bump64(&self.per_shard[shard].0.bytes, n);
+    }
+
+    /// Fold one time-to-response-head sample into the peak-EWMA (`least_time`). Several
+    /// shards may race on the store; a lost sample only delays the average by one step.
+    pub fn observe_latency(&self, us: u64) {
+        let old = self.ewma_us.load(Ordering::Relaxed);
+        let new = if old == 0 || us > old {
+            // Peak: a slower sample is taken at once, a faster one decays in.
+            us.max(1)
+        } else {
+            (old * 7 + us) / 8
+        };
+        self.ewma_us.store(new.max(1), Ordering::Relaxed);
     }
 
     /// Count one request in flight on `shard` until the returned guard is dropped, however the
@@ -122,6 +353,16 @@ pub struct InFlight<'a> {
     shard: usize,
 }
 
+impl InFlight<'_> {
+    pub fn server(&self) -> &ServerShared {
+        self.server
+    }
+
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+}
+
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.server.end(self.shard);
@@ -133,6 +374,8 @@ impl Drop for InFlight<'_> {
 pub struct PoolShared {
     pub name: String,
     pub balance: Balance,
+    /// `slow_start` in milliseconds (0: none).
+    pub slow_start_ms: u64,
     pub servers: Box<[ServerShared]>,
 }
 
@@ -141,10 +384,11 @@ impl PoolShared {
         PoolShared {
             name: pool.name.clone(),
             balance: pool.balance,
+            slow_start_ms: pool.slow_start.map_or(0, |d| d.as_millis() as u64),
             servers: pool
                 .servers
                 .iter()
-                .map(|s| ServerShared::new(s.name.clone(), s.addr, s.weight, shards))
+                .map(|s| ServerShared::new(s, shards))
                 .collect(),
         }
     }
@@ -152,12 +396,34 @@ impl PoolShared {
     pub fn server_index(&self, name: &str) -> Option<usize> {
         self.servers.iter().position(|s| s.name == name)
     }
+
+    /// The server whose sticky route is `route`.
+    pub fn route_index(&self, route: &[u8]) -> Option<usize> {
+        self.servers
+            .iter()
+            .position(|s| s.route.as_bytes() == route)
+    }
+
+    /// Server `i`'s weight for balancing at `now_ms` (slow start applied).
+    pub fn weight(&self, i: usize, now_ms: u64) -> u32 {
+        self.servers[i].effective_weight(now_ms, self.slow_start_ms)
+    }
+}
+
+/// What a balancer may look at for one request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pick {
+    pub now_ms: u64,
+    /// `balance = "hash"`: the hash of the request's `hash_key` (0 when it has none).
+    pub hash: u64,
+    /// The server the request is sticky to, if any (tried first when it may take it).
+    pub sticky: Option<usize>,
 }
 
 /// One balancing algorithm: given the pool and the indexes of the servers usable now, push
 /// them onto `out` best first. `out` is cleared by the caller.
 pub trait Select {
-    fn order(&mut self, pool: &PoolShared, usable: &[usize], out: &mut Vec<usize>);
+    fn order(&mut self, pool: &PoolShared, pick: &Pick, usable: &[usize], out: &mut Vec<usize>);
 }
 
 /// A shard's selector for one pool (shard-local state such as round-robin weights).
@@ -171,29 +437,69 @@ impl Balancer {
     pub fn new(pool: &PoolShared, shard: usize) -> Self {
         match pool.balance {
             Balance::RoundRobin => Balancer::RoundRobin(SmoothWeighted::new(pool.servers.len())),
-            Balance::LeastRequests => Balancer::LeastRequests(LeastRequests::new(shard)),
+            // TODO(issue 9): the other methods.
+            _ => Balancer::LeastRequests(LeastRequests::new(shard)),
         }
     }
 
     /// Fill `out` with the servers to try, best first; empty when every server is down or
-    /// disabled. `scratch` is reused to avoid allocating per request.
+    /// disabled. The usable servers are the ready non-backup ones, or, when none is, the ready
+    /// backups. A sticky target that may take the request comes first. `scratch` is reused to
+    /// avoid allocating per request.
     pub fn candidates(
         &mut self,
         pool: &PoolShared,
-        now_ms: u64,
+        pick: &Pick,
         scratch: &mut Vec<usize>,
         out: &mut Vec<usize>,
     ) {
         scratch.clear();
         out.clear();
-        scratch.extend((0..pool.servers.len()).filter(|&i| pool.servers[i].is_usable(now_ms)));
+        let now = pick.now_ms;
+        scratch.extend(
+            (0..pool.servers.len())
+                .filter(|&i| !pool.servers[i].backup && pool.servers[i].is_usable(now)),
+        );
+        if scratch.is_empty() {
+            scratch.extend(
+                (0..pool.servers.len())
+                    .filter(|&i| pool.servers[i].backup && pool.servers[i].is_usable(now)),
+            );
+        }
+        let sticky = pick
+            .sticky
+            .filter(|&i| i < pool.servers.len() && pool.servers[i].is_sticky_usable(now));
+        if let Some(t) = sticky {
+            out.push(t);
+        }
         if scratch.is_empty() {
             return;
         }
         match self {
-            Balancer::RoundRobin(s) => s.order(pool, scratch, out),
-            Balancer::LeastRequests(s) => s.order(pool, scratch, out),
+            Balancer::RoundRobin(s) => s.order(pool, pick, scratch, out),
+            Balancer::LeastRequests(s) => s.order(pool, pick, scratch, out),
         }
+        if let Some(t) = sticky {
+            // The balancer's own order follows as the fallback, without the target twice.
+            let mut seen = false;
+            out.retain(|&i| {
+                let dup = i == t && seen;
+                seen |= i == t;
+                !dup
+            });
+        }
+    }
+}
+#[cfg(test)]
+pub(crate) fn test_server(i: usize, weight: u32) -> Server {
+    Server {
+        name: format!("s{i}"),
+        addr: ([127, 0, 0, 1], 1000 + i as u16).into(),
+        weight,
+        route: format!("r{i}"),
+        backup: false,
+        max_connections: None,
+        agent_port: None,
     }
 }
 
@@ -202,17 +508,11 @@ pub(crate) fn test_pool(weights: &[u32], balance: Balance, shards: usize) -> Poo
     PoolShared {
         name: "p".into(),
         balance,
+        slow_start_ms: 0,
         servers: weights
             .iter()
             .enumerate()
-            .map(|(i, &w)| {
-                ServerShared::new(
-                    format!("s{i}"),
-                    ([127, 0, 0, 1], 1000 + i as u16).into(),
-                    w,
-                    shards,
-                )
-            })
+            .map(|(i, &w)| ServerShared::new(&test_server(i, w), shards))
             .collect(),
     }
 }
@@ -231,13 +531,17 @@ mod tests {
         );
         let mut b = Balancer::new(&pool, 0);
         let (mut scratch, mut out) = (Vec::new(), Vec::new());
-        b.candidates(&pool, 1200, &mut scratch, &mut out);
+        let at = |now_ms| Pick {
+            now_ms,
+            ..Pick::default()
+        };
+        b.candidates(&pool, &at(1200), &mut scratch, &mut out);
         assert_eq!(out, vec![1]);
-        b.candidates(&pool, 1600, &mut scratch, &mut out);
+        b.candidates(&pool, &at(1600), &mut scratch, &mut out);
         assert_eq!(out.len(), 2);
-        pool.servers[1].set_disabled(true);
+        pool.servers[1].set_admin(Admin::Maint);
         pool.servers[0].mark_down(2000, 10);
-        b.candidates(&pool, 2005, &mut scratch, &mut out);
+        b.candidates(&pool, &at(2005), &mut scratch, &mut out);
         assert!(out.is_empty());
     }
 

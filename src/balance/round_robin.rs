@@ -3,7 +3,7 @@
 //! Over a cycle each server is chosen in proportion to its weight, interleaved rather than in
 //! bursts. State is per shard, so with several shards each one spreads its own requests.
 
-use super::{PoolShared, Select};
+use super::{Pick, PoolShared, Select};
 
 #[derive(Debug)]
 pub struct SmoothWeighted {
@@ -19,14 +19,14 @@ impl SmoothWeighted {
 }
 
 impl Select for SmoothWeighted {
-    fn order(&mut self, pool: &PoolShared, usable: &[usize], out: &mut Vec<usize>) {
+    fn order(&mut self, pool: &PoolShared, pick: &Pick, usable: &[usize], out: &mut Vec<usize>) {
         if self.current.len() != pool.servers.len() {
             self.current = vec![0; pool.servers.len()];
         }
         let mut total = 0i64;
         let mut best = usable[0];
         for &i in usable {
-            let w = pool.servers[i].weight as i64;
+            let w = pool.weight(i, pick.now_ms) as i64;
             self.current[i] += w;
             total += w;
             if self.current[i] > self.current[best] {
@@ -55,7 +55,7 @@ mod tests {
         let mut picks = Vec::new();
         for _ in 0..6 {
             let mut out = Vec::new();
-            s.order(&pool, &usable, &mut out);
+            s.order(&pool, &Pick::default(), &usable, &mut out);
             assert_eq!(out.len(), 2);
             picks.push(out[0]);
         }
@@ -70,7 +70,7 @@ mod tests {
         let picks: Vec<usize> = (0..6)
             .map(|_| {
                 let mut out = Vec::new();
-                s.order(&pool, &[0, 1, 2], &mut out);
+                s.order(&pool, &Pick::default(), &[0, 1, 2], &mut out);
                 out[0]
             })
             .collect();

@@ -98,6 +98,11 @@ pub struct PoolFile {
     pub max_connections_per_server: Option<i64>,
     pub max_idle_per_server: Option<i64>,
     pub idle_timeout: Option<Scalar>,
+    pub hash_key: Option<String>,
+    pub queue_timeout: Option<Scalar>,
+    pub slow_start: Option<Scalar>,
+    pub sticky: Option<StickyFile>,
+    pub health: Option<HealthFile>,
     pub servers: Vec<ServerFile>,
 }
 
@@ -106,6 +111,11 @@ pub struct PoolFile {
 pub enum BalanceFile {
     RoundRobin,
     LeastRequests,
+    ByRequests,
+    ByTraffic,
+    LeastTime,
+    P2c,
+    Hash,
 }
 
 /// One entry of a pool's `servers` list.
@@ -115,6 +125,62 @@ pub struct ServerFile {
     pub name: String,
     pub addr: String,
     pub weight: Option<i64>,
+    pub route: Option<String>,
+    pub backup: Option<bool>,
+    pub max_connections: Option<i64>,
+    pub agent_port: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StickyModeFile {
+    AppCookie,
+    InsertCookie,
+    SourceIp,
+}
+
+/// `[pool.NAME.sticky]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyFile {
+    pub mode: StickyModeFile,
+    pub cookie: Option<String>,
+    pub url_param: Option<String>,
+    pub ttl: Option<Scalar>,
+    pub table_size: Option<i64>,
+    pub cookie_path: Option<String>,
+    pub cookie_secure: Option<bool>,
+    pub cookie_httponly: Option<bool>,
+    pub cookie_samesite: Option<String>,
+    pub cookie_max_age: Option<Scalar>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthMethodFile {
+    Tcp,
+    HttpHead,
+    HttpGet,
+    Mysql,
+}
+
+/// `[pool.NAME.health]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub method: HealthMethodFile,
+    pub uri: Option<String>,
+    pub user_agent: Option<String>,
+    pub expect_status: Option<String>,
+    pub expect_body_regex: Option<String>,
+    pub interval: Option<Scalar>,
+    pub timeout: Option<Scalar>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub mysql_user: Option<String>,
+    pub mysql_password: Option<String>,
+    pub mysql_query: Option<String>,
+    pub agent_interval: Option<Scalar>,
 }
 
 /// One `[[mysql]]` frontend.

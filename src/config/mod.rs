@@ -115,10 +115,104 @@ pub enum HostPattern {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob(pub String);
 
+/// A pool's balancing method (`balance = ...`); one file per method under `src/balance/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
+    /// Smooth weighted round-robin, per shard.
     RoundRobin,
+    /// Fewest requests in flight (weight-scaled), summed over every shard.
     LeastRequests,
+    /// Weighted share of requests, counted over every shard (mod_proxy_balancer byrequests).
+    ByRequests,
+    /// Weighted share of bytes moved in + out, over every shard (bytraffic).
+    ByTraffic,
+    /// Lowest peak-EWMA of the time to the response head, times requests in flight.
+    LeastTime,
+    /// Power of two choices over in-flight counts.
+    P2c,
+    /// Consistent hash of `hash_key` (a ring of weighted points per server name).
+    Hash,
+}
+
+/// What `balance = "hash"` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    SourceIp,
+    /// The request target, path and query.
+    Uri,
+    /// A request header's value (name stored lower-case).
+    Header(String),
+    /// A request cookie's value.
+    Cookie(String),
+}
+
+/// `[pool.NAME.sticky] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StickyMode {
+    /// The application's session cookie carries the route after its last `.` (Tomcat's
+    /// jvmRoute); also read from a URL parameter or a `;name=` path parameter.
+    AppCookie,
+    /// shardgate sets its own cookie naming the route, and strips it before forwarding.
+    InsertCookie,
+    /// A process-wide table client address -> server, with a TTL and a size bound.
+    SourceIp,
+}
+
+/// `[pool.NAME.sticky]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sticky {
+    pub mode: StickyMode,
+    /// Cookie name (app_cookie: the application's, e.g. JSESSIONID; insert_cookie: ours).
+    pub cookie: String,
+    /// app_cookie: query parameter and `;NAME=` path parameter that also carry the session id
+    /// (and win over the cookie, as in Apache).
+    pub url_param: Option<String>,
+    /// source_ip: an entry not used for this long is forgotten.
+    pub ttl: Duration,
+    /// source_ip: entries kept at most (the least recently used go first).
+    pub table_size: usize,
+    /// insert_cookie attributes.
+    pub cookie_path: String,
+    pub cookie_secure: bool,
+    pub cookie_httponly: bool,
+    /// `SameSite=` value (`Lax`, `Strict`, `None`), if any.
+    pub cookie_samesite: Option<String>,
+    /// `Max-Age=` in seconds; `None` makes a session cookie.
+    pub cookie_max_age: Option<u64>,
+}
+
+/// `[pool.NAME.health] method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthMethod {
+    Tcp,
+    HttpHead,
+    HttpGet,
+    /// Log in with `mysql_user` and run `mysql_query`.
+    Mysql,
+}
+
+/// `[pool.NAME.health]`: one active checker per pool for the whole process.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub method: HealthMethod,
+    /// Request target as configured: relative (`/health`, sent as HTTP/1.0) or absolute
+    /// (`http://host/health`, sent as HTTP/1.1 with that Host).
+    pub uri: String,
+    pub user_agent: String,
+    /// Accepted status ranges, inclusive (`"2xx,3xx"`, `"200"`, `"200-299"`).
+    pub expect_status: Vec<(u16, u16)>,
+    /// Must match somewhere in the response headers or body (the first 64 KiB).
+    pub expect_body_regex: Option<regex::bytes::Regex>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down server up, failures that take an up one down.
+    pub rise: u32,
+    pub fall: u32,
+    pub mysql_user: String,
+    pub mysql_password: String,
+    pub mysql_query: String,
+    /// Agent checks (servers with `agent_port`): how often.
+    pub agent_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +230,15 @@ pub struct Pool {
     pub max_idle_per_server: usize,
     /// An idle pooled upstream connection older than this is closed rather than reused.
     pub idle_timeout: Duration,
+    /// `balance = "hash"`: what is hashed.
+    pub hash_key: Option<HashKey>,
+    /// How long a request waits for a server slot (`max_connections_per_server` on this
+    /// shard, `max_connections` of the server across shards) before a 503.
+    pub queue_timeout: Duration,
+    /// A server that comes back up ramps its weight from near zero over this long.
+    pub slow_start: Option<Duration>,
+    pub sticky: Option<Sticky>,
+    pub health: Option<Health>,
     pub servers: Vec<Server>,
 }
 
@@ -144,6 +247,14 @@ pub struct Server {
     pub name: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Sticky route name (app_cookie suffix, insert_cookie value); defaults to the name.
+    pub route: String,
+    /// Used only when every non-backup server is unusable.
+    pub backup: bool,
+    /// Connections in use to this server across all shards; beyond it requests queue.
+    pub max_connections: Option<u32>,
+    /// Agent check port: the server reports its weight or state there.
+    pub agent_port: Option<u16>,
 }
 
 #[derive(Debug, Clone)]

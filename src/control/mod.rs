@@ -119,7 +119,7 @@ fn render_servers(s: &Shared) -> String {
     let mut out = String::from("pool server addr state inflight\n");
     for p in &s.pools {
         for sv in p.servers.iter() {
-            let state = if sv.is_disabled() {
+            let state = if sv.admin() == crate::balance::Admin::Maint {
                 "disabled"
             } else if sv.is_down(now) {
                 "down"
@@ -153,7 +153,11 @@ fn set_server(s: &Shared, args: &[&str], disabled: bool) -> Result<(String, Acti
     let i = p
         .server_index(server)
         .ok_or_else(|| format!("pool '{pool}' has no server named '{server}'"))?;
-    p.servers[i].set_disabled(disabled);
+    p.servers[i].set_admin(if disabled {
+        crate::balance::Admin::Maint
+    } else {
+        crate::balance::Admin::Ready
+    });
     tracing::info!(pool, server, disabled, "server state changed by command");
     Ok((
         format!(

@@ -13,6 +13,7 @@
 //! This file has the error type, the entry points and the cross-section work of
 //! `Builder::build`: pools resolved by name, at least one frontend, unused pools reported.
 
+mod balance;
 mod daemon;
 mod frontend;
 mod http;
@@ -137,6 +138,7 @@ impl Builder<'_> {
             let listen = self.listen(&key, &h.listen, &mut listens)?;
             let fe = self.http(&key, h, listen, &find_pool)?;
             for p in fe.routes.iter().map(|r| r.pool).chain(fe.default_pool) {
+                self.http_pool(&pools[p])?;
                 used[p] = true;
             }
             http.push(fe);
@@ -148,6 +150,7 @@ impl Builder<'_> {
             self.frontend_name(&key, &m.name, &mut names)?;
             let listen = self.listen(&key, &m.listen, &mut listens)?;
             let fe = self.mysql(&key, m, listen, &find_pool)?;
+            self.mysql_pool(&pools[fe.pool])?;
             used[fe.pool] = true;
             mysql.push(fe);
         }

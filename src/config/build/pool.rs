@@ -1,5 +1,6 @@
 //! `[pool.NAME]` sections: balance, backend timeouts, connection bounds, and the servers with
-//! their names, weights and addresses (host names resolved now, never on the request path).
+//! their names, weights, routes and addresses (host names resolved now, never on the request
+//! path). The `sticky` and `health` subtables are built in `balance.rs`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -33,11 +34,52 @@ impl Builder<'_> {
             }
             let weight = self.int(&format!("{sk}.weight"), s.weight, 1, 1, MAX_WEIGHT)? as u32;
             let addr = resolve(&s.addr).map_err(|m| self.err(format!("{sk}.addr"), m))?;
+            let route = match &s.route {
+                Some(r) => {
+                    self.check_route(&format!("{sk}.route"), r)?;
+                    r.clone()
+                }
+                None => s.name.clone(),
+            };
+            if let Some(o) = servers.iter().find(|o| o.route == route) {
+                return Err(self.err(
+                    format!("{sk}.route"),
+                    format!(
+                        "route {route:?} is already the route of server {:?}",
+                        o.name
+                    ),
+                ));
+            }
+            let max_connections = match s.max_connections {
+                None => None,
+                Some(n) => {
+                    Some(
+                        self.int(&format!("{sk}.max_connections"), Some(n), 0, 1, 1_000_000)?
+                            as u32,
+                    )
+                }
+            };
+            let agent_port = match s.agent_port {
+                None => None,
+                Some(n) => {
+                    Some(self.int(&format!("{sk}.agent_port"), Some(n), 0, 1, 65535)? as u16)
+                }
+            };
             servers.push(Server {
                 name: s.name.clone(),
                 addr,
                 weight,
+                route,
+                backup: s.backup.unwrap_or(false),
+                max_connections,
+                agent_port,
             });
+        }
+        if servers.iter().all(|s| s.backup) {
+            return Err(self.err(
+                k("servers"),
+                "every server is a backup: at least one must not be",
+            ));
         }
         let max_connections_per_server = self.int(
             &k("max_connections_per_server"),
@@ -59,24 +101,67 @@ impl Builder<'_> {
                 format!("{max_idle_per_server} exceeds max_connections_per_server ({max_connections_per_server})"),
             ));
         }
+        let balance = match p.balance.unwrap_or(BalanceFile::RoundRobin) {
+            BalanceFile::RoundRobin => Balance::RoundRobin,
+            BalanceFile::LeastRequests => Balance::LeastRequests,
+            BalanceFile::ByRequests => Balance::ByRequests,
+            BalanceFile::ByTraffic => Balance::ByTraffic,
+            BalanceFile::LeastTime => Balance::LeastTime,
+            BalanceFile::P2c => Balance::P2c,
+            BalanceFile::Hash => Balance::Hash,
+        };
+        let hash_key = self.hash_key(&k("hash_key"), balance, p.hash_key.as_deref())?;
+        let response_timeout = self.duration(
+            &k("response_timeout"),
+            p.response_timeout.as_ref(),
+            60,
+            false,
+        )?;
+        let queue_timeout = match &p.queue_timeout {
+            None => response_timeout,
+            Some(v) => self.duration(&k("queue_timeout"), Some(v), 0, false)?,
+        };
+        let slow_start = match &p.slow_start {
+            None => None,
+            Some(v) => {
+                Some(self.duration(&k("slow_start"), Some(v), 0, true)?).filter(|d| !d.is_zero())
+            }
+        };
+        let sticky = match &p.sticky {
+            None => None,
+            Some(st) => Some(self.sticky(&k("sticky"), st)?),
+        };
+        let health = match &p.health {
+            None => None,
+            Some(h) => Some(self.health(&k("health"), h)?),
+        };
+        if health.is_none() {
+            if let Some((i, _)) = servers
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.agent_port.is_some())
+            {
+                return Err(self.err(
+                    format!("{key}.servers[{i}].agent_port"),
+                    format!("agent checks run with the active checks: add [{key}.health]"),
+                ));
+            }
+        }
         Ok(Pool {
             name: name.to_owned(),
-            balance: match p.balance.unwrap_or(BalanceFile::RoundRobin) {
-                BalanceFile::RoundRobin => Balance::RoundRobin,
-                BalanceFile::LeastRequests => Balance::LeastRequests,
-            },
+            balance,
+            hash_key,
+            queue_timeout,
+            slow_start,
+            sticky,
+            health,
             connect_timeout: self.duration(
                 &k("connect_timeout"),
                 p.connect_timeout.as_ref(),
                 5,
                 false,
             )?,
-            response_timeout: self.duration(
-                &k("response_timeout"),
-                p.response_timeout.as_ref(),
-                60,
-                false,
-            )?,
+            response_timeout,
             down_time: self.duration(&k("down_time"), p.down_time.as_ref(), 10, true)?,
             max_connections_per_server,
             max_idle_per_server,

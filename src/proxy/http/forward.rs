@@ -17,7 +17,7 @@ use super::conn::Conn;
 use super::error::Failure;
 use super::exchange::Exchange;
 use super::relay::{Dir, Relay, RelayEnd, Spill};
-use crate::balance::InFlight;
+use crate::balance::{InFlight, Pick};
 use crate::proto::http::answers::CONTINUE_100;
 use crate::proto::http::parse::parse_response;
 use crate::proto::http::write::write_response_head;
@@ -39,9 +39,13 @@ pub async fn forward<'h>(
     let http = conn.http;
     let cache: &'h ConnCache = &http.conns[x.pool];
     let mut candidates = std::mem::take(&mut conn.cands);
+    let pick = Pick {
+        now_ms: rt::now_ms(),
+        ..Pick::default()
+    };
     http.ctx.balancers.borrow_mut()[x.pool].candidates(
         &cache.shared,
-        rt::now_ms(),
+        &pick,
         &mut conn.scratch,
         &mut candidates,
     );
@@ -68,7 +72,7 @@ async fn try_servers<'h>(
             .checkout(
                 server,
                 fresh,
-                cache.conf.response_timeout,
+                cache.conf.queue_timeout,
                 rt::client_key(conn.peer),
             )
             .await

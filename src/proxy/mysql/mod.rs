@@ -340,7 +340,11 @@ async fn connect_backend(
     {
         let mut scratch = Vec::new();
         let mut balancers = shard.balancers.borrow_mut();
-        balancers[pool_ix].candidates(pool, rt::now_ms(), &mut scratch, &mut order);
+        let pick = crate::balance::Pick {
+            now_ms: rt::now_ms(),
+            ..Default::default()
+        };
+        balancers[pool_ix].candidates(pool, &pick, &mut scratch, &mut order);
     }
     for ix in order {
         let ss = &pool.servers[ix];
