@@ -14,6 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::balance::{Active, Admin};
 use crate::shared::Shared;
 
 mod server;
@@ -78,20 +79,26 @@ const COMMANDS: &[Command] = &[
     Command {
         name: "show servers",
         args: "",
-        help: "every pool's servers: state, requests in flight",
+        help: "every pool's servers: state, in flight, admin state, health, weights, requests, last check",
         run: |s, _| Ok((render_servers(s), Action::None)),
     },
     Command {
         name: "disable server",
         args: "POOL/SERVER",
-        help: "stop sending new requests to a server (in-flight ones finish)",
-        run: |s, a| set_server(s, a, true),
+        help: "same as 'set server POOL/SERVER state maint'",
+        run: |s, a| set_admin(s, a, Admin::Maint),
     },
     Command {
         name: "enable server",
         args: "POOL/SERVER",
-        help: "send requests to a server again",
-        run: |s, a| set_server(s, a, false),
+        help: "same as 'set server POOL/SERVER state ready'",
+        run: |s, a| set_admin(s, a, Admin::Ready),
+    },
+    Command {
+        name: "set server",
+        args: "POOL/SERVER weight N | state ready|drain|maint",
+        help: "change a server's weight (0-1000) or admin state, on every shard at once",
+        run: set_server,
     },
     Command {
         name: "stop daemon",
@@ -116,34 +123,48 @@ fn help_text() -> String {
 
 fn render_servers(s: &Shared) -> String {
     let now = crate::rt::now_ms();
-    let mut out = String::from("pool server addr state inflight\n");
+    let mut out = String::from(
+        "pool server addr state inflight admin health weight eff_weight requests backup\n",
+    );
     for p in &s.pools {
-        for sv in p.servers.iter() {
-            let state = if sv.admin() == crate::balance::Admin::Maint {
-                "disabled"
-            } else if sv.is_down(now) {
-                "down"
-            } else {
-                "up"
+        for (i, sv) in p.servers.iter().enumerate() {
+            let state = match sv.admin() {
+                Admin::Maint => "maint",
+                _ if !sv.is_alive(now) => "down",
+                Admin::Drain => "drain",
+                Admin::Ready if sv.weight_now() == 0 => "drain",
+                Admin::Ready => "up",
+            };
+            let health = match sv.active() {
+                Active::Unchecked => "-",
+                Active::Up => "up",
+                Active::Down => "down",
             };
             let _ = writeln!(
                 out,
-                "{} {} {} {} {}",
+                "{} {} {} {} {} {} {} {} {} {} {}",
                 p.name,
                 sv.name,
                 sv.addr,
                 state,
-                sv.inflight()
+                sv.inflight(),
+                sv.admin().as_str(),
+                health,
+                sv.weight(),
+                p.weight(i, now),
+                sv.requests(),
+                if sv.backup { "yes" } else { "no" },
             );
         }
     }
     out
 }
 
-fn set_server(s: &Shared, args: &[&str], disabled: bool) -> Result<(String, Action), String> {
-    let [target] = args else {
-        return Err("expected POOL/SERVER".into());
-    };
+/// `POOL/SERVER` to the pool and the server's index.
+fn find_server<'s>(
+    s: &'s Shared,
+    target: &str,
+) -> Result<(&'s crate::balance::PoolShared, usize), String> {
     let (pool, server) = target.split_once('/').ok_or("expected POOL/SERVER")?;
     let p = s
         .pools
@@ -153,19 +174,60 @@ fn set_server(s: &Shared, args: &[&str], disabled: bool) -> Result<(String, Acti
     let i = p
         .server_index(server)
         .ok_or_else(|| format!("pool '{pool}' has no server named '{server}'"))?;
-    p.servers[i].set_admin(if disabled {
-        crate::balance::Admin::Maint
-    } else {
-        crate::balance::Admin::Ready
-    });
-    tracing::info!(pool, server, disabled, "server state changed by command");
-    Ok((
-        format!(
-            "{} {pool}/{server}\n",
-            if disabled { "disabled" } else { "enabled" }
-        ),
-        Action::None,
-    ))
+    Ok((p, i))
+}
+
+fn set_admin(s: &Shared, args: &[&str], admin: Admin) -> Result<(String, Action), String> {
+    let [target] = args else {
+        return Err("expected POOL/SERVER".into());
+    };
+    let (p, i) = find_server(s, target)?;
+    p.servers[i].set_admin(admin);
+    tracing::info!(pool = %p.name, server = %p.servers[i].name, state = admin.as_str(), "server state changed by command");
+    let word = match admin {
+        Admin::Maint => "disabled",
+        Admin::Ready => "enabled",
+        Admin::Drain => "draining",
+    };
+    Ok((format!("{word} {target}\n"), Action::None))
+}
+
+fn set_server(s: &Shared, args: &[&str]) -> Result<(String, Action), String> {
+    const USAGE: &str = "expected POOL/SERVER weight N, or POOL/SERVER state ready|drain|maint";
+    let [target, what, value] = args else {
+        return Err(USAGE.into());
+    };
+    let (p, i) = find_server(s, target)?;
+    let sv = &p.servers[i];
+    match *what {
+        "weight" => {
+            let w: u32 = value
+                .parse()
+                .ok()
+                .filter(|w| *w <= 1000)
+                .ok_or_else(|| format!("weight '{value}': expected an integer 0-1000"))?;
+            let old = sv.weight();
+            sv.set_weight(w);
+            tracing::info!(pool = %p.name, server = %sv.name, old, weight = w, "server weight changed by command");
+            Ok((format!("{target} weight {w} (was {old})\n"), Action::None))
+        }
+        "state" => {
+            let admin = match *value {
+                "ready" => Admin::Ready,
+                "drain" => Admin::Drain,
+                "maint" => Admin::Maint,
+                _ => return Err(format!("state '{value}': expected ready, drain or maint")),
+            };
+            let old = sv.admin();
+            sv.set_admin(admin);
+            tracing::info!(pool = %p.name, server = %sv.name, old = old.as_str(), state = admin.as_str(), "server state changed by command");
+            Ok((
+                format!("{target} state {} (was {})\n", admin.as_str(), old.as_str()),
+                Action::None,
+            ))
+        }
+        _ => Err(USAGE.into()),
+    }
 }
 
 /// Run one command line; the answer text, or an `error: ...` line.
