@@ -106,16 +106,6 @@ rss_kib() {
 
 backend_accepts() { local v; v=$(curl -s --max-time 2 "$STATUS_URL" | awk 'NR==3{print $1}') || true; echo "${v:-0}"; }
 
-wait_http() {
-    local url=$1 i
-    for ((i = 0; i < 100; i++)); do
-        curl -sf -o /dev/null --max-time 1 "$url" && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-
 # ---------------------------------------------------------------------------------------------
 # Tools: install what is missing (Debian/Ubuntu).
 ensure_tools() {

@@ -51,3 +51,13 @@ stop_pid() {
 
 # True when nothing listens on TCP port $1.
 port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+
+# Wait (at most 10 s) until $1 answers 2xx.
+wait_http() {
+    local url=$1 i
+    for ((i = 0; i < 100; i++)); do
+        curl -sf -o /dev/null --max-time 1 "$url" && return 0
+        sleep 0.1
+    done
+    return 1
+}
