@@ -418,6 +418,136 @@ fn parse_statuses(s: &str) -> Result<Vec<(u16, u16)>, String> {
 #[cfg(test)]
 mod tests {
     use super::parse_statuses;
+    use crate::config::build::from_str;
+    use crate::config::{Balance, HashKey, HealthMethod, StickyMode};
+
+    const HTTP: &str = r#"
+[[http]]
+name = "www"
+listen = ["127.0.0.1:8080"]
+default_pool = "app"
+"#;
+
+    const MYSQL: &str = r#"
+[[mysql]]
+name = "db"
+listen = ["127.0.0.1:3306"]
+pool = "app"
+"#;
+
+    /// `front` plus `[pool.app]` with `pool` (its keys, then subtables) and two servers
+    /// described by `servers`.
+    fn file(front: &str, keys: &str, servers: &str, subtables: &str) -> String {
+        format!("{front}\n[pool.app]\n{keys}\nservers = [{servers}]\n{subtables}")
+    }
+
+    const TWO: &str =
+        r#"{ name = "a", addr = "127.0.0.1:9001" }, { name = "b", addr = "127.0.0.1:9002" }"#;
+
+    fn err(text: &str) -> String {
+        match from_str(text, "x.toml") {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_new_key_has_its_default_and_explicit_values_are_kept() {
+        let c = from_str(&file(HTTP, "", TWO, ""), "x.toml").unwrap();
+        let p = &c.pools[0];
+        assert_eq!(p.balance, Balance::RoundRobin);
+        assert_eq!((p.hash_key.clone(), p.slow_start), (None, None));
+        assert_eq!(p.queue_timeout, p.response_timeout);
+        assert!(p.sticky.is_none() && p.health.is_none());
+        assert_eq!(p.servers[0].route, "a");
+        assert!(!p.servers[0].backup && p.servers[0].max_connections.is_none());
+
+        let servers = r#"{ name = "a", addr = "127.0.0.1:9001", route = "n1", max_connections = 7 },
+            { name = "b", addr = "127.0.0.1:9002", backup = true, agent_port = 9999 }"#;
+        let sub = r#"
+[pool.app.sticky]
+mode = "insert_cookie"
+cookie_samesite = "none"
+cookie_secure = true
+cookie_max_age = "1h"
+
+[pool.app.health]
+method = "http_get"
+uri = "http://app.example/health"
+expect_status = "200,3xx"
+expect_body_regex = "OK"
+interval = "500ms"
+rise = 1
+"#;
+        let keys = "balance = \"hash\"\nhash_key = \"header:X-User\"\nqueue_timeout = \"3s\"\nslow_start = \"30s\"";
+        let c = from_str(&file(HTTP, keys, servers, sub), "x.toml").unwrap();
+        let p = &c.pools[0];
+        assert_eq!(p.balance, Balance::Hash);
+        assert_eq!(p.hash_key, Some(HashKey::Header("x-user".into())));
+        assert_eq!(p.queue_timeout.as_secs(), 3);
+        assert_eq!(p.slow_start.unwrap().as_secs(), 30);
+        assert_eq!(
+            (p.servers[0].route.as_str(), p.servers[0].max_connections),
+            ("n1", Some(7))
+        );
+        assert!(p.servers[1].backup);
+        assert_eq!(p.servers[1].agent_port, Some(9999));
+        let st = p.sticky.as_ref().unwrap();
+        assert_eq!(st.mode, StickyMode::InsertCookie);
+        assert_eq!(st.cookie, "SGROUTE");
+        assert_eq!(st.cookie_samesite.as_deref(), Some("None"));
+        assert_eq!(st.cookie_max_age, Some(3600));
+        assert!(st.cookie_httponly);
+        let h = p.health.as_ref().unwrap();
+        assert_eq!(h.method, HealthMethod::HttpGet);
+        assert_eq!(h.expect_status, vec![(200, 200), (300, 399)]);
+        assert_eq!((h.interval.as_millis(), h.timeout.as_millis()), (500, 500));
+        assert_eq!((h.rise, h.fall), (1, 3));
+        assert_eq!(h.agent_interval, h.interval);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: &[(String, &str)] = &[
+            (file(HTTP, "hash_key = \"uri\"", TWO, ""), "pool.app.hash_key: applies only to balance = \"hash\""),
+            (file(HTTP, "balance = \"hash\"\nhash_key = \"path\"", TWO, ""), "pool.app.hash_key: \"path\": expected source_ip"),
+            (file(HTTP, "balance = \"hash\"\nhash_key = \"header:\"", TWO, ""), "pool.app.hash_key: \"header:\": \"\" is not a valid name"),
+            (file(HTTP, "balance = \"fastest\"", TWO, ""), "pool.app.balance"),
+            (file(HTTP, "queue_timeout = \"0s\"", TWO, ""), "pool.app.queue_timeout: must be greater than zero"),
+            (file(HTTP, "", r#"{ name = "a", addr = "127.0.0.1:1", route = "x" }, { name = "b", addr = "127.0.0.1:2", route = "x" }"#, ""), "pool.app.servers[1].route: route \"x\" is already the route of server \"a\""),
+            (file(HTTP, "", r#"{ name = "a", addr = "127.0.0.1:1", route = "a.b" }"#, ""), "pool.app.servers[0].route: \"a.b\": a route must"),
+            (file(HTTP, "", r#"{ name = "a", addr = "127.0.0.1:1", backup = true }"#, ""), "pool.app.servers: every server is a backup"),
+            (file(HTTP, "", r#"{ name = "a", addr = "127.0.0.1:1", max_connections = 0 }"#, ""), "pool.app.servers[0].max_connections: 0 is out of range"),
+            (file(HTTP, "", r#"{ name = "a", addr = "127.0.0.1:1", agent_port = 70000 }"#, ""), "pool.app.servers[0].agent_port: 70000 is out of range"),
+            (file(HTTP, "", r#"{ name = "a", addr = "127.0.0.1:1", agent_port = 7000 }"#, ""), "pool.app.servers[0].agent_port: agent checks run with the active checks"),
+            (file(HTTP, "", TWO, "[pool.app.sticky]\nmode = \"source_ip\"\ncookie = \"X\""), "pool.app.sticky.cookie: applies only to mode = \"app_cookie\" or \"insert_cookie\""),
+            (file(HTTP, "", TWO, "[pool.app.sticky]\nmode = \"insert_cookie\"\nurl_param = \"x\""), "pool.app.sticky.url_param: applies only to mode = \"app_cookie\""),
+            (file(HTTP, "", TWO, "[pool.app.sticky]\nmode = \"app_cookie\"\nttl = \"1m\""), "pool.app.sticky.ttl: applies only to mode = \"source_ip\""),
+            (file(HTTP, "", TWO, "[pool.app.sticky]\nmode = \"app_cookie\"\ncookie_secure = true"), "pool.app.sticky.cookie_secure: applies only to mode = \"insert_cookie\""),
+            (file(HTTP, "", TWO, "[pool.app.sticky]\nmode = \"insert_cookie\"\ncookie_samesite = \"None\""), "pool.app.sticky.cookie_samesite: \"None\" needs cookie_secure = true"),
+            (file(HTTP, "", TWO, "[pool.app.sticky]\nmode = \"insert_cookie\"\ncookie_samesite = \"loose\""), "pool.app.sticky.cookie_samesite: \"loose\": expected"),
+            (file(HTTP, "", TWO, "[pool.app.sticky]\nmode = \"insert_cookie\"\ncookie = \"a;b\""), "pool.app.sticky.cookie: \"a;b\" is not a valid cookie name"),
+            (file(HTTP, "", TWO, "[pool.app.sticky]\nmode = \"source_ip\"\ntable_size = 0"), "pool.app.sticky.table_size: 0 is out of range"),
+            (file(HTTP, "", TWO, "[pool.app.sticky]\nmode = \"sticky\""), "pool.app.sticky.mode"),
+            (file(HTTP, "", TWO, "[pool.app.health]\nmethod = \"tcp\"\nuri = \"/x\""), "pool.app.health.uri: applies only to the http_head and http_get methods"),
+            (file(HTTP, "", TWO, "[pool.app.health]\nmethod = \"http_head\"\nexpect_body_regex = \"x\""), "pool.app.health.expect_body_regex: applies only to method = \"http_get\""),
+            (file(HTTP, "", TWO, "[pool.app.health]\nmethod = \"http_get\"\nuri = \"health\""), "pool.app.health.uri: \"health\": expected a path"),
+            (file(HTTP, "", TWO, "[pool.app.health]\nmethod = \"http_get\"\nexpect_body_regex = \"(\""), "pool.app.health.expect_body_regex: \"(\":"),
+            (file(HTTP, "", TWO, "[pool.app.health]\nmethod = \"http_get\"\nexpect_status = \"2xx,7xx\""), "pool.app.health.expect_status: \"7xx\""),
+            (file(HTTP, "", TWO, "[pool.app.health]\nmethod = \"tcp\"\ninterval = \"1s\"\ntimeout = \"2s\""), "pool.app.health.timeout: 2s is longer than interval (1s)"),
+            (file(HTTP, "", TWO, "[pool.app.health]\nmethod = \"tcp\"\nrise = 0"), "pool.app.health.rise: 0 is out of range"),
+            (file(HTTP, "", TWO, "[pool.app.health]\nmethod = \"mysql\""), "pool.app.health.mysql_user: required with method = \"mysql\""),
+            (file(HTTP, "", TWO, "[pool.app.health]\nmethod = \"mysql\"\nmysql_user = \"u\""), "pool.app.health.method: a pool used by an [[http]] frontend is checked with"),
+            (file(MYSQL, "balance = \"hash\"\nhash_key = \"uri\"", TWO, ""), "pool.app.hash_key: a pool used by a [[mysql]] frontend can only hash source_ip"),
+            (file(MYSQL, "", TWO, "[pool.app.sticky]\nmode = \"app_cookie\""), "pool.app.sticky.mode: a pool used by a [[mysql]] frontend can only stick by source_ip"),
+            (file(MYSQL, "", TWO, "[pool.app.health]\nmethod = \"http_get\""), "pool.app.health.method: a pool used by a [[mysql]] frontend is checked with"),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(e.starts_with("x.toml: "), "{e}");
+            assert!(e.contains(want), "want {want:?} in: {e}");
+        }
+    }
 
     #[test]
     fn status_lists() {
