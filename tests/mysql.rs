@@ -761,7 +761,28 @@ fn graceful_stop_lets_open_commands_finish_and_closes_idle_sessions() {
                 .expect("open command finishes");
             r
         });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Stop only once the command is in flight (`show servers`, column 5), however slow
+        // the machine is to send it.
+        let sock = socket.clone();
+        let in_flight = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                let (_, text, _) = common::proxy::ctl_at(&sock, "show servers");
+                let n: u64 = text
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split(' ').nth(4)?.parse::<u64>().ok())
+                    .sum();
+                if n > 0 {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        })
+        .await
+        .unwrap();
+        assert!(in_flight, "SELECT SLEEP(2) never showed as in flight");
         let (code, out, err) =
             tokio::task::spawn_blocking(move || common::proxy::ctl_at(&socket, "stop daemon"))
                 .await
