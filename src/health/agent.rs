@@ -100,7 +100,7 @@ impl Agent {
             if now == Admin::Ready || now == self.own_admin {
                 if now != want {
                     ss.set_admin(want);
-                    tracing::info!(pool, server = %ss.name, state = want.as_str(), "agent: admin state");
+                    tracing::info!(pool, server = %ss.name, state = %want.as_str(), "agent: admin state");
                 }
                 self.own_admin = want;
             }
