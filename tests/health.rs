@@ -594,3 +594,25 @@ fn one_checker_for_the_process_whatever_the_shards() {
     );
     drop(p);
 }
+
+/// The checker stops with the daemon: SIGTERM during checks (one of them hanging on a server
+/// that never answers) still exits 0 promptly.
+#[test]
+fn checker_stops_with_the_daemon() {
+    let a = Flappy::start("a");
+    // A server that accepts and never answers: its checks run into their timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut p = two_servers(
+        &a.addr(),
+        &silent.local_addr().unwrap().to_string(),
+        2,
+        "method = \"http_get\"\nuri = \"/health\"\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+    );
+    let (_, ok) = observe::poll_until(Duration::from_secs(3), || a.probes(), |n| *n >= 1);
+    assert!(ok);
+    let t0 = Instant::now();
+    p.signal(libc::SIGTERM);
+    let st = p.wait_exit(Duration::from_secs(5));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}\n{}", p.log());
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+}

@@ -75,6 +75,16 @@ impl Active {
             _ => Active::Down,
         }
     }
+
+    /// The word `show servers` prints in its `health` column.
+    #[allow(dead_code)] // for `show servers`
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Active::Unchecked => "unchecked",
+            Active::Up => "up",
+            Active::Down => "down",
+        }
+    }
 }
 
 /// What one shard counts for one server; only that shard writes it (plain load + store).
