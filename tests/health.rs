@@ -582,7 +582,8 @@ fn one_checker_for_the_process_whatever_the_shards() {
     let expected = t0.elapsed().as_millis() as usize / 200;
     for (name, d) in [("a", da), ("b", db)] {
         assert!(
-            d + 1 >= expected && d <= expected + 1,
+            // Two checkers would give twice as many; a loaded machine may give fewer.
+            d * 2 >= expected && d <= expected + 1,
             "{name}: {d} probes in {:?}, expected about {expected} (one checker)",
             t0.elapsed()
         );

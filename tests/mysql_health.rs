@@ -170,3 +170,147 @@ fn mysql_check_of_a_stopped_server() {
         p.log()
     );
 }
+
+/// How the fake server of [`fake`] answers a connection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fake {
+    /// ERR 1040 "Too many connections" instead of a greeting.
+    Full,
+    /// A greeting, then an AuthSwitchRequest to mysql_native_password with a fresh nonce; the
+    /// password `pw` is expected for that nonce; then one result set and COM_QUIT.
+    Switch,
+}
+
+struct FakeCounts {
+    mode: std::sync::Mutex<Fake>,
+    logins: std::sync::atomic::AtomicUsize,
+    quits: std::sync::atomic::AtomicUsize,
+    conns: std::sync::atomic::AtomicUsize,
+}
+
+/// A scripted MySQL server on loopback (the daemon's protocol code is not used to write it).
+fn fake() -> (std::net::SocketAddr, std::sync::Arc<FakeCounts>) {
+    use mysql_support::raw::{native_password, packet, read_packet};
+    use std::io::Write;
+    use std::sync::atomic::Ordering::SeqCst;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let counts = std::sync::Arc::new(FakeCounts {
+        mode: std::sync::Mutex::new(Fake::Switch),
+        logins: 0.into(),
+        quits: 0.into(),
+        conns: 0.into(),
+    });
+    let c = counts.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            c.conns.fetch_add(1, SeqCst);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mode = *c.mode.lock().unwrap();
+            let c = c.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                if mode == Fake::Full {
+                    let mut p = vec![0xFF];
+                    p.extend_from_slice(&1040u16.to_le_bytes());
+                    p.extend_from_slice(b"Too many connections");
+                    return s.write_all(&packet(0, &p));
+                }
+                let mut g = vec![10];
+                g.extend_from_slice(b"5.5.5-10.11.6-fake\0");
+                g.extend_from_slice(&9u32.to_le_bytes());
+                g.extend_from_slice(b"12345678\0");
+                let caps: u32 = (1 << 9) | (1 << 15) | (1 << 19) | 1 | (1 << 13);
+                g.extend_from_slice(&(caps as u16).to_le_bytes());
+                g.push(45);
+                g.extend_from_slice(&2u16.to_le_bytes());
+                g.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+                g.push(21);
+                g.extend_from_slice(&[0; 10]);
+                g.extend_from_slice(b"abcdefghijkl\0");
+                // Another default plugin, so the check must follow the switch.
+                g.extend_from_slice(b"client_ed25519\0");
+                s.write_all(&packet(0, &g))?;
+                let (_, _resp) = read_packet(&mut s)?;
+                let nonce = b"ZYXWVUTSRQPONMLKJIHG";
+                let mut sw = vec![0xFE];
+                sw.extend_from_slice(b"mysql_native_password\0");
+                sw.extend_from_slice(nonce);
+                sw.push(0);
+                s.write_all(&packet(2, &sw))?;
+                let (seq, auth) = read_packet(&mut s)?;
+                if seq != 3 || auth != native_password("pw", nonce) {
+                    let mut e = vec![0xFF];
+                    e.extend_from_slice(&1045u16.to_le_bytes());
+                    e.extend_from_slice(b"#28000Access denied for user 'sg_check'@'127.0.0.1'");
+                    return s.write_all(&packet(seq.wrapping_add(1), &e));
+                }
+                s.write_all(&packet(4, &[0, 0, 0, 2, 0, 0, 0]))?;
+                c.logins.fetch_add(1, SeqCst);
+                let (_, q) = read_packet(&mut s)?;
+                assert_eq!(q[0], 0x03);
+                let mut def = Vec::new();
+                for f in ["def", "", "", "", "1", ""] {
+                    def.push(f.len() as u8);
+                    def.extend_from_slice(f.as_bytes());
+                }
+                def.extend_from_slice(&[0x0c, 33, 0, 1, 0, 0, 0, 8, 0x81, 0, 0, 0, 0]);
+                let mut out = packet(1, &[1]);
+                out.extend(packet(2, &def));
+                out.extend(packet(3, &[0xFE, 0, 0, 2, 0]));
+                out.extend(packet(4, &[1, b'1']));
+                out.extend(packet(5, &[0xFE, 0, 0, 2, 0]));
+                s.write_all(&out)?;
+                let (_, quit) = read_packet(&mut s)?;
+                if quit == [0x01] {
+                    c.quits.fetch_add(1, SeqCst);
+                }
+                Ok(())
+            });
+        }
+    });
+    (addr, counts)
+}
+
+/// Against a scripted server: the check follows an AuthSwitchRequest to
+/// mysql_native_password with the new nonce, reads the result set and sends COM_QUIT; a
+/// server that answers ERR 1040 (full) stays up; a wrong password takes it down.
+#[test]
+fn mysql_check_follows_auth_switch_and_counts_a_full_server_as_up() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (addr, counts) = fake();
+    let cfg = config(1, &[addr.port()], "", "") + "[pool.db.health]\nmethod = \"mysql\"\nmysql_user = \"sg_check\"\nmysql_password = \"pw\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n";
+    let p = Proxy::start(&cfg);
+    assert!(
+        wait_until(Duration::from_secs(5), || counts.quits.load(SeqCst) >= 3),
+        "logins {} quits {}\n{}",
+        counts.logins.load(SeqCst),
+        counts.quits.load(SeqCst),
+        p.log()
+    );
+    assert_eq!(log_count(&p, &["server down"]), 0, "{}", p.log());
+    *counts.mode.lock().unwrap() = Fake::Full;
+    let n = counts.conns.load(SeqCst);
+    assert!(wait_until(Duration::from_secs(5), || counts
+        .conns
+        .load(SeqCst)
+        >= n + 4));
+    assert_eq!(log_count(&p, &["server down"]), 0, "{}", p.log());
+    let p2 = Proxy::start(
+        &(config(1, &[addr.port()], "", "")
+            + "[pool.db.health]\nmethod = \"mysql\"\nmysql_user = \"sg_check\"\nmysql_password = \"wrong\"\ninterval = \"100ms\"\nfall = 1\n"),
+    );
+    *counts.mode.lock().unwrap() = Fake::Switch;
+    assert!(
+        wait_until(Duration::from_secs(5), || log_count(
+            &p2,
+            &[
+                "health check: server down",
+                "Access denied for user 'sg_check'"
+            ]
+        ) == 1),
+        "{}",
+        p2.log()
+    );
+    drop(p);
+}
