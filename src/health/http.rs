@@ -253,6 +253,32 @@ mod tests {
     }
 
     #[test]
+    fn responses_fed_one_byte_at_a_time() {
+        let get = probe(HealthMethod::HttpGet, Some("fine"));
+        let cases: [(&[u8], &str); 3] = [
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine",
+                "status 200",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nfine\r\n0\r\n\r\n",
+                "status 200",
+            ),
+            (
+                b"HTTP/1.0 204 No Content\r\nX-Note: fine\r\n\r\n",
+                "status 204",
+            ),
+        ];
+        for (full, want) in cases {
+            for cut in 0..full.len() {
+                assert_ne!(get.progress(&full[..cut]).ok(), Some(Need::Done), "{cut}");
+            }
+            assert_eq!(get.progress(full).ok(), Some(Need::Done));
+            assert_eq!(get.judge(full), Outcome::Pass(want.into()));
+        }
+    }
+
+    #[test]
     fn body_is_read_up_to_the_limit_only() {
         let get = probe(HealthMethod::HttpGet, Some("needle"));
         let mut r = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
