@@ -141,6 +141,14 @@ pub fn run(config: Config) -> u8 {
             return 1;
         }
     };
+    let health = match crate::health::start(&shared) {
+        Ok(h) => h,
+        Err(e) => {
+            // The shards run; without checks servers are judged by their connects only.
+            tracing::error!(error = %e, "cannot start the health checker thread");
+            None
+        }
+    };
     {
         let shared = shared.clone();
         let _ = std::thread::Builder::new()
@@ -169,6 +177,9 @@ pub fn run(config: Config) -> u8 {
         tracing::warn!("shards did not finish before the stop deadline; exiting anyway");
     } else {
         for h in handles {
+            let _ = h.join();
+        }
+        if let Some(h) = health {
             let _ = h.join();
         }
     }

@@ -8,6 +8,7 @@
 //! - [`proto`]: pure, incremental parsers (HTTP/1.1 framing, MySQL packets), no I/O.
 //! - `route` picks a pool, `balance` orders its servers (health and shared busyness live in
 //!   atomics every shard reads), `proxy` relays bytes between client and server.
+//! - `health` runs the active and agent checks on one thread for the process.
 //! - `stats` keeps per-shard counters summed on read; `control` serves the UNIX command socket.
 //!
 //! Only what the binary, the fuzz targets and the benchmarks need is public.
@@ -18,6 +19,7 @@ pub mod config;
 mod control;
 mod daemon;
 mod demo;
+mod health;
 mod mem;
 pub mod proto;
 mod proxy;

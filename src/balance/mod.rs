@@ -12,7 +12,8 @@ mod least_requests;
 mod round_robin;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 
 use crate::config::{Balance, Pool, Server};
 
@@ -74,6 +75,16 @@ impl Active {
             _ => Active::Down,
         }
     }
+
+    /// The word `show servers` prints in its `health` column.
+    #[allow(dead_code)] // for `show servers`
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Active::Unchecked => "unchecked",
+            Active::Up => "up",
+            Active::Down => "down",
+        }
+    }
 }
 
 /// What one shard counts for one server; only that shard writes it (plain load + store).
@@ -125,6 +136,9 @@ pub struct ServerShared {
     agent_pct: AtomicU32,
     admin: AtomicU8,
     active: AtomicU8,
+    /// The server's agent said `down`, `fail` or `stopped` (HAProxy agent-check); its `up`
+    /// or `ready` clears it. A fourth source, combined like the others.
+    agent_down: AtomicBool,
     /// Milliseconds since the process clock's epoch until which the server is skipped; 0 = up.
     down_until: AtomicU64,
     /// When the server last came back up (ms, process clock), for slow start; 0 = not ramping.
@@ -134,6 +148,9 @@ pub struct ServerShared {
     /// Connections in use to this server, all shards (counted only with `max_connections`).
     pub conns: AtomicU32,
     per_shard: Box<[Padded<ShardCounts>]>,
+    /// The checker's last results, for `show servers`; written by the checker thread and read
+    /// by the control plane, never touched on the request path.
+    check: Mutex<Option<crate::health::CheckInfo>>,
 }
 
 impl ServerShared {
@@ -149,11 +166,13 @@ impl ServerShared {
             agent_pct: AtomicU32::new(100),
             admin: AtomicU8::new(Admin::Ready as u8),
             active: AtomicU8::new(Active::Unchecked as u8),
+            agent_down: AtomicBool::new(false),
             down_until: AtomicU64::new(0),
             up_since: AtomicU64::new(0),
             ewma_us: AtomicU64::new(0),
             conns: AtomicU32::new(0),
             per_shard: (0..shards.max(1)).map(|_| Padded::default()).collect(),
+            check: Mutex::new(None),
         }
     }
 
@@ -169,9 +188,9 @@ impl ServerShared {
         self.admin() != Admin::Maint && self.is_alive(now_ms)
     }
 
-    /// Neither the checker nor a recent failed connect says it is down.
+    /// Neither the checker, the agent nor a recent failed connect says it is down.
     pub fn is_alive(&self, now_ms: u64) -> bool {
-        self.active() != Active::Down && !self.is_down(now_ms)
+        self.active() != Active::Down && !self.agent_down() && !self.is_down(now_ms)
     }
 
     /// Inside a passive down period.
@@ -219,6 +238,36 @@ impl ServerShared {
             self.start_ramp();
         }
         prev
+    }
+
+    /// The agent last said `down`, `fail` or `stopped`.
+    pub fn agent_down(&self) -> bool {
+        self.agent_down.load(Ordering::Relaxed)
+    }
+
+    /// Set by the agent check only. Returns the previous value; up again starts slow start.
+    pub fn set_agent_down(&self, down: bool) -> bool {
+        let prev = self.agent_down.swap(down, Ordering::Relaxed);
+        if prev && !down {
+            self.start_ramp();
+        }
+        prev
+    }
+
+    /// What the active checker (and the agent) last found, for `show servers`: `None` when
+    /// the pool has no `[pool.NAME.health]` or no check has finished yet. See
+    /// [`crate::health::CheckInfo`] for the fields (health word, last check time, reason,
+    /// consecutive count, duration, agent state). Takes a mutex only the checker thread and
+    /// the control plane use.
+    #[allow(dead_code)] // for `show servers`
+    pub fn check_info(&self) -> Option<crate::health::CheckInfo> {
+        self.check.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Update the check record (the checker thread only).
+    pub(crate) fn update_check_info(&self, f: impl FnOnce(&mut crate::health::CheckInfo)) {
+        let mut g = self.check.lock().unwrap_or_else(|e| e.into_inner());
+        f(g.get_or_insert_with(Default::default));
     }
 
     /// The configured (or `set server ... weight`) weight.

@@ -24,9 +24,16 @@ pub(super) fn interval(down_time: Duration) -> Duration {
     (down_time / 2).clamp(MIN_INTERVAL, MAX_INTERVAL)
 }
 
-/// Spawn one check loop per server of every pool used by a MySQL frontend.
+/// Spawn one check loop per server of every pool used by a MySQL frontend, unless the pool
+/// has a `[pool.NAME.health]`: the process-wide checker (`crate::health`) serves it then.
 pub(super) fn start(shared: &Arc<Shared>) {
-    let mut pools: Vec<usize> = shared.config.mysql.iter().map(|f| f.pool).collect();
+    let mut pools: Vec<usize> = shared
+        .config
+        .mysql
+        .iter()
+        .map(|f| f.pool)
+        .filter(|&p| shared.config.pools[p].health.is_none())
+        .collect();
     pools.sort_unstable();
     pools.dedup();
     for pool in pools {
