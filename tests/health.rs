@@ -160,25 +160,27 @@ fn wait_log<T>(p: &Proxy, words: &[&str], n: usize, limit: Duration, probe: impl
     }
 }
 
-/// The `health` column of `show servers` for `server`, when the command prints one (the
-/// control plane adds it; until then the log and the traffic are the evidence).
-fn health_column(p: &Proxy, server: &str) -> Option<String> {
+/// Column `column` of `show servers` for `server`; `reason`, the last column, is free text
+/// and runs to the end of the line.
+fn servers_column(p: &Proxy, server: &str, column: &str) -> Option<String> {
     let (_, out) = p.ctl("show servers");
     let mut lines = out.lines();
-    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
-    let col = header.iter().position(|h| *h == "health")?;
+    let header: Vec<&str> = lines.next()?.split(' ').collect();
+    let col = header.iter().position(|h| *h == column)?;
     let name = header.iter().position(|h| *h == "server")?;
-    lines
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|w| w.get(name) == Some(&server))
-        .and_then(|w| w.get(col).map(|s| s.to_string()))
+    let words = lines
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|w| w.get(name) == Some(&server))?;
+    if col + 1 == header.len() {
+        return Some(words.get(col..)?.join(" "));
+    }
+    words.get(col).map(|s| s.to_string())
 }
 
 #[track_caller]
 fn assert_health(p: &Proxy, server: &str, want: &str) {
-    if let Some(h) = health_column(p, server) {
-        assert_eq!(h, want, "show servers health of {server}");
-    }
+    let h = servers_column(p, server, "health").expect("show servers has a health column");
+    assert_eq!(h, want, "show servers health of {server}");
 }
 
 /// Two servers `a` (scripted) and `b` behind `web`, round robin, with `health` as the pool's
@@ -287,6 +289,11 @@ fn expect_body_regex_match_and_mismatch() {
     );
     let line = &log_lines(&p, &["server down", "server=a"])[0];
     assert!(line.contains("body did not match /ALIVE/"), "{line}");
+    assert_health(&p, "a", "down");
+    assert_eq!(servers_column(&p, "a", "check").as_deref(), Some("fail"));
+    let reason = servers_column(&p, "a", "reason").unwrap();
+    assert_eq!(reason, "status 200, body did not match /ALIVE/");
+    assert_eq!(servers_column(&p, "b", "check").as_deref(), Some("ok"));
     assert_eq!(spread(&p, 4).get("b"), Some(&4));
     a.set_body("ALIVE again");
     wait_log(

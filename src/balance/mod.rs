@@ -77,7 +77,6 @@ impl Active {
     }
 
     /// The word `show servers` prints in its `health` column.
-    #[allow(dead_code)] // for `show servers`
     pub fn as_str(self) -> &'static str {
         match self {
             Active::Unchecked => "unchecked",
@@ -259,7 +258,6 @@ impl ServerShared {
     /// [`crate::health::CheckInfo`] for the fields (health word, last check time, reason,
     /// consecutive count, duration, agent state). Takes a mutex only the checker thread and
     /// the control plane use.
-    #[allow(dead_code)] // for `show servers`
     pub fn check_info(&self) -> Option<crate::health::CheckInfo> {
         self.check.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::balance::{Active, Admin};
+use crate::balance::Admin;
 use crate::shared::Shared;
 
 mod server;
@@ -124,7 +124,7 @@ fn help_text() -> String {
 fn render_servers(s: &Shared) -> String {
     let now = crate::rt::now_ms();
     let mut out = String::from(
-        "pool server addr state inflight admin health weight eff_weight requests backup\n",
+        "pool server addr state inflight admin health weight eff_weight requests backup check_age_ms check reason\n",
     );
     for p in &s.pools {
         for (i, sv) in p.servers.iter().enumerate() {
@@ -135,12 +135,7 @@ fn render_servers(s: &Shared) -> String {
                 Admin::Ready if sv.weight_now() == 0 => "drain",
                 Admin::Ready => "up",
             };
-            let health = match sv.active() {
-                Active::Unchecked => "-",
-                Active::Up => "up",
-                Active::Down => "down",
-            };
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "{} {} {} {} {} {} {} {} {} {} {}",
                 p.name,
@@ -149,12 +144,26 @@ fn render_servers(s: &Shared) -> String {
                 state,
                 sv.inflight(),
                 sv.admin().as_str(),
-                health,
+                sv.active().as_str(),
                 sv.weight(),
                 p.weight(i, now),
                 sv.requests(),
                 if sv.backup { "yes" } else { "no" },
             );
+            match sv.check_info() {
+                Some(c) => {
+                    let age = c.age_ms(now).map_or("-".to_owned(), |a| a.to_string());
+                    let _ = write!(out, " {age} {}", c.result());
+                    // Free text, last on the line; one line whatever the server sent.
+                    let reason: String = c
+                        .reason
+                        .chars()
+                        .map(|ch| if ch.is_control() { ' ' } else { ch })
+                        .collect();
+                    let _ = writeln!(out, " {}", if reason.is_empty() { "-" } else { &reason });
+                }
+                None => out.push_str(" - - -\n"),
+            }
         }
     }
     out

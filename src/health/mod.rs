@@ -65,8 +65,6 @@ pub struct CheckInfo {
     pub agent: Option<String>,
 }
 
-// Read by the control plane's `show servers`.
-#[allow(dead_code)]
 impl CheckInfo {
     /// Milliseconds since the last check ended (`None`: never checked).
     pub fn age_ms(&self, now_ms: u64) -> Option<u64> {
