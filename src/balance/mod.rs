@@ -10,6 +10,8 @@
 
 mod least_requests;
 mod round_robin;
+pub mod sticky;
+pub mod sticky_table;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -377,6 +379,8 @@ pub struct PoolShared {
     /// `slow_start` in milliseconds (0: none).
     pub slow_start_ms: u64,
     pub servers: Box<[ServerShared]>,
+    /// `[pool.NAME.sticky]`: the mode, the client-IP table, the counters.
+    pub sticky: Option<sticky::StickyShared>,
 }
 
 impl PoolShared {
@@ -390,6 +394,10 @@ impl PoolShared {
                 .iter()
                 .map(|s| ServerShared::new(s, shards))
                 .collect(),
+            sticky: pool
+                .sticky
+                .as_ref()
+                .map(|st| sticky::StickyShared::new(st, shards)),
         }
     }
 
@@ -514,6 +522,7 @@ pub(crate) fn test_pool(weights: &[u32], balance: Balance, shards: usize) -> Poo
             .enumerate()
             .map(|(i, &w)| ServerShared::new(&test_server(i, w), shards))
             .collect(),
+        sticky: None,
     }
 }
 
