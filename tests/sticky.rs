@@ -77,7 +77,8 @@ fn app_cookie_url_parameter_beats_the_cookie_and_the_route_follows_the_last_dot(
     let (p, backends) =
         start("mode = \"app_cookie\"\ncookie = \"JSESSIONID\"\nurl_param = \"jsessionid\"");
     let mut c = Conn::connect(p.addr("web"));
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("/", &[("Cookie", "JSESSIONID=ABC123.n2")], "b"),
         ("/", &[("Cookie", "x=1; JSESSIONID=A.B.C.n3; y=2")], "c"),
         ("/?jsessionid=Q.n1", &[("Cookie", "JSESSIONID=ABC.n2")], "a"),

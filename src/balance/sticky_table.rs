@@ -307,7 +307,7 @@ mod tests {
             t.set(V4_MARK | i as u64, (i % 7) as usize, 10 + i);
         }
         let n = t.len(1010);
-        assert!(n <= 64 && n >= 48, "{n}");
+        assert!((48..=64).contains(&n), "{n}");
         // The newest are still there; the first are gone.
         let recent = (990..1000u32)
             .filter(|&i| t.get(V4_MARK | i as u64, 1010) == Some((i % 7) as usize))
