@@ -353,7 +353,12 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         let rounds = 2_000u64;
         let mut lat = std::thread::scope(|s| {
-            for n in 0..1u64 {
+            // STALENESS_HAMMERS=0 measures the floor without the extra load.
+            let hammers = std::env::var("STALENESS_HAMMERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1u64);
+            for n in 0..hammers {
                 let (t, stop) = (t.clone(), stop.clone());
                 s.spawn(move || {
                     let mut x = n;
