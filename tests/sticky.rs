@@ -348,3 +348,73 @@ fn generated_cookie_headers_lose_exactly_our_cookie() {
         );
     }
 }
+
+/// A MySQL "server" that greets every connection with an ERR packet carrying its name, then
+/// closes: enough for the proxy to choose it (the ERR is passed on to the client).
+fn greeter(name: &'static str) -> std::net::SocketAddr {
+    use std::io::Write as _;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut payload = vec![0xFF, 0x10, 0x04];
+            payload.extend_from_slice(name.as_bytes());
+            let mut p = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+            p.push(0);
+            p.extend_from_slice(&payload);
+            let _ = s.write_all(&p);
+        }
+    });
+    addr
+}
+
+#[test]
+fn mysql_sessions_of_one_client_stick_to_one_server_on_both_shards() {
+    use std::io::Read as _;
+    let addrs: Vec<_> = ["m0", "m1", "m2"].into_iter().map(greeter).collect();
+    let mut cfg = daemon(2);
+    cfg.push_str(&format!(
+        "[[mysql]]\nname = \"db\"\nlisten = [\"127.0.0.1:{{port:db}}\"]\npool = \"db\"\n\n\
+         [pool.db]\nbalance = \"least_requests\"\nservers = [{}]\n\n\
+         [pool.db.sticky]\nmode = \"source_ip\"\n",
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{{ name = \"m{i}\", addr = \"{a}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let p = Proxy::start(&cfg);
+    let session = || {
+        let mut s = std::net::TcpStream::connect(p.addr("db")).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        ["m0", "m1", "m2"]
+            .into_iter()
+            .find(|n| text.contains(n))
+            .unwrap_or_else(|| panic!("no server name in {got:?}"))
+    };
+    let first = session();
+    let mut n = 0;
+    loop {
+        assert_eq!(session(), first, "session {n}");
+        n += 1;
+        let (_, text) = p.ctl("show sticky db");
+        let per = text
+            .lines()
+            .find(|l| l.starts_with("hits: "))
+            .and_then(|l| l.split("per shard: ").nth(1))
+            .unwrap_or_default()
+            .trim_end_matches(')')
+            .to_string();
+        if per.split(' ').all(|h| h != "0") {
+            break;
+        }
+        assert!(n < 200, "never reached both shards:\n{text}");
+    }
+    let (_, text) = p.ctl("show sticky db");
+    assert!(text.contains(&format!("\n127.0.0.1 {first} ")), "{text}");
+}

@@ -343,6 +343,7 @@ async fn connect_backend(
     let sticky = pool
         .sticky
         .as_ref()
+        .filter(|st| st.table.is_some())
         .map(|st| (st, st.resolve_client(pool, client, rt::now_ms())));
     {
         let mut scratch = Vec::new();
