@@ -18,7 +18,7 @@
 
 use std::net::IpAddr;
 
-use crate::balance::sticky::{StickyShared, Ticket};
+use crate::balance::sticky::{Settled, StickyShared, Ticket};
 use crate::balance::{PoolShared, ServerShared};
 use crate::config::{Sticky, StickyMode};
 use crate::proto::http::{HeaderSpan, RequestHead, ResponseHead, Span};
@@ -149,7 +149,11 @@ pub fn settle(pool: &PoolShared, shard: usize, req: &mut StickyReq, chosen: &Ser
     let Some(i) = pool.servers.iter().position(|s| std::ptr::eq(s, chosen)) else {
         return;
     };
-    st.settle(shard, &req.ticket, i);
+    if st.settle(shard, &req.ticket, i) == Settled::Fallback {
+        // mod_proxy_balancer's "route changed": which route was asked, which server took it.
+        let asked = req.ticket.named.and_then(|n| pool.servers.get(n));
+        tracing::debug!(pool = %pool.name, asked = asked.map_or("", |s| s.route.as_str()), server = %chosen.name, "sticky fallback: re-stuck");
+    }
     if st.remember(&req.ticket, i, crate::rt::now_ms()) {
         req.insert = Some(i);
     }
