@@ -10,6 +10,8 @@
 
 mod least_requests;
 mod round_robin;
+pub mod sticky;
+pub mod sticky_table;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -424,6 +426,8 @@ pub struct PoolShared {
     /// `slow_start` in milliseconds (0: none).
     pub slow_start_ms: u64,
     pub servers: Box<[ServerShared]>,
+    /// `[pool.NAME.sticky]`: the mode, the client-IP table, the counters.
+    pub sticky: Option<sticky::StickyShared>,
 }
 
 impl PoolShared {
@@ -437,6 +441,10 @@ impl PoolShared {
                 .iter()
                 .map(|s| ServerShared::new(s, shards))
                 .collect(),
+            sticky: pool
+                .sticky
+                .as_ref()
+                .map(|st| sticky::StickyShared::new(st, shards)),
         }
     }
 
@@ -561,6 +569,7 @@ pub(crate) fn test_pool(weights: &[u32], balance: Balance, shards: usize) -> Poo
             .enumerate()
             .map(|(i, &w)| ServerShared::new(&test_server(i, w), shards))
             .collect(),
+        sticky: None,
     }
 }
 

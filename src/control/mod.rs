@@ -55,6 +55,7 @@ const COMMANDS: &[Command] = &[
         help: "connections active/accepted/handled, requests, connections reading/writing/waiting, control socket refusals",
         run: |s, _| {
             let mut out = crate::stats::render_stats(&s.stats);
+            out.push_str(&crate::balance::sticky::render_stats(s.pools.iter().map(|p| &**p)));
             out.push_str(&server::render_stats());
             Ok((out, Action::None))
         },
@@ -81,6 +82,12 @@ const COMMANDS: &[Command] = &[
         args: "",
         help: "every pool's servers: state, in flight, admin state, health, weights, requests, last check",
         run: |s, _| Ok((render_servers(s), Action::None)),
+    },
+    Command {
+        name: "show sticky",
+        args: "POOL",
+        help: "a pool's sticky counters; source_ip: table size and up to 100 entries; cookies: routes",
+        run: |s, a| Ok((crate::balance::sticky::show(&s.pools, a)?, Action::None)),
     },
     Command {
         name: "disable server",

@@ -444,3 +444,80 @@ fn sample_config_loads() {
         assert!(s.addr.ip().is_loopback(), "{}", s.addr);
     }
 }
+
+#[test]
+fn sticky_sections_defaults_and_errors() {
+    let c = ok(&format!(
+        "{BASE}\n[pool.app.sticky]\nmode = \"insert_cookie\"\n"
+    ));
+    let st = c.pools[0].sticky.as_ref().unwrap();
+    assert_eq!(st.cookie, "SGROUTE");
+    assert_eq!(st.cookie_path, "/");
+    assert!(st.cookie_httponly && !st.cookie_secure);
+    assert_eq!(
+        (st.cookie_samesite.as_deref(), st.cookie_max_age),
+        (None, None)
+    );
+    let c = ok(&format!(
+        "{BASE}\n[pool.app.sticky]\nmode = \"source_ip\"\n"
+    ));
+    let st = c.pools[0].sticky.as_ref().unwrap();
+    assert_eq!(
+        (st.ttl, st.table_size),
+        (Duration::from_secs(1800), 100_000)
+    );
+    let c = ok(&format!(
+        "{BASE}\n[pool.app.sticky]\nmode = \"app_cookie\"\n"
+    ));
+    assert_eq!(c.pools[0].sticky.as_ref().unwrap().cookie, "JSESSIONID");
+
+    let cases: &[(&str, &str)] = &[
+        (
+            "mode = \"source_ip\"\ncookie = \"X\"",
+            "pool.app.sticky.cookie: applies only to mode = \"app_cookie\" or \"insert_cookie\"",
+        ),
+        (
+            "mode = \"insert_cookie\"\nurl_param = \"j\"",
+            "pool.app.sticky.url_param: applies only to mode = \"app_cookie\"",
+        ),
+        (
+            "mode = \"app_cookie\"\nttl = \"1m\"",
+            "pool.app.sticky.ttl: applies only to mode = \"source_ip\"",
+        ),
+        (
+            "mode = \"app_cookie\"\ncookie_secure = true",
+            "pool.app.sticky.cookie_secure: applies only to mode = \"insert_cookie\"",
+        ),
+        (
+            "mode = \"insert_cookie\"\ncookie = \"a b\"",
+            "pool.app.sticky.cookie: \"a b\" is not a valid cookie name",
+        ),
+        (
+            "mode = \"app_cookie\"\nurl_param = \"j=\"",
+            "pool.app.sticky.url_param: \"j=\" is not a valid parameter name",
+        ),
+        (
+            "mode = \"insert_cookie\"\ncookie_path = \"x\"",
+            "pool.app.sticky.cookie_path: \"x\": must start with '/'",
+        ),
+        (
+            "mode = \"insert_cookie\"\ncookie_samesite = \"None\"",
+            "pool.app.sticky.cookie_samesite: \"None\" needs cookie_secure = true",
+        ),
+        (
+            "mode = \"insert_cookie\"\ncookie_samesite = \"loose\"",
+            "pool.app.sticky.cookie_samesite: \"loose\": expected",
+        ),
+        (
+            "mode = \"source_ip\"\ntable_size = 0",
+            "pool.app.sticky.table_size: ",
+        ),
+    ];
+    for (sticky, want) in cases {
+        let e = err(&format!("{BASE}\n[pool.app.sticky]\n{sticky}\n"));
+        assert!(
+            e.starts_with(&format!("{ORIGIN}: {want}")),
+            "want {want:?}\n got {e:?}"
+        );
+    }
+}

@@ -17,6 +17,7 @@ use super::conn::{Conn, Outcome};
 use super::error::Failure;
 use super::forward;
 use super::relay::{BodyLeft, Dir, Relay, RelayEnd, Spill};
+use super::sticky::{self, StickyReq};
 use super::HttpFront;
 use crate::proto::http::write::{write_request_head, write_response_head, ForwardInfo};
 use crate::proto::http::{Framing, Method, RequestHead, ResponseHead};
@@ -59,11 +60,14 @@ pub struct Exchange {
     pub response_complete: bool,
     /// The server sent bytes past its response's framing.
     pub response_extra: bool,
+    /// The sticky server the request named, and whether the response gets our cookie.
+    pub sticky: StickyReq,
 }
 
 impl Exchange {
     /// Rewrite `head` for the server and take the body bytes that follow it in `buf`. Returns
     /// the exchange and how many bytes at the start of `buf` belong to this request.
+    /// `strip_cookie`: a cookie taken out of the request (sticky `insert_cookie`).
     pub fn begin(
         buf: &[u8],
         head: &RequestHead,
@@ -71,6 +75,7 @@ impl Exchange {
         client_ip: IpAddr,
         pool: usize,
         mut out: Vec<u8>,
+        strip_cookie: Option<&[u8]>,
     ) -> Result<(Exchange, usize), Failure> {
         let info = ForwardInfo {
             client_ip,
@@ -79,7 +84,16 @@ impl Exchange {
             underscores: fe.conf.underscores_in_headers,
         };
         out.clear();
-        write_request_head(buf, head, &info, &mut out);
+        match strip_cookie.and_then(|name| sticky::without_cookie(buf, head, name)) {
+            None => write_request_head(buf, head, &info, &mut out),
+            Some((stripped, cookies)) => {
+                write_request_head(buf, &stripped, &info, &mut out);
+                // The head ends with its blank line: the Cookie fields go before it.
+                out.truncate(out.len() - 2);
+                out.extend_from_slice(&cookies);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
         let mut body = BodyLeft::request(
             head.framing,
             fe.limits.max_body,
@@ -113,6 +127,7 @@ impl Exchange {
             sent_continue: false,
             response_complete: false,
             response_extra: false,
+            sticky: StickyReq::default(),
         };
         Ok((x, consumed))
     }
@@ -176,13 +191,19 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
         Err(f) => return fail(conn, f, head.head_len as u64, started),
     };
     let out = std::mem::take(&mut conn.out);
-    let (mut x, consumed) = match Exchange::begin(&conn.buf, head, conn.fe, conn.peer, pool, out) {
-        Ok(v) => v,
-        Err(f) => return fail(conn, f, head.head_len as u64, started),
-    };
+    let shared = &conn.http.conns[pool].shared;
+    let strip = sticky::strip_name(shared);
+    let (mut x, consumed) =
+        match Exchange::begin(&conn.buf, head, conn.fe, conn.peer, pool, out, strip) {
+            Ok(v) => v,
+            Err(f) => return fail(conn, f, head.head_len as u64, started),
+        };
+    x.sticky = sticky::resolve(shared, &conn.buf, head, conn.peer, crate::rt::now_ms());
     conn.buf.drain(..consumed);
     let outcome = match forward::forward(conn, client, &mut x).await {
-        Ok((up, resp, _inflight)) => {
+        Ok((up, resp, inflight)) => {
+            let pool = &conn.http.conns[x.pool].shared;
+            sticky::settle(pool, conn.http.ctx.id(), &mut x.sticky, inflight.server());
             // No retry after this point: the request buffer serves the response head.
             std::mem::swap(&mut conn.out, &mut x.out);
             respond(conn, client, &mut x, up, resp).await
@@ -261,6 +282,16 @@ async fn respond(
     let keep = x.client_keeps(&resp, drain.fired() || drain.shedding());
     conn.out.clear();
     write_response_head(&up.buf, &resp, keep, x.req.http10, false, &mut conn.out);
+    if let Some(server) = x.sticky.insert {
+        sticky::insert(
+            &cache.shared,
+            http.ctx.id(),
+            server,
+            &up.buf,
+            &resp,
+            &mut conn.out,
+        );
+    }
     let after = &up.buf[resp.head_len..];
     let mut body = BodyLeft::response(resp.framing);
     match body.as_mut() {
@@ -341,7 +372,15 @@ mod tests {
             Ok(Status::Complete(h)) => h,
             other => panic!("{other:?}"),
         };
-        Exchange::begin(buf, &head, fe, "10.0.0.1".parse().unwrap(), 0, Vec::new())
+        Exchange::begin(
+            buf,
+            &head,
+            fe,
+            "10.0.0.1".parse().unwrap(),
+            0,
+            Vec::new(),
+            None,
+        )
     }
 
     fn resp(raw: &[u8], method: Method) -> ResponseHead {

@@ -41,6 +41,7 @@ pub async fn forward<'h>(
     let mut candidates = std::mem::take(&mut conn.cands);
     let pick = Pick {
         now_ms: rt::now_ms(),
+        sticky: x.sticky.ticket.target,
         ..Pick::default()
     };
     http.ctx.balancers.borrow_mut()[x.pool].candidates(

@@ -9,6 +9,8 @@
 //! - [`forward`]: pick a server, check a connection out, send the request, read the response
 //!   head; the failover and retry rules live here and nowhere else.
 //! - [`relay`]: bodies, by framing, copied or spliced, never losing the bytes that follow.
+//! - [`sticky`]: the route a request names (cookie, URL), our cookie out of requests and into
+//!   responses.
 //! - [`tunnel`]: after `101 Switching Protocols`, bytes both ways.
 //! - [`error`]: the data path's one error type: which side failed, whether a retry is safe,
 //!   which status the client gets.
@@ -36,6 +38,7 @@ mod error;
 mod exchange;
 mod forward;
 mod relay;
+mod sticky;
 mod tunnel;
 
 use std::cell::RefCell;

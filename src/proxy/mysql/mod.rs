@@ -200,23 +200,24 @@ pub async fn serve_client(
     let mut acct = ConnAccount::default();
     let mut observer = Observer::new();
 
-    let (server_ix, server, greeting) = match connect_backend(&shard, pool_ix, counters).await {
-        Ok(v) => v,
-        Err(NoBackend::Unreachable) => {
-            counters.no_server.add(1);
-            let msg = format!(
-                "shardgate: no server of pool '{}' can be reached",
-                pool.name
-            );
-            refuse(client, CR_CONN_HOST_ERROR, &msg).await;
-            return;
-        }
-        Err(NoBackend::LocalExhaustion) => {
-            counters.no_server.add(1);
-            refuse(client, ER_CON_COUNT_ERROR, "Too many connections").await;
-            return;
-        }
-    };
+    let (server_ix, server, greeting) =
+        match connect_backend(&shard, pool_ix, counters, peer.ip()).await {
+            Ok(v) => v,
+            Err(NoBackend::Unreachable) => {
+                counters.no_server.add(1);
+                let msg = format!(
+                    "shardgate: no server of pool '{}' can be reached",
+                    pool.name
+                );
+                refuse(client, CR_CONN_HOST_ERROR, &msg).await;
+                return;
+            }
+            Err(NoBackend::LocalExhaustion) => {
+                counters.no_server.add(1);
+                refuse(client, ER_CON_COUNT_ERROR, "Too many connections").await;
+                return;
+            }
+        };
     let ss = &pool.servers[server_ix];
     tracing::debug!(frontend = %conf.name, %peer, server = %ss.name, "mysql session");
 
@@ -332,16 +333,24 @@ async fn connect_backend(
     shard: &ShardCtx,
     pool_ix: usize,
     counters: &FrontCounters,
+    client: std::net::IpAddr,
 ) -> Result<(usize, TcpStream, Vec<u8>), NoBackend> {
     let shared = &shard.shared;
     let pool = &shared.pools[pool_ix];
     let conf = &shared.config.pools[pool_ix];
     let mut order = Vec::new();
+    // Only source_ip stickiness applies to MySQL (a session has no cookie).
+    let sticky = pool
+        .sticky
+        .as_ref()
+        .filter(|st| st.table.is_some())
+        .map(|st| (st, st.resolve_client(pool, client, rt::now_ms())));
     {
         let mut scratch = Vec::new();
         let mut balancers = shard.balancers.borrow_mut();
         let pick = crate::balance::Pick {
             now_ms: rt::now_ms(),
+            sticky: sticky.and_then(|(_, t)| t.target),
             ..Default::default()
         };
         balancers[pool_ix].candidates(pool, &pick, &mut scratch, &mut order);
@@ -353,6 +362,10 @@ async fn connect_backend(
                 Ok(g) => {
                     if ss.mark_up() {
                         tracing::info!(pool = %pool.name, server = %ss.name, "server up: connect succeeded");
+                    }
+                    if let Some((st, t)) = &sticky {
+                        st.settle(shard.shard.id, t, ix);
+                        st.remember(t, ix, rt::now_ms());
                     }
                     return Ok((ix, stream, g));
                 }
