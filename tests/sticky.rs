@@ -397,6 +397,14 @@ fn mysql_sessions_of_one_client_stick_to_one_server_on_both_shards() {
             .find(|n| text.contains(n))
             .unwrap_or_else(|| panic!("no server name in {got:?}"))
     };
+    // The harness's start-up probe connection opens a session too; two sessions of a new
+    // client racing on two shards may pick different servers before the table converges
+    // (docs/balancing.md). Let that one settle first.
+    let _ = common::observe::poll_until(
+        std::time::Duration::from_secs(3),
+        || p.ctl("show sticky db").1,
+        |t| t.contains("\nentries: 1 "),
+    );
     let first = session();
     let mut n = 0;
     loop {
