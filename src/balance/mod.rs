@@ -8,7 +8,12 @@
 //! Each algorithm lives in its own file behind [`Select`], which yields the usable servers in
 //! preference order so the caller can walk past a server whose connect fails.
 
+mod by_requests;
+mod by_traffic;
+pub mod hash;
 mod least_requests;
+mod least_time;
+mod p2c;
 mod round_robin;
 
 use std::net::SocketAddr;
@@ -16,7 +21,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use crate::config::{Balance, Pool, Server};
 
+pub use by_requests::{ByRequests, Metric};
+pub use by_traffic::ByTraffic;
+pub use hash::{ConsistentHash, Ring};
 pub use least_requests::LeastRequests;
+pub use least_time::LeastTime;
+pub use p2c::P2c;
 pub use round_robin::SmoothWeighted;
 
 /// A value alone on its cache line, so that shards writing neighbouring counters do not
@@ -377,6 +387,8 @@ pub struct PoolShared {
     /// `slow_start` in milliseconds (0: none).
     pub slow_start_ms: u64,
     pub servers: Box<[ServerShared]>,
+    /// `balance = "hash"`: the ring of server points (empty for other methods).
+    pub ring: Ring,
 }
 
 impl PoolShared {
@@ -390,6 +402,11 @@ impl PoolShared {
                 .iter()
                 .map(|s| ServerShared::new(s, shards))
                 .collect(),
+            ring: if pool.balance == Balance::Hash {
+                Ring::new(&pool.servers)
+            } else {
+                Ring::default()
+            },
         }
     }
 
@@ -431,14 +448,25 @@ pub trait Select {
 pub enum Balancer {
     RoundRobin(SmoothWeighted),
     LeastRequests(LeastRequests),
+    ByRequests(ByRequests),
+    ByTraffic(ByTraffic),
+    LeastTime(LeastTime),
+    P2c(P2c),
+    Hash(ConsistentHash),
 }
 
 impl Balancer {
     pub fn new(pool: &PoolShared, shard: usize) -> Self {
         match pool.balance {
             Balance::RoundRobin => Balancer::RoundRobin(SmoothWeighted::new(pool.servers.len())),
-            // TODO(issue 9): the other methods.
-            _ => Balancer::LeastRequests(LeastRequests::new(shard)),
+            Balance::LeastRequests => Balancer::LeastRequests(LeastRequests::new(shard)),
+            Balance::ByRequests => {
+                Balancer::ByRequests(ByRequests::new(Metric::Requests, pool.servers.len(), shard))
+            }
+            Balance::ByTraffic => Balancer::ByTraffic(by_traffic::new(pool.servers.len(), shard)),
+            Balance::LeastTime => Balancer::LeastTime(LeastTime::new(shard)),
+            Balance::P2c => Balancer::P2c(P2c::new(shard)),
+            Balance::Hash => Balancer::Hash(ConsistentHash::default()),
         }
     }
 
@@ -478,6 +506,10 @@ impl Balancer {
         match self {
             Balancer::RoundRobin(s) => s.order(pool, pick, scratch, out),
             Balancer::LeastRequests(s) => s.order(pool, pick, scratch, out),
+            Balancer::ByRequests(s) | Balancer::ByTraffic(s) => s.order(pool, pick, scratch, out),
+            Balancer::LeastTime(s) => s.order(pool, pick, scratch, out),
+            Balancer::P2c(s) => s.order(pool, pick, scratch, out),
+            Balancer::Hash(s) => s.order(pool, pick, scratch, out),
         }
         if let Some(t) = sticky {
             // The balancer's own order follows as the fallback, without the target twice.
@@ -514,6 +546,7 @@ pub(crate) fn test_pool(weights: &[u32], balance: Balance, shards: usize) -> Poo
             .enumerate()
             .map(|(i, &w)| ServerShared::new(&test_server(i, w), shards))
             .collect(),
+        ring: Ring::default(),
     }
 }
 
@@ -543,6 +576,51 @@ mod tests {
         pool.servers[0].mark_down(2000, 10);
         b.candidates(&pool, &at(2005), &mut scratch, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn slow_start_ramps_the_weight_from_one_to_full() {
+        let mut pool = test_pool(&[10, 10], Balance::RoundRobin, 1);
+        pool.slow_start_ms = 10_000;
+        let s = &pool.servers[0];
+        assert_eq!(
+            pool.weight(0, crate::rt::now_ms()),
+            10,
+            "never down: full weight"
+        );
+        s.set_admin(Admin::Maint);
+        s.set_admin(Admin::Ready);
+        let t0 = crate::rt::now_ms();
+        assert!(s.ramping(t0, pool.slow_start_ms));
+        let ramp: Vec<u32> = [0, 1000, 2500, 5000, 9999]
+            .iter()
+            .map(|&dt| pool.weight(0, t0 + dt))
+            .collect();
+        // Up to a millisecond of clock between the mark and t0.
+        assert_eq!(ramp[0], 1, "{ramp:?}");
+        assert!(ramp.windows(2).all(|w| w[0] <= w[1]), "{ramp:?}");
+        assert!((4..=5).contains(&ramp[3]), "{ramp:?}");
+        assert_eq!(pool.weight(0, t0 + 10_001), 10);
+        assert!(!s.ramping(t0 + 10_001, pool.slow_start_ms));
+        assert_eq!(pool.weight(1, t0), 10, "the other server is not ramping");
+        // Every weighted method sees the ramp: by_requests gives the ramping server its share.
+        s.set_admin(Admin::Maint);
+        s.set_admin(Admin::Ready);
+        let t0 = crate::rt::now_ms();
+        let mut sel = ByRequests::new(Metric::Requests, 2, 0);
+        let mut got = [0u32; 2];
+        for _ in 0..110 {
+            let mut out = Vec::new();
+            let pick = Pick {
+                now_ms: t0 + 1000,
+                ..Pick::default()
+            };
+            sel.order(&pool, &pick, &[0, 1], &mut out);
+            pool.servers[out[0]].begin(0);
+            got[out[0]] += 1;
+        }
+        // Weight 1 against 10 a second into the ramp.
+        assert!((9..=11).contains(&got[0]), "{got:?}");
     }
 
     #[test]
