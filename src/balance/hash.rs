@@ -12,6 +12,8 @@
 //! configured weights: `set server ... weight` and slow start do not reshape it (a weight of 0
 //! still takes the server out). A lookup is a binary search plus a short walk.
 
+use std::net::IpAddr;
+
 use super::{Pick, PoolShared, Select};
 use crate::config::Server;
 
@@ -28,6 +30,17 @@ pub fn hash64(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     fmix64(h)
+}
+
+/// The hash of a client address (`hash_key = "source_ip"`; what MySQL pools hash).
+pub fn ip_hash(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(a) => hash64(&a.octets()),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => hash64(&v4.octets()),
+            None => hash64(&a.octets()),
+        },
+    }
 }
 
 fn fmix64(mut h: u64) -> u64 {

@@ -16,6 +16,7 @@ use std::time::Instant;
 use super::conn::{Conn, Outcome};
 use super::error::Failure;
 use super::forward;
+use super::pick;
 use super::relay::{BodyLeft, Dir, Relay, RelayEnd, Spill};
 use super::HttpFront;
 use crate::proto::http::write::{write_request_head, write_response_head, ForwardInfo};
@@ -59,6 +60,8 @@ pub struct Exchange {
     pub response_complete: bool,
     /// The server sent bytes past its response's framing.
     pub response_extra: bool,
+    /// `balance = "hash"`: the hash of the pool's `hash_key` for this request.
+    pub hash: u64,
 }
 
 impl Exchange {
@@ -113,6 +116,7 @@ impl Exchange {
             sent_continue: false,
             response_complete: false,
             response_extra: false,
+            hash: 0,
         };
         Ok((x, consumed))
     }
@@ -180,12 +184,22 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
         Ok(v) => v,
         Err(f) => return fail(conn, f, head.head_len as u64, started),
     };
+    x.hash = pick::hash(
+        &conn.http.conns[pool].conf,
+        &view(&conn.buf, head),
+        conn.peer,
+    );
     conn.buf.drain(..consumed);
     let outcome = match forward::forward(conn, client, &mut x).await {
-        Ok((up, resp, _inflight)) => {
+        Ok((up, resp, inflight)) => {
             // No retry after this point: the request buffer serves the response head.
             std::mem::swap(&mut conn.out, &mut x.out);
-            respond(conn, client, &mut x, up, resp).await
+            let outcome = respond(conn, client, &mut x, up, resp).await;
+            // For by_traffic: what went up and what came back.
+            inflight
+                .server()
+                .add_bytes(inflight.shard(), x.sent + x.answered);
+            outcome
         }
         Err(f) => {
             tracing::debug!(peer = %conn.peer, side = ?f.side(), failure = ?f, "exchange failed");
@@ -216,21 +230,25 @@ fn choose_pool(conn: &Conn, head: &RequestHead) -> Result<usize, Failure> {
             return Err(Failure::ForeignHost);
         }
     }
-    let or_root = |s: crate::proto::http::Span| -> &[u8] {
+    route::select_pool(conf, &view(buf, head)).ok_or(Failure::NoRoute)
+}
+
+/// The request as routing and balancing read it.
+fn view<'a>(buf: &'a [u8], head: &'a RequestHead) -> RequestView<'a> {
+    let or_root = |s: crate::proto::http::Span| -> &'a [u8] {
         if s.is_empty() {
             b"/"
         } else {
             s.of(buf)
         }
     };
-    let view = RequestView {
+    RequestView {
         buf,
         host: head.absolute_authority.or(head.host).map(|s| s.of(buf)),
         path: or_root(head.path),
         target: or_root(head.origin),
         headers: &head.headers,
-    };
-    route::select_pool(conf, &view).ok_or(Failure::NoRoute)
+    }
 }
 
 /// Relay the response (head in `up.buf`) to the client, then decide what both connections do.

@@ -35,6 +35,7 @@ mod conn;
 mod error;
 mod exchange;
 mod forward;
+mod pick;
 mod relay;
 mod tunnel;
 

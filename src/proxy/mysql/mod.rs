@@ -200,7 +200,8 @@ pub async fn serve_client(
     let mut acct = ConnAccount::default();
     let mut observer = Observer::new();
 
-    let (server_ix, server, greeting) = match connect_backend(&shard, pool_ix, counters).await {
+    let (server_ix, server, greeting) = match connect_backend(&shard, pool_ix, counters, peer).await
+    {
         Ok(v) => v,
         Err(NoBackend::Unreachable) => {
             counters.no_server.add(1);
@@ -332,6 +333,7 @@ async fn connect_backend(
     shard: &ShardCtx,
     pool_ix: usize,
     counters: &FrontCounters,
+    peer: SocketAddr,
 ) -> Result<(usize, TcpStream, Vec<u8>), NoBackend> {
     let shared = &shard.shared;
     let pool = &shared.pools[pool_ix];
@@ -342,6 +344,11 @@ async fn connect_backend(
         let mut balancers = shard.balancers.borrow_mut();
         let pick = crate::balance::Pick {
             now_ms: rt::now_ms(),
+            // balance = "hash": MySQL pools hash the client's address.
+            hash: match pool.balance {
+                crate::config::Balance::Hash => crate::balance::hash::ip_hash(peer.ip()),
+                _ => 0,
+            },
             ..Default::default()
         };
         balancers[pool_ix].candidates(pool, &pick, &mut scratch, &mut order);
@@ -552,10 +559,12 @@ impl Session<'_> {
         };
         match dir {
             Dir::ClientToServer => {
+                to.server.add_bytes(to.shard, data.len() as u64);
                 acct.bytes_in(data.len());
                 observer.feed_client(data, now, &mut |e| on_event(e, acct, &to));
             }
             Dir::ServerToClient => {
+                to.server.add_bytes(to.shard, data.len() as u64);
                 acct.bytes_out(data.len());
                 observer.feed_server(data, now, &mut |e| on_event(e, acct, &to));
             }
