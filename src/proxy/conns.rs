@@ -7,10 +7,24 @@
 //! back in, clients taking turns. That is what keeps 10,000 clients from becoming 10,000
 //! backend sockets. Nothing here is shared with other shards; the server's health and busyness
 //! live in [`PoolShared`].
+//!
+//! A server with `max_connections` is also bounded across all shards: after the shard's slot,
+//! a request takes one of the server's global places, a compare-and-swap on
+//! [`ServerShared::conns`](crate::balance::ServerShared) that succeeds only below the bound,
+//! and gives it back (one atomic decrement) when its slot is dropped. When every place is taken
+//! the request waits, within the same `queue_timeout` as the shard slot, then gets the same 503.
+//! The wait polls: the request retries every [`GLOBAL_RETRY`] while queued. A place freed on
+//! any shard is therefore seen within a millisecond, with no lock and no cross-thread waker
+//! list to keep consistent; the cost (one timer per queued request per millisecond) is paid
+//! only while a server is full, and the shard's own slot bound caps how many requests per shard
+//! poll at once. Polling is not first-come first-served across shards: a request that arrives
+//! just as a place frees may take it before an older one. Servers without `max_connections`
+//! never touch the counter.
 
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,9 +37,36 @@ use crate::rt::{self, Gate, TcpStream};
 /// responses cost only the pages they use.
 pub const UPSTREAM_BUF: usize = 32 * 1024;
 
+/// How often a request queued on a full server (`max_connections`) looks again.
+const GLOBAL_RETRY: Duration = Duration::from_millis(1);
+
 struct ServerSlots {
     gate: Gate,
     idle: RefCell<Vec<Idle>>,
+    /// The pool and this server's index, when the server has `max_connections`.
+    global: Option<(Arc<PoolShared>, usize)>,
+}
+
+impl ServerSlots {
+    /// Take one of the server's places across shards, if one is free.
+    fn take_global(&self) -> bool {
+        let Some((pool, i)) = &self.global else {
+            return true;
+        };
+        let s = &pool.servers[*i];
+        let max = s.max_connections.unwrap_or(u32::MAX);
+        s.conns
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_global(&self) {
+        if let Some((pool, i)) = &self.global {
+            pool.servers[*i].conns.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// A kept-alive connection waiting for its next request (it holds no slot).
@@ -45,12 +86,20 @@ pub struct Upstream {
     pub slot: Slot,
 }
 
-/// A place in a server's connection bound, given back when dropped.
-pub struct Slot(Rc<ServerSlots>);
+/// A place in a server's connection bound (and in its bound across shards, if it has one),
+/// given back when dropped.
+pub struct Slot {
+    slots: Rc<ServerSlots>,
+    /// Holds one of the server's `max_connections` places.
+    global: bool,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.gate.release();
+        if self.global {
+            self.slots.give_global();
+        }
+        self.slots.gate.release();
     }
 }
 
@@ -75,10 +124,12 @@ impl ConnCache {
             servers: conf
                 .servers
                 .iter()
-                .map(|_| {
+                .enumerate()
+                .map(|(i, s)| {
                     Rc::new(ServerSlots {
                         gate: Gate::new(conf.max_connections_per_server),
                         idle: RefCell::new(Vec::new()),
+                        global: s.max_connections.map(|_| (shared.clone(), i)),
                     })
                 })
                 .collect(),
@@ -99,10 +150,25 @@ impl ConnCache {
         client: u128,
     ) -> Result<Upstream, CheckoutError> {
         let slots = &self.servers[server];
+        let queued_at = slots.global.as_ref().map(|_| Instant::now());
         if !slots.gate.acquire(wait, client).await {
             return Err(CheckoutError::NoSlot);
         }
-        let slot = Slot(slots.clone());
+        let mut slot = Slot {
+            slots: slots.clone(),
+            global: false,
+        };
+        if let Some(t0) = queued_at {
+            let deadline = t0 + wait;
+            while !slots.take_global() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(CheckoutError::NoSlot);
+                }
+                rt::sleep(left.min(GLOBAL_RETRY)).await;
+            }
+            slot.global = true;
+        }
         if !fresh {
             let max_age = self.conf.idle_timeout;
             loop {
