@@ -141,7 +141,7 @@ mod tests {
             let (mut sum, mut worst) = (0u64, 0u32);
             for _ in 0..20_000 {
                 let r = s.next();
-                if open.len() > 40 || (r % 3 == 0 && !open.is_empty()) {
+                if open.len() > 40 || (r.is_multiple_of(3) && !open.is_empty()) {
                     let k = (r as usize / 3) % open.len();
                     pool.servers[open.swap_remove(k)].end(0);
                 } else {
