@@ -13,19 +13,24 @@
 //! [`ServerShared::conns`](crate::balance::ServerShared) that succeeds only below the bound,
 //! and gives it back (one atomic decrement) when its slot is dropped. When every place is taken
 //! the request waits, within the same `queue_timeout` as the shard slot, then gets the same 503.
-//! The wait polls: the request retries every [`GLOBAL_RETRY`] while queued. A place freed on
-//! any shard is therefore seen within a millisecond, with no lock and no cross-thread waker
-//! list to keep consistent; the cost (one timer per queued request per millisecond) is paid
-//! only while a server is full, and the shard's own slot bound caps how many requests per shard
-//! poll at once. Polling is not first-come first-served across shards: a request that arrives
-//! just as a place frees may take it before an older one. Servers without `max_connections`
-//! never touch the counter.
+//! A place freed on this shard wakes the oldest request of this shard queued for the server,
+//! directly. A place freed on another shard is seen by polling: a queued request also looks
+//! again every [`GLOBAL_RETRY`]. That needs no lock and no list of wakers shared between
+//! threads; the cost (one timer per queued request per millisecond) is paid only while a server
+//! is full, and the shard's own slot bound caps how many requests per shard wait at once. The
+//! queue is not strictly first-come first-served: a request that arrives (on any shard) as a
+//! place frees may take it before an older one. Servers without `max_connections` never touch
+//! the counter.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::balance::PoolShared;
@@ -45,6 +50,33 @@ struct ServerSlots {
     idle: RefCell<Vec<Idle>>,
     /// The pool and this server's index, when the server has `max_connections`.
     global: Option<(Arc<PoolShared>, usize)>,
+    /// This shard's requests waiting for one of the server's global places, oldest first.
+    waiting: RefCell<VecDeque<Rc<GlobalWaiter>>>,
+}
+
+/// A request of this shard waiting for a global place.
+#[derive(Default)]
+struct GlobalWaiter {
+    waker: RefCell<Option<Waker>>,
+    /// In `ServerSlots::waiting` (a direct wake takes it out).
+    queued: Cell<bool>,
+}
+
+/// Takes a waiter out of the queue however its wait ends.
+struct LeaveQueue<'a> {
+    slots: &'a ServerSlots,
+    me: Rc<GlobalWaiter>,
+}
+
+impl Drop for LeaveQueue<'_> {
+    fn drop(&mut self) {
+        if self.me.queued.get() {
+            self.slots
+                .waiting
+                .borrow_mut()
+                .retain(|w| !Rc::ptr_eq(w, &self.me));
+        }
+    }
 }
 
 impl ServerSlots {
@@ -65,6 +97,48 @@ impl ServerSlots {
     fn give_global(&self) {
         if let Some((pool, i)) = &self.global {
             pool.servers[*i].conns.fetch_sub(1, Ordering::AcqRel);
+            let next = self.waiting.borrow_mut().pop_front();
+            if let Some(w) = next {
+                w.queued.set(false);
+                if let Some(waker) = w.waker.borrow_mut().take() {
+                    waker.wake();
+                }
+            }
+        }
+    }
+
+    /// Wait for a global place until `deadline`; false when it passed. Woken by a release on
+    /// this shard, or every [`GLOBAL_RETRY`] to see releases on other shards.
+    async fn wait_global(&self, deadline: Instant) -> bool {
+        let leave = LeaveQueue {
+            slots: self,
+            me: Rc::new(GlobalWaiter::default()),
+        };
+        let me = &leave.me;
+        loop {
+            if self.take_global() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let mut timer = pin!(rt::sleep(left.min(GLOBAL_RETRY)));
+            let mut first = true;
+            poll_fn(|cx| {
+                if !first {
+                    // Woken by a release or by the timer: look again.
+                    return Poll::Ready(());
+                }
+                first = false;
+                *me.waker.borrow_mut() = Some(cx.waker().clone());
+                if !me.queued.get() {
+                    me.queued.set(true);
+                    self.waiting.borrow_mut().push_back(me.clone());
+                }
+                timer.as_mut().poll(cx)
+            })
+            .await;
         }
     }
 }
@@ -130,6 +204,7 @@ impl ConnCache {
                         gate: Gate::new(conf.max_connections_per_server),
                         idle: RefCell::new(Vec::new()),
                         global: s.max_connections.map(|_| (shared.clone(), i)),
+                        waiting: RefCell::new(VecDeque::new()),
                     })
                 })
                 .collect(),
@@ -159,13 +234,8 @@ impl ConnCache {
             global: false,
         };
         if let Some(t0) = queued_at {
-            let deadline = t0 + wait;
-            while !slots.take_global() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(CheckoutError::NoSlot);
-                }
-                rt::sleep(left.min(GLOBAL_RETRY)).await;
+            if !slots.take_global() && !slots.wait_global(t0 + wait).await {
+                return Err(CheckoutError::NoSlot);
             }
             slot.global = true;
         }
