@@ -394,3 +394,41 @@ servers = [ { name = "slow", addr = "{slow}", max_connections = 1 } ]
     assert_eq!((ok, refused), (1, 5), "{statuses:?}");
     assert_eq!(slow.peak_busy(), 1);
 }
+
+#[test]
+fn hash_by_uri_and_by_cookie_keep_each_key_on_one_server() {
+    let bs: Vec<Backend> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|n| Backend::start(n))
+        .collect();
+    let refs: Vec<&Backend> = bs.iter().collect();
+    for (key, header) in [("uri", None), ("cookie:sid", Some("Cookie"))] {
+        let p = start(
+            &format!("{}]\n", HASH_POOL.replace("header:x-user", key)),
+            &refs,
+        );
+        let ask = |k: usize| {
+            let mut c = Conn::connect(p.addr("web"));
+            let (path, value) = (format!("/item/{k}"), format!("a=1; sid=u{k}"));
+            let headers: Vec<(&str, &str)> =
+                header.map(|h| (h, value.as_str())).into_iter().collect();
+            // Under the cookie key the path is the same for every key.
+            let target = if header.is_some() {
+                "/same"
+            } else {
+                path.as_str()
+            };
+            c.send(&req("GET", target, "h", &headers, b""));
+            let r = c.read_response();
+            assert_eq!(r.status, 200, "{}", r.summary());
+            r.backend().to_string()
+        };
+        let first: Vec<String> = (0..300).map(ask).collect();
+        let again: Vec<String> = (0..300).map(ask).collect();
+        assert_eq!(first, again, "{key}: a key changed server");
+        for n in ["s1", "s2", "s3"] {
+            let c = first.iter().filter(|o| *o == n).count();
+            assert!((50..=160).contains(&c), "{key}: {n} has {c} of 300 keys");
+        }
+    }
+}

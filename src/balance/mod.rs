@@ -624,6 +624,59 @@ mod tests {
     }
 
     #[test]
+    fn every_method_lists_each_usable_server_once_and_backups_only_when_needed() {
+        let methods = [
+            Balance::RoundRobin,
+            Balance::LeastRequests,
+            Balance::ByRequests,
+            Balance::ByTraffic,
+            Balance::LeastTime,
+            Balance::P2c,
+            Balance::Hash,
+        ];
+        for m in methods {
+            let mut servers: Vec<Server> = (0..4).map(|i| test_server(i, i as u32 + 1)).collect();
+            servers[3].backup = true;
+            let pool = PoolShared::new(
+                &Pool {
+                    balance: m,
+                    servers,
+                    ..crate::config::from_str(
+                        "[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n\
+                         [pool.p]\nservers = [{ name = \"a\", addr = \"127.0.0.1:2\" }]\n",
+                        "<test>",
+                    )
+                    .unwrap()
+                    .pools[0]
+                        .clone()
+                },
+                2,
+            );
+            let mut b = Balancer::new(&pool, 1);
+            let (mut scratch, mut out) = (Vec::new(), Vec::new());
+            for k in 0..50u64 {
+                let pick = Pick {
+                    now_ms: 5,
+                    hash: hash::hash64(&k.to_le_bytes()),
+                    sticky: None,
+                };
+                b.candidates(&pool, &pick, &mut scratch, &mut out);
+                let mut sorted = out.clone();
+                sorted.sort();
+                assert_eq!(sorted, vec![0, 1, 2], "{m:?}");
+            }
+            pool.servers[1].set_admin(Admin::Maint);
+            b.candidates(&pool, &Pick::default(), &mut scratch, &mut out);
+            out.sort();
+            assert_eq!(out, vec![0, 2], "{m:?}");
+            pool.servers[0].set_admin(Admin::Drain);
+            pool.servers[2].mark_down(1, 1000);
+            b.candidates(&pool, &Pick::default(), &mut scratch, &mut out);
+            assert_eq!(out, vec![3], "{m:?}: only the backup");
+        }
+    }
+
+    #[test]
     fn inflight_sums_over_shards() {
         let pool = test_pool(&[1], Balance::LeastRequests, 3);
         let s = &pool.servers[0];
