@@ -11,6 +11,8 @@ use super::{Pick, PoolShared, Select};
 #[derive(Debug)]
 pub struct P2c {
     rng: u64,
+    /// Reused per pick: the weight of each usable server, in `usable` order.
+    weights: Vec<u64>,
 }
 
 impl P2c {
@@ -18,6 +20,7 @@ impl P2c {
         // Distinct non-zero seeds per shard.
         P2c {
             rng: 0x9e37_79b9_7f4a_7c15 ^ (shard as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
+            weights: Vec::new(),
         }
     }
 
@@ -30,28 +33,21 @@ impl P2c {
         x
     }
 
-    /// Position in `usable` of a weighted draw, skipping position `skip` (weight `skip_w`).
-    fn draw(
-        &mut self,
-        pool: &PoolShared,
-        pick: &Pick,
-        usable: &[usize],
-        total: u64,
-        skip: Option<usize>,
-    ) -> usize {
+    /// Position in `usable` of a draw weighted by `self.weights` (summing to `total`), skipping
+    /// position `skip`.
+    fn draw(&mut self, total: u64, skip: Option<usize>) -> usize {
         let mut r = self.next() % total.max(1);
-        for (p, &i) in usable.iter().enumerate() {
+        for (p, &w) in self.weights.iter().enumerate() {
             if Some(p) == skip {
                 continue;
             }
-            let w = pool.weight(i, pick.now_ms).max(1) as u64;
             if r < w {
                 return p;
             }
             r -= w;
         }
-        // Unreachable with consistent weights; weights read twice may differ by a ramp step.
-        usable.len() - 1 - usize::from(skip == Some(usable.len() - 1))
+        // Not reached: the weights sum to `total`.
+        self.weights.len() - 1 - usize::from(skip == Some(self.weights.len() - 1))
     }
 }
 
@@ -61,14 +57,20 @@ impl Select for P2c {
             out.push(usable[0]);
             return;
         }
-        let w = |i: usize| pool.weight(i, pick.now_ms).max(1) as u64;
-        let total: u64 = usable.iter().map(|&i| w(i)).sum();
-        let a = self.draw(pool, pick, usable, total, None);
-        let b = self.draw(pool, pick, usable, total - w(usable[a]), Some(a));
+        self.weights.clear();
+        self.weights.extend(
+            usable
+                .iter()
+                .map(|&i| pool.weight(i, pick.now_ms).max(1) as u64),
+        );
+        let total: u64 = self.weights.iter().sum();
+        let a = self.draw(total, None);
+        let b = self.draw(total - self.weights[a], Some(a));
         let (ia, ib) = (usable[a], usable[b]);
-        // ia/wa <= ib/wb as ia*wb <= ib*wa.
+        let (wa, wb) = (self.weights[a], self.weights[b]);
+        // inflight_a / wa <= inflight_b / wb, as inflight_a * wb <= inflight_b * wa.
         let load = |i: usize| pool.servers[i].inflight() as u64;
-        let (win, lose) = if load(ia) * w(ib) <= load(ib) * w(ia) {
+        let (win, lose) = if load(ia) * wb <= load(ib) * wa {
             (ia, ib)
         } else {
             (ib, ia)
