@@ -2,8 +2,8 @@
 //! their own name: each method's split within stated bounds over a few thousand requests on
 //! many connections (so both shards serve), `by_traffic` against a server with 10x bigger
 //! answers, consistent hashing (same key, same server, on every shard; only the share of a
-//! removed or added server moves), backups used only when every primary is out, and
-//! `max_connections` across shards with its queue and `queue_timeout` 503.
+//! removed or added server moves; MySQL pools by client address), backups used only when every
+//! primary is out, and `max_connections` across shards with its queue and `queue_timeout` 503.
 
 mod common;
 
@@ -431,4 +431,115 @@ fn hash_by_uri_and_by_cookie_keep_each_key_on_one_server() {
             assert!((50..=160).contains(&c), "{key}: {n} has {c} of 300 keys");
         }
     }
+}
+
+/// A fake MySQL server that greets with version `fake-NAME` and then holds the connection until
+/// the client closes it (or 10 s pass). Stops accepting when dropped.
+struct Greeter {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Greeter {
+    fn start(name: &str) -> Greeter {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (st, name) = (stop.clone(), name.to_string());
+        thread::spawn(move || {
+            for s in l.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut s) = s else { continue };
+                let name = name.clone();
+                thread::spawn(move || {
+                    let mut g = vec![10];
+                    g.extend_from_slice(format!("fake-{name}\0").as_bytes());
+                    g.extend_from_slice(&1u32.to_le_bytes());
+                    g.extend_from_slice(b"abcdefgh\0");
+                    g.extend_from_slice(&[0xff, 0xf7, 45, 2, 0, 0xff, 0x81, 21]);
+                    g.extend_from_slice(&[0; 10]);
+                    g.extend_from_slice(b"ijklmnopqrst\0mysql_native_password\0");
+                    let mut out = (g.len() as u32).to_le_bytes()[..3].to_vec();
+                    out.push(0);
+                    out.extend_from_slice(&g);
+                    let _ = s.write_all(&out);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                    let _ = s.read(&mut [0; 64]);
+                });
+            }
+        });
+        Greeter { addr, stop }
+    }
+}
+
+impl Drop for Greeter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+    }
+}
+
+/// Connect to `to` from `source` and return the server name in the greeting relayed.
+fn greeted_by(source: [u8; 4], to: std::net::SocketAddr) -> String {
+    use std::io::Read;
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from((source, 0)).into())
+        .unwrap();
+    s.connect(&to.into()).unwrap();
+    let mut s: std::net::TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).unwrap();
+    let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+    let mut g = vec![0; len];
+    s.read_exact(&mut g).unwrap();
+    let end = g.iter().position(|&b| b == 0).unwrap();
+    String::from_utf8_lossy(&g[1..end]).into_owned()
+}
+
+#[test]
+fn mysql_hash_sends_a_client_address_to_one_server_from_every_shard() {
+    let gs: Vec<Greeter> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|n| Greeter::start(n))
+        .collect();
+    let cfg = daemon(2)
+        + r#"
+[[mysql]]
+name = "db"
+listen = ["127.0.0.1:{port:db}"]
+pool = "db"
+
+[pool.db]
+balance = "hash"
+servers = [
+  { name = "m1", addr = "{m1}" },
+  { name = "m2", addr = "{m2}" },
+  { name = "m3", addr = "{m3}" },
+]
+"#;
+    let vars: Vec<(&str, String)> = ["m1", "m2", "m3"]
+        .iter()
+        .zip(&gs)
+        .map(|(n, g)| (*n, g.addr.to_string()))
+        .collect();
+    let p = Proxy::start_with(&cfg, &vars);
+    let mut seen = HashMap::new();
+    for ip in 10..40u8 {
+        let first = greeted_by([127, 0, 0, ip], p.addr("db"));
+        for _ in 0..4 {
+            // New connections from the same address, landing on either shard.
+            assert_eq!(
+                greeted_by([127, 0, 0, ip], p.addr("db")),
+                first,
+                "127.0.0.{ip}"
+            );
+        }
+        *seen.entry(first).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 3, "30 addresses over 3 servers: {seen:?}");
 }
