@@ -143,6 +143,8 @@ pub struct ServerShared {
     pub ewma_us: AtomicU64,
     /// Connections in use to this server, all shards (counted only with `max_connections`).
     pub conns: AtomicU32,
+    /// Requests waiting for one of those connections, all shards (`max_connections` only).
+    pub queued: AtomicU32,
     per_shard: Box<[Padded<ShardCounts>]>,
 }
 
@@ -163,6 +165,7 @@ impl ServerShared {
             up_since: AtomicU64::new(0),
             ewma_us: AtomicU64::new(0),
             conns: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
             per_shard: (0..shards.max(1)).map(|_| Padded::default()).collect(),
         }
     }
