@@ -34,11 +34,25 @@ impl<'a> RequestView<'a> {
     }
 
     /// Values of every header field named `name` (given lower-case), in order.
-    fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a [u8]> + 's {
+    pub(crate) fn header_values<'s>(
+        &'s self,
+        name: &'s str,
+    ) -> impl Iterator<Item = &'a [u8]> + 's {
         self.headers
             .iter()
             .filter(move |h| self.slice(h.name).eq_ignore_ascii_case(name.as_bytes()))
             .map(move |h| self.slice(h.value))
+    }
+
+    /// Every `name=value` pair of the `Cookie` fields, trimmed, in order.
+    pub(crate) fn cookies(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
+        self.header_values("cookie")
+            .flat_map(|v| v.split(|&b| b == b';'))
+            .filter_map(|pair| {
+                let pair = pair.trim_ascii();
+                let eq = memchr::memchr(b'=', pair)?;
+                Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
+            })
     }
 }
 
@@ -199,13 +213,7 @@ impl Route {
         }
         for (name, glob) in &self.cookie {
             let found = req
-                .header_values("cookie")
-                .flat_map(|v| v.split(|&b| b == b';'))
-                .filter_map(|pair| {
-                    let pair = pair.trim_ascii();
-                    let eq = memchr::memchr(b'=', pair)?;
-                    Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
-                })
+                .cookies()
                 .any(|(n, v)| n == name.as_bytes() && glob.matches(v));
             if !found {
                 return false;

@@ -8,7 +8,12 @@
 //! Each algorithm lives in its own file behind [`Select`], which yields the usable servers in
 //! preference order so the caller can walk past a server whose connect fails.
 
+mod by_requests;
+mod by_traffic;
+pub mod hash;
 mod least_requests;
+mod least_time;
+mod p2c;
 mod round_robin;
 pub mod sticky;
 pub mod sticky_table;
@@ -19,7 +24,12 @@ use std::sync::Mutex;
 
 use crate::config::{Balance, Pool, Server};
 
+pub use by_requests::{ByRequests, Metric};
+pub use by_traffic::ByTraffic;
+pub use hash::{ConsistentHash, Ring};
 pub use least_requests::LeastRequests;
+pub use least_time::LeastTime;
+pub use p2c::P2c;
 pub use round_robin::SmoothWeighted;
 
 /// A value alone on its cache line, so that shards writing neighbouring counters do not
@@ -129,8 +139,6 @@ pub struct ServerShared {
     pub backup: bool,
     /// Connections in use across all shards, at most (`None`: only the per-shard bound).
     pub max_connections: Option<u32>,
-    /// The weight in the file.
-    pub conf_weight: u32,
     /// The weight in force (`set server ... weight N`), 0..=1000; 0 takes no new requests.
     weight: AtomicU32,
     /// Percentage of `weight` the agent reports (100 when there is no agent).
@@ -148,6 +156,8 @@ pub struct ServerShared {
     pub ewma_us: AtomicU64,
     /// Connections in use to this server, all shards (counted only with `max_connections`).
     pub conns: AtomicU32,
+    /// Requests waiting for one of those connections, all shards (`max_connections` only).
+    pub queued: AtomicU32,
     per_shard: Box<[Padded<ShardCounts>]>,
     /// The checker's last results, for `show servers`; written by the checker thread and read
     /// by the control plane, never touched on the request path.
@@ -162,7 +172,6 @@ impl ServerShared {
             route: s.route.clone(),
             backup: s.backup,
             max_connections: s.max_connections,
-            conf_weight: s.weight.max(1),
             weight: AtomicU32::new(s.weight.max(1)),
             agent_pct: AtomicU32::new(100),
             admin: AtomicU8::new(Admin::Ready as u8),
@@ -172,6 +181,7 @@ impl ServerShared {
             up_since: AtomicU64::new(0),
             ewma_us: AtomicU64::new(0),
             conns: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
             per_shard: (0..shards.max(1)).map(|_| Padded::default()).collect(),
             check: Mutex::new(None),
         }
@@ -320,12 +330,6 @@ impl ServerShared {
             .store(crate::rt::now_ms().max(1), Ordering::Relaxed);
     }
 
-    /// In slow start now.
-    pub fn ramping(&self, now_ms: u64, slow_start_ms: u64) -> bool {
-        let since = self.up_since.load(Ordering::Relaxed);
-        since != 0 && now_ms.saturating_sub(since) < slow_start_ms
-    }
-
     /// In-flight count summed over every shard.
     pub fn inflight(&self) -> u32 {
         self.per_shard
@@ -428,6 +432,8 @@ pub struct PoolShared {
     pub servers: Box<[ServerShared]>,
     /// `[pool.NAME.sticky]`: the mode, the client-IP table, the counters.
     pub sticky: Option<sticky::StickyShared>,
+    /// `balance = "hash"`: the ring of server points (empty for other methods).
+    pub ring: Ring,
 }
 
 impl PoolShared {
@@ -445,6 +451,11 @@ impl PoolShared {
                 .sticky
                 .as_ref()
                 .map(|st| sticky::StickyShared::new(st, shards)),
+            ring: if pool.balance == Balance::Hash {
+                Ring::new(&pool.servers)
+            } else {
+                Ring::default()
+            },
         }
     }
 
@@ -486,14 +497,25 @@ pub trait Select {
 pub enum Balancer {
     RoundRobin(SmoothWeighted),
     LeastRequests(LeastRequests),
+    ByRequests(ByRequests),
+    ByTraffic(ByTraffic),
+    LeastTime(LeastTime),
+    P2c(P2c),
+    Hash(ConsistentHash),
 }
 
 impl Balancer {
     pub fn new(pool: &PoolShared, shard: usize) -> Self {
         match pool.balance {
             Balance::RoundRobin => Balancer::RoundRobin(SmoothWeighted::new(pool.servers.len())),
-            // TODO(issue 9): the other methods.
-            _ => Balancer::LeastRequests(LeastRequests::new(shard)),
+            Balance::LeastRequests => Balancer::LeastRequests(LeastRequests::new(shard)),
+            Balance::ByRequests => {
+                Balancer::ByRequests(ByRequests::new(Metric::Requests, pool.servers.len(), shard))
+            }
+            Balance::ByTraffic => Balancer::ByTraffic(by_traffic::new(pool.servers.len(), shard)),
+            Balance::LeastTime => Balancer::LeastTime(LeastTime::new(shard)),
+            Balance::P2c => Balancer::P2c(P2c::new(shard)),
+            Balance::Hash => Balancer::Hash(ConsistentHash::default()),
         }
     }
 
@@ -533,6 +555,10 @@ impl Balancer {
         match self {
             Balancer::RoundRobin(s) => s.order(pool, pick, scratch, out),
             Balancer::LeastRequests(s) => s.order(pool, pick, scratch, out),
+            Balancer::ByRequests(s) | Balancer::ByTraffic(s) => s.order(pool, pick, scratch, out),
+            Balancer::LeastTime(s) => s.order(pool, pick, scratch, out),
+            Balancer::P2c(s) => s.order(pool, pick, scratch, out),
+            Balancer::Hash(s) => s.order(pool, pick, scratch, out),
         }
         if let Some(t) = sticky {
             // The balancer's own order follows as the fallback, without the target twice.
@@ -570,6 +596,7 @@ pub(crate) fn test_pool(weights: &[u32], balance: Balance, shards: usize) -> Poo
             .map(|(i, &w)| ServerShared::new(&test_server(i, w), shards))
             .collect(),
         sticky: None,
+        ring: Ring::default(),
     }
 }
 
@@ -599,6 +626,104 @@ mod tests {
         pool.servers[0].mark_down(2000, 10);
         b.candidates(&pool, &at(2005), &mut scratch, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn slow_start_ramps_the_weight_from_one_to_full() {
+        let mut pool = test_pool(&[10, 10], Balance::RoundRobin, 1);
+        pool.slow_start_ms = 10_000;
+        let s = &pool.servers[0];
+        assert_eq!(
+            pool.weight(0, crate::rt::now_ms()),
+            10,
+            "never down: full weight"
+        );
+        s.set_admin(Admin::Maint);
+        s.set_admin(Admin::Ready);
+        let t0 = crate::rt::now_ms();
+        assert!(s.ramping(t0, pool.slow_start_ms));
+        let ramp: Vec<u32> = [0, 1000, 2500, 5000, 9999]
+            .iter()
+            .map(|&dt| pool.weight(0, t0 + dt))
+            .collect();
+        // Up to a millisecond of clock between the mark and t0.
+        assert_eq!(ramp[0], 1, "{ramp:?}");
+        assert!(ramp.windows(2).all(|w| w[0] <= w[1]), "{ramp:?}");
+        assert!((4..=5).contains(&ramp[3]), "{ramp:?}");
+        assert_eq!(pool.weight(0, t0 + 10_001), 10);
+        assert!(!s.ramping(t0 + 10_001, pool.slow_start_ms));
+        assert_eq!(pool.weight(1, t0), 10, "the other server is not ramping");
+        // Every weighted method sees the ramp: by_requests gives the ramping server its share.
+        s.set_admin(Admin::Maint);
+        s.set_admin(Admin::Ready);
+        let t0 = crate::rt::now_ms();
+        let mut sel = ByRequests::new(Metric::Requests, 2, 0);
+        let mut got = [0u32; 2];
+        for _ in 0..110 {
+            let mut out = Vec::new();
+            let pick = Pick {
+                now_ms: t0 + 1000,
+                ..Pick::default()
+            };
+            sel.order(&pool, &pick, &[0, 1], &mut out);
+            pool.servers[out[0]].begin(0);
+            got[out[0]] += 1;
+        }
+        // Weight 1 against 10 a second into the ramp.
+        assert!((9..=11).contains(&got[0]), "{got:?}");
+    }
+
+    #[test]
+    fn every_method_lists_each_usable_server_once_and_backups_only_when_needed() {
+        let methods = [
+            Balance::RoundRobin,
+            Balance::LeastRequests,
+            Balance::ByRequests,
+            Balance::ByTraffic,
+            Balance::LeastTime,
+            Balance::P2c,
+            Balance::Hash,
+        ];
+        for m in methods {
+            let mut servers: Vec<Server> = (0..4).map(|i| test_server(i, i as u32 + 1)).collect();
+            servers[3].backup = true;
+            let pool = PoolShared::new(
+                &Pool {
+                    balance: m,
+                    servers,
+                    ..crate::config::from_str(
+                        "[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n\
+                         [pool.p]\nservers = [{ name = \"a\", addr = \"127.0.0.1:2\" }]\n",
+                        "<test>",
+                    )
+                    .unwrap()
+                    .pools[0]
+                        .clone()
+                },
+                2,
+            );
+            let mut b = Balancer::new(&pool, 1);
+            let (mut scratch, mut out) = (Vec::new(), Vec::new());
+            for k in 0..50u64 {
+                let pick = Pick {
+                    now_ms: 5,
+                    hash: hash::hash64(&k.to_le_bytes()),
+                    sticky: None,
+                };
+                b.candidates(&pool, &pick, &mut scratch, &mut out);
+                let mut sorted = out.clone();
+                sorted.sort();
+                assert_eq!(sorted, vec![0, 1, 2], "{m:?}");
+            }
+            pool.servers[1].set_admin(Admin::Maint);
+            b.candidates(&pool, &Pick::default(), &mut scratch, &mut out);
+            out.sort();
+            assert_eq!(out, vec![0, 2], "{m:?}");
+            pool.servers[0].set_admin(Admin::Drain);
+            pool.servers[2].mark_down(1, 1000);
+            b.candidates(&pool, &Pick::default(), &mut scratch, &mut out);
+            assert_eq!(out, vec![3], "{m:?}: only the backup");
+        }
     }
 
     #[test]

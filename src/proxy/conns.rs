@@ -7,11 +7,32 @@
 //! back in, clients taking turns. That is what keeps 10,000 clients from becoming 10,000
 //! backend sockets. Nothing here is shared with other shards; the server's health and busyness
 //! live in [`PoolShared`].
+//!
+//! A server with `max_connections` is also bounded across all shards: after the shard's slot,
+//! a request takes one of the server's global places, a compare-and-swap on
+//! [`ServerShared::conns`](crate::balance::ServerShared) that succeeds only below the bound,
+//! and gives it back (one atomic decrement) when its slot is dropped. When every place is taken
+//! the request waits, within the same `queue_timeout` as the shard slot, then gets the same 503.
+//! A place freed on a shard goes straight to the oldest request of that shard queued for the
+//! server (handed over: the count does not change), unless requests of other shards are queued
+//! too ([`ServerShared::queued`](crate::balance::ServerShared), counted only while waiting):
+//! then it is given back to all, and every queued request, on every shard, sees it by polling,
+//! looking again every [`GLOBAL_RETRY`]; so one busy shard cannot keep the places to itself. That needs no lock and no list of wakers shared between
+//! threads; the cost (one timer per queued request per millisecond) is paid only while a server
+//! is full, and the shard's own slot bound caps how many requests per shard wait at once. The
+//! queue is not strictly first-come first-served: a request that arrives (on any shard) as a
+//! place frees may take it before an older one. Servers without `max_connections` never touch
+//! the counter.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::balance::PoolShared;
@@ -23,9 +44,132 @@ use crate::rt::{self, Gate, TcpStream};
 /// responses cost only the pages they use.
 pub const UPSTREAM_BUF: usize = 32 * 1024;
 
+/// How often a request queued on a full server (`max_connections`) looks again.
+const GLOBAL_RETRY: Duration = Duration::from_millis(1);
+
 struct ServerSlots {
     gate: Gate,
     idle: RefCell<Vec<Idle>>,
+    /// The pool and this server's index, when the server has `max_connections`.
+    global: Option<(Arc<PoolShared>, usize)>,
+    /// This shard's requests waiting for one of the server's global places, oldest first.
+    waiting: RefCell<VecDeque<Rc<GlobalWaiter>>>,
+}
+
+/// A request of this shard waiting for a global place.
+#[derive(Default)]
+struct GlobalWaiter {
+    waker: RefCell<Option<Waker>>,
+    /// In `ServerSlots::waiting` (a direct hand-over takes it out).
+    queued: Cell<bool>,
+    /// A release on this shard handed its place to this waiter.
+    granted: Cell<bool>,
+}
+
+/// Takes a waiter out of the queue however its wait ends, and passes on a place handed to it
+/// that it will not use (the wait was cancelled).
+struct LeaveQueue<'a> {
+    slots: &'a ServerSlots,
+    me: Rc<GlobalWaiter>,
+    /// The wait returned holding a place.
+    done: bool,
+}
+
+impl Drop for LeaveQueue<'_> {
+    fn drop(&mut self) {
+        if let Some((pool, i)) = &self.slots.global {
+            pool.servers[*i].queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        if self.me.queued.get() {
+            self.slots
+                .waiting
+                .borrow_mut()
+                .retain(|w| !Rc::ptr_eq(w, &self.me));
+        }
+        if self.me.granted.get() && !self.done {
+            self.slots.give_global();
+        }
+    }
+}
+
+impl ServerSlots {
+    /// Take one of the server's places across shards, if one is free.
+    fn take_global(&self) -> bool {
+        let Some((pool, i)) = &self.global else {
+            return true;
+        };
+        let s = &pool.servers[*i];
+        let max = s.max_connections.unwrap_or(u32::MAX);
+        s.conns
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Give a place back: to the oldest waiter of this shard if only this shard has waiters
+    /// (the count does not change), else to every shard.
+    fn give_global(&self) {
+        if let Some((pool, i)) = &self.global {
+            let mut waiting = self.waiting.borrow_mut();
+            let elsewhere =
+                pool.servers[*i].queued.load(Ordering::Acquire) as usize > waiting.len();
+            let next = if elsewhere { None } else { waiting.pop_front() };
+            drop(waiting);
+            match next {
+                Some(w) => {
+                    w.queued.set(false);
+                    w.granted.set(true);
+                    if let Some(waker) = w.waker.borrow_mut().take() {
+                        waker.wake();
+                    }
+                }
+                None => {
+                    pool.servers[*i].conns.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
+    /// Wait for a global place until `deadline`; false when it passed. Woken by a release on
+    /// this shard, or every [`GLOBAL_RETRY`] to see releases on other shards.
+    async fn wait_global(&self, deadline: Instant) -> bool {
+        if let Some((pool, i)) = &self.global {
+            pool.servers[*i].queued.fetch_add(1, Ordering::AcqRel);
+        }
+        let mut leave = LeaveQueue {
+            slots: self,
+            me: Rc::new(GlobalWaiter::default()),
+            done: false,
+        };
+        let me = leave.me.clone();
+        loop {
+            if me.granted.get() || self.take_global() {
+                leave.done = true;
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let mut timer = pin!(rt::sleep(left.min(GLOBAL_RETRY)));
+            let mut first = true;
+            poll_fn(|cx| {
+                if !first {
+                    // Woken by a release or by the timer: look again.
+                    return Poll::Ready(());
+                }
+                first = false;
+                *me.waker.borrow_mut() = Some(cx.waker().clone());
+                if !me.queued.get() {
+                    me.queued.set(true);
+                    self.waiting.borrow_mut().push_back(me.clone());
+                }
+                timer.as_mut().poll(cx)
+            })
+            .await;
+        }
+    }
 }
 
 /// A kept-alive connection waiting for its next request (it holds no slot).
@@ -45,12 +189,20 @@ pub struct Upstream {
     pub slot: Slot,
 }
 
-/// A place in a server's connection bound, given back when dropped.
-pub struct Slot(Rc<ServerSlots>);
+/// A place in a server's connection bound (and in its bound across shards, if it has one),
+/// given back when dropped.
+pub struct Slot {
+    slots: Rc<ServerSlots>,
+    /// Holds one of the server's `max_connections` places.
+    global: bool,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.gate.release();
+        if self.global {
+            self.slots.give_global();
+        }
+        self.slots.gate.release();
     }
 }
 
@@ -75,10 +227,13 @@ impl ConnCache {
             servers: conf
                 .servers
                 .iter()
-                .map(|_| {
+                .enumerate()
+                .map(|(i, s)| {
                     Rc::new(ServerSlots {
                         gate: Gate::new(conf.max_connections_per_server),
                         idle: RefCell::new(Vec::new()),
+                        global: s.max_connections.map(|_| (shared.clone(), i)),
+                        waiting: RefCell::new(VecDeque::new()),
                     })
                 })
                 .collect(),
@@ -99,10 +254,20 @@ impl ConnCache {
         client: u128,
     ) -> Result<Upstream, CheckoutError> {
         let slots = &self.servers[server];
+        let queued_at = slots.global.as_ref().map(|_| Instant::now());
         if !slots.gate.acquire(wait, client).await {
             return Err(CheckoutError::NoSlot);
         }
-        let slot = Slot(slots.clone());
+        let mut slot = Slot {
+            slots: slots.clone(),
+            global: false,
+        };
+        if let Some(t0) = queued_at {
+            if !slots.take_global() && !slots.wait_global(t0 + wait).await {
+                return Err(CheckoutError::NoSlot);
+            }
+            slot.global = true;
+        }
         if !fresh {
             let max_age = self.conf.idle_timeout;
             loop {
@@ -180,5 +345,160 @@ impl ConnCache {
             }
         }
         drop(slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::{test_server, ServerShared};
+    use crate::config::{Balance, Server};
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(f)
+    }
+
+    /// The slots of one server with `max_connections = max`, as one shard of two sees them.
+    fn slots(max: u32) -> Rc<ServerSlots> {
+        let server = Server {
+            max_connections: Some(max),
+            ..test_server(0, 1)
+        };
+        let pool = Arc::new(PoolShared {
+            name: "p".into(),
+            balance: Balance::RoundRobin,
+            slow_start_ms: 0,
+            servers: vec![ServerShared::new(&server, 2)].into(),
+            ring: Default::default(),
+        });
+        Rc::new(ServerSlots {
+            gate: Gate::new(100),
+            idle: RefCell::new(Vec::new()),
+            global: Some((pool, 0)),
+            waiting: RefCell::new(VecDeque::new()),
+        })
+    }
+
+    fn in_use(s: &ServerSlots) -> u32 {
+        let (pool, i) = s.global.as_ref().unwrap();
+        pool.servers[*i].conns.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn places_never_exceed_the_bound_and_every_waiter_gets_one() {
+        block_on(async {
+            let s = slots(2);
+            let peak = Rc::new(Cell::new(0));
+            let tasks: Vec<_> = (0..10)
+                .map(|_| {
+                    let (s, peak) = (s.clone(), peak.clone());
+                    monoio::spawn(async move {
+                        let deadline = Instant::now() + Duration::from_secs(5);
+                        assert!(s.take_global() || s.wait_global(deadline).await);
+                        peak.set(peak.get().max(in_use(&s)));
+                        rt::sleep(Duration::from_millis(3)).await;
+                        s.give_global();
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+            assert_eq!(peak.get(), 2);
+            assert_eq!(in_use(&s), 0);
+            let (pool, i) = s.global.as_ref().unwrap();
+            assert_eq!(pool.servers[*i].queued.load(Ordering::SeqCst), 0);
+            assert!(s.waiting.borrow().is_empty(), "no waiter left behind");
+        });
+    }
+
+    #[test]
+    fn a_local_release_hands_the_place_to_the_oldest_waiter() {
+        block_on(async {
+            let s = slots(1);
+            assert!(s.take_global());
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let mut tasks = Vec::new();
+            for i in 0..3 {
+                let (s2, o) = (s.clone(), order.clone());
+                tasks.push(monoio::spawn(async move {
+                    assert!(
+                        s2.wait_global(Instant::now() + Duration::from_secs(5))
+                            .await
+                    );
+                    o.borrow_mut().push(i);
+                    rt::sleep(Duration::from_millis(5)).await;
+                    s2.give_global();
+                }));
+                rt::sleep(Duration::from_millis(2)).await;
+            }
+            assert_eq!(s.waiting.borrow().len(), 3, "each waiter queued once");
+            s.give_global();
+            assert_eq!(
+                s.waiting.borrow().len(),
+                2,
+                "the oldest taken out and woken"
+            );
+            for t in tasks {
+                t.await;
+            }
+            assert_eq!(*order.borrow(), vec![0, 1, 2]);
+            assert!(s.waiting.borrow().is_empty());
+        });
+    }
+
+    #[test]
+    fn a_shard_does_not_keep_the_places_while_another_shard_waits() {
+        block_on(async {
+            let s = slots(1);
+            assert!(s.take_global());
+            let waiter = {
+                let s = s.clone();
+                monoio::spawn(async move {
+                    assert!(s.wait_global(Instant::now() + Duration::from_secs(5)).await);
+                })
+            };
+            rt::sleep(Duration::from_millis(2)).await;
+            // A request of the other shard is queued too: the release goes back to all.
+            let (pool, i) = s.global.clone().unwrap();
+            pool.servers[i].queued.fetch_add(1, Ordering::SeqCst);
+            s.give_global();
+            assert_eq!(in_use(&s), 0, "given back, not handed over");
+            // The local waiter still gets it (the other shard's request is only a count here).
+            waiter.await;
+            assert_eq!(in_use(&s), 1);
+            pool.servers[i].queued.fetch_sub(1, Ordering::SeqCst);
+            assert_eq!(pool.servers[i].queued.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    #[test]
+    fn a_release_on_another_shard_is_seen_and_the_deadline_holds() {
+        block_on(async {
+            let s = slots(1);
+            assert!(s.take_global());
+            // Nobody gives it back: the wait ends at its deadline, and leaves the queue.
+            let t0 = Instant::now();
+            assert!(!s.wait_global(t0 + Duration::from_millis(20)).await);
+            assert!(t0.elapsed() >= Duration::from_millis(20));
+            assert!(s.waiting.borrow().is_empty());
+            // Another shard gives the place back (the counter only, no wake-up here): the
+            // waiter's poll sees it.
+            let other = s.clone();
+            let release = monoio::spawn(async move {
+                rt::sleep(Duration::from_millis(10)).await;
+                let (pool, i) = other.global.as_ref().unwrap();
+                pool.servers[*i].conns.fetch_sub(1, Ordering::SeqCst);
+            });
+            let t0 = Instant::now();
+            assert!(s.wait_global(t0 + Duration::from_secs(5)).await);
+            assert!(t0.elapsed() < Duration::from_millis(500));
+            release.await;
+            assert_eq!(in_use(&s), 1);
+        });
     }
 }

@@ -14,8 +14,9 @@
 //! - any GET with `Upgrade: websocket`: 101 with a correct `Sec-WebSocket-Accept`, then echo
 //!   raw bytes until EOF.
 //!
-//! Per-backend behaviour ([`BackendOpts`]): a delay added to every answer, and closing every
-//! keep-alive connection shortly after answering (a backend that makes pooled connections stale).
+//! Per-backend behaviour ([`BackendOpts`]): a delay added to every answer, closing every
+//! keep-alive connection shortly after answering (a backend that makes pooled connections stale),
+//! and a bigger default answer. Each backend also records the most requests it answered at once.
 
 use super::wire::{BufStream, Head};
 use super::{hex, pattern, websocket_accept};
@@ -39,6 +40,9 @@ pub struct BackendOpts {
     /// When set, a keep-alive connection on which no new request starts within this long
     /// after an answer is closed by the backend.
     pub close_idle_after: Option<Duration>,
+    /// When set, the default answer (any path without a special meaning) is the name padded
+    /// with `.` to this many bytes (a server whose answers are bigger than its peers').
+    pub body_size: Option<usize>,
 }
 
 struct State {
@@ -46,6 +50,9 @@ struct State {
     opts: BackendOpts,
     accepted: AtomicUsize,
     requests: AtomicUsize,
+    /// Requests being answered now, and the most at once.
+    busy: AtomicUsize,
+    peak_busy: AtomicUsize,
     stop: AtomicBool,
     heads: Mutex<Vec<Head>>,
 }
@@ -80,6 +87,8 @@ impl Backend {
             opts,
             accepted: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            peak_busy: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             heads: Mutex::new(Vec::new()),
         });
@@ -118,6 +127,11 @@ impl Backend {
 
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// The most requests this backend was answering at once.
+    pub fn peak_busy(&self) -> usize {
+        self.state.peak_busy.load(Ordering::SeqCst)
     }
 
     /// The request heads received so far (the last [`KEEP_HEADS`]).
@@ -170,7 +184,11 @@ fn serve_conn(st: &State, stream: TcpStream) {
             }
             heads.push(head.clone());
         }
-        match handle(st, &mut io, &head) {
+        let now = st.busy.fetch_add(1, Ordering::SeqCst) + 1;
+        st.peak_busy.fetch_max(now, Ordering::SeqCst);
+        let handled = handle(st, &mut io, &head);
+        st.busy.fetch_sub(1, Ordering::SeqCst);
+        match handled {
             Ok(true) => answered = true,
             _ => {
                 let _ = io.stream.shutdown(Shutdown::Both);
@@ -244,7 +262,11 @@ fn handle(st: &State, io: &mut BufStream, head: &Head) -> std::io::Result<bool> 
             mode = Mode::Close;
         }
         "status" => status = arg(1).unwrap_or(200) as u16,
-        _ => {}
+        _ => {
+            if let Some(n) = st.opts.body_size {
+                body.resize(n.max(body.len()), b'.');
+            }
+        }
     }
     let no_body = method == "HEAD" || status == 204 || status == 304 || status < 200;
 

@@ -327,6 +327,17 @@ fn validation_errors_name_file_and_key() {
         ("[pool.b]\ndown_time = \"soon\"\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.down_time: \"soon\" is not a duration"),
         ("[pool.b]\nmax_connections_per_server = 0\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.max_connections_per_server: 0 is out of range"),
         ("[pool.b]\nmax_connections_per_server = 2\nmax_idle_per_server = 3\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.max_idle_per_server: 3 exceeds max_connections_per_server (2)"),
+        // balancing (issue 9)
+        ("[pool.b]\nhash_key = \"uri\"\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.hash_key: applies only to balance = \"hash\""),
+        ("[pool.b]\nbalance = \"hash\"\nhash_key = \"path\"\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.hash_key: \"path\": expected source_ip, uri"),
+        ("[pool.b]\nbalance = \"hash\"\nhash_key = \"header:X Y\"\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.hash_key: \"header:X Y\": \"X Y\" is not a valid name"),
+        ("[pool.b]\nbalance = \"hash\"\nhash_key = \"cookie:\"\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.hash_key: \"cookie:\": \"\" is not a valid name"),
+        ("[pool.b]\nqueue_timeout = \"0s\"\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.queue_timeout: must be greater than zero"),
+        ("[pool.b]\nqueue_timeout = 5\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.queue_timeout: 5 has no unit"),
+        ("[pool.b]\nslow_start = \"later\"\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\" }]\n", "pool.b.slow_start: \"later\" is not a duration"),
+        ("[pool.b]\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\", max_connections = 0 }]\n", "pool.b.servers[0].max_connections: 0 is out of range"),
+        ("[pool.b]\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\", backup = true }]\n", "pool.b.servers: every server is a backup"),
+        ("[pool.b]\nservers = [{ name = \"s\", addr = \"10.0.0.1:1\", backup = \"yes\" }]\n", "line 11, column 56: pool.b.servers[0].backup: invalid type: string \"yes\", expected a boolean"),
         (
             "[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
             "http[1].listen[1]: \"127.0.0.1:1\" is listed twice",

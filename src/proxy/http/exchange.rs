@@ -16,6 +16,7 @@ use std::time::Instant;
 use super::conn::{Conn, Outcome};
 use super::error::Failure;
 use super::forward;
+use super::pick;
 use super::relay::{BodyLeft, Dir, Relay, RelayEnd, Spill};
 use super::sticky::{self, StickyReq};
 use super::HttpFront;
@@ -62,6 +63,8 @@ pub struct Exchange {
     pub response_extra: bool,
     /// The sticky server the request named, and whether the response gets our cookie.
     pub sticky: StickyReq,
+    /// `balance = "hash"`: the hash of the pool's `hash_key` for this request.
+    pub hash: u64,
 }
 
 impl Exchange {
@@ -128,6 +131,7 @@ impl Exchange {
             response_complete: false,
             response_extra: false,
             sticky: StickyReq::default(),
+            hash: 0,
         };
         Ok((x, consumed))
     }
@@ -199,6 +203,11 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
             Err(f) => return fail(conn, f, head.head_len as u64, started),
         };
     x.sticky = sticky::resolve(shared, &conn.buf, head, conn.peer, crate::rt::now_ms());
+    x.hash = pick::hash(
+        &conn.http.conns[pool].conf,
+        &view(&conn.buf, head),
+        conn.peer,
+    );
     conn.buf.drain(..consumed);
     let outcome = match forward::forward(conn, client, &mut x).await {
         Ok((up, resp, inflight)) => {
@@ -206,7 +215,12 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
             sticky::settle(pool, conn.http.ctx.id(), &mut x.sticky, inflight.server());
             // No retry after this point: the request buffer serves the response head.
             std::mem::swap(&mut conn.out, &mut x.out);
-            respond(conn, client, &mut x, up, resp).await
+            let outcome = respond(conn, client, &mut x, up, resp).await;
+            // For by_traffic: what went up and what came back.
+            inflight
+                .server()
+                .add_bytes(inflight.shard(), x.sent + x.answered);
+            outcome
         }
         Err(f) => {
             tracing::debug!(peer = %conn.peer, side = ?f.side(), failure = ?f, "exchange failed");
@@ -237,21 +251,25 @@ fn choose_pool(conn: &Conn, head: &RequestHead) -> Result<usize, Failure> {
             return Err(Failure::ForeignHost);
         }
     }
-    let or_root = |s: crate::proto::http::Span| -> &[u8] {
+    route::select_pool(conf, &view(buf, head)).ok_or(Failure::NoRoute)
+}
+
+/// The request as routing and balancing read it.
+fn view<'a>(buf: &'a [u8], head: &'a RequestHead) -> RequestView<'a> {
+    let or_root = |s: crate::proto::http::Span| -> &'a [u8] {
         if s.is_empty() {
             b"/"
         } else {
             s.of(buf)
         }
     };
-    let view = RequestView {
+    RequestView {
         buf,
         host: head.absolute_authority.or(head.host).map(|s| s.of(buf)),
         path: or_root(head.path),
         target: or_root(head.origin),
         headers: &head.headers,
-    };
-    route::select_pool(conf, &view).ok_or(Failure::NoRoute)
+    }
 }
 
 /// Relay the response (head in `up.buf`) to the client, then decide what both connections do.

@@ -18,6 +18,7 @@ use super::error::Failure;
 use super::exchange::Exchange;
 use super::relay::{Dir, Relay, RelayEnd, Spill};
 use crate::balance::{InFlight, Pick};
+use crate::config::Balance;
 use crate::proto::http::answers::CONTINUE_100;
 use crate::proto::http::parse::parse_response;
 use crate::proto::http::write::write_response_head;
@@ -42,6 +43,7 @@ pub async fn forward<'h>(
     let pick = Pick {
         now_ms: rt::now_ms(),
         sticky: x.sticky.ticket.target,
+        hash: x.hash,
         ..Pick::default()
     };
     http.ctx.balancers.borrow_mut()[x.pool].candidates(
@@ -107,7 +109,13 @@ async fn try_servers<'h>(
         }
         let inflight = ss.track(conn.http.ctx.id());
         match attempt(conn, client, x, &mut up, cache.conf.response_timeout).await {
-            Ok(resp) => return Ok((up, resp, inflight)),
+            Ok((resp, sent_at)) => {
+                // Only least_time reads the average: other pools skip the clock read.
+                if cache.shared.balance == Balance::LeastTime {
+                    ss.observe_latency(sent_at.elapsed().as_micros() as u64);
+                }
+                return Ok((up, resp, inflight));
+            }
             Err(f) if x.may_retry(f, up.reused, retried) => {
                 retried = true;
                 fresh = true;
@@ -118,14 +126,15 @@ async fn try_servers<'h>(
     }
 }
 
-/// One try on one connection: the request out, the response head in.
+/// One try on one connection: the request out, the response head in (and when the request
+/// had gone out).
 async fn attempt(
     conn: &mut Conn<'_>,
     client: &mut TcpStream,
     x: &mut Exchange,
     up: &mut Upstream,
     timeout: Duration,
-) -> Result<ResponseHead, Failure> {
+) -> Result<(ResponseHead, Instant), Failure> {
     let http = conn.http;
     let out = std::mem::take(&mut x.out);
     let (r, out) = rt::write_all(&mut up.stream, out, timeout).await;
@@ -285,21 +294,22 @@ async fn pass_buffered_interims(
 }
 
 /// Read the final response head into `up.buf`, forwarding interim (1xx, not 101) responses to
-/// the client as they come.
+/// the client as they come. Also returns when the wait began (the request was sent).
 async fn read_response_head(
     conn: &mut Conn<'_>,
     client: &mut TcpStream,
     x: &mut Exchange,
     up: &mut Upstream,
     timeout: Duration,
-) -> Result<ResponseHead, Failure> {
-    let deadline = Instant::now() + timeout;
+) -> Result<(ResponseHead, Instant), Failure> {
+    let sent_at = Instant::now();
+    let deadline = sent_at + timeout;
     let mut any_byte = false;
     loop {
         if !up.buf.is_empty() {
             any_byte = true;
             match pass_buffered_interims(conn, client, x, up).await? {
-                Buffered::Final(h) => return Ok(h),
+                Buffered::Final(h) => return Ok((h, sent_at)),
                 Buffered::Partial => {}
                 Buffered::Bad => return Err(Failure::BadResponse),
             }

@@ -37,6 +37,7 @@ mod conn;
 mod error;
 mod exchange;
 mod forward;
+mod pick;
 mod relay;
 mod sticky;
 mod tunnel;

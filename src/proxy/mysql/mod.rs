@@ -200,24 +200,24 @@ pub async fn serve_client(
     let mut acct = ConnAccount::default();
     let mut observer = Observer::new();
 
-    let (server_ix, server, greeting) =
-        match connect_backend(&shard, pool_ix, counters, peer.ip()).await {
-            Ok(v) => v,
-            Err(NoBackend::Unreachable) => {
-                counters.no_server.add(1);
-                let msg = format!(
-                    "shardgate: no server of pool '{}' can be reached",
-                    pool.name
-                );
-                refuse(client, CR_CONN_HOST_ERROR, &msg).await;
-                return;
-            }
-            Err(NoBackend::LocalExhaustion) => {
-                counters.no_server.add(1);
-                refuse(client, ER_CON_COUNT_ERROR, "Too many connections").await;
-                return;
-            }
-        };
+    let (server_ix, server, greeting) = match connect_backend(&shard, pool_ix, counters, peer).await
+    {
+        Ok(v) => v,
+        Err(NoBackend::Unreachable) => {
+            counters.no_server.add(1);
+            let msg = format!(
+                "shardgate: no server of pool '{}' can be reached",
+                pool.name
+            );
+            refuse(client, CR_CONN_HOST_ERROR, &msg).await;
+            return;
+        }
+        Err(NoBackend::LocalExhaustion) => {
+            counters.no_server.add(1);
+            refuse(client, ER_CON_COUNT_ERROR, "Too many connections").await;
+            return;
+        }
+    };
     let ss = &pool.servers[server_ix];
     tracing::debug!(frontend = %conf.name, %peer, server = %ss.name, "mysql session");
 
@@ -333,7 +333,7 @@ async fn connect_backend(
     shard: &ShardCtx,
     pool_ix: usize,
     counters: &FrontCounters,
-    client: std::net::IpAddr,
+    peer: SocketAddr,
 ) -> Result<(usize, TcpStream, Vec<u8>), NoBackend> {
     let shared = &shard.shared;
     let pool = &shared.pools[pool_ix];
@@ -344,13 +344,18 @@ async fn connect_backend(
         .sticky
         .as_ref()
         .filter(|st| st.table.is_some())
-        .map(|st| (st, st.resolve_client(pool, client, rt::now_ms())));
+        .map(|st| (st, st.resolve_client(pool, peer.ip(), rt::now_ms())));
     {
         let mut scratch = Vec::new();
         let mut balancers = shard.balancers.borrow_mut();
         let pick = crate::balance::Pick {
             now_ms: rt::now_ms(),
             sticky: sticky.and_then(|(_, t)| t.target),
+            // balance = "hash": MySQL pools hash the client's address.
+            hash: match pool.balance {
+                crate::config::Balance::Hash => crate::balance::hash::ip_hash(peer.ip()),
+                _ => 0,
+            },
             ..Default::default()
         };
         balancers[pool_ix].candidates(pool, &pick, &mut scratch, &mut order);
@@ -565,10 +570,12 @@ impl Session<'_> {
         };
         match dir {
             Dir::ClientToServer => {
+                to.server.add_bytes(to.shard, data.len() as u64);
                 acct.bytes_in(data.len());
                 observer.feed_client(data, now, &mut |e| on_event(e, acct, &to));
             }
             Dir::ServerToClient => {
+                to.server.add_bytes(to.shard, data.len() as u64);
                 acct.bytes_out(data.len());
                 observer.feed_server(data, now, &mut |e| on_event(e, acct, &to));
             }
