@@ -122,6 +122,7 @@ mod tests {
             slow_start_ms: 0,
             servers: servers.iter().map(|s| ServerShared::new(s, 1)).collect(),
             ring: Ring::new(servers),
+            sticky: None,
         }
     }
 

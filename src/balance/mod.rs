@@ -324,6 +324,13 @@ impl ServerShared {
         ((w as u64 * elapsed / slow_start_ms) as u32).max(1)
     }
 
+    /// In slow start now.
+    #[cfg(test)]
+    pub fn ramping(&self, now_ms: u64, slow_start_ms: u64) -> bool {
+        let since = self.up_since.load(Ordering::Relaxed);
+        since != 0 && now_ms.saturating_sub(since) < slow_start_ms
+    }
+
     /// Begin slow start now (the server just came back).
     fn start_ramp(&self) {
         self.up_since

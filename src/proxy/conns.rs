@@ -374,6 +374,7 @@ mod tests {
             slow_start_ms: 0,
             servers: vec![ServerShared::new(&server, 2)].into(),
             ring: Default::default(),
+            sticky: None,
         });
         Rc::new(ServerSlots {
             gate: Gate::new(100),

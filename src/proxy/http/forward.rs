@@ -44,7 +44,6 @@ pub async fn forward<'h>(
         now_ms: rt::now_ms(),
         sticky: x.sticky.ticket.target,
         hash: x.hash,
-        ..Pick::default()
     };
     http.ctx.balancers.borrow_mut()[x.pool].candidates(
         &cache.shared,

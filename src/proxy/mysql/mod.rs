@@ -356,7 +356,6 @@ async fn connect_backend(
                 crate::config::Balance::Hash => crate::balance::hash::ip_hash(peer.ip()),
                 _ => 0,
             },
-            ..Default::default()
         };
         balancers[pool_ix].candidates(pool, &pick, &mut scratch, &mut order);
     }
