@@ -8,6 +8,17 @@ use common::*;
 use std::collections::HashMap;
 
 fn three_servers(a: &Backend, b: &Backend, c: &Backend, pool_extra: &str) -> Proxy {
+    three_servers_with(a, b, c, pool_extra, "")
+}
+
+/// As [`three_servers`], with `subtables` (`[pool.app.sticky]`, ...) after the pool.
+fn three_servers_with(
+    a: &Backend,
+    b: &Backend,
+    c: &Backend,
+    pool_extra: &str,
+    subtables: &str,
+) -> Proxy {
     let cfg = common::daemon(2)
         + &format!(
             r#"
@@ -23,6 +34,7 @@ servers = [
   {{ name = "b", addr = "{}" }},
   {{ name = "c", addr = "{}" }},
 ]
+{subtables}
 "#,
             a.addr_string(),
             b.addr_string(),
@@ -155,5 +167,80 @@ fn bad_set_server_commands_get_an_error_line_and_change_nothing() {
     for n in ["a", "b", "c"] {
         assert_eq!(s[n]["weight"], "1", "{s:?}");
         assert_eq!(s[n]["admin"], "ready", "{s:?}");
+    }
+}
+
+#[test]
+fn show_servers_counts_queued_requests_and_sticky_clients() {
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
+    // One shard, one connection per server: the third concurrent request to a waits.
+    let cfg = common::daemon(1)
+        + &format!(
+            r#"
+[[http]]
+name = "web"
+listen = ["127.0.0.1:{{port:web}}"]
+default_pool = "app"
+
+[pool.app]
+balance = "hash"
+hash_key = "uri"
+max_connections_per_server = 1
+max_idle_per_server = 1
+servers = [
+  {{ name = "a", addr = "{}" }},
+  {{ name = "b", addr = "{}" }},
+  {{ name = "c", addr = "{}" }},
+]
+"#,
+            a.addr_string(),
+            b.addr_string(),
+            c.addr_string()
+        );
+    let p = Proxy::start(&cfg);
+    // Every request for this URI hashes to one server; three at once: one served, two queued.
+    let path = "/delay/1500";
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = p.addr("web");
+            std::thread::spawn(move || {
+                let mut c = Conn::connect(addr);
+                c.get(path, "h").status
+            })
+        })
+        .collect();
+    let (s, ok) = common::observe::poll_until(
+        std::time::Duration::from_secs(5),
+        || servers(&p),
+        |s| s.values().any(|cols| cols["queue"] == "2"),
+    );
+    assert!(ok, "no server shows 2 queued: {s:?}");
+    let busy: Vec<_> = s.values().filter(|c| c["inflight"] == "1").collect();
+    assert_eq!(busy.len(), 1, "{s:?}");
+    assert_eq!(busy[0]["queue"], "2");
+    for st in clients {
+        assert_eq!(st.join().unwrap(), 200);
+    }
+    let s = servers(&p);
+    assert!(
+        s.values().all(|c| c["queue"] == "0" && c["sticky"] == "-"),
+        "{s:?}"
+    );
+
+    // source_ip stickiness: the one client (127.0.0.1) is counted on the server it sticks to.
+    drop(p);
+    let cfg_sticky = "\n[pool.app.sticky]\nmode = \"source_ip\"\n";
+    let p = three_servers_with(&a, &b, &c, "", cfg_sticky);
+    let by = spread(&p, 10);
+    assert_eq!(by.len(), 1, "one client, one server: {by:?}");
+    let (name, _) = by.into_iter().next().unwrap();
+    let s = servers(&p);
+    for (n, cols) in &s {
+        let want = if *n == name { "1" } else { "0" };
+        assert_eq!(cols["sticky"], want, "{s:?}");
     }
 }

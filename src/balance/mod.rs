@@ -107,6 +107,8 @@ pub struct ShardCounts {
     pub requests: AtomicU64,
     /// Bytes moved for the server (request in + response out) since start.
     pub bytes: AtomicU64,
+    /// Requests of this shard waiting for a connection slot to the server.
+    pub queued: AtomicU32,
 }
 
 fn bump32(a: &AtomicU32, by: u32) {
@@ -377,6 +379,26 @@ impl ServerShared {
         );
     }
 
+    /// Requests waiting for a connection to this server: this shard's slots
+    /// (`max_connections_per_server`) and the server's own `max_connections`, all shards.
+    pub fn queue(&self) -> u32 {
+        let local: u32 = self
+            .per_shard
+            .iter()
+            .map(|c| c.0.queued.load(Ordering::Relaxed))
+            .sum();
+        local + self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Count one request of `shard` waiting for a slot until the guard is dropped.
+    pub fn waiting(&self, shard: usize) -> Waiting<'_> {
+        bump32(&self.per_shard[shard].0.queued, 1);
+        Waiting {
+            server: self,
+            shard,
+        }
+    }
+
     /// Count bytes moved for this server by `shard` (request and response, for `by_traffic`).
     pub fn add_bytes(&self, shard: usize, n: u64) {
         bump64(&self.per_shard[shard].0.bytes, n);
@@ -403,6 +425,22 @@ impl ServerShared {
             server: self,
             shard,
         }
+    }
+}
+
+/// One request counted as waiting for a slot (see [`ServerShared::waiting`]).
+pub struct Waiting<'a> {
+    server: &'a ServerShared,
+    shard: usize,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let q = &self.server.per_shard[self.shard].0.queued;
+        q.store(
+            q.load(Ordering::Relaxed).saturating_sub(1),
+            Ordering::Relaxed,
+        );
     }
 }
 

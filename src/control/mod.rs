@@ -131,9 +131,24 @@ fn help_text() -> String {
 fn render_servers(s: &Shared) -> String {
     let now = crate::rt::now_ms();
     let mut out = String::from(
-        "pool server addr state inflight admin health weight eff_weight requests backup check_age_ms check reason\n",
+        "pool server addr state inflight queue admin health weight eff_weight requests backup sticky check_age_ms check reason\n",
     );
     for p in &s.pools {
+        // source_ip stickiness: the table's live entries per server (one scan per pool).
+        let stuck: Option<Vec<usize>> =
+            p.sticky.as_ref().and_then(|st| st.table.as_ref()).map(|t| {
+                let mut per = vec![0; p.servers.len()];
+                t.entries(
+                    crate::balance::sticky_table::IpTable::now_s(now),
+                    usize::MAX,
+                    &mut |e| {
+                        if let Some(n) = per.get_mut(e.server) {
+                            *n += 1;
+                        }
+                    },
+                );
+                per
+            });
         for (i, sv) in p.servers.iter().enumerate() {
             let state = match sv.admin() {
                 Admin::Maint => "maint",
@@ -142,20 +157,25 @@ fn render_servers(s: &Shared) -> String {
                 Admin::Ready if sv.weight_now() == 0 => "drain",
                 Admin::Ready => "up",
             };
+            let sticky = stuck
+                .as_ref()
+                .map_or("-".to_owned(), |per| per[i].to_string());
             let _ = write!(
                 out,
-                "{} {} {} {} {} {} {} {} {} {} {}",
+                "{} {} {} {} {} {} {} {} {} {} {} {} {}",
                 p.name,
                 sv.name,
                 sv.addr,
                 state,
                 sv.inflight(),
+                sv.queue(),
                 sv.admin().as_str(),
                 sv.active().as_str(),
                 sv.weight(),
                 p.weight(i, now),
                 sv.requests(),
                 if sv.backup { "yes" } else { "no" },
+                sticky,
             );
             match sv.check_info() {
                 Some(c) => {

@@ -219,11 +219,14 @@ pub struct ConnCache {
     pub conf: Pool,
     pub shared: Arc<PoolShared>,
     servers: Vec<Rc<ServerSlots>>,
+    /// The shard this cache belongs to (its counters in [`PoolShared`]).
+    shard: usize,
 }
 
 impl ConnCache {
-    pub fn new(conf: &Pool, shared: Arc<PoolShared>) -> Self {
+    pub fn new(conf: &Pool, shared: Arc<PoolShared>, shard: usize) -> Self {
         ConnCache {
+            shard,
             servers: conf
                 .servers
                 .iter()
@@ -255,7 +258,14 @@ impl ConnCache {
     ) -> Result<Upstream, CheckoutError> {
         let slots = &self.servers[server];
         let queued_at = slots.global.as_ref().map(|_| Instant::now());
-        if !slots.gate.acquire(wait, client).await {
+        let acquired = if slots.gate.has_free() {
+            slots.gate.acquire(wait, client).await
+        } else {
+            // Waiting: counted where `show servers` can see it (this shard's slot only).
+            let _waiting = self.shared.servers[server].waiting(self.shard);
+            slots.gate.acquire(wait, client).await
+        };
+        if !acquired {
             return Err(CheckoutError::NoSlot);
         }
         let mut slot = Slot {

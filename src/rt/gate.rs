@@ -147,6 +147,11 @@ impl Gate {
         got
     }
 
+    /// A slot is free now (`acquire` will not wait).
+    pub fn has_free(&self) -> bool {
+        self.free.get() > 0
+    }
+
     /// Requests queued for a slot (an upper bound: waiters that gave up are counted until the
     /// next release skips them).
     pub fn queued(&self) -> usize {

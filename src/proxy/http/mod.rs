@@ -105,7 +105,7 @@ impl HttpShard {
                 .pools
                 .iter()
                 .enumerate()
-                .map(|(i, p)| ConnCache::new(p, ctx.shared.pools[i].clone()))
+                .map(|(i, p)| ConnCache::new(p, ctx.shared.pools[i].clone(), ctx.id()))
                 .collect(),
             sites: SiteTable::new(config.http.len()),
             relay_bufs: RefCell::new(Vec::new()),
