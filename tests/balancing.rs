@@ -543,3 +543,134 @@ servers = [
     }
     assert_eq!(seen.len(), 3, "30 addresses over 3 servers: {seen:?}");
 }
+
+/// A MySQL "server" that greets (protocol 10, mysql_native_password) and then holds the
+/// connection until the client closes; returns its address and its connections open now.
+fn holding_mysql() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let open = std::sync::Arc::new(AtomicUsize::new(0));
+    let o = open.clone();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let o = o.clone();
+            thread::spawn(move || {
+                o.fetch_add(1, SeqCst);
+                let mut g = vec![10];
+                g.extend_from_slice(b"5.5.5-10.11.6-fake\0");
+                g.extend_from_slice(&7u32.to_le_bytes());
+                g.extend_from_slice(b"12345678\0");
+                let caps: u32 = (1 << 9) | (1 << 15) | (1 << 19) | 1 | (1 << 13);
+                g.extend_from_slice(&(caps as u16).to_le_bytes());
+                g.push(45);
+                g.extend_from_slice(&2u16.to_le_bytes());
+                g.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+                g.push(21);
+                g.extend_from_slice(&[0; 10]);
+                g.extend_from_slice(b"abcdefghijkl\0mysql_native_password\0");
+                let mut p = (g.len() as u32).to_le_bytes()[..3].to_vec();
+                p.push(0);
+                p.extend_from_slice(&g);
+                let _ = s.write_all(&p);
+                let mut sink = [0u8; 512];
+                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+                o.fetch_sub(1, SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
+/// A raw MySQL client's first packet from the proxy: the payload's first byte (10 greeting,
+/// 0xFF error) and, for an error, its code.
+fn first_packet(s: &mut std::net::TcpStream) -> (u8, u16) {
+    use std::io::Read;
+    let mut h = [0u8; 4];
+    s.read_exact(&mut h).unwrap();
+    let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
+    let mut p = vec![0; len];
+    s.read_exact(&mut p).unwrap();
+    let code = if p[0] == 0xFF {
+        u16::from_le_bytes([p[1], p[2]])
+    } else {
+        0
+    };
+    (p[0], code)
+}
+
+/// MySQL sessions honour a server's `max_connections` across shards: a full server is passed
+/// over, and when every server is full a new session waits `queue_timeout`, then gets ERR 1040;
+/// a session that ends frees its place.
+#[test]
+fn mysql_sessions_respect_max_connections_across_shards() {
+    let (a, a_open) = holding_mysql();
+    let (b, b_open) = holding_mysql();
+    let cfg = daemon(2)
+        + &format!(
+            r#"
+[[mysql]]
+name = "db"
+listen = ["127.0.0.1:{{port:db}}"]
+pool = "db"
+
+[pool.db]
+queue_timeout = "300ms"
+servers = [
+  {{ name = "a", addr = "{a}", max_connections = 2 }},
+  {{ name = "b", addr = "{b}", max_connections = 1 }},
+]
+"#
+        );
+    let p = Proxy::start(&cfg);
+    // The harness's start-up probe opens one session and closes it: wait until it is gone.
+    let idle = || {
+        a_open.load(std::sync::atomic::Ordering::SeqCst)
+            + b_open.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let (_, ok) = common::observe::poll_until(Duration::from_secs(3), idle, |n| *n == 0);
+    assert!(ok, "start-up session still open");
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut s = std::net::TcpStream::connect(p.addr("db")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(first_packet(&mut s), (10, 0), "session {i} greeted");
+        held.push(s);
+    }
+    let open = |x: &std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+        x.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    assert_eq!((open(&a_open), open(&b_open)), (2, 1));
+    // Full: the fourth waits queue_timeout, then ERR 1040 naming the bound.
+    let t0 = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(p.addr("db")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(first_packet(&mut s), (0xFF, 1040));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        (open(&a_open), open(&b_open)),
+        (2, 1),
+        "no server got a fourth"
+    );
+    // One session ends: the next one gets its place.
+    drop(held.remove(0));
+    let mut s = std::net::TcpStream::connect(p.addr("db")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(first_packet(&mut s), (10, 0));
+    let (_, ok) = common::observe::poll_until(
+        Duration::from_secs(2),
+        || (open(&a_open), open(&b_open)),
+        |v| v.0 + v.1 == 3,
+    );
+    assert!(ok);
+    assert!(open(&a_open) <= 2 && open(&b_open) <= 1);
+}

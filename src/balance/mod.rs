@@ -428,6 +428,33 @@ impl ServerShared {
     }
 }
 
+/// A place in a server's own `max_connections` (all shards), taken by a MySQL session for its
+/// lifetime and given back when dropped. Servers without the bound hand out empty places.
+pub struct Place<'a>(Option<&'a ServerShared>);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.0 {
+            s.conns.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl ServerShared {
+    /// A place within `max_connections`, or `None` when the server is full.
+    pub fn take_place(&self) -> Option<Place<'_>> {
+        let Some(max) = self.max_connections else {
+            return Some(Place(None));
+        };
+        self.conns
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Place(Some(self)))
+    }
+}
+
 /// One request counted as waiting for a slot (see [`ServerShared::waiting`]).
 pub struct Waiting<'a> {
     server: &'a ServerShared,

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use monoio::buf::IoBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
-use crate::balance::ServerShared;
+use crate::balance::{Place, ServerShared};
 use crate::proto::mysql::packet::{complete_packet_len, err_packet_pre41};
 use crate::proto::mysql::{com, handshake, Event, Observer};
 use crate::proxy::ShardCtx;
@@ -200,24 +200,33 @@ pub async fn serve_client(
     let mut acct = ConnAccount::default();
     let mut observer = Observer::new();
 
-    let (server_ix, server, greeting) = match connect_backend(&shard, pool_ix, counters, peer).await
-    {
-        Ok(v) => v,
-        Err(NoBackend::Unreachable) => {
-            counters.no_server.add(1);
-            let msg = format!(
-                "shardgate: no server of pool '{}' can be reached",
-                pool.name
-            );
-            refuse(client, CR_CONN_HOST_ERROR, &msg).await;
-            return;
-        }
-        Err(NoBackend::LocalExhaustion) => {
-            counters.no_server.add(1);
-            refuse(client, ER_CON_COUNT_ERROR, "Too many connections").await;
-            return;
-        }
-    };
+    let (server_ix, server, greeting, _place) =
+        match connect_backend(&shard, pool_ix, counters, peer).await {
+            Ok(v) => v,
+            Err(NoBackend::Unreachable) => {
+                counters.no_server.add(1);
+                let msg = format!(
+                    "shardgate: no server of pool '{}' can be reached",
+                    pool.name
+                );
+                refuse(client, CR_CONN_HOST_ERROR, &msg).await;
+                return;
+            }
+            Err(NoBackend::LocalExhaustion) => {
+                counters.no_server.add(1);
+                refuse(client, ER_CON_COUNT_ERROR, "Too many connections").await;
+                return;
+            }
+            Err(NoBackend::Full) => {
+                counters.no_server.add(1);
+                let msg = format!(
+                    "shardgate: every server of pool '{}' is at its max_connections",
+                    pool.name
+                );
+                refuse(client, ER_CON_COUNT_ERROR, &msg).await;
+                return;
+            }
+        };
     let ss = &pool.servers[server_ix];
     tracing::debug!(frontend = %conf.name, %peer, server = %ss.name, "mysql session");
 
@@ -328,13 +337,14 @@ async fn refuse(mut client: TcpStream, code: u16, msg: &str) {
 
 /// Connect to the best usable server of the pool and read its greeting, failing over on
 /// refused/timed-out connects and missing greetings (each marks its server down everywhere).
-/// Returns the server index, the stream and the greeting packet (header included).
-async fn connect_backend(
-    shard: &ShardCtx,
+/// Returns the server index, the stream, the greeting packet (header included) and the
+/// session's place in the server's `max_connections`.
+async fn connect_backend<'s>(
+    shard: &'s ShardCtx,
     pool_ix: usize,
     counters: &FrontCounters,
     peer: SocketAddr,
-) -> Result<(usize, TcpStream, Vec<u8>), NoBackend> {
+) -> Result<(usize, TcpStream, Vec<u8>, Place<'s>), NoBackend> {
     let shared = &shard.shared;
     let pool = &shared.pools[pool_ix];
     let conf = &shared.config.pools[pool_ix];
@@ -359,39 +369,60 @@ async fn connect_backend(
         };
         balancers[pool_ix].candidates(pool, &pick, &mut scratch, &mut order);
     }
-    for ix in order {
-        let ss = &pool.servers[ix];
-        let failure = match rt::connect(ss.addr, conf.connect_timeout).await {
-            Ok(mut stream) => match read_greeting(&mut stream, conf.connect_timeout).await {
-                Ok(g) => {
-                    if ss.mark_up() {
-                        tracing::info!(pool = %pool.name, server = %ss.name, "server up: connect succeeded");
+    // A server at its own max_connections is passed over; when every usable one is, the
+    // session waits for a place (polling, like HTTP requests queued on other shards' places)
+    // until queue_timeout, then gets ERR 1040.
+    let deadline = Instant::now() + conf.queue_timeout;
+    loop {
+        let mut full = false;
+        for &ix in &order {
+            let ss = &pool.servers[ix];
+            let Some(place) = ss.take_place() else {
+                full = true;
+                continue;
+            };
+            let failure = match rt::connect(ss.addr, conf.connect_timeout).await {
+                Ok(mut stream) => match read_greeting(&mut stream, conf.connect_timeout).await {
+                    Ok(g) => {
+                        if ss.mark_up() {
+                            tracing::info!(pool = %pool.name, server = %ss.name, "server up: connect succeeded");
+                        }
+                        if let Some((st, t)) = &sticky {
+                            st.settle(shard.shard.id, t, ix);
+                            st.remember(t, ix, rt::now_ms());
+                        }
+                        return Ok((ix, stream, g, place));
                     }
-                    if let Some((st, t)) = &sticky {
-                        st.settle(shard.shard.id, t, ix);
-                        st.remember(t, ix, rt::now_ms());
+                    Err(e) => e,
+                },
+                // Out of descriptors or memory here: no server is to blame, and none will do
+                // better.
+                Err(rt::ConnectError::Local(e)) => {
+                    static LOG: crate::rt::LogLimit = crate::rt::LogLimit::new();
+                    if let Some(suppressed) = LOG.allow() {
+                        tracing::warn!(pool = %pool.name, error = %e, suppressed, "cannot open a server connection: out of local resources");
                     }
-                    return Ok((ix, stream, g));
+                    return Err(NoBackend::LocalExhaustion);
                 }
-                Err(e) => e,
-            },
-            // Out of descriptors or memory here: no server is to blame, and none will do better.
-            Err(rt::ConnectError::Local(e)) => {
-                static LOG: crate::rt::LogLimit = crate::rt::LogLimit::new();
-                if let Some(suppressed) = LOG.allow() {
-                    tracing::warn!(pool = %pool.name, error = %e, suppressed, "cannot open a server connection: out of local resources");
-                }
-                return Err(NoBackend::LocalExhaustion);
+                Err(rt::ConnectError::Peer(e)) => e.to_string(),
+            };
+            counters.connect_failures.add(1);
+            if ss.mark_down(rt::now_ms(), conf.down_time.as_millis() as u64) {
+                tracing::warn!(pool = %pool.name, server = %ss.name, error = %failure, down_for = ?conf.down_time, "mysql server down");
             }
-            Err(rt::ConnectError::Peer(e)) => e.to_string(),
-        };
-        counters.connect_failures.add(1);
-        if ss.mark_down(rt::now_ms(), conf.down_time.as_millis() as u64) {
-            tracing::warn!(pool = %pool.name, server = %ss.name, error = %failure, down_for = ?conf.down_time, "mysql server down");
         }
+        if !full {
+            return Err(NoBackend::Unreachable);
+        }
+        if Instant::now() >= deadline {
+            return Err(NoBackend::Full);
+        }
+        rt::sleep(FULL_POLL).await;
     }
-    Err(NoBackend::Unreachable)
 }
+
+/// How often a session waiting for a place on a full server looks again.
+const FULL_POLL: Duration = Duration::from_millis(5);
 
 /// Why a client got no server.
 enum NoBackend {
@@ -399,6 +430,8 @@ enum NoBackend {
     Unreachable,
     /// We could not make a socket at all.
     LocalExhaustion,
+    /// Every usable server stayed at its `max_connections` for `queue_timeout`.
+    Full,
 }
 
 /// Read the server's first packet (greeting or ERR) whole.
