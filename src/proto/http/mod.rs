@@ -8,6 +8,7 @@
 
 pub mod answers;
 pub mod body;
+pub mod cookie;
 pub mod parse;
 pub mod scan;
 pub mod write;

@@ -87,7 +87,9 @@ impl Exchange {
             underscores: fe.conf.underscores_in_headers,
         };
         out.clear();
-        match strip_cookie.and_then(|name| sticky::without_cookie(buf, head, name)) {
+        match strip_cookie
+            .and_then(|name| crate::proto::http::cookie::without_cookie(buf, head, name))
+        {
             None => write_request_head(buf, head, &info, &mut out),
             Some((stripped, cookies)) => {
                 write_request_head(buf, &stripped, &info, &mut out);
@@ -202,7 +204,7 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
             Ok(v) => v,
             Err(f) => return fail(conn, f, head.head_len as u64, started),
         };
-    x.sticky = sticky::resolve(shared, &conn.buf, head, conn.peer, crate::rt::now_ms());
+    x.sticky = sticky::resolve(shared, &conn.buf, head, conn.peer);
     x.hash = pick::hash(
         &conn.http.conns[pool].conf,
         &view(&conn.buf, head),

@@ -21,7 +21,8 @@ use std::net::IpAddr;
 use crate::balance::sticky::{Settled, StickyShared, Ticket};
 use crate::balance::{PoolShared, ServerShared};
 use crate::config::{Sticky, StickyMode};
-use crate::proto::http::{HeaderSpan, RequestHead, ResponseHead, Span};
+use crate::proto::http::cookie::{cookie_value, route_of, sl, trim_ows, url_param};
+use crate::proto::http::{RequestHead, ResponseHead};
 
 /// The sticky state of one exchange.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,76 +30,6 @@ pub struct StickyReq {
     pub ticket: Ticket,
     /// insert_cookie: the server whose route the response's Set-Cookie carries.
     pub insert: Option<usize>,
-}
-
-fn sl(buf: &[u8], s: Span) -> &[u8] {
-    buf.get(s.start as usize..s.end as usize)
-        .unwrap_or_default()
-}
-
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
-fn is_cookie_field(buf: &[u8], h: &HeaderSpan) -> bool {
-    sl(buf, h.name).eq_ignore_ascii_case(b"cookie")
-}
-
-/// A cookie pair's name and value (`name=value`, spaces around either trimmed, a quoted value
-/// unquoted); `None` for a pair without `=`.
-fn cookie_pair(pair: &[u8]) -> Option<(&[u8], &[u8])> {
-    let eq = memchr::memchr(b'=', pair)?;
-    let name = trim_ows(&pair[..eq]);
-    let mut value = trim_ows(&pair[eq + 1..]);
-    if let [b'"', inner @ .., b'"'] = value {
-        value = inner;
-    }
-    Some((name, value))
-}
-
-/// The value of the first cookie called `name` in the request's Cookie fields.
-pub fn cookie_value<'a>(buf: &'a [u8], headers: &[HeaderSpan], name: &[u8]) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .filter(|h| is_cookie_field(buf, h))
-        .flat_map(|h| sl(buf, h.value).split(|&b| b == b';'))
-        .filter_map(cookie_pair)
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-}
-
-/// The value of URL parameter `name` in an origin-form target: a `;name=` path parameter
-/// (Apache `scolonpathdelim`), else a `name=` query parameter.
-pub fn url_param<'a>(target: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    if name.is_empty() {
-        return None;
-    }
-    let q = memchr::memchr(b'?', target).unwrap_or(target.len());
-    let (path, query) = (&target[..q], target.get(q + 1..).unwrap_or_default());
-    let query = &query[..memchr::memchr(b'#', query).unwrap_or(query.len())];
-    // Path parameters: every ';' segment of every path segment.
-    let from_path = path
-        .split(|&b| b == b';')
-        .skip(1)
-        .map(|p| &p[..memchr::memchr(b'/', p).unwrap_or(p.len())])
-        .find_map(|p| p.strip_prefix(name)?.strip_prefix(b"="));
-    from_path.or_else(|| {
-        query
-            .split(|&b| b == b'&' || b == b';')
-            .find_map(|p| p.strip_prefix(name)?.strip_prefix(b"="))
-    })
-}
-
-/// The route in a session id: what follows its last `.` (`ABC123.node1` → `node1`).
-pub fn route_of(session: &[u8]) -> Option<&[u8]> {
-    let dot = memchr::memrchr(b'.', session)?;
-    Some(&session[dot + 1..]).filter(|r| !r.is_empty())
 }
 
 /// The route a request names, by the pool's sticky mode (`None` for `source_ip`).
@@ -119,16 +50,11 @@ pub fn request_route<'a>(conf: &Sticky, buf: &'a [u8], head: &RequestHead) -> Op
 }
 
 /// The sticky ticket of a request to `pool` (default when the pool has no sticky section).
-pub fn resolve(
-    pool: &PoolShared,
-    buf: &[u8],
-    head: &RequestHead,
-    client: IpAddr,
-    now_ms: u64,
-) -> StickyReq {
+pub fn resolve(pool: &PoolShared, buf: &[u8], head: &RequestHead, client: IpAddr) -> StickyReq {
     let Some(st) = &pool.sticky else {
         return StickyReq::default();
     };
+    let now_ms = crate::rt::now_ms();
     let ticket = match st.conf.mode {
         StickyMode::SourceIp => st.resolve_client(pool, client, now_ms),
         _ => {
@@ -183,44 +109,6 @@ pub fn strip_name(pool: &PoolShared) -> Option<&[u8]> {
         .map(|s| s.conf.cookie.as_bytes())
 }
 
-/// When a Cookie field of `head` holds cookie `name`: the head without any Cookie field, and
-/// the Cookie fields to write instead (`Cookie: ...\r\n` each, the other pairs of each field
-/// in their order, joined by `; `; a field left empty is not written). `None`: leave the head.
-pub fn without_cookie(
-    buf: &[u8],
-    head: &RequestHead,
-    name: &[u8],
-) -> Option<(RequestHead, Vec<u8>)> {
-    let ours = |h: &HeaderSpan| {
-        is_cookie_field(buf, h)
-            && sl(buf, h.value)
-                .split(|&b| b == b';')
-                .filter_map(cookie_pair)
-                .any(|(n, _)| n == name)
-    };
-    if !head.headers.iter().any(ours) {
-        return None;
-    }
-    let mut lines = Vec::new();
-    for h in head.headers.iter().filter(|h| is_cookie_field(buf, h)) {
-        let mut first = true;
-        for pair in sl(buf, h.value).split(|&b| b == b';').map(trim_ows) {
-            if pair.is_empty() || cookie_pair(pair).is_some_and(|(n, _)| n == name) {
-                continue;
-            }
-            lines.extend_from_slice(if first { b"Cookie: " } else { b"; " });
-            lines.extend_from_slice(pair);
-            first = false;
-        }
-        if !first {
-            lines.extend_from_slice(b"\r\n");
-        }
-    }
-    let mut stripped = head.clone();
-    stripped.headers.retain(|h| !is_cookie_field(buf, h));
-    Some((stripped, lines))
-}
-
 /// Append our `Set-Cookie` (and, unless the response is private or not stored anyway,
 /// `Cache-Control: no-cache="set-cookie"`) to a response head written in `out` (which ends
 /// with the blank line).
@@ -271,6 +159,7 @@ pub fn add_set_cookie(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::http::cookie::{cookie_pair, without_cookie};
     use crate::proto::http::parse::{parse_request, parse_response, Limits};
     use crate::proto::http::{Method, Status};
     use std::time::Duration;
