@@ -426,3 +426,38 @@ fn mysql_sessions_of_one_client_stick_to_one_server_on_both_shards() {
     let (_, text) = p.ctl("show sticky db");
     assert!(text.contains(&format!("\n127.0.0.1 {first} ")), "{text}");
 }
+
+/// A client whose first request is a WebSocket upgrade gets our cookie on the 101, and the
+/// tunnel still works; a second upgrade naming that server gets no new cookie and lands there.
+#[test]
+fn an_upgrade_as_first_request_gets_the_inserted_cookie() {
+    let (p, _backends) = start("mode = \"insert_cookie\"\ncookie = \"SG\"");
+    let upgrade = |cookie: Option<&str>| {
+        let mut c = Conn::connect(p.addr("web"));
+        let mut fields = vec![
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "x3JJHMbDL1EzLkh9GBhXDw=="),
+            ("Sec-WebSocket-Version", "13"),
+        ];
+        if let Some(v) = cookie {
+            fields.push(("Cookie", v));
+        }
+        c.send(&req("GET", "/ws", "h", &fields, b""));
+        let r = c.read_response();
+        assert_eq!(r.status, 101, "{}", r.summary());
+        // The tunnel echoes raw bytes after the cookie was added to the head.
+        c.send(b"ping-bytes");
+        let mut got = [0u8; 10];
+        std::io::Read::read_exact(&mut c.stream(), &mut got).unwrap();
+        assert_eq!(&got, b"ping-bytes");
+        (r.backend().to_owned(), set_cookies(&r))
+    };
+    let (server, cookies) = upgrade(None);
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    let want = format!("SG={}", route_of(&server));
+    assert!(cookies[0].starts_with(&want), "{cookies:?}");
+    let (again, cookies) = upgrade(Some(&want));
+    assert_eq!(again, server);
+    assert!(cookies.is_empty(), "{cookies:?}");
+}

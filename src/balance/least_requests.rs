@@ -20,9 +20,12 @@ impl Select for LeastRequests {
         let n = usable.len();
         let start = self.rotate % n;
         self.rotate = self.rotate.wrapping_add(1);
+        // Only what this call adds is sorted: `out` may already hold a sticky target, which
+        // must stay first.
+        let from = out.len();
         out.extend(usable[start..].iter().chain(&usable[..start]));
         // Stable sort keeps the rotation among equals. Compare a/wa < b/wb as a*wb < b*wa.
-        out.sort_by_cached_key(|&i| {
+        out[from..].sort_by_cached_key(|&i| {
             let s = &pool.servers[i];
             (s.inflight() as u64 * 1_000_000) / pool.weight(i, pick.now_ms).max(1) as u64
         });

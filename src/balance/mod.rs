@@ -150,6 +150,8 @@ pub struct ServerShared {
     /// The server's agent said `down`, `fail` or `stopped` (HAProxy agent-check); its `up`
     /// or `ready` clears it. A fourth source, combined like the others.
     agent_down: AtomicBool,
+    /// The admin state was set to drain or maint by an operator (see `set_admin_by_operator`).
+    operator_admin: AtomicBool,
     /// Milliseconds since the process clock's epoch until which the server is skipped; 0 = up.
     down_until: AtomicU64,
     /// When the server last came back up (ms, process clock), for slow start; 0 = not ramping.
@@ -179,6 +181,7 @@ impl ServerShared {
             admin: AtomicU8::new(Admin::Ready as u8),
             active: AtomicU8::new(Active::Unchecked as u8),
             agent_down: AtomicBool::new(false),
+            operator_admin: AtomicBool::new(false),
             down_until: AtomicU64::new(0),
             up_since: AtomicU64::new(0),
             ewma_us: AtomicU64::new(0),
@@ -231,6 +234,19 @@ impl ServerShared {
 
     pub fn admin(&self) -> Admin {
         Admin::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    /// Set by an operator (`set server`, `disable`/`enable server`): an agent may not undo a
+    /// `drain` or `maint` set this way.
+    pub fn set_admin_by_operator(&self, a: Admin) {
+        self.operator_admin
+            .store(a != Admin::Ready, Ordering::Relaxed);
+        self.set_admin(a);
+    }
+
+    /// The admin state was last set to drain or maint by an operator.
+    pub fn operator_admin(&self) -> bool {
+        self.operator_admin.load(Ordering::Relaxed)
     }
 
     pub fn set_admin(&self, a: Admin) {
@@ -615,9 +631,13 @@ impl Balancer {
                     .filter(|&i| pool.servers[i].backup && pool.servers[i].is_usable(now)),
             );
         }
-        let sticky = pick
-            .sticky
-            .filter(|&i| i < pool.servers.len() && pool.servers[i].is_sticky_usable(now));
+        // A client stuck to a backup goes back to the primaries as soon as one is usable.
+        let only_backups = scratch.iter().all(|&j| pool.servers[j].backup);
+        let sticky = pick.sticky.filter(|&i| {
+            i < pool.servers.len()
+                && pool.servers[i].is_sticky_usable(now)
+                && (!pool.servers[i].backup || only_backups)
+        });
         if let Some(t) = sticky {
             out.push(t);
         }
@@ -795,6 +815,83 @@ mod tests {
             pool.servers[2].mark_down(1, 1000);
             b.candidates(&pool, &Pick::default(), &mut scratch, &mut out);
             assert_eq!(out, vec![3], "{m:?}: only the backup");
+        }
+    }
+
+    /// Whatever the method, and however loaded the other servers are, a sticky target that may
+    /// take the request comes first, once; a draining one too; a backup only while no primary
+    /// is usable.
+    #[test]
+    fn every_method_puts_a_sticky_target_first() {
+        for m in [
+            Balance::RoundRobin,
+            Balance::LeastRequests,
+            Balance::ByRequests,
+            Balance::ByTraffic,
+            Balance::LeastTime,
+            Balance::P2c,
+            Balance::Hash,
+        ] {
+            let mut servers: Vec<Server> = (0..4).map(|i| test_server(i, 1)).collect();
+            servers[3].backup = true;
+            let pool = PoolShared::new(
+                &Pool {
+                    balance: m,
+                    servers,
+                    ..crate::config::from_str(
+                        "[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n\
+                         [pool.p]\nservers = [{ name = \"a\", addr = \"127.0.0.1:2\" }]\n",
+                        "<test>",
+                    )
+                    .unwrap()
+                    .pools[0]
+                        .clone()
+                },
+                1,
+            );
+            // The target is the busiest, the slowest, the most used.
+            for _ in 0..5 {
+                pool.servers[2].begin(0);
+            }
+            pool.servers[2].add_bytes(0, 1 << 20);
+            pool.servers[2].observe_latency(50_000);
+            pool.servers[0].observe_latency(100);
+            pool.servers[1].observe_latency(100);
+            let mut b = Balancer::new(&pool, 0);
+            let (mut scratch, mut out) = (Vec::new(), Vec::new());
+            for k in 0..30u64 {
+                let pick = Pick {
+                    now_ms: 5,
+                    hash: hash::hash64(&k.to_le_bytes()),
+                    sticky: Some(2),
+                };
+                b.candidates(&pool, &pick, &mut scratch, &mut out);
+                assert_eq!(out[0], 2, "{m:?}: {out:?}");
+                let mut sorted = out.clone();
+                sorted.sort();
+                assert_eq!(sorted, vec![0, 1, 2], "{m:?}");
+            }
+            pool.servers[2].set_admin(Admin::Drain);
+            let pick = Pick {
+                now_ms: 5,
+                hash: 7,
+                sticky: Some(2),
+            };
+            b.candidates(&pool, &pick, &mut scratch, &mut out);
+            assert_eq!(out[0], 2, "{m:?}: draining keeps its sticky clients");
+            assert_eq!(out.len(), 3, "{m:?}: {out:?}");
+            // Stuck to the backup: only while no primary is usable.
+            let to_backup = Pick {
+                sticky: Some(3),
+                ..pick
+            };
+            b.candidates(&pool, &to_backup, &mut scratch, &mut out);
+            assert!(!out.contains(&3), "{m:?}: {out:?}");
+            for i in 0..3 {
+                pool.servers[i].set_admin(Admin::Maint);
+            }
+            b.candidates(&pool, &to_backup, &mut scratch, &mut out);
+            assert_eq!(out, vec![3], "{m:?}");
         }
     }
 

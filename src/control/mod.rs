@@ -218,7 +218,7 @@ fn set_admin(s: &Shared, args: &[&str], admin: Admin) -> Result<(String, Action)
         return Err("expected POOL/SERVER".into());
     };
     let (p, i) = find_server(s, target)?;
-    p.servers[i].set_admin(admin);
+    p.servers[i].set_admin_by_operator(admin);
     tracing::info!(pool = %p.name, server = %p.servers[i].name, state = admin.as_str(), "server state changed by command");
     let word = match admin {
         Admin::Maint => "disabled",
@@ -255,7 +255,7 @@ fn set_server(s: &Shared, args: &[&str]) -> Result<(String, Action), String> {
                 _ => return Err(format!("state '{value}': expected ready, drain or maint")),
             };
             let old = sv.admin();
-            sv.set_admin(admin);
+            sv.set_admin_by_operator(admin);
             tracing::info!(pool = %p.name, server = %sv.name, old = old.as_str(), state = admin.as_str(), "server state changed by command");
             Ok((
                 format!("{target} state {} (was {})\n", admin.as_str(), old.as_str()),

@@ -97,7 +97,7 @@ impl Agent {
         }
         if let Some(want) = said.admin {
             let now = ss.admin();
-            if now == Admin::Ready || now == self.own_admin {
+            if now == Admin::Ready || (now == self.own_admin && !ss.operator_admin()) {
                 if now != want {
                     ss.set_admin(want);
                     tracing::info!(pool, server = %ss.name, state = %want.as_str(), "agent: admin state");
@@ -233,13 +233,22 @@ mod tests {
         assert_eq!((ss.admin(), ss.weight_now()), (Admin::Drain, 5));
         a.apply("p", ss, &parse("ready").unwrap());
         assert_eq!(ss.admin(), Admin::Ready);
+        // The agent drains it, then the operator drains it too: the operator's drain stays
+        // whatever the agent says next.
+        a.apply("p", ss, &parse("drain").unwrap());
+        ss.set_admin_by_operator(Admin::Drain);
+        a.apply("p", ss, &parse("ready").unwrap());
+        assert_eq!(ss.admin(), Admin::Drain, "the operator's drain stays");
+        ss.set_admin_by_operator(Admin::Ready);
+        a.apply("p", ss, &parse("ready").unwrap());
+        assert_eq!(ss.admin(), Admin::Ready);
         // The operator puts it in maint: the agent's ready and drain change nothing.
-        ss.set_admin(Admin::Maint);
+        ss.set_admin_by_operator(Admin::Maint);
         a.apply("p", ss, &parse("ready").unwrap());
         a.apply("p", ss, &parse("drain").unwrap());
         assert_eq!(ss.admin(), Admin::Maint);
         // Once the operator sets it ready, the agent may act again.
-        ss.set_admin(Admin::Ready);
+        ss.set_admin_by_operator(Admin::Ready);
         a.apply("p", ss, &parse("maint").unwrap());
         assert_eq!(ss.admin(), Admin::Maint);
         a.apply("p", ss, &parse("ready").unwrap());

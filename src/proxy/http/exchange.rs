@@ -291,6 +291,11 @@ async fn respond(
         }
         conn.out.clear();
         write_response_head(&up.buf, &resp, true, x.req.http10, true, &mut conn.out);
+        // A client whose first request is an upgrade gets our cookie too.
+        if let Some(server) = x.sticky.insert {
+            let id = http.ctx.id();
+            sticky::insert(&cache.shared, id, server, &up.buf, &resp, &mut conn.out);
+        }
         conn.out.extend_from_slice(&up.buf[resp.head_len..]);
         up.buf.clear();
         return match conn.send_out(client, &mut x.answered).await {

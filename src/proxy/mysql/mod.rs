@@ -348,32 +348,32 @@ async fn connect_backend<'s>(
     let shared = &shard.shared;
     let pool = &shared.pools[pool_ix];
     let conf = &shared.config.pools[pool_ix];
-    let mut order = Vec::new();
+    let (mut order, mut scratch) = (Vec::new(), Vec::new());
     // Only source_ip stickiness applies to MySQL (a session has no cookie).
     let sticky = pool
         .sticky
         .as_ref()
         .filter(|st| st.table.is_some())
         .map(|st| (st, st.resolve_client(pool, peer.ip(), rt::now_ms())));
-    {
-        let mut scratch = Vec::new();
-        let mut balancers = shard.balancers.borrow_mut();
-        let pick = crate::balance::Pick {
-            now_ms: rt::now_ms(),
-            sticky: sticky.and_then(|(_, t)| t.target),
-            // balance = "hash": MySQL pools hash the client's address.
-            hash: match pool.balance {
-                crate::config::Balance::Hash => crate::balance::hash::ip_hash(peer.ip()),
-                _ => 0,
-            },
-        };
-        balancers[pool_ix].candidates(pool, &pick, &mut scratch, &mut order);
-    }
+    // balance = "hash": MySQL pools hash the client's address.
+    let hash = match pool.balance {
+        crate::config::Balance::Hash => crate::balance::hash::ip_hash(peer.ip()),
+        _ => 0,
+    };
     // A server at its own max_connections is passed over; when every usable one is, the
     // session waits for a place (polling, like HTTP requests queued on other shards' places)
-    // until queue_timeout, then gets ERR 1040.
+    // until queue_timeout, then gets ERR 1040. Each pass orders the servers afresh, so one
+    // marked down or put in maintenance meanwhile is not tried again.
     let deadline = Instant::now() + conf.queue_timeout;
     loop {
+        {
+            let pick = crate::balance::Pick {
+                now_ms: rt::now_ms(),
+                sticky: sticky.and_then(|(_, t)| t.target),
+                hash,
+            };
+            shard.balancers.borrow_mut()[pool_ix].candidates(pool, &pick, &mut scratch, &mut order);
+        }
         let mut full = false;
         for &ix in &order {
             let ss = &pool.servers[ix];
