@@ -6,6 +6,7 @@
 //! primary is out, and `max_connections` across shards with its queue and `queue_timeout` 503.
 
 mod common;
+mod mysql_support;
 
 use common::*;
 use std::collections::HashMap;
@@ -562,22 +563,8 @@ fn holding_mysql() -> (
             let o = o.clone();
             thread::spawn(move || {
                 o.fetch_add(1, SeqCst);
-                let mut g = vec![10];
-                g.extend_from_slice(b"5.5.5-10.11.6-fake\0");
-                g.extend_from_slice(&7u32.to_le_bytes());
-                g.extend_from_slice(b"12345678\0");
-                let caps: u32 = (1 << 9) | (1 << 15) | (1 << 19) | 1 | (1 << 13);
-                g.extend_from_slice(&(caps as u16).to_le_bytes());
-                g.push(45);
-                g.extend_from_slice(&2u16.to_le_bytes());
-                g.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
-                g.push(21);
-                g.extend_from_slice(&[0; 10]);
-                g.extend_from_slice(b"abcdefghijkl\0mysql_native_password\0");
-                let mut p = (g.len() as u32).to_le_bytes()[..3].to_vec();
-                p.push(0);
-                p.extend_from_slice(&g);
-                let _ = s.write_all(&p);
+                let g = mysql_support::raw::greeting(7, "mysql_native_password");
+                let _ = s.write_all(&mysql_support::raw::packet(0, &g));
                 let mut sink = [0u8; 512];
                 while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
                 o.fetch_sub(1, SeqCst);

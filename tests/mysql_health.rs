@@ -216,20 +216,8 @@ fn fake() -> (std::net::SocketAddr, std::sync::Arc<FakeCounts>) {
                     p.extend_from_slice(b"Too many connections");
                     return s.write_all(&packet(0, &p));
                 }
-                let mut g = vec![10];
-                g.extend_from_slice(b"5.5.5-10.11.6-fake\0");
-                g.extend_from_slice(&9u32.to_le_bytes());
-                g.extend_from_slice(b"12345678\0");
-                let caps: u32 = (1 << 9) | (1 << 15) | (1 << 19) | 1 | (1 << 13);
-                g.extend_from_slice(&(caps as u16).to_le_bytes());
-                g.push(45);
-                g.extend_from_slice(&2u16.to_le_bytes());
-                g.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
-                g.push(21);
-                g.extend_from_slice(&[0; 10]);
-                g.extend_from_slice(b"abcdefghijkl\0");
                 // Another default plugin, so the check must follow the switch.
-                g.extend_from_slice(b"client_ed25519\0");
+                let g = mysql_support::raw::greeting(9, "client_ed25519");
                 s.write_all(&packet(0, &g))?;
                 let (_, _resp) = read_packet(&mut s)?;
                 let nonce = b"ZYXWVUTSRQPONMLKJIHG";

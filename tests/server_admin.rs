@@ -8,18 +8,20 @@ use common::*;
 use std::collections::HashMap;
 
 fn three_servers(a: &Backend, b: &Backend, c: &Backend, pool_extra: &str) -> Proxy {
-    three_servers_with(a, b, c, pool_extra, "")
+    three_servers_with(2, a, b, c, pool_extra, "")
 }
 
-/// As [`three_servers`], with `subtables` (`[pool.app.sticky]`, ...) after the pool.
+/// As [`three_servers`] on `shards` shards, with `subtables` (`[pool.app.sticky]`, ...) after
+/// the pool.
 fn three_servers_with(
+    shards: u32,
     a: &Backend,
     b: &Backend,
     c: &Backend,
     pool_extra: &str,
     subtables: &str,
 ) -> Proxy {
-    let cfg = common::daemon(2)
+    let cfg = common::daemon(shards)
         + &format!(
             r#"
 [[http]]
@@ -177,31 +179,9 @@ fn show_servers_counts_queued_requests_and_sticky_clients() {
         Backend::start("b"),
         Backend::start("c"),
     );
-    // One shard, one connection per server: the third concurrent request to a waits.
-    let cfg = common::daemon(1)
-        + &format!(
-            r#"
-[[http]]
-name = "web"
-listen = ["127.0.0.1:{{port:web}}"]
-default_pool = "app"
-
-[pool.app]
-balance = "hash"
-hash_key = "uri"
-max_connections_per_server = 1
-max_idle_per_server = 1
-servers = [
-  {{ name = "a", addr = "{}" }},
-  {{ name = "b", addr = "{}" }},
-  {{ name = "c", addr = "{}" }},
-]
-"#,
-            a.addr_string(),
-            b.addr_string(),
-            c.addr_string()
-        );
-    let p = Proxy::start(&cfg);
+    // One shard, one connection per server: the third concurrent request to a server waits.
+    let pool = "balance = \"hash\"\nhash_key = \"uri\"\nmax_connections_per_server = 1\nmax_idle_per_server = 1";
+    let p = three_servers_with(1, &a, &b, &c, pool, "");
     // Every request for this URI hashes to one server; three at once: one served, two queued.
     let path = "/delay/1500";
     let clients: Vec<_> = (0..3)
@@ -234,7 +214,7 @@ servers = [
     // source_ip stickiness: the one client (127.0.0.1) is counted on the server it sticks to.
     drop(p);
     let cfg_sticky = "\n[pool.app.sticky]\nmode = \"source_ip\"\n";
-    let p = three_servers_with(&a, &b, &c, "", cfg_sticky);
+    let p = three_servers_with(2, &a, &b, &c, "", cfg_sticky);
     let by = spread(&p, 10);
     assert_eq!(by.len(), 1, "one client, one server: {by:?}");
     let (name, _) = by.into_iter().next().unwrap();

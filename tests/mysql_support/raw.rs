@@ -285,6 +285,12 @@ impl Drop for FakeServer {
 }
 
 fn fake_greeting(id: u32) -> Vec<u8> {
+    greeting(id, "mysql_native_password")
+}
+
+/// A protocol-10 greeting payload (MariaDB-style version, connection `id`, a fixed scramble)
+/// naming `plugin` as the default authentication plugin.
+pub fn greeting(id: u32, plugin: &str) -> Vec<u8> {
     let caps: u32 = CLIENT_CAPS | CLIENT_CONNECT_WITH_DB;
     let mut g = vec![10];
     g.extend_from_slice(b"5.5.5-10.11.0-fake\0");
@@ -297,7 +303,8 @@ fn fake_greeting(id: u32) -> Vec<u8> {
     g.push(21);
     g.extend_from_slice(&[0; 10]);
     g.extend_from_slice(b"ijklmnopqrst\0");
-    g.extend_from_slice(b"mysql_native_password\0");
+    g.extend_from_slice(plugin.as_bytes());
+    g.push(0);
     g
 }
 
