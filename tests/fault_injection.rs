@@ -116,6 +116,9 @@ servers = [ {{ name = "ok", addr = "{{ok}}" }} ]
     }
 
     fn snap(&self) -> Snap {
+        // Descriptors first: the control connection `stats` opens can still be open in the
+        // daemon for a moment after its answer, and would count as one more fixed descriptor.
+        let fds = self.census();
         let s = stats(&self.p);
         Snap {
             active: stat(&s, "connections.active"),
@@ -123,7 +126,7 @@ servers = [ {{ name = "ok", addr = "{{ok}}" }} ]
             writing: stat(&s, "connections.writing"),
             waiting: stat(&s, "connections.waiting"),
             retries: stat(&s, "upstream.retries"),
-            fds: self.census(),
+            fds,
             rss_kib: rss_kib(self.p.pid()),
         }
     }
