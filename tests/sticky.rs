@@ -461,3 +461,49 @@ fn an_upgrade_as_first_request_gets_the_inserted_cookie() {
     assert_eq!(again, server);
     assert!(cookies.is_empty(), "{cookies:?}");
 }
+
+/// `set server ... state drain` (and weight 0): the server takes no new clients but keeps
+/// serving the ones stuck to it, on every shard; `maint` then moves them away (with a new
+/// cookie).
+#[test]
+fn a_draining_server_keeps_its_sticky_clients_and_takes_no_new_ones() {
+    let (p, _backends) = start("mode = \"insert_cookie\"\ncookie = \"SG\"");
+    for admin in ["state drain", "weight 0"] {
+        let cookie = "SG=n1"; // server a
+        let (code, out) = p.ctl(&format!("set server app/a {admin}"));
+        assert_eq!(code, 0, "{out}");
+        // New clients (fresh connections, so both shards serve): never a.
+        for i in 0..20 {
+            let mut c = Conn::connect(p.addr("web"));
+            let r = c.get(&format!("/new{i}"), "h");
+            assert_ne!(r.backend(), "a", "{admin}: a new client went to a");
+        }
+        // Clients stuck to a: still a, and no new cookie.
+        for i in 0..20 {
+            let mut c = Conn::connect(p.addr("web"));
+            c.send(&req(
+                "GET",
+                &format!("/old{i}"),
+                "h",
+                &[("Cookie", cookie)],
+                b"",
+            ));
+            let r = c.read_response();
+            assert_eq!(r.backend(), "a", "{admin}: a stuck client left a");
+            assert!(set_cookies(&r).is_empty(), "{}", r.summary());
+        }
+        let undo = if admin == "weight 0" {
+            "weight 1"
+        } else {
+            "state ready"
+        };
+        assert_eq!(p.ctl(&format!("set server app/a {undo}")).0, 0);
+    }
+    // Maintenance: stuck clients move, and get a new cookie.
+    assert_eq!(p.ctl("set server app/a state maint").0, 0);
+    let mut c = Conn::connect(p.addr("web"));
+    c.send(&req("GET", "/", "h", &[("Cookie", "SG=n1")], b""));
+    let r = c.read_response();
+    assert_ne!(r.backend(), "a");
+    assert_eq!(set_cookies(&r).len(), 1, "{}", r.summary());
+}
