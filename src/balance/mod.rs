@@ -457,17 +457,24 @@ impl Drop for Place<'_> {
 }
 
 impl ServerShared {
-    /// A place within `max_connections`, or `None` when the server is full.
-    pub fn take_place(&self) -> Option<Place<'_>> {
-        let Some(max) = self.max_connections else {
-            return Some(Place(None));
-        };
+    /// Count one more connection in `conns` if that stays within `max_connections` (always,
+    /// without the bound); the caller gives it back with a `fetch_sub`.
+    pub fn try_take_conn(&self) -> bool {
+        let max = self.max_connections.unwrap_or(u32::MAX);
         self.conns
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
                 (n < max).then_some(n + 1)
             })
-            .ok()
-            .map(|_| Place(Some(self)))
+            .is_ok()
+    }
+
+    /// A place within `max_connections`, or `None` when the server is full.
+    pub fn take_place(&self) -> Option<Place<'_>> {
+        if self.max_connections.is_none() {
+            return Some(Place(None));
+        }
+        // Lazily: a `Place` built and dropped would give back a place never taken.
+        self.try_take_conn().then(|| Place(Some(self)))
     }
 }
 
@@ -632,11 +639,10 @@ impl Balancer {
             );
         }
         // A client stuck to a backup goes back to the primaries as soon as one is usable.
-        let only_backups = scratch.iter().all(|&j| pool.servers[j].backup);
         let sticky = pick.sticky.filter(|&i| {
             i < pool.servers.len()
                 && pool.servers[i].is_sticky_usable(now)
-                && (!pool.servers[i].backup || only_backups)
+                && (!pool.servers[i].backup || scratch.iter().all(|&j| pool.servers[j].backup))
         });
         if let Some(t) = sticky {
             out.push(t);

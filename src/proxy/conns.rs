@@ -98,13 +98,7 @@ impl ServerSlots {
         let Some((pool, i)) = &self.global else {
             return true;
         };
-        let s = &pool.servers[*i];
-        let max = s.max_connections.unwrap_or(u32::MAX);
-        s.conns
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
+        pool.servers[*i].try_take_conn()
     }
 
     /// Give a place back: to the oldest waiter of this shard if only this shard has waiters

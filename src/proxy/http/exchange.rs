@@ -192,7 +192,9 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
         conn.http.ctx.stats().shed_refused.add(1);
         return fail(conn, Failure::Overloaded, head.head_len as u64, started);
     }
-    let pool = match choose_pool(conn, head) {
+    // What routing and the hash key read of the request, built once.
+    let req = view(&conn.buf, head);
+    let pool = match choose_pool(conn, head, &req) {
         Ok(p) => p,
         Err(f) => return fail(conn, f, head.head_len as u64, started),
     };
@@ -205,11 +207,7 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
             Err(f) => return fail(conn, f, head.head_len as u64, started),
         };
     x.sticky = sticky::resolve(shared, &conn.buf, head, conn.peer);
-    x.hash = pick::hash(
-        &conn.http.conns[pool].conf,
-        &view(&conn.buf, head),
-        conn.peer,
-    );
+    x.hash = pick::hash(&conn.http.conns[pool].conf, &req, conn.peer);
     conn.buf.drain(..consumed);
     let outcome = match forward::forward(conn, client, &mut x).await {
         Ok((up, resp, inflight)) => {
@@ -245,15 +243,14 @@ fn fail(conn: &mut Conn, f: Failure, bytes_in: u64, started: Instant) -> Outcome
 }
 
 /// Route the request to a pool of the frontend.
-fn choose_pool(conn: &Conn, head: &RequestHead) -> Result<usize, Failure> {
+fn choose_pool(conn: &Conn, head: &RequestHead, req: &RequestView) -> Result<usize, Failure> {
     let conf = &conn.fe.conf;
-    let buf = &conn.buf;
     if let Some(auth) = head.absolute_authority {
-        if !route::serves_host(conf, auth.of(buf)) {
+        if !route::serves_host(conf, auth.of(&conn.buf)) {
             return Err(Failure::ForeignHost);
         }
     }
-    route::select_pool(conf, &view(buf, head)).ok_or(Failure::NoRoute)
+    route::select_pool(conf, req).ok_or(Failure::NoRoute)
 }
 
 /// The request as routing and balancing read it.
