@@ -3,88 +3,86 @@
 //! ([`Protocols`]: which protocol serves each listener), then wait for SIGTERM/SIGINT or
 //! `stop daemon`, let the shards drain within `daemon.stop_timeout`, remove the socket, exit 0.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::file::FileConfig;
 use crate::config::Config;
 use crate::proxy::http::HttpShard;
-use crate::proxy::{mysql, ShardCtx};
-use crate::shard::{self, Handler, Listen, Service, Shard};
+use crate::proxy::{mysql, Front, ShardCtx};
+use crate::rt::TcpStream;
+use crate::shard::{self, ConnFuture, ConnGuard, Listen, Service, Shard, ShardService};
 use crate::shared::Shared;
 
-/// What a listener serves.
-#[derive(Clone, Copy, Debug)]
-enum Front {
-    Http(usize),
-    Mysql(usize),
-}
-
-/// The dispatch from listeners to protocols, and each protocol's start on a shard.
+/// The protocols above the shards: on each shard, the HTTP and MySQL state and the dispatch
+/// from a listening address to the frontend the running config has there.
 struct Protocols {
     shared: Arc<Shared>,
-    /// Indexed by listener tag.
-    fronts: Vec<Front>,
 }
 
-impl Protocols {
-    fn new(shared: Arc<Shared>) -> (Protocols, Vec<Listen>) {
-        let config = &shared.config;
-        let mut fronts = Vec::new();
-        let mut listen = Vec::new();
-        let http = config
-            .http
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (Front::Http(i), &f.name, &f.listen));
-        let my = config
-            .mysql
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (Front::Mysql(i), &f.name, &f.listen));
-        for (front, name, addrs) in http.chain(my) {
-            let tag = fronts.len();
-            fronts.push(front);
-            listen.extend(addrs.iter().map(|&addr| Listen {
-                tag,
-                addr,
-                name: name.clone(),
-            }));
-        }
-        (Protocols { shared, fronts }, listen)
-    }
+/// One shard's protocols.
+struct ShardProtocols {
+    ctx: Rc<ShardCtx>,
+    http: Rc<HttpShard>,
 }
 
 impl Service for Protocols {
-    fn start(&self, shard: &Rc<Shard>) -> Vec<Handler> {
+    fn start(&self, shard: &Rc<Shard>) -> Rc<dyn ShardService> {
         let ctx = ShardCtx::new(shard, self.shared.clone());
         let http = HttpShard::new(ctx.clone());
         mysql::start_shard(&ctx);
-        self.fronts
-            .iter()
-            .map(|&front| -> Handler {
-                match front {
-                    Front::Http(i) => {
-                        let http = http.clone();
-                        Rc::new(move |stream, peer, guard| {
-                            Box::pin(http.clone().serve(i, stream, peer, guard))
-                        })
-                    }
-                    Front::Mysql(i) => {
-                        let ctx = ctx.clone();
-                        Rc::new(move |stream, peer, guard| {
-                            Box::pin(mysql::serve_client(ctx.clone(), i, stream, peer, guard))
-                        })
-                    }
-                }
-            })
-            .collect()
+        Rc::new(ShardProtocols { ctx, http })
     }
 }
 
+impl ShardService for ShardProtocols {
+    fn serve(
+        &self,
+        listen: SocketAddr,
+        stream: TcpStream,
+        peer: SocketAddr,
+        guard: ConnGuard,
+    ) -> Option<ConnFuture> {
+        let view = self.ctx.view();
+        match view.front_at(listen)? {
+            Front::Http(i) => Some(Box::pin(
+                self.http.clone().serve(view, i, stream, peer, guard),
+            )),
+            Front::Mysql(i) => Some(Box::pin(mysql::serve_client(
+                self.ctx.clone(),
+                view,
+                i,
+                stream,
+                peer,
+                guard,
+            ))),
+        }
+    }
+
+    fn refresh(&self) {
+        self.ctx.refresh();
+    }
+}
+
+/// Every address of `config`, with its frontend's name for messages.
+pub(crate) fn listen_of(config: &Config) -> Vec<Listen> {
+    let http = config.http.iter().map(|f| (&f.name, &f.listen));
+    let my = config.mysql.iter().map(|f| (&f.name, &f.listen));
+    http.chain(my)
+        .flat_map(|(name, addrs)| {
+            addrs.iter().map(|&addr| Listen {
+                addr,
+                name: name.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Start the daemon with a validated config; returns the process exit code.
-pub fn run(config: Config) -> u8 {
+pub fn run(config: Config, file: FileConfig) -> u8 {
     init_logging();
     let nofile = raise_nofile_limit();
     let mut daemon_conf = config.daemon.clone();
@@ -99,8 +97,15 @@ pub fn run(config: Config) -> u8 {
             "memory ceiling"
         );
     }
-    let shared = Shared::new(config);
-    let (protocols, listen) = Protocols::new(shared.clone());
+    let listen = listen_of(&config);
+    let shared = Shared::new(config, file);
+    shared
+        .life
+        .max_connections
+        .store(daemon_conf.max_connections, Ordering::Relaxed);
+    let protocols = Protocols {
+        shared: shared.clone(),
+    };
     let listeners = match shard::bind_all(daemon_conf.shards, &listen) {
         Ok(l) => l,
         Err(e) => {
@@ -123,17 +128,10 @@ pub fn run(config: Config) -> u8 {
         }
     };
     let shards = daemon_conf.shards;
-    let stop_timeout = daemon_conf.stop_timeout;
-    let source = shared.config.source.display().to_string();
+    let source = shared.current().config.source.display().to_string();
     // Render the canned error responses now, not on a shard's first error.
     crate::proto::http::answers::init();
-    let handles = match shard::spawn(
-        &daemon_conf,
-        shared.life.clone(),
-        &shared.stats,
-        listeners,
-        Arc::new(protocols),
-    ) {
+    let handles = match shard::spawn(&daemon_conf, &shared, listeners, Arc::new(protocols)) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("shardgate: cannot start shard threads: {e}");
@@ -167,6 +165,7 @@ pub fn run(config: Config) -> u8 {
         std::thread::sleep(Duration::from_millis(10));
         crate::mem::update();
     }
+    let stop_timeout = shared.current().config.daemon.stop_timeout;
     tracing::info!(deadline = ?stop_timeout, "stopping: no new connections, draining in-flight requests");
     let deadline = Instant::now() + stop_timeout + Duration::from_secs(1);
     while shared.life.running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
@@ -274,6 +273,22 @@ impl FdBudget {
     }
 }
 
+/// The client connection cap for `config` under the open-file limit in force now.
+pub(crate) fn client_cap(config: &Config) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes a properly sized rlimit struct.
+    let nofile = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        u64::MAX
+    };
+    let budget = FdBudget::of(config, nofile);
+    config.daemon.max_connections.min(budget.clients)
+}
+
 /// Raise the soft open-file limit to the hard one and log both limits that shape capacity.
 /// Returns the open-file limit in force.
 fn raise_nofile_limit() -> u64 {
@@ -316,11 +331,12 @@ fn stop_signal_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
 
-/// Block SIGTERM/SIGINT in this thread before any other starts, so that every thread inherits
+/// Block SIGTERM/SIGINT/SIGHUP in this thread before any other starts, so that every thread inherits
 /// the mask and only the signal thread receives them (through sigwait). `main` calls it first.
 pub fn block_stop_signals() {
     let set = stop_signal_set();
@@ -330,14 +346,34 @@ pub fn block_stop_signals() {
     }
 }
 
+/// The signal thread: SIGTERM/SIGINT stop the daemon; SIGHUP reloads the config (as `ctl
+/// reload`: a bad file is logged and the running config stays).
 fn wait_stop_signal(shared: &Arc<Shared>) {
     let set = stop_signal_set();
-    let mut sig: libc::c_int = 0;
-    // SAFETY: sigwait with a valid set and out-pointer.
-    let rc = unsafe { libc::sigwait(&set, &mut sig) };
-    if rc == 0 {
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigwait with a valid set and out-pointer.
+        let rc = unsafe { libc::sigwait(&set, &mut sig) };
+        if rc != 0 {
+            return;
+        }
+        if sig == libc::SIGHUP {
+            tracing::info!(signal = sig, "SIGHUP: reloading the config");
+            match crate::reload::reload(shared) {
+                Ok(a) => {
+                    for w in &a.warnings {
+                        tracing::warn!("reload: {w}");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(event = "reload_refused", error = %e, "reload refused; the running config stays")
+                }
+            }
+            continue;
+        }
         tracing::info!(signal = sig, "stop signal received");
         shared.life.stopping.store(true, Ordering::SeqCst);
+        return;
     }
 }
 
@@ -361,7 +397,9 @@ pub fn demo(listen: &str, shards: usize) -> u8 {
         addrs[0],
         addrs[1]
     );
-    let config = match crate::config::from_str(&toml, "<demo>") {
+    let parsed = crate::config::parse(&toml, "<demo>")
+        .and_then(|f| Ok((crate::config::from_file(f.clone(), "<demo>")?, f)));
+    let (config, file) = match parsed {
         Ok(c) => c,
         Err(e) => {
             eprintln!("shardgate demo: {e}");
@@ -374,7 +412,7 @@ pub fn demo(listen: &str, shards: usize) -> u8 {
         addrs[1],
         socket.display()
     );
-    run(config)
+    run(config, file)
 }
 
 #[cfg(test)]

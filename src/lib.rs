@@ -23,6 +23,7 @@ mod health;
 mod mem;
 pub mod proto;
 mod proxy;
+mod reload;
 mod route;
 mod rt;
 mod shard;

@@ -64,8 +64,8 @@ fn main() -> ExitCode {
         Some(Cmd::Ctl { socket, command }) => ctl(socket, &cli.config, &command.join(" ")),
         Some(Cmd::Demo { listen, shards }) => shardgate::demo(&listen, shards),
         None if cli.check => check(&cli.config),
-        None => match shardgate::config::load(&cli.config) {
-            Ok(config) => shardgate::run(config),
+        None => match shardgate::config::load_with_file(&cli.config) {
+            Ok((config, file)) => shardgate::run(config, file),
             Err(e) => {
                 eprintln!("shardgate: {e}");
                 2

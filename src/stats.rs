@@ -77,8 +77,9 @@ pub struct ShardStats {
     pub tunnels: Counter,
     /// Connection tasks that panicked (each closed its connection; the shard went on).
     pub panics: Counter,
-    /// Per frontend, every site this shard has counted (see the module head).
-    pub sites: Mutex<Vec<Vec<SiteEntry>>>,
+    /// Per frontend (by name, so that counts survive a reload that reorders or renames
+    /// others), every site this shard has counted (see the module head).
+    pub sites: Mutex<Vec<(Arc<str>, Vec<SiteEntry>)>>,
 }
 
 /// A site's key and its counters, as registered for readers.
@@ -102,16 +103,15 @@ pub struct SiteTraffic {
 }
 
 impl ShardStats {
-    pub fn new(http_frontends: usize) -> Padded<ShardStats> {
-        let s = ShardStats::default();
-        *s.sites.lock().unwrap_or_else(|e| e.into_inner()) = vec![Vec::new(); http_frontends];
-        Padded(s)
+    pub fn new() -> Padded<ShardStats> {
+        Padded(ShardStats::default())
     }
 
-    fn register(&self, fe: usize, entry: SiteEntry) {
+    fn register(&self, fe: &str, entry: SiteEntry) {
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(list) = sites.get_mut(fe) {
-            list.push(entry);
+        match sites.iter_mut().find(|(name, _)| &**name == fe) {
+            Some((_, list)) => list.push(entry),
+            None => sites.push((fe.into(), vec![entry])),
         }
     }
 }
@@ -119,28 +119,22 @@ impl ShardStats {
 /// One frontend's sites on one shard, by key.
 type SiteIndex = HashMap<Box<[u8]>, Arc<SiteCounters>>;
 
-/// A shard's own index of its site counters, per frontend; only the shard's thread touches it.
+/// A shard's own index of its site counters, per frontend name; only the shard's thread
+/// touches it. A connection keeps the counters it last used, so the lookup here happens only
+/// when a connection names another site.
 #[derive(Default)]
 pub struct SiteTable {
-    fronts: RefCell<Vec<SiteIndex>>,
+    fronts: RefCell<HashMap<Arc<str>, SiteIndex>>,
 }
 
 impl SiteTable {
-    pub fn new(http_frontends: usize) -> SiteTable {
-        SiteTable {
-            fronts: RefCell::new(vec![HashMap::new(); http_frontends]),
-        }
-    }
-
     /// The counters of `site` (lower-cased host without port) of frontend `fe`, made on first
     /// sight. A site beyond [`MAX_SITES`] or longer than [`MAX_SITE_KEY`] counts as `(other)`.
-    pub fn counters(
-        &self,
-        stats: &ShardStats,
-        fe: usize,
-        site: &[u8],
-    ) -> Option<Arc<SiteCounters>> {
+    pub fn counters(&self, stats: &ShardStats, fe: &str, site: &[u8]) -> Option<Arc<SiteCounters>> {
         let mut fronts = self.fronts.borrow_mut();
+        if !fronts.contains_key(fe) {
+            fronts.insert(fe.into(), HashMap::new());
+        }
         let map = fronts.get_mut(fe)?;
         if let Some(c) = map.get(site) {
             return Some(c.clone());
@@ -227,18 +221,29 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
     out
 }
 
-/// `show traffic http`: per frontend and site, summed over shards, sorted by site.
+/// `show traffic http`: per frontend and site, summed over shards, sorted by site. The
+/// frontends come in `frontends` order (the running config's), then any other frontend that
+/// counted traffic (one a reload removed), by name.
 pub fn render_http_traffic(
     shards: &[std::sync::Arc<Padded<ShardStats>>],
     frontends: &[String],
 ) -> String {
+    let mut names: Vec<Arc<str>> = frontends.iter().map(|f| Arc::from(f.as_str())).collect();
     let mut merged: Vec<std::collections::BTreeMap<Arc<[u8]>, SiteTraffic>> =
         vec![Default::default(); frontends.len()];
     for s in shards {
         // Only pointers are copied under the lock; the counters are read after it.
         let lists = s.0.sites.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for (fe, list) in lists.iter().enumerate() {
-            let Some(m) = merged.get_mut(fe) else { break };
+        for (name, list) in lists.iter() {
+            let fe = match names.iter().position(|n| n == name) {
+                Some(i) => i,
+                None => {
+                    names.push(name.clone());
+                    merged.push(Default::default());
+                    names.len() - 1
+                }
+            };
+            let m = &mut merged[fe];
             for (site, c) in list {
                 let t = m.entry(site.clone()).or_default();
                 t.requests += c.requests.get();
@@ -260,7 +265,7 @@ pub fn render_http_traffic(
             let _ = writeln!(
                 out,
                 "{} {} {} {} {} {:.3} {:.3}",
-                frontends[fe],
+                names[fe],
                 String::from_utf8_lossy(site),
                 t.requests,
                 t.bytes_in,
@@ -294,10 +299,12 @@ mod tests {
 
     #[test]
     fn sites_are_bounded_and_summed() {
-        let shards: Vec<_> = (0..2).map(|_| Arc::new(ShardStats::new(1))).collect();
-        let tables: Vec<_> = (0..2).map(|_| SiteTable::new(1)).collect();
+        let shards: Vec<_> = (0..2).map(|_| Arc::new(ShardStats::new())).collect();
+        let tables: Vec<_> = (0..2).map(|_| SiteTable::default()).collect();
         let record = |shard: usize, site: &[u8], i: u64, o: u64, t: u64| {
-            let c = tables[shard].counters(&shards[shard].0, 0, site).unwrap();
+            let c = tables[shard]
+                .counters(&shards[shard].0, "www", site)
+                .unwrap();
             c.add(i, o, t);
         };
         record(0, b"a", 10, 20, 1000);
@@ -307,9 +314,15 @@ mod tests {
         }
         // A key longer than a DNS name is never stored.
         record(1, &[b'x'; MAX_SITE_KEY + 1], 1, 1, 1);
-        assert_eq!(shards[0].0.sites.lock().unwrap()[0].len(), MAX_SITES + 1);
-        assert_eq!(shards[1].0.sites.lock().unwrap()[0].len(), 2);
+        assert_eq!(shards[0].0.sites.lock().unwrap()[0].1.len(), MAX_SITES + 1);
+        assert_eq!(shards[1].0.sites.lock().unwrap()[0].1.len(), 2);
+        // A frontend the running config no longer has is still shown, after the others.
+        tables[1]
+            .counters(&shards[1].0, "old", b"b")
+            .unwrap()
+            .add(1, 1, 1);
         let text = render_http_traffic(&shards, &["www".into()]);
+        assert!(text.ends_with("old b 1 1 1 0.001 0.001\n"), "{text}");
         assert!(text.contains("\nwww a 2 11 22 4.000 2.000\n"), "{text}");
         assert!(text.contains("www (other) 7 1 1 "), "{text}");
         assert!(!text.contains("xxx"), "{text}");

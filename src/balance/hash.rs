@@ -120,7 +120,10 @@ mod tests {
             name: "p".into(),
             balance: Balance::Hash,
             slow_start_ms: 0,
-            servers: servers.iter().map(|s| ServerShared::new(s, 1)).collect(),
+            servers: servers
+                .iter()
+                .map(|s| std::sync::Arc::new(ServerShared::new(s, 1)))
+                .collect(),
             ring: Ring::new(servers),
             sticky: None,
         }

@@ -20,7 +20,7 @@ pub mod sticky_table;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::config::{Balance, Pool, Server};
 
@@ -141,6 +141,13 @@ pub struct ServerShared {
     pub backup: bool,
     /// Connections in use across all shards, at most (`None`: only the per-shard bound).
     pub max_connections: Option<u32>,
+    pub agent_port: Option<u16>,
+    /// The weight the config file gave; a reload applies the file's weight only when this
+    /// changed, so a `set server ... weight` survives reloads of an unrelated change.
+    conf_weight: u32,
+    /// The same server before a change that needed a new record (a new address): its totals
+    /// count as this one's, so counters stay monotonic across reloads.
+    prior: Option<Arc<ServerShared>>,
     /// The weight in force (`set server ... weight N`), 0..=1000; 0 takes no new requests.
     weight: AtomicU32,
     /// Percentage of `weight` the agent reports (100 when there is no agent).
@@ -176,6 +183,9 @@ impl ServerShared {
             route: s.route.clone(),
             backup: s.backup,
             max_connections: s.max_connections,
+            agent_port: s.agent_port,
+            conf_weight: s.weight,
+            prior: None,
             weight: AtomicU32::new(s.weight.max(1)),
             agent_pct: AtomicU32::new(100),
             admin: AtomicU8::new(Admin::Ready as u8),
@@ -363,20 +373,57 @@ impl ServerShared {
             .sum()
     }
 
-    /// Requests sent since start, all shards.
+    /// Requests sent since start, all shards (and every earlier record of the server).
     pub fn requests(&self) -> u64 {
         self.per_shard
             .iter()
             .map(|c| c.0.requests.load(Ordering::Relaxed))
-            .sum()
+            .sum::<u64>()
+            + self.prior.as_ref().map_or(0, |p| p.requests())
     }
 
-    /// Bytes moved since start, all shards.
+    /// Bytes moved since start, all shards (and every earlier record of the server).
     pub fn bytes(&self) -> u64 {
         self.per_shard
             .iter()
             .map(|c| c.0.bytes.load(Ordering::Relaxed))
-            .sum()
+            .sum::<u64>()
+            + self.prior.as_ref().map_or(0, |p| p.bytes())
+    }
+
+    /// What the file says of this server is what this record was built from: the same
+    /// address, route and bounds (the weight may differ; it changes in place).
+    pub fn same_identity(&self, s: &Server) -> bool {
+        self.addr == s.addr
+            && self.route == s.route
+            && self.backup == s.backup
+            && self.max_connections == s.max_connections
+            && self.agent_port == s.agent_port
+    }
+
+    /// The record for a server whose identity changed (`same_identity` false): new address
+    /// and bounds, health unknown again, but the operator's admin state and the totals kept.
+    pub fn succeed(old: &Arc<ServerShared>, s: &Server, shards: usize) -> ServerShared {
+        let mut new = ServerShared::new(s, shards);
+        new.prior = Some(old.clone());
+        new.admin
+            .store(old.admin.load(Ordering::Relaxed), Ordering::Relaxed);
+        new.operator_admin
+            .store(old.operator_admin(), Ordering::Relaxed);
+        if old.conf_weight == s.weight {
+            new.weight.store(old.weight(), Ordering::Relaxed);
+        }
+        new
+    }
+
+    /// Apply a reloaded file's weight, unless it is the one this record already had from the
+    /// file (an operator's `set server ... weight` then stays).
+    pub fn reload_weight(&self, file_weight: u32) -> bool {
+        if file_weight == self.conf_weight {
+            return false;
+        }
+        self.set_weight(file_weight.max(1));
+        true
     }
 
     /// Count one more in flight on `shard`. Only that shard writes its slot, so a plain
@@ -524,9 +571,9 @@ pub struct PoolShared {
     pub balance: Balance,
     /// `slow_start` in milliseconds (0: none).
     pub slow_start_ms: u64,
-    pub servers: Box<[ServerShared]>,
+    pub servers: Box<[Arc<ServerShared>]>,
     /// `[pool.NAME.sticky]`: the mode, the client-IP table, the counters.
-    pub sticky: Option<sticky::StickyShared>,
+    pub sticky: Option<Arc<sticky::StickyShared>>,
     /// `balance = "hash"`: the ring of server points (empty for other methods).
     pub ring: Ring,
 }
@@ -540,18 +587,71 @@ impl PoolShared {
             servers: pool
                 .servers
                 .iter()
-                .map(|s| ServerShared::new(s, shards))
+                .map(|s| Arc::new(ServerShared::new(s, shards)))
                 .collect(),
             sticky: pool
                 .sticky
                 .as_ref()
-                .map(|st| sticky::StickyShared::new(st, shards)),
+                .map(|st| Arc::new(sticky::StickyShared::new(st, shards))),
             ring: if pool.balance == Balance::Hash {
                 Ring::new(&pool.servers)
             } else {
                 Ring::default()
             },
         }
+    }
+
+    /// The pool for a new generation of the config, keeping what it can of `old` (the pool of
+    /// the same name in the running generation): servers whose identity did not change keep
+    /// their record (health, admin state, busyness, counters, idle connections on every
+    /// shard); a changed server gets a successor record that carries its totals; the sticky
+    /// state is kept when the servers and sticky settings are the same, else its table is
+    /// carried over by server name. Returns the pool and the servers the file no longer has.
+    pub fn next(
+        pool: &Pool,
+        shards: usize,
+        old: &PoolShared,
+    ) -> (PoolShared, Vec<Arc<ServerShared>>) {
+        let mut fresh = PoolShared::new(pool, shards);
+        for (i, s) in pool.servers.iter().enumerate() {
+            let Some(prev) = old.servers.iter().find(|o| o.name == s.name) else {
+                continue;
+            };
+            if prev.same_identity(s) {
+                prev.reload_weight(s.weight);
+                fresh.servers[i] = prev.clone();
+            } else {
+                fresh.servers[i] = Arc::new(ServerShared::succeed(prev, s, shards));
+            }
+        }
+        let removed = old
+            .servers
+            .iter()
+            .filter(|o| !pool.servers.iter().any(|s| s.name == o.name))
+            .cloned()
+            .collect();
+        let same_names = old.servers.len() == fresh.servers.len()
+            && old
+                .servers
+                .iter()
+                .zip(fresh.servers.iter())
+                .all(|(a, b)| a.name == b.name);
+        if let (Some(was), Some(now)) = (&old.sticky, &fresh.sticky) {
+            if was.conf == now.conf && same_names {
+                fresh.sticky = Some(was.clone());
+            } else if let (Some(from), Some(to)) = (&was.table, &now.table) {
+                let now_s = sticky_table::IpTable::now_s(crate::rt::now_ms());
+                from.entries(now_s, usize::MAX, &mut |e| {
+                    let name = old.servers.get(e.server).map(|s| s.name.as_str());
+                    if let Some(j) =
+                        name.and_then(|n| fresh.servers.iter().position(|s| s.name == n))
+                    {
+                        to.set(e.key, j, now_s);
+                    }
+                });
+            }
+        }
+        (fresh, removed)
     }
 
     pub fn server_index(&self, name: &str) -> Option<usize> {
@@ -691,7 +791,7 @@ pub(crate) fn test_pool(weights: &[u32], balance: Balance, shards: usize) -> Poo
         servers: weights
             .iter()
             .enumerate()
-            .map(|(i, &w)| ServerShared::new(&test_server(i, w), shards))
+            .map(|(i, &w)| Arc::new(ServerShared::new(&test_server(i, w), shards)))
             .collect(),
         sticky: None,
         ring: Ring::default(),

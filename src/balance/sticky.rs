@@ -270,7 +270,10 @@ mod tests {
     #[test]
     fn draining_keeps_sticky_clients_maint_and_down_and_full_fall_back() {
         let mut pool = test_pool(&[1, 1, 1], Balance::RoundRobin, 1);
-        pool.sticky = Some(StickyShared::new(&conf(StickyMode::InsertCookie), 1));
+        pool.sticky = Some(std::sync::Arc::new(StickyShared::new(
+            &conf(StickyMode::InsertCookie),
+            1,
+        )));
         let st = pool.sticky.as_ref().unwrap();
         let now = 1000;
         let t = StickyShared::resolve_named(&pool, Some(2), now);
@@ -327,8 +330,8 @@ mod tests {
         let mut s = crate::balance::test_server(1, 1);
         s.max_connections = Some(2);
         pool.servers = vec![
-            ServerShared::new(&crate::balance::test_server(0, 1), 1),
-            ServerShared::new(&s, 1),
+            std::sync::Arc::new(ServerShared::new(&crate::balance::test_server(0, 1), 1)),
+            std::sync::Arc::new(ServerShared::new(&s, 1)),
         ]
         .into();
         assert_eq!(

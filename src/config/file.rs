@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 /// The whole file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     #[serde(default)]
@@ -28,7 +28,7 @@ pub struct FileConfig {
     pub pool: BTreeMap<String, PoolFile>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonFile {
     pub shards: Option<i64>,
@@ -49,7 +49,7 @@ pub enum IoDriverFile {
 }
 
 /// One `[[http]]` frontend.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpFile {
     pub name: String,
@@ -75,7 +75,7 @@ pub struct HttpFile {
 }
 
 /// One `[[http.route]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
     pub pool: String,
@@ -88,7 +88,7 @@ pub struct RouteFile {
 }
 
 /// One `[pool.NAME]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolFile {
     pub balance: Option<BalanceFile>,
@@ -119,7 +119,7 @@ pub enum BalanceFile {
 }
 
 /// One entry of a pool's `servers` list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
     pub name: String,
@@ -140,7 +140,7 @@ pub enum StickyModeFile {
 }
 
 /// `[pool.NAME.sticky]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StickyFile {
     pub mode: StickyModeFile,
@@ -165,7 +165,7 @@ pub enum HealthMethodFile {
 }
 
 /// `[pool.NAME.health]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthFile {
     pub method: HealthMethodFile,
@@ -184,7 +184,7 @@ pub struct HealthFile {
 }
 
 /// One `[[mysql]]` frontend.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlFile {
     pub name: String,

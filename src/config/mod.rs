@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use build::{from_str, load, ConfigError};
+pub use build::{from_file, from_str, load, load_with_file, parse, ConfigError};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]

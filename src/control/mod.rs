@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balance::Admin;
@@ -55,7 +56,8 @@ const COMMANDS: &[Command] = &[
         help: "connections active/accepted/handled, requests, connections reading/writing/waiting, control socket refusals",
         run: |s, _| {
             let mut out = crate::stats::render_stats(&s.stats);
-            out.push_str(&crate::balance::sticky::render_stats(s.pools.iter().map(|p| &**p)));
+            let gen = s.current();
+            out.push_str(&crate::balance::sticky::render_stats(gen.pools.iter().map(|p| &**p)));
             out.push_str(&server::render_stats());
             Ok((out, Action::None))
         },
@@ -66,7 +68,7 @@ const COMMANDS: &[Command] = &[
         help: "per frontend and site (Host): requests, bytes in/out, response time",
         run: |s, _| {
             Ok((
-                crate::stats::render_http_traffic(&s.stats, &s.http_names),
+                crate::stats::render_http_traffic(&s.stats, &http_names(s)),
                 Action::None,
             ))
         },
@@ -87,7 +89,7 @@ const COMMANDS: &[Command] = &[
         name: "show sticky",
         args: "POOL",
         help: "a pool's sticky counters; source_ip: table size and up to 100 entries; cookies: routes",
-        run: |s, a| Ok((crate::balance::sticky::show(&s.pools, a)?, Action::None)),
+        run: |s, a| Ok((crate::balance::sticky::show(&s.current().pools, a)?, Action::None)),
     },
     Command {
         name: "disable server",
@@ -106,6 +108,24 @@ const COMMANDS: &[Command] = &[
         args: "POOL/SERVER weight N | state ready|drain|maint",
         help: "change a server's weight (0-1000) or admin state, on every shard at once",
         run: set_server,
+    },
+    Command {
+        name: "reload",
+        args: "",
+        help: "re-read the config file and apply it without dropping a connection (also SIGHUP); answers 'ok generation N' or the config error",
+        run: |s, _| {
+            let applied = crate::reload::reload(s).map_err(|e| {
+                tracing::error!(event = "reload_refused", error = %e, "reload refused; the running config stays");
+                e
+            })?;
+            Ok((applied.answer(), Action::None))
+        },
+    },
+    Command {
+        name: "show info",
+        args: "",
+        help: "process, version, running config generation (number, cause, when loaded), uptime",
+        run: |s, _| Ok((render_info(s), Action::None)),
     },
     Command {
         name: "stop daemon",
@@ -128,12 +148,67 @@ fn help_text() -> String {
     out
 }
 
+fn render_info(s: &Shared) -> String {
+    let gen = s.current();
+    let now = std::time::SystemTime::now();
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let age = |t: std::time::SystemTime| now.duration_since(t).map_or(0, |d| d.as_secs());
+    let mut out = String::new();
+    let _ = writeln!(out, "pid: {}", std::process::id());
+    let _ = writeln!(out, "version: {}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "config: {}", gen.config.source.display());
+    let _ = writeln!(out, "shards: {}", s.shards);
+    let _ = writeln!(out, "started_at: {}", utc(unix(s.started)));
+    let _ = writeln!(out, "uptime_s: {}", age(s.started));
+    let _ = writeln!(out, "generation: {}", gen.number);
+    let _ = writeln!(out, "generation.cause: {}", gen.cause);
+    let _ = writeln!(out, "generation.loaded_at: {}", utc(unix(gen.loaded_at)));
+    let _ = writeln!(out, "generation.age_s: {}", age(gen.loaded_at));
+    out
+}
+
+/// Unix seconds as an RFC 3339 UTC time (`2026-11-29T05:01:02Z`).
+pub(crate) fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The running config's HTTP frontend names, in order.
+fn http_names(s: &Shared) -> Vec<String> {
+    s.current()
+        .config
+        .http
+        .iter()
+        .map(|f| f.name.clone())
+        .collect()
+}
+
 fn render_servers(s: &Shared) -> String {
     let now = crate::rt::now_ms();
     let mut out = String::from(
         "pool server addr state inflight queue admin health weight eff_weight requests backup sticky check_age_ms check reason\n",
     );
-    for p in &s.pools {
+    let gen = s.current();
+    for p in &gen.pools {
         // source_ip stickiness: the table's live entries per server (one scan per pool).
         let stuck: Option<Vec<usize>> =
             p.sticky.as_ref().and_then(|st| st.table.as_ref()).map(|t| {
@@ -193,19 +268,36 @@ fn render_servers(s: &Shared) -> String {
             }
         }
     }
+    // Servers the last change removed: their totals stay readable until the next change.
+    for (pool, sv) in &gen.removed {
+        let _ = writeln!(
+            out,
+            "{pool} {} {} removed {} {} {} - {} 0 {} {} - - - -",
+            sv.name,
+            sv.addr,
+            sv.inflight(),
+            sv.queue(),
+            sv.admin().as_str(),
+            sv.weight(),
+            sv.requests(),
+            if sv.backup { "yes" } else { "no" },
+        );
+    }
     out
 }
 
 /// `POOL/SERVER` to the pool and the server's index.
-fn find_server<'s>(
-    s: &'s Shared,
+fn find_server(
+    s: &Shared,
     target: &str,
-) -> Result<(&'s crate::balance::PoolShared, usize), String> {
+) -> Result<(Arc<crate::balance::PoolShared>, usize), String> {
     let (pool, server) = target.split_once('/').ok_or("expected POOL/SERVER")?;
     let p = s
+        .current()
         .pools
         .iter()
         .find(|p| p.name == pool)
+        .cloned()
         .ok_or_else(|| format!("no pool named '{pool}'"))?;
     let i = p
         .server_index(server)

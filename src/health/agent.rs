@@ -24,13 +24,12 @@
 //! warning.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::balance::{Admin, ServerShared};
 use crate::rt;
-use crate::shared::Shared;
+use crate::shared::{Generation, Shared};
 
 /// Longest agent line read.
 const MAX_LINE: usize = 512;
@@ -117,16 +116,22 @@ impl Agent {
     }
 }
 
-pub(super) async fn run(shared: Arc<Shared>, pool: usize, server: usize, addr: SocketAddr) {
-    let conf = &shared.config.pools[pool];
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    gen: Arc<Generation>,
+    pool: usize,
+    server: usize,
+    addr: SocketAddr,
+) {
+    let conf = &gen.config.pools[pool];
     let Some(h) = &conf.health else { return };
-    let p = &shared.pools[pool];
+    let p = &gen.pools[pool];
     let ss = &p.servers[server];
     let mut agent = Agent {
         own_admin: Admin::Ready,
     };
     loop {
-        if shared.life.stopping.load(Ordering::Relaxed) {
+        if !super::current(&shared, &gen) {
             return;
         }
         let started = Instant::now();

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use crate::balance::{Active, ServerShared};
 use crate::config::{Health, HealthMethod};
 use crate::rt;
-use crate::shared::Shared;
+use crate::shared::{Generation, Shared};
 
 /// io_uring entries for the checker's runtime: a few sockets per server at most.
 const RING_ENTRIES: u32 = 256;
@@ -122,6 +122,17 @@ impl RiseFall {
         }
     }
 
+    /// For a server whose verdict is already known (a config change restarted its checks):
+    /// one that is down needs `rise` passes to come back.
+    pub(crate) fn starting(rise: u32, fall: u32, now: Active) -> RiseFall {
+        let mut rf = RiseFall::new(rise, fall);
+        if now == Active::Down {
+            rf.up = false;
+            rf.last_ok = false;
+        }
+        rf
+    }
+
     pub(crate) fn observe(&mut self, ok: bool) -> Option<Transition> {
         if ok == self.last_ok {
             self.run = self.run.saturating_add(1);
@@ -176,17 +187,14 @@ impl Probe {
     }
 }
 
-/// Start the checker thread when any pool has `[health]`; it ends soon after
-/// `shared.life.stopping` is set.
+/// Start the checker thread; it ends soon after `shared.life.stopping` is set. It runs even
+/// when no pool has `[health]` yet (a reload may add one); idle, it wakes every 100 ms.
 pub fn start(shared: &Arc<Shared>) -> std::io::Result<Option<JoinHandle<()>>> {
-    if !shared.config.pools.iter().any(|p| p.health.is_some()) {
-        return Ok(None);
-    }
     let shared = shared.clone();
     let handle = std::thread::Builder::new()
         .name("health".into())
         .spawn(move || {
-            let driver = shared.config.daemon.io_driver;
+            let driver = shared.current().config.daemon.io_driver;
             let run = rt::run_shard(driver, RING_ENTRIES, |_| checker(shared));
             if let Err(e) = run {
                 tracing::error!(error = %e, "health checker: cannot build its runtime; no active checks");
@@ -195,40 +203,63 @@ pub fn start(shared: &Arc<Shared>) -> std::io::Result<Option<JoinHandle<()>>> {
     Ok(Some(handle))
 }
 
-/// The checker's main task: one task per checked server and per agent, then wait for the stop.
+/// The checker's main task: one task per checked server and per agent of the running
+/// generation; when the config changes those end and the next generation's start. A server
+/// that did not change keeps its record, so its verdict goes on (its rise/fall count starts
+/// from that verdict).
 async fn checker(shared: Arc<Shared>) {
-    let mut checked = 0;
-    for (pi, pool) in shared.config.pools.iter().enumerate() {
-        let Some(h) = &pool.health else { continue };
-        let n = pool.servers.len();
-        for (si, server) in pool.servers.iter().enumerate() {
-            // Spread the first checks over the interval so a pool's servers are not all probed
-            // in the same millisecond, but check the first at once.
-            let stagger = h.interval.mul_f64(si as f64 / n as f64);
-            rt::spawn(check_loop(shared.clone(), pi, si, stagger));
-            checked += 1;
-            if let Some(port) = server.agent_port {
-                let addr = SocketAddr::new(server.addr.ip(), port);
-                rt::spawn(agent::run(shared.clone(), pi, si, addr));
+    while !shared.life.stopping.load(Ordering::Relaxed) {
+        let gen = shared.current();
+        let mut checked = 0;
+        for (pi, pool) in gen.config.pools.iter().enumerate() {
+            let Some(h) = &pool.health else { continue };
+            let n = pool.servers.len();
+            for (si, server) in pool.servers.iter().enumerate() {
+                // Spread the first checks over the interval so a pool's servers are not all
+                // probed in the same millisecond, but check the first at once.
+                let stagger = h.interval.mul_f64(si as f64 / n as f64);
+                rt::spawn(check_loop(shared.clone(), gen.clone(), pi, si, stagger));
+                checked += 1;
+                if let Some(port) = server.agent_port {
+                    let addr = SocketAddr::new(server.addr.ip(), port);
+                    rt::spawn(agent::run(shared.clone(), gen.clone(), pi, si, addr));
+                }
             }
         }
-    }
-    tracing::info!(servers = checked, "health checker started");
-    while !shared.life.stopping.load(Ordering::Relaxed) {
-        rt::sleep(STOP_POLL).await;
+        if checked > 0 {
+            tracing::info!(
+                servers = checked,
+                generation = gen.number,
+                "health checker started"
+            );
+        }
+        while shared.generation() == gen.number && !shared.life.stopping.load(Ordering::Relaxed) {
+            rt::sleep(STOP_POLL).await;
+        }
     }
 }
 
-async fn check_loop(shared: Arc<Shared>, pool: usize, server: usize, stagger: Duration) {
-    let conf = &shared.config.pools[pool];
+/// Does this check loop belong to the running generation (and the process go on)?
+pub(crate) fn current(shared: &Shared, gen: &Generation) -> bool {
+    !shared.life.stopping.load(Ordering::Relaxed) && shared.generation() == gen.number
+}
+
+async fn check_loop(
+    shared: Arc<Shared>,
+    gen: Arc<Generation>,
+    pool: usize,
+    server: usize,
+    stagger: Duration,
+) {
+    let conf = &gen.config.pools[pool];
     let Some(h) = &conf.health else { return };
-    let p = &shared.pools[pool];
+    let p = &gen.pools[pool];
     let ss = &p.servers[server];
     let probe = Probe::new(h);
-    let mut rf = RiseFall::new(h.rise, h.fall);
+    let mut rf = RiseFall::starting(h.rise, h.fall, ss.active());
     rt::sleep(stagger).await;
     loop {
-        if shared.life.stopping.load(Ordering::Relaxed) {
+        if !current(&shared, &gen) {
             return;
         }
         let started = Instant::now();

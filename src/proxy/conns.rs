@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::balance::PoolShared;
+use crate::balance::{PoolShared, ServerShared};
 use crate::config::Pool;
 use crate::rt::{self, Gate, TcpStream};
 
@@ -50,8 +50,8 @@ const GLOBAL_RETRY: Duration = Duration::from_millis(1);
 struct ServerSlots {
     gate: Gate,
     idle: RefCell<Vec<Idle>>,
-    /// The pool and this server's index, when the server has `max_connections`.
-    global: Option<(Arc<PoolShared>, usize)>,
+    /// The server, when it has `max_connections`.
+    global: Option<Arc<ServerShared>>,
     /// This shard's requests waiting for one of the server's global places, oldest first.
     waiting: RefCell<VecDeque<Rc<GlobalWaiter>>>,
 }
@@ -77,8 +77,8 @@ struct LeaveQueue<'a> {
 
 impl Drop for LeaveQueue<'_> {
     fn drop(&mut self) {
-        if let Some((pool, i)) = &self.slots.global {
-            pool.servers[*i].queued.fetch_sub(1, Ordering::AcqRel);
+        if let Some(server) = &self.slots.global {
+            server.queued.fetch_sub(1, Ordering::AcqRel);
         }
         if self.me.queued.get() {
             self.slots
@@ -95,19 +95,18 @@ impl Drop for LeaveQueue<'_> {
 impl ServerSlots {
     /// Take one of the server's places across shards, if one is free.
     fn take_global(&self) -> bool {
-        let Some((pool, i)) = &self.global else {
+        let Some(server) = &self.global else {
             return true;
         };
-        pool.servers[*i].try_take_conn()
+        server.try_take_conn()
     }
 
     /// Give a place back: to the oldest waiter of this shard if only this shard has waiters
     /// (the count does not change), else to every shard.
     fn give_global(&self) {
-        if let Some((pool, i)) = &self.global {
+        if let Some(server) = &self.global {
             let mut waiting = self.waiting.borrow_mut();
-            let elsewhere =
-                pool.servers[*i].queued.load(Ordering::Acquire) as usize > waiting.len();
+            let elsewhere = server.queued.load(Ordering::Acquire) as usize > waiting.len();
             let next = if elsewhere { None } else { waiting.pop_front() };
             drop(waiting);
             match next {
@@ -119,7 +118,7 @@ impl ServerSlots {
                     }
                 }
                 None => {
-                    pool.servers[*i].conns.fetch_sub(1, Ordering::AcqRel);
+                    server.conns.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }
@@ -128,8 +127,8 @@ impl ServerSlots {
     /// Wait for a global place until `deadline`; false when it passed. Woken by a release on
     /// this shard, or every [`GLOBAL_RETRY`] to see releases on other shards.
     async fn wait_global(&self, deadline: Instant) -> bool {
-        if let Some((pool, i)) = &self.global {
-            pool.servers[*i].queued.fetch_add(1, Ordering::AcqRel);
+        if let Some(server) = &self.global {
+            server.queued.fetch_add(1, Ordering::AcqRel);
         }
         let mut leave = LeaveQueue {
             slots: self,
@@ -218,19 +217,35 @@ pub struct ConnCache {
 }
 
 impl ConnCache {
-    pub fn new(conf: &Pool, shared: Arc<PoolShared>, shard: usize) -> Self {
+    /// The cache for a new generation of the pool: a server whose record is the same (see
+    /// [`PoolShared::next`]) keeps its slots, its queue and its idle connections, so a reload
+    /// neither drops idle upstream connections to unchanged servers nor lets requests that
+    /// are still running on the old generation exceed the slot bound.
+    pub fn next(
+        conf: &Pool,
+        shared: Arc<PoolShared>,
+        shard: usize,
+        old: Option<&ConnCache>,
+    ) -> Self {
         ConnCache {
             shard,
-            servers: conf
+            servers: shared
                 .servers
                 .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    Rc::new(ServerSlots {
-                        gate: Gate::new(conf.max_connections_per_server),
-                        idle: RefCell::new(Vec::new()),
-                        global: s.max_connections.map(|_| (shared.clone(), i)),
-                        waiting: RefCell::new(VecDeque::new()),
+                .map(|s| {
+                    let kept = old.and_then(|o| {
+                        let same_bound =
+                            o.conf.max_connections_per_server == conf.max_connections_per_server;
+                        let j = o.shared.servers.iter().position(|x| Arc::ptr_eq(x, s))?;
+                        same_bound.then(|| o.servers[j].clone())
+                    });
+                    kept.unwrap_or_else(|| {
+                        Rc::new(ServerSlots {
+                            gate: Gate::new(conf.max_connections_per_server),
+                            idle: RefCell::new(Vec::new()),
+                            global: s.max_connections.map(|_| s.clone()),
+                            waiting: RefCell::new(VecDeque::new()),
+                        })
                     })
                 })
                 .collect(),
@@ -376,21 +391,20 @@ mod tests {
             name: "p".into(),
             balance: Balance::RoundRobin,
             slow_start_ms: 0,
-            servers: vec![ServerShared::new(&server, 2)].into(),
+            servers: vec![Arc::new(ServerShared::new(&server, 2))].into(),
             ring: Default::default(),
             sticky: None,
         });
         Rc::new(ServerSlots {
             gate: Gate::new(100),
             idle: RefCell::new(Vec::new()),
-            global: Some((pool, 0)),
+            global: Some(pool.servers[0].clone()),
             waiting: RefCell::new(VecDeque::new()),
         })
     }
 
     fn in_use(s: &ServerSlots) -> u32 {
-        let (pool, i) = s.global.as_ref().unwrap();
-        pool.servers[*i].conns.load(Ordering::SeqCst)
+        s.global.as_ref().unwrap().conns.load(Ordering::SeqCst)
     }
 
     #[test]
@@ -415,8 +429,8 @@ mod tests {
             }
             assert_eq!(peak.get(), 2);
             assert_eq!(in_use(&s), 0);
-            let (pool, i) = s.global.as_ref().unwrap();
-            assert_eq!(pool.servers[*i].queued.load(Ordering::SeqCst), 0);
+            let server = s.global.as_ref().unwrap();
+            assert_eq!(server.queued.load(Ordering::SeqCst), 0);
             assert!(s.waiting.borrow().is_empty(), "no waiter left behind");
         });
     }
@@ -469,15 +483,15 @@ mod tests {
             };
             rt::sleep(Duration::from_millis(2)).await;
             // A request of the other shard is queued too: the release goes back to all.
-            let (pool, i) = s.global.clone().unwrap();
-            pool.servers[i].queued.fetch_add(1, Ordering::SeqCst);
+            let server = s.global.clone().unwrap();
+            server.queued.fetch_add(1, Ordering::SeqCst);
             s.give_global();
             assert_eq!(in_use(&s), 0, "given back, not handed over");
             // The local waiter still gets it (the other shard's request is only a count here).
             waiter.await;
             assert_eq!(in_use(&s), 1);
-            pool.servers[i].queued.fetch_sub(1, Ordering::SeqCst);
-            assert_eq!(pool.servers[i].queued.load(Ordering::SeqCst), 0);
+            server.queued.fetch_sub(1, Ordering::SeqCst);
+            assert_eq!(server.queued.load(Ordering::SeqCst), 0);
         });
     }
 
@@ -496,8 +510,8 @@ mod tests {
             let other = s.clone();
             let release = monoio::spawn(async move {
                 rt::sleep(Duration::from_millis(10)).await;
-                let (pool, i) = other.global.as_ref().unwrap();
-                pool.servers[*i].conns.fetch_sub(1, Ordering::SeqCst);
+                let server = other.global.as_ref().unwrap();
+                server.conns.fetch_sub(1, Ordering::SeqCst);
             });
             let t0 = Instant::now();
             assert!(s.wait_global(t0 + Duration::from_secs(5)).await);

@@ -1,42 +1,154 @@
 //! The data paths above the shards: [`http`] proxies HTTP/1.1 exchanges, [`mysql`] relays MySQL
 //! sessions, and [`conns`] holds a shard's connections to the servers of each pool. A
-//! [`ShardCtx`] is what both protocols see of the shard they run on.
+//! [`ShardCtx`] is what both protocols see of the shard they run on; its [`ShardView`] is the
+//! shard's own build of the running config generation.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::balance::Balancer;
+use crate::config::MysqlFrontend;
 use crate::rt::Drain;
 use crate::shard::Shard;
-use crate::shared::Shared;
+use crate::shared::{Generation, Shared};
 use crate::stats::ShardStats;
 
 pub mod conns;
 pub mod http;
 pub mod mysql;
 
-/// One shard as the protocols see it: its core, the process-wide state, and the balancer state
-/// of every pool (per shard: round-robin positions are not shared).
+/// What a listening address serves in a view: an HTTP or a MySQL frontend, by index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Front {
+    Http(usize),
+    Mysql(usize),
+}
+
+/// A MySQL frontend as a shard uses it: its settings, this shard's counters, and every
+/// shard's (the frontend-wide connection count is their sum).
+pub struct MysqlFront {
+    pub conf: MysqlFrontend,
+    pub counters: Arc<mysql::FrontCounters>,
+    pub all: Vec<Arc<mysql::FrontCounters>>,
+}
+
+/// One shard's build of one config generation. A request (an HTTP exchange, a MySQL session)
+/// takes the view that is current when it starts and keeps it to its end, so it never sees
+/// pool indexes of two generations; the next one starts on the newer view.
+pub struct ShardView {
+    pub gen: Arc<Generation>,
+    /// Per pool: shard-local balancing state (round-robin positions).
+    pub balancers: RefCell<Vec<Balancer>>,
+    /// Per pool: this shard's connections to its servers.
+    pub conns: Vec<Rc<conns::ConnCache>>,
+    pub http: Vec<Rc<http::HttpFront>>,
+    pub mysql: Vec<MysqlFront>,
+    by_addr: HashMap<SocketAddr, Front>,
+}
+
+impl ShardView {
+    fn build(shard: &Shard, gen: Arc<Generation>, prev: Option<&ShardView>) -> ShardView {
+        let config = &gen.config;
+        let conns = config
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let old = prev.and_then(|v| v.conns.iter().find(|c| c.conf.name == p.name));
+                Rc::new(conns::ConnCache::next(
+                    p,
+                    gen.pools[i].clone(),
+                    shard.id,
+                    old.map(|c| &**c),
+                ))
+            })
+            .collect();
+        let mut by_addr = HashMap::new();
+        for (i, f) in config.http.iter().enumerate() {
+            by_addr.extend(f.listen.iter().map(|&a| (a, Front::Http(i))));
+        }
+        for (i, f) in config.mysql.iter().enumerate() {
+            by_addr.extend(f.listen.iter().map(|&a| (a, Front::Mysql(i))));
+        }
+        let shared = &shard.shared;
+        ShardView {
+            balancers: RefCell::new(
+                gen.pools
+                    .iter()
+                    .map(|p| Balancer::new(p, shard.id))
+                    .collect(),
+            ),
+            conns,
+            http: config
+                .http
+                .iter()
+                .map(|f| Rc::new(http::HttpFront::new(f.clone())))
+                .collect(),
+            mysql: config
+                .mysql
+                .iter()
+                .map(|f| MysqlFront {
+                    counters: shared.mysql_stats[shard.id].front(&f.name),
+                    all: shared
+                        .mysql_stats
+                        .iter()
+                        .map(|s| s.front(&f.name))
+                        .collect(),
+                    conf: f.clone(),
+                })
+                .collect(),
+            by_addr,
+            gen,
+        }
+    }
+
+    /// What the listener on `addr` serves now.
+    pub fn front_at(&self, addr: SocketAddr) -> Option<Front> {
+        self.by_addr.get(&addr).copied()
+    }
+
+    /// The HTTP frontend called `name`, if this view has it.
+    pub fn http_front(&self, name: &str) -> Option<&Rc<http::HttpFront>> {
+        self.http.iter().find(|f| f.conf.name == name)
+    }
+}
+
+/// One shard as the protocols see it: its core, the process-wide state, and its view of the
+/// running config.
 pub struct ShardCtx {
     pub shard: Rc<Shard>,
     pub shared: Arc<Shared>,
-    pub balancers: RefCell<Vec<Balancer>>,
+    view: RefCell<Rc<ShardView>>,
 }
 
 impl ShardCtx {
     pub fn new(shard: &Rc<Shard>, shared: Arc<Shared>) -> Rc<ShardCtx> {
         Rc::new(ShardCtx {
-            balancers: RefCell::new(
-                shared
-                    .pools
-                    .iter()
-                    .map(|p| Balancer::new(p, shard.id))
-                    .collect(),
-            ),
+            view: RefCell::new(Rc::new(ShardView::build(shard, shared.current(), None))),
             shard: shard.clone(),
             shared,
         })
+    }
+
+    /// The view of the running generation (as of this shard's last tick).
+    pub fn view(&self) -> Rc<ShardView> {
+        self.view.borrow().clone()
+    }
+
+    /// Rebuild the view from the running generation, keeping what did not change.
+    pub fn refresh(&self) {
+        let gen = self.shared.current();
+        let next = {
+            let prev = self.view.borrow();
+            if prev.gen.number == gen.number {
+                return;
+            }
+            ShardView::build(&self.shard, gen, Some(&prev))
+        };
+        *self.view.borrow_mut() = Rc::new(next);
     }
 
     pub fn id(&self) -> usize {

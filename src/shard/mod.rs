@@ -4,11 +4,17 @@
 //! daemon registered for that listener ([`Service`]); the protocols build their per-shard state
 //! on the shard's thread when it starts.
 //!
+//! Config changes: on each tick a shard compares the running generation's number with the one
+//! it applied; when it changed it has the protocols rebuild their view ([`ShardService::refresh`]),
+//! stops accepting on addresses the new config no longer has (their connections drain), and
+//! starts accepting on the sockets the control plane bound for new ones (its inbox).
+//!
 //! Stopping: the control plane sets [`Lifecycle::stopping`]; each shard notices it on its 100 ms
 //! tick, cancels its accepts, fires its [`Drain`] (idle keep-alive connections close at once,
 //! busy ones finish their exchange and then close), and returns when its last connection is gone
 //! or the stop deadline passes.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,6 +26,7 @@ use std::time::{Duration, Instant};
 use crate::balance::Padded;
 use crate::config::Daemon;
 use crate::rt::{self, Drain, TcpStream};
+use crate::shared::{ShardMsg, Shared};
 use crate::stats::ShardStats;
 
 /// io_uring submission queue entries per shard: enough for thousands of connections (monoio
@@ -35,14 +42,18 @@ pub struct Lifecycle {
     pub connections: AtomicUsize,
     /// Shards still running.
     pub running: AtomicUsize,
+    /// The client connection cap in force (`daemon.max_connections` within the descriptor
+    /// budget); a reload may change it.
+    pub max_connections: AtomicUsize,
 }
 
 impl Lifecycle {
-    pub fn new(shards: usize) -> Arc<Lifecycle> {
+    pub fn new(shards: usize, max_connections: usize) -> Arc<Lifecycle> {
         Arc::new(Lifecycle {
             stopping: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             running: AtomicUsize::new(shards),
+            max_connections: AtomicUsize::new(max_connections),
         })
     }
 }
@@ -50,6 +61,7 @@ impl Lifecycle {
 /// One shard's own protocol-free state. Lives in an `Rc`: only its thread ever touches it.
 pub struct Shard {
     pub id: usize,
+    pub shared: Arc<Shared>,
     pub life: Arc<Lifecycle>,
     pub stats: Arc<Padded<ShardStats>>,
     pub drain: Drain,
@@ -81,38 +93,50 @@ impl Shard {
     }
 }
 
-/// What serves the connections one listener accepts: the connection's whole life, as a future
-/// the shard runs on its own task (a panic in it ends that connection only).
-pub type Handler =
-    Rc<dyn Fn(TcpStream, SocketAddr, ConnGuard) -> Pin<Box<dyn Future<Output = ()>>>>;
+/// A connection's whole life, as a future the shard runs on its own task (a panic in it ends
+/// that connection only).
+pub type ConnFuture = Pin<Box<dyn Future<Output = ()>>>;
 
 /// The protocols above the shards: called once on each shard's thread as it starts, returns
-/// the handler of every listener tag given to [`bind_all`].
+/// that shard's protocol state.
 pub trait Service: Send + Sync + 'static {
-    fn start(&self, shard: &Rc<Shard>) -> Vec<Handler>;
+    fn start(&self, shard: &Rc<Shard>) -> Rc<dyn ShardService>;
 }
 
-/// A listener to bind on every shard: its tag (index of its handler), address, and the
-/// frontend name for error messages.
+/// One shard's protocols.
+pub trait ShardService {
+    /// Serve a connection accepted on `listen`, by what the running config has there;
+    /// `None` when nothing does any more (the connection is closed).
+    fn serve(
+        &self,
+        listen: SocketAddr,
+        stream: TcpStream,
+        peer: SocketAddr,
+        guard: ConnGuard,
+    ) -> Option<ConnFuture>;
+    /// Rebuild the view from the running generation.
+    fn refresh(&self);
+}
+
+/// A listener to bind on every shard: its address and the frontend name for messages.
 pub struct Listen {
-    pub tag: usize,
     pub addr: SocketAddr,
     pub name: String,
 }
 
-/// Bind every address once per shard (SO_REUSEPORT), before any thread starts, so that an
-/// address in use stops the daemon with a clear message.
+/// Bind every address once per shard (SO_REUSEPORT), so that an address in use is reported
+/// with a clear message before anything changes (at start, or by a reload).
 pub fn bind_all(
     shards: usize,
     listen: &[Listen],
-) -> Result<Vec<Vec<(usize, std::net::TcpListener)>>, String> {
+) -> Result<Vec<Vec<std::net::TcpListener>>, String> {
     let mut per_shard = Vec::new();
     for _ in 0..shards {
         let mut ls = Vec::new();
         for l in listen {
             let sock = rt::bind_reuseport(l.addr, BACKLOG)
                 .map_err(|e| format!("frontend {}: cannot listen on {}: {e}", l.name, l.addr))?;
-            ls.push((l.tag, sock));
+            ls.push(sock);
         }
         per_shard.push(ls);
     }
@@ -122,11 +146,11 @@ pub fn bind_all(
 /// Start one thread per shard. Each returns when its shard has drained.
 pub fn spawn(
     daemon: &Daemon,
-    life: Arc<Lifecycle>,
-    stats: &[Arc<Padded<ShardStats>>],
-    listeners: Vec<Vec<(usize, std::net::TcpListener)>>,
+    shared: &Arc<Shared>,
+    listeners: Vec<Vec<std::net::TcpListener>>,
     service: Arc<dyn Service>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let (life, stats) = (&shared.life, &shared.stats);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
     for (id, ls) in listeners.into_iter().enumerate() {
@@ -136,11 +160,8 @@ pub fn spawn(
             None
         };
         let (life, stats, service) = (life.clone(), stats[id].clone(), service.clone());
-        let (want, max_conns, stop_timeout) = (
-            daemon.io_driver,
-            daemon.max_connections,
-            daemon.stop_timeout,
-        );
+        let shared = shared.clone();
+        let want = daemon.io_driver;
         let h = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
@@ -151,13 +172,14 @@ pub fn spawn(
                 let res = rt::run_shard(want, RING_ENTRIES, move |driver| {
                     let shard = Rc::new(Shard {
                         id,
+                        shared,
                         life: l2,
                         stats,
                         drain: Drain::default(),
                         pipes: rt::PipePool::default(),
                         shed_hooks: Default::default(),
                     });
-                    shard_main(shard, ls, service, driver, max_conns, stop_timeout)
+                    shard_main(shard, ls, service, driver)
                 });
                 if let Err(e) = res {
                     tracing::error!(shard = id, error = %e, "shard runtime failed to start");
@@ -172,35 +194,17 @@ pub fn spawn(
 
 async fn shard_main(
     shard: Rc<Shard>,
-    listeners: Vec<(usize, std::net::TcpListener)>,
+    listeners: Vec<std::net::TcpListener>,
     service: Arc<dyn Service>,
     driver: rt::Driver,
-    max_connections: usize,
-    stop_timeout: Duration,
 ) {
     let id = shard.id;
-    let handlers = service.start(&shard);
+    let svc = service.start(&shard);
+    let mut applied = shard.shared.generation();
+    shard.shared.applied[id].0.store(applied, Ordering::Release);
     tracing::info!(shard = id, driver = ?driver, listeners = listeners.len(), "shard started");
-    let mut cancellers = Vec::new();
-    for (tag, std_l) in listeners {
-        let listener = match rt::TcpListener::from_std(std_l) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(shard = id, error = %e, "cannot register listener");
-                shard.life.stopping.store(true, Ordering::SeqCst);
-                continue;
-            }
-        };
-        let canceller = rt::AcceptCanceller::new();
-        rt::spawn(accept_loop(
-            shard.clone(),
-            listener,
-            handlers[tag].clone(),
-            canceller.handle(),
-            max_connections,
-        ));
-        cancellers.push(canceller);
-    }
+    let mut accepting = Accepting::default();
+    accepting.add(&shard, &svc, listeners);
 
     while !shard.life.stopping.load(Ordering::Relaxed) {
         rt::sleep(Duration::from_millis(20)).await;
@@ -208,12 +212,28 @@ async fn shard_main(
         if shed != shard.drain.shedding() {
             shard.set_shed(shed);
         }
+        let msgs = std::mem::take(
+            &mut *shard.shared.inbox[id]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for msg in msgs {
+            match msg {
+                ShardMsg::Listen(ls) => accepting.add(&shard, &svc, ls),
+            }
+        }
+        let now = shard.shared.generation();
+        if now != applied {
+            svc.refresh();
+            let wanted = shard.shared.current().listen_addrs();
+            accepting.keep_only(id, &wanted);
+            applied = now;
+            shard.shared.applied[id].0.store(now, Ordering::Release);
+        }
     }
-    for c in cancellers {
-        let _ = c.cancel();
-    }
+    accepting.stop_all();
     shard.drain.fire();
-    let deadline = Instant::now() + stop_timeout;
+    let deadline = Instant::now() + shard.shared.current().config.daemon.stop_timeout;
     while shard.stats().active.get() > 0 && Instant::now() < deadline {
         rt::sleep(Duration::from_millis(20)).await;
     }
@@ -226,6 +246,71 @@ async fn shard_main(
         );
     }
     tracing::info!(shard = id, "shard stopped");
+}
+
+/// A shard's accept loops, by listening address (one socket per address per shard; a
+/// reload may add or remove addresses).
+#[derive(Default)]
+struct Accepting {
+    loops: HashMap<SocketAddr, Vec<rt::AcceptCanceller>>,
+}
+
+impl Accepting {
+    fn add(
+        &mut self,
+        shard: &Rc<Shard>,
+        svc: &Rc<dyn ShardService>,
+        ls: Vec<std::net::TcpListener>,
+    ) {
+        for std_l in ls {
+            let addr = match std_l.local_addr() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(shard = shard.id, error = %e, "listener without an address; dropped");
+                    continue;
+                }
+            };
+            let listener = match rt::TcpListener::from_std(std_l) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(shard = shard.id, %addr, error = %e, "cannot register listener");
+                    continue;
+                }
+            };
+            let canceller = rt::AcceptCanceller::new();
+            rt::spawn(accept_loop(
+                shard.clone(),
+                listener,
+                addr,
+                svc.clone(),
+                canceller.handle(),
+            ));
+            self.loops.entry(addr).or_default().push(canceller);
+        }
+    }
+
+    /// Stop accepting on every address not in `wanted` (its listening socket closes when
+    /// its loop ends; connections already accepted go on).
+    fn keep_only(&mut self, shard: usize, wanted: &[SocketAddr]) {
+        self.loops.retain(|addr, cs| {
+            let keep = wanted.contains(addr);
+            if !keep {
+                tracing::info!(shard, %addr, "no longer listening (removed from the config)");
+                for c in cs.drain(..) {
+                    let _ = c.cancel();
+                }
+            }
+            keep
+        });
+    }
+
+    fn stop_all(&mut self) {
+        for (_, cs) in self.loops.drain() {
+            for c in cs {
+                let _ = c.cancel();
+            }
+        }
+    }
 }
 
 /// Releases a connection's place in the counters however its task ends.
@@ -243,9 +328,9 @@ impl Drop for ConnGuard {
 async fn accept_loop(
     shard: Rc<Shard>,
     listener: rt::TcpListener,
-    handler: Handler,
+    addr: SocketAddr,
+    svc: Rc<dyn ShardService>,
     cancel: rt::CancelHandle,
-    max: usize,
 ) {
     static EXHAUSTED_LOG: rt::LogLimit = rt::LogLimit::new();
     loop {
@@ -255,6 +340,7 @@ async fn accept_loop(
         // Reserve the connection's place before accepting: every shard waits in accept at
         // once, so counting only after the accept would let each of them pass the cap.
         let open = &shard.life.connections;
+        let max = shard.life.max_connections.load(Ordering::Relaxed);
         if open.fetch_add(1, Ordering::Relaxed) >= max || !crate::mem::admits() {
             open.fetch_sub(1, Ordering::Relaxed);
             // At the limit (connections, or near the memory ceiling): leave new clients in the
@@ -280,7 +366,9 @@ async fn accept_loop(
                 let guard = ConnGuard {
                     shard: shard.clone(),
                 };
-                let conn = handler(stream, peer, guard);
+                let Some(conn) = svc.serve(addr, stream, peer, guard) else {
+                    continue;
+                };
                 let shard = shard.clone();
                 rt::spawn(async move {
                     if let Err(why) = rt::catch_panic(conn).await {

@@ -64,6 +64,22 @@ impl std::error::Error for ConfigError {}
 
 /// Read and validate the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_file(path).map(|(config, _)| config)
+}
+
+/// Validate configuration text; `origin` names it in messages (a path, or `<inline>`).
+pub fn from_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    Builder { origin }.build(parse(text, origin)?)
+}
+
+/// Read configuration text as a file (no validation beyond the TOML shapes).
+pub fn parse(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| toml_error(origin, text, &e))
+}
+
+/// As [`load`], also returning the file as read: the daemon keeps it to print the running
+/// config (`show config`) and to apply runtime changes to it.
+pub fn load_with_file(path: &Path) -> Result<(Config, FileConfig), ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: origin.clone(),
@@ -71,12 +87,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         key: None,
         problem: format!("cannot read: {e}"),
     })?;
-    from_str(&text, &origin)
+    let file = parse(&text, &origin)?;
+    let config = from_file(file.clone(), &origin)?;
+    Ok((config, file))
 }
 
-/// Validate configuration text; `origin` names it in messages (a path, or `<inline>`).
-pub fn from_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    let file: FileConfig = toml::from_str(text).map_err(|e| toml_error(origin, text, &e))?;
+/// Validate a file already read (e.g. the running config after a runtime change).
+pub fn from_file(file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
     Builder { origin }.build(file)
 }
 

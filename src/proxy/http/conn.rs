@@ -31,6 +31,7 @@ use crate::proto::http::parse::parse_request;
 use crate::proto::http::scan::HeadScan;
 use crate::proto::http::{HeaderSpan, Method, RequestHead, Status};
 use crate::proxy::conns::Upstream;
+use crate::proxy::ShardView;
 use crate::rt::{self, Read, TcpStream, Wake};
 use crate::shard::ConnGuard;
 use crate::stats::{Counter, ShardStats, SiteCounters};
@@ -113,7 +114,9 @@ impl Drop for PhaseGauge<'_> {
 /// requests so a keep-alive connection allocates nothing per request.
 pub struct Conn<'h> {
     pub http: &'h HttpShard,
-    pub fe: &'h HttpFront,
+    /// The view of the config the current exchange runs on (refreshed between requests).
+    pub view: Rc<ShardView>,
+    pub fe: Rc<HttpFront>,
     pub peer: IpAddr,
     /// Bytes read from the client not yet consumed: the current head (until the exchange
     /// takes it), or the next pipelined request.
@@ -139,17 +142,19 @@ pub struct Conn<'h> {
 /// Serve one client connection until it closes.
 pub async fn serve(
     http: Rc<HttpShard>,
+    view: Rc<ShardView>,
     fe: usize,
     mut client: TcpStream,
     peer: SocketAddr,
     guard: ConnGuard,
 ) {
-    let Some(front) = http.fronts.get(fe) else {
+    let Some(front) = view.http.get(fe).cloned() else {
         return;
     };
     let st = http.ctx.stats();
     let mut conn = Conn {
         http: &http,
+        view,
         fe: front,
         peer: peer.ip(),
         buf: Vec::with_capacity(CLIENT_BUF),
@@ -174,14 +179,15 @@ pub async fn serve(
     match outcome {
         Outcome::Answer(status) => {
             st.errors.add(1);
-            let send = front.conf.send_timeout;
+            let send = conn.fe.conf.send_timeout;
             let answer = canned_for(status, conn.head_request);
             let (_, _) = rt::write_all(&mut client, answer, send).await;
             rt::linger_close(client, std::mem::take(&mut conn.buf), LINGER).await;
         }
         Outcome::Tunnel(up) => {
             let leftover = std::mem::take(&mut conn.buf);
-            super::tunnel::run(&http, &front.conf, client, up, leftover).await;
+            let conf = conn.fe.clone();
+            super::tunnel::run(&http, &conf.conf, client, up, leftover).await;
         }
         Outcome::Close { linger: true } => {
             rt::linger_close(client, std::mem::take(&mut conn.buf), LINGER).await
@@ -203,11 +209,12 @@ impl Conn<'_> {
             self.head_request = head.method == Method::Head;
             gauge.set(Phase::Writing);
             self.http.ctx.stats().requests.add(1);
+            let current = self.refresh_view();
             let outcome = exchange::run(self, client, &head).await;
             self.headers = head.headers;
             self.scan.reset();
             match outcome {
-                Outcome::KeepAlive if !self.http.ctx.drain().fired() => continue,
+                Outcome::KeepAlive if current && !self.http.ctx.drain().fired() => continue,
                 Outcome::KeepAlive => return Outcome::Close { linger: false },
                 other => return other,
             }
@@ -223,8 +230,8 @@ impl Conn<'_> {
         gauge: &mut PhaseGauge<'_>,
         first: bool,
     ) -> Result<RequestHead, Outcome> {
-        let conf = &self.fe.conf;
-        let limits = &self.fe.limits;
+        let fe = self.fe.clone();
+        let (conf, limits) = (&fe.conf, &fe.limits);
         let drain = self.http.ctx.drain();
         self.head_request = false;
         let mut deadline =
@@ -290,6 +297,24 @@ impl Conn<'_> {
         }
     }
 
+    /// Move to the shard's current view of the config if it changed since the last request.
+    /// False when the new config no longer has this connection's frontend: the request is
+    /// served on the old view, then the connection closes (it drains with its listener).
+    fn refresh_view(&mut self) -> bool {
+        let now = self.http.ctx.view();
+        if Rc::ptr_eq(&now, &self.view) {
+            return true;
+        }
+        match now.http_front(&self.fe.conf.name) {
+            Some(f) => {
+                self.fe = f.clone();
+                self.view = now;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Between requests (nothing buffered), give back buffers a large request or response
     /// made grow.
     fn shrink_idle(&mut self) {
@@ -328,7 +353,7 @@ impl Conn<'_> {
             let http = self.http;
             *counters = http
                 .sites
-                .counters(http.ctx.stats(), self.fe.index, &self.site);
+                .counters(http.ctx.stats(), &self.fe.conf.name, &self.site);
             key.clear();
             key.extend_from_slice(&self.site);
         }

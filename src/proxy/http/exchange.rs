@@ -23,6 +23,7 @@ use super::HttpFront;
 use crate::proto::http::write::{write_request_head, write_response_head, ForwardInfo};
 use crate::proto::http::{Framing, Method, RequestHead, ResponseHead};
 use crate::proxy::conns::Upstream;
+use crate::proxy::ShardView;
 use crate::route::{self, RequestView};
 use crate::rt::{Pace, TcpStream};
 
@@ -199,23 +200,24 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
         Err(f) => return fail(conn, f, head.head_len as u64, started),
     };
     let out = std::mem::take(&mut conn.out);
-    let shared = &conn.http.conns[pool].shared;
+    let view = conn.view.clone();
+    let shared = &view.conns[pool].shared;
     let strip = sticky::strip_name(shared);
     let (mut x, consumed) =
-        match Exchange::begin(&conn.buf, head, conn.fe, conn.peer, pool, out, strip) {
+        match Exchange::begin(&conn.buf, head, &conn.fe, conn.peer, pool, out, strip) {
             Ok(v) => v,
             Err(f) => return fail(conn, f, head.head_len as u64, started),
         };
     x.sticky = sticky::resolve(shared, &conn.buf, head, conn.peer);
-    x.hash = pick::hash(&conn.http.conns[pool].conf, &req, conn.peer);
+    x.hash = pick::hash(&view.conns[pool].conf, &req, conn.peer);
     conn.buf.drain(..consumed);
-    let outcome = match forward::forward(conn, client, &mut x).await {
+    let outcome = match forward::forward(conn, client, &mut x, &view).await {
         Ok((up, resp, inflight)) => {
-            let pool = &conn.http.conns[x.pool].shared;
+            let pool = &view.conns[x.pool].shared;
             sticky::settle(pool, conn.http.ctx.id(), &mut x.sticky, inflight.server());
             // No retry after this point: the request buffer serves the response head.
             std::mem::swap(&mut conn.out, &mut x.out);
-            let outcome = respond(conn, client, &mut x, up, resp).await;
+            let outcome = respond(conn, client, &mut x, up, resp, &view).await;
             // For by_traffic: what went up and what came back.
             inflight
                 .server()
@@ -278,9 +280,10 @@ async fn respond(
     x: &mut Exchange,
     mut up: Upstream,
     resp: ResponseHead,
+    view: &ShardView,
 ) -> Outcome {
     let http = conn.http;
-    let cache = &http.conns[x.pool];
+    let cache = &view.conns[x.pool];
     let send_timeout = conn.fe.conf.send_timeout;
     if resp.status == 101 {
         if !x.req.upgrade || x.cut {
@@ -386,7 +389,7 @@ mod tests {
             "[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n{toml_extra}\n[pool.p]\nservers = [ {{ name = \"s\", addr = \"127.0.0.1:2\" }} ]\n"
         );
         let c = crate::config::from_str(&toml, "<test>").unwrap();
-        HttpFront::new(0, c.http[0].clone())
+        HttpFront::new(c.http[0].clone())
     }
 
     fn begin(fe: &HttpFront, buf: &[u8]) -> Result<(Exchange, usize), Failure> {

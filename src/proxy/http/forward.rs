@@ -24,6 +24,7 @@ use crate::proto::http::parse::parse_response;
 use crate::proto::http::write::write_response_head;
 use crate::proto::http::{ResponseHead, Status};
 use crate::proxy::conns::{CheckoutError, ConnCache, Upstream};
+use crate::proxy::ShardView;
 use crate::rt::{self, Pace, Read, TcpStream, Wake};
 
 /// Largest response head accepted from a server.
@@ -32,20 +33,20 @@ const MAX_RESPONSE_HEADERS: usize = 200;
 
 /// Send `x` to a server of its pool; on success the connection (response head in its buffer,
 /// perhaps followed by body bytes), the parsed head, and the in-flight mark of the server.
-pub async fn forward<'h>(
-    conn: &mut Conn<'h>,
+pub async fn forward<'v>(
+    conn: &mut Conn<'_>,
     client: &mut TcpStream,
     x: &mut Exchange,
-) -> Result<(Upstream, ResponseHead, InFlight<'h>), Failure> {
-    let http = conn.http;
-    let cache: &'h ConnCache = &http.conns[x.pool];
+    view: &'v ShardView,
+) -> Result<(Upstream, ResponseHead, InFlight<'v>), Failure> {
+    let cache: &'v ConnCache = &view.conns[x.pool];
     let mut candidates = std::mem::take(&mut conn.cands);
     let pick = Pick {
         now_ms: rt::now_ms(),
         sticky: x.sticky.ticket.target,
         hash: x.hash,
     };
-    http.ctx.balancers.borrow_mut()[x.pool].candidates(
+    view.balancers.borrow_mut()[x.pool].candidates(
         &cache.shared,
         &pick,
         &mut conn.scratch,
@@ -56,13 +57,13 @@ pub async fn forward<'h>(
     result
 }
 
-async fn try_servers<'h>(
-    conn: &mut Conn<'h>,
+async fn try_servers<'v>(
+    conn: &mut Conn<'_>,
     client: &mut TcpStream,
     x: &mut Exchange,
-    cache: &'h ConnCache,
+    cache: &'v ConnCache,
     candidates: &[usize],
-) -> Result<(Upstream, ResponseHead, InFlight<'h>), Failure> {
+) -> Result<(Upstream, ResponseHead, InFlight<'v>), Failure> {
     let st = conn.http.ctx.stats();
     let mut next = 0;
     let mut fresh = false;

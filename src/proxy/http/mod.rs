@@ -48,8 +48,7 @@ use std::rc::Rc;
 
 use crate::config::HttpFrontend;
 use crate::proto::http::parse::Limits;
-use crate::proxy::conns::ConnCache;
-use crate::proxy::ShardCtx;
+use crate::proxy::{ShardCtx, ShardView};
 use crate::rt::TcpStream;
 use crate::shard::ConnGuard;
 use crate::stats::SiteTable;
@@ -61,15 +60,13 @@ const RELAY_BUFS_KEPT: usize = 64;
 
 /// An HTTP frontend as a shard uses it.
 pub struct HttpFront {
-    pub index: usize,
     pub conf: HttpFrontend,
     pub limits: Limits,
 }
 
 impl HttpFront {
-    pub fn new(index: usize, conf: HttpFrontend) -> HttpFront {
+    pub fn new(conf: HttpFrontend) -> HttpFront {
         HttpFront {
-            index,
             limits: Limits {
                 max_request_line: conf.max_request_line,
                 max_header_bytes: conf.max_header_bytes,
@@ -81,33 +78,19 @@ impl HttpFront {
     }
 }
 
-/// One shard's HTTP state: its frontends, its connections to every pool's servers, and spare
-/// relay buffers. Only the shard's own thread touches it.
+/// One shard's HTTP state: its site counters and spare relay buffers (its frontends and
+/// connections to every pool's servers are in the shard's view of the config). Only the
+/// shard's own thread touches it.
 pub struct HttpShard {
     pub ctx: Rc<ShardCtx>,
-    pub fronts: Vec<HttpFront>,
-    pub conns: Vec<ConnCache>,
     pub sites: SiteTable,
     relay_bufs: RefCell<Vec<Vec<u8>>>,
 }
 
 impl HttpShard {
     pub fn new(ctx: Rc<ShardCtx>) -> Rc<HttpShard> {
-        let config = &ctx.shared.config;
         let http = Rc::new(HttpShard {
-            fronts: config
-                .http
-                .iter()
-                .enumerate()
-                .map(|(index, f)| HttpFront::new(index, f.clone()))
-                .collect(),
-            conns: config
-                .pools
-                .iter()
-                .enumerate()
-                .map(|(i, p)| ConnCache::new(p, ctx.shared.pools[i].clone(), ctx.id()))
-                .collect(),
-            sites: SiteTable::new(config.http.len()),
+            sites: SiteTable::default(),
             relay_bufs: RefCell::new(Vec::new()),
             ctx,
         });
@@ -116,7 +99,7 @@ impl HttpShard {
         let weak = Rc::downgrade(&http);
         http.ctx.shard.on_shed(Box::new(move || {
             if let Some(http) = weak.upgrade() {
-                for c in &http.conns {
+                for c in &http.ctx.view().conns {
                     c.drop_idle();
                 }
                 http.relay_bufs.borrow_mut().clear();
@@ -125,15 +108,16 @@ impl HttpShard {
         http
     }
 
-    /// Serve one accepted client connection of frontend `fe` until it closes.
+    /// Serve one accepted client connection of frontend `fe` (of `view`) until it closes.
     pub async fn serve(
         self: Rc<Self>,
+        view: Rc<ShardView>,
         fe: usize,
         stream: TcpStream,
         peer: SocketAddr,
         guard: ConnGuard,
     ) {
-        conn::serve(self, fe, stream, peer, guard).await
+        conn::serve(self, view, fe, stream, peer, guard).await
     }
 
     fn relay_buf(&self) -> Vec<u8> {

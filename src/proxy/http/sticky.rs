@@ -72,7 +72,7 @@ pub fn resolve(pool: &PoolShared, buf: &[u8], head: &RequestHead, client: IpAddr
 /// whether the response gets our cookie (insert_cookie).
 pub fn settle(pool: &PoolShared, shard: usize, req: &mut StickyReq, chosen: &ServerShared) {
     let Some(st) = &pool.sticky else { return };
-    let Some(i) = pool.servers.iter().position(|s| std::ptr::eq(s, chosen)) else {
+    let Some(i) = pool.servers.iter().position(|s| std::ptr::eq(&**s, chosen)) else {
         return;
     };
     if st.settle(shard, &req.ticket, i) == Settled::Fallback {

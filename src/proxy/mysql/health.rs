@@ -8,12 +8,15 @@
 //! A probe closes without authenticating, which MariaDB logs as an aborted connection and, on
 //! servers that resolve host names, counts toward `max_connect_errors` (see docs/mysql.md).
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::balance::ServerShared;
+use crate::config::Pool;
 use crate::rt;
-use crate::shared::Shared;
+use crate::shared::{Generation, Shared};
 
 /// Check interval: half the pool's `down_time`, within these bounds, so that a server that is
 /// back is seen again well before its down period would have ended by itself.
@@ -24,44 +27,51 @@ pub(super) fn interval(down_time: Duration) -> Duration {
     (down_time / 2).clamp(MIN_INTERVAL, MAX_INTERVAL)
 }
 
-/// Spawn one check loop per server of every pool used by a MySQL frontend, unless the pool
-/// has a `[pool.NAME.health]`: the process-wide checker (`crate::health`) serves it then.
-pub(super) fn start(shared: &Arc<Shared>) {
-    let mut pools: Vec<usize> = shared
-        .config
-        .mysql
-        .iter()
-        .map(|f| f.pool)
-        .filter(|&p| shared.config.pools[p].health.is_none())
-        .collect();
-    pools.sort_unstable();
-    pools.dedup();
-    for pool in pools {
-        for server in 0..shared.pools[pool].servers.len() {
-            rt::spawn(check_loop(shared.clone(), pool, server));
+/// Follow the running generation: one check loop per server of every pool used by a MySQL
+/// frontend, unless the pool has a `[pool.NAME.health]` (the process-wide checker,
+/// `crate::health`, serves it then). When the config changes the loops of the old generation
+/// end and new ones start; a server that did not change keeps its record, so its state goes on.
+pub(super) async fn supervise(shared: Arc<Shared>) {
+    while !shared.life.stopping.load(Ordering::Relaxed) {
+        let gen = shared.current();
+        let mut pools: Vec<usize> = gen
+            .config
+            .mysql
+            .iter()
+            .map(|f| f.pool)
+            .filter(|&p| gen.config.pools[p].health.is_none())
+            .collect();
+        pools.sort_unstable();
+        pools.dedup();
+        for pool in pools {
+            for server in 0..gen.pools[pool].servers.len() {
+                rt::spawn(check_loop(shared.clone(), gen.clone(), pool, server));
+            }
+        }
+        while shared.generation() == gen.number && !shared.life.stopping.load(Ordering::Relaxed) {
+            rt::sleep(Duration::from_millis(100)).await;
         }
     }
 }
 
-async fn check_loop(shared: Arc<Shared>, pool: usize, server: usize) {
-    let conf = &shared.config.pools[pool];
+async fn check_loop(shared: Arc<Shared>, gen: Arc<Generation>, pool: usize, server: usize) {
+    let conf = &gen.config.pools[pool];
+    let ss = &gen.pools[pool].servers[server];
     let every = interval(conf.down_time);
     loop {
         rt::sleep(every).await;
-        if shared.life.stopping.load(Ordering::Relaxed) {
+        if shared.life.stopping.load(Ordering::Relaxed) || shared.generation() != gen.number {
             return;
         }
-        if let Some(outcome) = check(&shared, pool, server).await {
-            apply(&shared, pool, server, outcome);
+        if let Some(outcome) = check(conf, ss.addr).await {
+            apply(conf, ss, outcome);
         }
     }
 }
 
 /// Connect and read the first packet; `None` when we could not even try (out of descriptors
 /// or memory here), which says nothing about the server.
-async fn check(shared: &Shared, pool: usize, server: usize) -> Option<Result<(), String>> {
-    let conf = &shared.config.pools[pool];
-    let addr = shared.pools[pool].servers[server].addr;
+async fn check(conf: &Pool, addr: SocketAddr) -> Option<Result<(), String>> {
     let mut stream = match rt::connect(addr, conf.connect_timeout).await {
         Ok(s) => s,
         // Our own shortage says nothing about the server: leave its state as it is.
@@ -75,19 +85,16 @@ async fn check(shared: &Shared, pool: usize, server: usize) -> Option<Result<(),
     )
 }
 
-fn apply(shared: &Shared, pool: usize, server: usize, outcome: Result<(), String>) {
-    let p = &shared.pools[pool];
-    let ss = &p.servers[server];
+fn apply(conf: &Pool, ss: &ServerShared, outcome: Result<(), String>) {
     match outcome {
         Ok(()) => {
             if ss.mark_up() {
-                tracing::info!(pool = %p.name, server = %ss.name, "mysql server up: health check answered");
+                tracing::info!(pool = %conf.name, server = %ss.name, "mysql server up: health check answered");
             }
         }
         Err(e) => {
-            let down = shared.config.pools[pool].down_time;
-            if ss.mark_down(rt::now_ms(), down.as_millis() as u64) {
-                tracing::warn!(pool = %p.name, server = %ss.name, error = %e, "mysql server down: health check failed");
+            if ss.mark_down(rt::now_ms(), conf.down_time.as_millis() as u64) {
+                tracing::warn!(pool = %conf.name, server = %ss.name, error = %e, "mysql server down: health check failed");
             }
         }
     }
@@ -95,14 +102,13 @@ fn apply(shared: &Shared, pool: usize, server: usize, outcome: Result<(), String
 
 /// A backend closed a connection while commands were outstanding: a crash or a KILL. Only a
 /// failing connect tells them apart, so probe once and mark the server down if it refuses.
-pub(super) async fn probe_after_loss(shared: Arc<Shared>, pool: usize, server: usize) {
-    let conf = &shared.config.pools[pool];
-    let addr = shared.pools[pool].servers[server].addr;
-    if let Err(rt::ConnectError::Peer(e)) = rt::connect(addr, conf.connect_timeout).await {
+pub(super) async fn probe_after_loss(gen: Arc<Generation>, pool: usize, server: usize) {
+    let conf = &gen.config.pools[pool];
+    let ss = &gen.pools[pool].servers[server];
+    if let Err(rt::ConnectError::Peer(e)) = rt::connect(ss.addr, conf.connect_timeout).await {
         apply(
-            &shared,
-            pool,
-            server,
+            conf,
+            ss,
             Err(format!("connection lost mid-command, then {e}")),
         );
     }

@@ -42,13 +42,13 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use crate::balance::{Place, ServerShared};
 use crate::proto::mysql::packet::{complete_packet_len, err_packet_pre41};
 use crate::proto::mysql::{com, handshake, Event, Observer};
-use crate::proxy::ShardCtx;
+use crate::proxy::{ShardCtx, ShardView};
 use crate::rt::{self, Read, Splitable, TcpStream};
 use crate::shard::ConnGuard;
 use crate::shared::Shared;
 
-pub use stats::MysqlShardStats;
-use stats::{ConnAccount, FrontCounters};
+use stats::ConnAccount;
+pub use stats::{FrontCounters, MysqlShardStats};
 
 /// Relay buffer per direction: MySQL packets are small except blobs, which stream through.
 const RELAY_BUF: usize = 16 * 1024;
@@ -73,19 +73,23 @@ const CR_CONN_HOST_ERROR: u16 = 2003;
 
 /// Called once per shard at start: the idle/drain sweeper, and on shard 0 the health checks.
 pub fn start_shard(shard: &Rc<ShardCtx>) {
-    if shard.shared.config.mysql.is_empty() {
-        return;
-    }
+    // Cheap while there is no MySQL connection; a reload may add MySQL frontends.
     rt::spawn(sweeper(shard.clone()));
     if shard.id() == 0 {
-        health::start(&shard.shared);
+        rt::spawn(health::supervise(shard.shared.clone()));
     }
 }
 
 /// `show traffic mysql`: per-user traffic summed over shards (see [`stats::render`]).
 pub fn render_traffic(shared: &Shared) -> String {
     let shards: Vec<&MysqlShardStats> = shared.mysql_stats.iter().map(|s| &**s).collect();
-    let names: Vec<String> = shared.config.mysql.iter().map(|f| f.name.clone()).collect();
+    let names: Vec<String> = shared
+        .current()
+        .config
+        .mysql
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
     stats::render(&shards, &names)
 }
 
@@ -165,27 +169,23 @@ async fn sweeper(shard: Rc<ShardCtx>) {
 /// Serve one accepted MySQL client connection until either side closes.
 pub async fn serve_client(
     shard: Rc<ShardCtx>,
+    view: Rc<ShardView>,
     fe: usize,
     mut client: TcpStream,
     peer: SocketAddr,
     guard: ConnGuard,
 ) {
     let shared = shard.shared.clone();
-    let Some(conf) = shared.config.mysql.get(fe) else {
+    let Some(front) = view.mysql.get(fe) else {
         return;
     };
+    let conf = &front.conf;
     let my = &shared.mysql_stats[shard.id()];
-    let fallback = FrontCounters::default();
-    let counters = my.front(fe).unwrap_or(&fallback);
+    let counters = &*front.counters;
     counters.accepted.add(1);
 
     // The frontend-wide count is the sum of every shard's own gauge.
-    let open: u64 = shared
-        .mysql_stats
-        .iter()
-        .filter_map(|s| s.front(fe))
-        .map(|c| c.active.get())
-        .sum();
+    let open: u64 = front.all.iter().map(|c| c.active.get()).sum();
     if open >= conf.max_connections as u64 {
         counters.refused_limit.add(1);
         tracing::debug!(frontend = %conf.name, %peer, "refused: frontend connection limit");
@@ -196,12 +196,12 @@ pub async fn serve_client(
     let _active = ActiveGuard(&counters.active);
 
     let pool_ix = conf.pool;
-    let pool = &shared.pools[pool_ix];
+    let pool = &view.gen.pools[pool_ix];
     let mut acct = ConnAccount::default();
     let mut observer = Observer::new();
 
     let (server_ix, server, greeting, _place) =
-        match connect_backend(&shard, pool_ix, counters, peer).await {
+        match connect_backend(&shard, &view, pool_ix, counters, peer).await {
             Ok(v) => v,
             Err(NoBackend::Unreachable) => {
                 counters.no_server.add(1);
@@ -310,7 +310,11 @@ pub async fn serve_client(
     }
     ctl.closed.set(true);
     if session.server_lost.get() {
-        rt::spawn(health::probe_after_loss(shared.clone(), pool_ix, server_ix));
+        rt::spawn(health::probe_after_loss(
+            view.gen.clone(),
+            pool_ix,
+            server_ix,
+        ));
     }
     drop(guard);
 }
@@ -340,14 +344,14 @@ async fn refuse(mut client: TcpStream, code: u16, msg: &str) {
 /// Returns the server index, the stream, the greeting packet (header included) and the
 /// session's place in the server's `max_connections`.
 async fn connect_backend<'s>(
-    shard: &'s ShardCtx,
+    shard: &ShardCtx,
+    view: &'s ShardView,
     pool_ix: usize,
     counters: &FrontCounters,
     peer: SocketAddr,
 ) -> Result<(usize, TcpStream, Vec<u8>, Place<'s>), NoBackend> {
-    let shared = &shard.shared;
-    let pool = &shared.pools[pool_ix];
-    let conf = &shared.config.pools[pool_ix];
+    let pool = &view.gen.pools[pool_ix];
+    let conf = &view.gen.config.pools[pool_ix];
     let (mut order, mut scratch) = (Vec::new(), Vec::new());
     // Only source_ip stickiness applies to MySQL (a session has no cookie).
     let sticky = pool
@@ -372,7 +376,7 @@ async fn connect_backend<'s>(
                 sticky: sticky.and_then(|(_, t)| t.target),
                 hash,
             };
-            shard.balancers.borrow_mut()[pool_ix].candidates(pool, &pick, &mut scratch, &mut order);
+            view.balancers.borrow_mut()[pool_ix].candidates(pool, &pick, &mut scratch, &mut order);
         }
         let mut full = false;
         for &ix in &order {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 
@@ -16,8 +16,6 @@ use crate::proto::mysql::command::{command_slot, slot_name, COMMAND_SLOTS};
 /// Distinct users kept per shard; further names are counted under `(other)` so that clients
 /// inventing user names cannot grow memory without bound.
 pub const MAX_USERS: usize = 1024;
-/// Frontends whose gauges a shard keeps (the config has far fewer in practice).
-pub const MAX_FRONTENDS: usize = 64;
 /// Traffic seen before a user name was known (a client that left or failed before its
 /// handshake response) is accounted here.
 pub const UNKNOWN_USER: &[u8] = b"(unknown)";
@@ -120,30 +118,37 @@ impl UserStats {
 }
 
 /// Everything MySQL-related one shard counts.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct MysqlShardStats {
-    pub fronts: Box<[FrontCounters]>,
+    /// Per frontend, by name (so counts survive reloads). A shard finds its own when it
+    /// builds its view of a generation, not per connection.
+    fronts: Mutex<Vec<(Arc<str>, Arc<FrontCounters>)>>,
     users: Mutex<HashMap<Box<[u8]>, UserStats>>,
 }
 
-impl Default for MysqlShardStats {
-    fn default() -> Self {
-        Self::new(MAX_FRONTENDS)
-    }
-}
-
 impl MysqlShardStats {
-    pub fn new(frontends: usize) -> Self {
-        MysqlShardStats {
-            fronts: (0..frontends.max(1))
-                .map(|_| FrontCounters::default())
-                .collect(),
-            users: Mutex::new(HashMap::new()),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    pub fn front(&self, fe: usize) -> Option<&FrontCounters> {
-        self.fronts.get(fe)
+    /// The counters of frontend `name` on this shard, made on first use. Only the owning
+    /// shard writes them, whoever made them.
+    pub fn front(&self, name: &str) -> Arc<FrontCounters> {
+        let mut fronts = self.fronts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = fronts.iter().find(|(n, _)| &**n == name) {
+            return c.clone();
+        }
+        let c = Arc::new(FrontCounters::default());
+        fronts.push((name.into(), c.clone()));
+        c
+    }
+
+    /// The frontend counters this shard has, by name.
+    fn fronts(&self) -> Vec<(Arc<str>, Arc<FrontCounters>)> {
+        self.fronts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Apply `f` to `user`'s entry (created on first use, `(other)` beyond [`MAX_USERS`]).
@@ -354,12 +359,21 @@ pub fn render(shards: &[&MysqlShardStats], frontends: &[String]) -> String {
         }
         out.push('\n');
     }
-    for (fe, name) in frontends.iter().enumerate() {
+    // The running config's frontends first, then any a reload removed.
+    let per_shard: Vec<_> = shards.iter().map(|s| s.fronts()).collect();
+    let mut names: Vec<Arc<str>> = frontends.iter().map(|f| Arc::from(f.as_str())).collect();
+    for (n, _) in per_shard.iter().flatten() {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    for name in &names {
         let sum = |f: fn(&FrontCounters) -> &ShardCounter| {
-            shards
+            per_shard
                 .iter()
-                .filter_map(|s| s.front(fe))
-                .map(|c| f(c).get())
+                .flatten()
+                .filter(|(n, _)| n == name)
+                .map(|(_, c)| f(c).get())
                 .sum::<u64>()
         };
         let _ = writeln!(
@@ -395,7 +409,7 @@ mod tests {
 
     #[test]
     fn accounts_fold_per_user_and_merge_across_shards() {
-        let shards = [MysqlShardStats::new(1), MysqlShardStats::new(1)];
+        let shards = [MysqlShardStats::new(), MysqlShardStats::new()];
         let mut a = ConnAccount::default();
         a.bytes_out(100); // greeting before the user is known
         a.bytes_in(50);
@@ -420,8 +434,8 @@ mod tests {
         let mut c = ConnAccount::default();
         c.bytes_in(3);
         c.flush(&shards[1], None);
-        shards[0].fronts[0].accepted.add(2);
-        shards[1].fronts[0].accepted.add(1);
+        shards[0].front("db").accepted.add(2);
+        shards[1].front("db").accepted.add(1);
 
         let text = render(&[&shards[0], &shards[1]], &["db".into()]);
         let line = |u: &str| {
@@ -447,7 +461,7 @@ mod tests {
 
     #[test]
     fn users_are_bounded() {
-        let s = MysqlShardStats::new(1);
+        let s = MysqlShardStats::new();
         for i in 0..MAX_USERS + 10 {
             let mut a = ConnAccount::default();
             a.login(format!("u{i}").as_bytes());
@@ -462,7 +476,7 @@ mod tests {
 
     #[test]
     fn refused_names_are_never_users() {
-        let s = MysqlShardStats::new(1);
+        let s = MysqlShardStats::new();
         for i in 0..MAX_USERS + 10 {
             let mut a = ConnAccount::default();
             a.bytes_out(90);

@@ -1,0 +1,177 @@
+//! Changing the running config without a restart: `reload` (the control command, SIGHUP),
+//! runtime server commands and DNS answers all end here, in [`apply`], one change at a time.
+//!
+//! A change is validated exactly as at start (the same builder, so the same file/key/problem
+//! messages) and refused whole if anything is wrong, new listening addresses included: they
+//! are bound before anything else changes. Then the next [`Generation`] is built, keeping by
+//! name every pool and server that did not change, and published; each shard picks it up on
+//! its next tick (within 20 ms), rebuilds its view and starts or stops its accept loops, and
+//! `apply` returns once every shard has. Exchanges already running finish on the view they
+//! started with. Shards never restart: no two generations of shards ever run.
+//!
+//! What a reload cannot change in a running process (`daemon.shards`, `io_driver`,
+//! `pin_cores`, `control_socket`) is reported as a warning in the answer and takes effect at
+//! the next `upgrade` or restart.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::config::file::FileConfig;
+use crate::config::Config;
+use crate::shard::{self, Listen};
+use crate::shared::{Generation, ShardMsg, Shared};
+
+/// How long `apply` waits for every shard to take the new generation.
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// What a change did.
+#[derive(Debug)]
+pub struct Applied {
+    pub generation: u64,
+    /// Keys that changed but need a restart or an upgrade.
+    pub warnings: Vec<String>,
+}
+
+impl Applied {
+    /// The control socket's answer: `ok generation N`, then one line per warning.
+    pub fn answer(&self) -> String {
+        let mut out = format!("ok generation {}\n", self.generation);
+        for w in &self.warnings {
+            out.push_str("warning: ");
+            out.push_str(w);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Re-read the file the running config came from and apply it.
+pub fn reload(shared: &Shared) -> Result<Applied, String> {
+    let path = shared.current().config.source.clone();
+    let (config, file) = crate::config::load_with_file(&path).map_err(|e| e.to_string())?;
+    apply(shared, config, file, "reload".into())
+}
+
+/// Apply a validated config as the next generation (see the module documentation).
+pub fn apply(
+    shared: &Shared,
+    config: Config,
+    file: FileConfig,
+    cause: String,
+) -> Result<Applied, String> {
+    let _one_at_a_time = shared.changing.lock().unwrap_or_else(|e| e.into_inner());
+    let current = shared.current();
+    let warnings = restart_only(&current.config, &config);
+
+    let before: HashSet<_> = current.listen_addrs().into_iter().collect();
+    let after = crate::daemon::listen_of(&config);
+    let new: Vec<Listen> = after
+        .iter()
+        .filter(|l| !before.contains(&l.addr))
+        .map(|l| Listen {
+            addr: l.addr,
+            name: l.name.clone(),
+        })
+        .collect();
+    let stopped: Vec<String> = before
+        .iter()
+        .filter(|a| !after.iter().any(|l| l.addr == **a))
+        .map(|a| a.to_string())
+        .collect();
+    // Bound before anything changes: an address in use refuses the whole change.
+    let sockets = shard::bind_all(shared.shards, &new)?;
+
+    let max_conns = crate::daemon::client_cap(&config);
+    let memory_limit = config.daemon.memory_limit;
+    let next = current.next(config, file, cause, shared.shards);
+    let number = next.number;
+    let listening: Vec<String> = new.iter().map(|l| l.addr.to_string()).collect();
+    shared
+        .life
+        .max_connections
+        .store(max_conns, Ordering::Relaxed);
+    if let Some(limit) = memory_limit {
+        crate::mem::set_limit(limit);
+    }
+    log_change(&current, &next, &listening, &stopped);
+    shared.publish(next);
+    for (id, ls) in sockets.into_iter().enumerate() {
+        if !ls.is_empty() {
+            shared.send(id, ShardMsg::Listen(ls));
+        }
+    }
+    let deadline = Instant::now() + APPLY_WAIT;
+    while !shared.all_applied(number) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if !shared.all_applied(number) {
+        tracing::warn!(
+            generation = number,
+            "not every shard took the new config within 5 s (a shard busy for that long?)"
+        );
+    }
+    Ok(Applied {
+        generation: number,
+        warnings,
+    })
+}
+
+/// Daemon keys a running process cannot change, as warnings.
+fn restart_only(now: &Config, next: &Config) -> Vec<String> {
+    let (a, b) = (&now.daemon, &next.daemon);
+    let mut out = Vec::new();
+    let mut differs = |key: &str, was: String, will: String| {
+        if was != will {
+            out.push(format!(
+                "daemon.{key} changed ({was} -> {will}): takes effect at the next upgrade or restart"
+            ));
+        }
+    };
+    differs("shards", a.shards.to_string(), b.shards.to_string());
+    differs(
+        "io_driver",
+        format!("{:?}", a.io_driver),
+        format!("{:?}", b.io_driver),
+    );
+    differs(
+        "pin_cores",
+        a.pin_cores.to_string(),
+        b.pin_cores.to_string(),
+    );
+    differs(
+        "control_socket",
+        a.control_socket.display().to_string(),
+        b.control_socket.display().to_string(),
+    );
+    out
+}
+
+/// One log line per change, naming what moved.
+fn log_change(old: &Generation, new: &Generation, listening: &[String], stopped: &[String]) {
+    let names = |g: &Generation| -> Vec<String> {
+        g.pools
+            .iter()
+            .flat_map(|p| {
+                p.servers
+                    .iter()
+                    .map(move |s| format!("{}/{}", p.name, s.name))
+            })
+            .collect()
+    };
+    let (was, now) = (names(old), names(new));
+    let added: Vec<&String> = now.iter().filter(|n| !was.contains(n)).collect();
+    let removed: Vec<&String> = was.iter().filter(|n| !now.contains(n)).collect();
+    tracing::info!(
+        event = "config_applied",
+        generation = new.number,
+        cause = %new.cause,
+        pools = new.pools.len(),
+        servers_added = ?added,
+        servers_removed = ?removed,
+        listen_added = ?listening,
+        listen_removed = ?stopped,
+        "config generation {} applied",
+        new.number
+    );
+}
