@@ -6,41 +6,56 @@
 //! Durations and sizes are read as [`Scalar`] (string or number) rather than parsed here, so a
 //! bare `keepalive_timeout = 75` reaches the builder and gets a message that explains the unit
 //! syntax instead of serde's generic "invalid type".
+//!
+//! Every type is also `Clone + Serialize + PartialEq`: the daemon keeps the running
+//! configuration in this form, edits it ([`super::edit`]) and writes it back out
+//! ([`super::show`]) under the same key names it reads. Absent keys (`None`, and empty lists
+//! or maps that default when omitted) are skipped, so a written file says only what was set.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// The whole file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     #[serde(default)]
     pub daemon: DaemonFile,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<HttpFile>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mysql: Vec<MysqlFile>,
     /// `[pool.NAME]` tables, keyed by name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pool: BTreeMap<String, PoolFile>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shards: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub io_driver: Option<IoDriverFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub control_socket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pin_cores: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<Scalar>,
+    /// DNS servers (`"IP:PORT"`) used instead of those in /etc/resolv.conf.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolvers: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IoDriverFile {
     Auto,
@@ -49,64 +64,106 @@ pub enum IoDriverFile {
 }
 
 /// One `[[http]]` frontend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpFile {
     pub name: String,
     pub listen: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default_pool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive_timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_header_timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_body_timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub send_timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_body_min_rate: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub send_min_rate: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request_line: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_headers: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub underscores_in_headers: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_chunk_extensions: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_names: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RouteFile>,
 }
 
 /// One `[[http.route]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
     pub pool: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<StrList>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub file_type: Option<StrList>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url_regex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie: Option<BTreeMap<String, String>>,
 }
 
 /// One `[pool.NAME]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub balance: Option<BalanceFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub down_time: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections_per_server: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_idle_per_server: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hash_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slow_start: Option<Scalar>,
+    /// How often server addresses written as `name:port` are resolved again (e.g. `"5s"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolve_interval: Option<Scalar>,
+    /// Where the server list comes from when it is not written out, e.g.
+    /// `"srv:_http._tcp.example.com"`; with it `servers` may be omitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discover: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sticky: Option<StickyFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthFile>,
+    /// Optional in the file only so that a pool with `discover` may leave it out; the builder
+    /// decides whether an empty list is acceptable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<ServerFile>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BalanceFile {
     RoundRobin,
@@ -119,19 +176,24 @@ pub enum BalanceFile {
 }
 
 /// One entry of a pool's `servers` list.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
     pub name: String,
     pub addr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_port: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StickyModeFile {
     AppCookie,
@@ -140,22 +202,31 @@ pub enum StickyModeFile {
 }
 
 /// `[pool.NAME.sticky]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StickyFile {
     pub mode: StickyModeFile,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url_param: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub table_size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie_secure: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie_httponly: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie_samesite: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie_max_age: Option<Scalar>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthMethodFile {
     Tcp,
@@ -165,33 +236,48 @@ pub enum HealthMethodFile {
 }
 
 /// `[pool.NAME.health]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthFile {
     pub method: HealthMethodFile,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expect_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expect_body_regex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rise: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fall: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mysql_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mysql_password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mysql_query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_interval: Option<Scalar>,
 }
 
 /// One `[[mysql]]` frontend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlFile {
     pub name: String,
     pub listen: Vec<String>,
     pub pool: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_idle_timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_write_timeout: Option<Scalar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<i64>,
 }
 
@@ -229,6 +315,17 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
+/// Written back in the form it was read: an integer, a float or a string.
+impl Serialize for Scalar {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Scalar::Int(v) => s.serialize_i64(*v),
+            Scalar::Float(v) => s.serialize_f64(*v),
+            Scalar::Str(v) => s.serialize_str(v),
+        }
+    }
+}
+
 /// A key that takes either one string or a list of strings (`host`, `file_type`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StrList(pub Vec<String>);
@@ -253,6 +350,14 @@ impl<'de> Deserialize<'de> for StrList {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// Always written as a list, even of one: the reader accepts both and the list says plainly
+/// that more may be added.
+impl Serialize for StrList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
     }
 }
 
@@ -308,11 +413,94 @@ mod tests {
             "[pool.p]\nservers = [{ name = \"a\", addr = \"1.2.3.4:5\", wieght = 1 }]\n",
             "[[mysql]]\nname = \"a\"\nlisten = []\npool = \"p\"\nfoo = 1\n",
             "frontend = 1\n",
+            "[daemon]\nresolver = [\"10.0.0.1:53\"]\n",
+            "[pool.p]\ndiscover = \"srv:_http._tcp.example.com\"\ndiscovery = \"x\"\n",
+            "[pool.p]\nservers = []\nresolve_intervals = \"5s\"\n",
         ];
         for text in table {
             let err = parse(text).expect_err(text);
             assert!(err.message().contains("unknown field"), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn resolver_and_discovery_keys() {
+        let f = parse(
+            r#"
+            [daemon]
+            resolvers = ["10.0.0.1:53", "[fd00::1]:53"]
+
+            [pool.web]
+            resolve_interval = "5s"
+            servers = [{ name = "a", addr = "app.internal:80" }]
+
+            [pool.found]
+            discover = "srv:_http._tcp.example.com"
+            resolve_interval = 30
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.daemon.resolvers,
+            Some(vec!["10.0.0.1:53".to_owned(), "[fd00::1]:53".to_owned()])
+        );
+        let web = &f.pool["web"];
+        assert_eq!(web.resolve_interval, Some(Scalar::Str("5s".into())));
+        assert_eq!(web.discover, None);
+        assert_eq!(web.servers.len(), 1);
+        let found = &f.pool["found"];
+        assert_eq!(
+            found.discover.as_deref(),
+            Some("srv:_http._tcp.example.com")
+        );
+        assert_eq!(found.resolve_interval, Some(Scalar::Int(30)));
+        assert!(found.servers.is_empty(), "servers may be omitted");
+    }
+
+    #[test]
+    fn absent_keys_are_not_written() {
+        let f = parse(
+            "[pool.p]\nservers = [{ name = \"a\", addr = \"1.2.3.4:5\" }]\n\
+             [[http]]\nname = \"h\"\nlisten = []\n",
+        )
+        .unwrap();
+        let table = toml::Table::try_from(&f).unwrap();
+        assert_eq!(table["daemon"].as_table().map(|t| t.len()), Some(0));
+        assert!(!table.contains_key("mysql"));
+        let http = table["http"][0].as_table().unwrap();
+        assert!(!http.contains_key("route") && !http.contains_key("server_names"));
+        assert!(!http.contains_key("default_pool"));
+        let server = table["pool"]["p"]["servers"][0].as_table().unwrap();
+        assert_eq!(server.len(), 2, "{server:?}");
+    }
+
+    #[test]
+    fn scalars_and_lists_are_written_as_read() {
+        let f = parse(
+            r#"
+            [[http]]
+            name = "a"
+            listen = ["127.0.0.1:1"]
+            keepalive_timeout = "75s"
+            client_header_timeout = 60
+            client_body_timeout = 1.5
+              [[http.route]]
+              pool = "p"
+              host = "one.example"
+              file_type = ["css", "js"]
+            "#,
+        )
+        .unwrap();
+        let table = toml::Table::try_from(&f).unwrap();
+        let http = &table["http"][0];
+        assert_eq!(http["keepalive_timeout"].as_str(), Some("75s"));
+        assert_eq!(http["client_header_timeout"].as_integer(), Some(60));
+        assert_eq!(http["client_body_timeout"].as_float(), Some(1.5));
+        let route = &http["route"][0];
+        assert_eq!(route["host"].as_array().map(|a| a.len()), Some(1));
+        assert_eq!(route["file_type"].as_array().map(|a| a.len()), Some(2));
+        let back: FileConfig = toml::from_str(&toml::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
     }
 
     #[test]

@@ -2,10 +2,16 @@
 //! daemon runs from ([`build`]). Loading is two stages so that every problem can name the file,
 //! the key path and what is wrong before anything starts.
 //!
+//! The daemon keeps the running configuration as a [`file::FileConfig`] too: runtime changes
+//! edit it ([`edit`]) and rebuild it through the same validation, and [`show`] writes it back
+//! out as TOML.
+//!
 //! Frontends refer to pools by index into [`Config::pools`]; names are resolved once here.
 
 pub mod build;
+pub mod edit;
 pub mod file;
+pub mod show;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
