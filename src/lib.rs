@@ -10,6 +10,7 @@
 //!   atomics every shard reads), `proxy` relays bytes between client and server.
 //! - `health` runs the active and agent checks on one thread for the process.
 //! - `stats` keeps per-shard counters summed on read; `control` serves the UNIX command socket.
+//! - `upgrade` hands listeners, idle connections and counters to a new binary.
 //!
 //! Only what the binary, the fuzz targets and the benchmarks need is public.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -29,6 +30,9 @@ mod rt;
 mod shard;
 mod shared;
 mod stats;
+// The transport of `shardgate ctl upgrade`; the orchestration that uses it comes next.
+#[allow(dead_code)]
+mod upgrade;
 
 pub use control::{client as ctl_client, default_socket};
 pub use daemon::{block_stop_signals, demo, run};
