@@ -48,6 +48,7 @@ impl Applied {
 
 /// Re-read the file the running config came from and apply it.
 pub fn reload(shared: &Shared) -> Result<Applied, String> {
+    let _one = shared.runtime.lock().unwrap_or_else(|e| e.into_inner());
     let path = shared.current().config.source.clone();
     let (config, file) = crate::config::load_with_file(&path).map_err(|e| e.to_string())?;
     apply(shared, config, file, "reload".into())

@@ -125,9 +125,11 @@ pub struct Shared {
     /// The running shard count (fixed for the life of the process).
     pub shards: usize,
     pub started: SystemTime,
-    /// Serialises config changes (reload, runtime server commands, DNS), so that each builds
-    /// on the one before.
+    /// Serialises the publishing of generations.
     pub changing: Mutex<()>,
+    /// Held across read-edit-apply by every change (reload, runtime server commands, DNS), so
+    /// that each builds on the one before and none is lost.
+    pub runtime: Mutex<()>,
 }
 
 impl Shared {
@@ -144,6 +146,7 @@ impl Shared {
             shards,
             started: SystemTime::now(),
             changing: Mutex::new(()),
+            runtime: Mutex::new(()),
             gen: ArcSwap::from_pointee(Generation::first(config, file)),
         })
     }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::balance::Admin;
 use crate::shared::Shared;
 
+mod runtime;
 mod server;
 mod socket;
 
@@ -105,9 +106,27 @@ const COMMANDS: &[Command] = &[
     },
     Command {
         name: "set server",
-        args: "POOL/SERVER weight N | state ready|drain|maint",
-        help: "change a server's weight (0-1000) or admin state, on every shard at once",
+        args: "POOL/SERVER weight N | state ready|drain|maint | addr HOST:PORT",
+        help: "change a server's weight (0-1000), admin state or address, on every shard at once",
         run: set_server,
+    },
+    Command {
+        name: "add server",
+        args: "POOL/NAME ADDR [weight N] [backup]",
+        help: "add a server to a pool on every shard at once (until the next reload)",
+        run: runtime::add_server,
+    },
+    Command {
+        name: "del server",
+        args: "POOL/NAME",
+        help: "stop sending to a server, let its requests finish (stop_timeout), remove it",
+        run: runtime::del_server,
+    },
+    Command {
+        name: "show config",
+        args: "",
+        help: "the running config as TOML (runtime changes included), to save as a file",
+        run: runtime::show_config,
     },
     Command {
         name: "reload",
@@ -321,10 +340,14 @@ fn set_admin(s: &Shared, args: &[&str], admin: Admin) -> Result<(String, Action)
 }
 
 fn set_server(s: &Shared, args: &[&str]) -> Result<(String, Action), String> {
-    const USAGE: &str = "expected POOL/SERVER weight N, or POOL/SERVER state ready|drain|maint";
+    const USAGE: &str =
+        "expected POOL/SERVER weight N, POOL/SERVER state ready|drain|maint, or POOL/SERVER addr HOST:PORT";
     let [target, what, value] = args else {
         return Err(USAGE.into());
     };
+    if *what == "addr" {
+        return runtime::set_addr(s, target, value);
+    }
     let (p, i) = find_server(s, target)?;
     let sv = &p.servers[i];
     match *what {
