@@ -4,6 +4,7 @@
 //! `stop daemon`, let the shards drain within `daemon.stop_timeout`, remove the socket, exit 0.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,6 +35,19 @@ impl Service for Protocols {
         let ctx = ShardCtx::new(shard, self.shared.clone());
         let http = HttpShard::new(ctx.clone());
         mysql::start_shard(&ctx);
+        if shard.id == 0 {
+            // Counters carried over by an upgrade, before the first connection.
+            let seed = self
+                .shared
+                .upgrade
+                .seed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(t) = seed {
+                t.apply(&self.shared, &http.sites);
+            }
+        }
         Rc::new(ShardProtocols { ctx, http })
     }
 }
@@ -65,6 +79,58 @@ impl ShardService for ShardProtocols {
     fn refresh(&self) {
         self.ctx.refresh();
     }
+
+    fn adopt(
+        &self,
+        frontend: &str,
+        stream: TcpStream,
+        peer: SocketAddr,
+        guard: ConnGuard,
+    ) -> Option<ConnFuture> {
+        let view = self.ctx.view();
+        let i = view.http.iter().position(|f| f.conf.name == frontend)?;
+        Some(Box::pin(
+            self.http.clone().serve(view, i, stream, peer, guard),
+        ))
+    }
+
+    fn seed(&self, totals: &crate::upgrade::totals::Totals) {
+        totals.apply(&self.ctx.shared, &self.http.sites);
+    }
+}
+
+/// Each shard's listening sockets: those inherited from the process this one replaces (same
+/// sockets, so nothing in their backlogs is lost), spread over the shards, and new ones bound
+/// for addresses (or shards) that have none. Inherited sockets for addresses the config no
+/// longer has are closed.
+fn assign_listeners(
+    shards: usize,
+    listen: &[Listen],
+    mut inherited: Vec<(SocketAddr, std::net::TcpListener)>,
+) -> Result<Vec<Vec<std::net::TcpListener>>, String> {
+    let mut per_shard: Vec<Vec<std::net::TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
+    for l in listen {
+        let mut mine = Vec::new();
+        let mut i = 0;
+        while i < inherited.len() {
+            if inherited[i].0 == l.addr {
+                mine.push(inherited.swap_remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
+        let have = mine.len();
+        for (k, sock) in mine.into_iter().enumerate() {
+            per_shard[k % shards].push(sock);
+        }
+        if have < shards {
+            let more = shard::bind_all(shards - have, std::slice::from_ref(l))?;
+            for (k, mut ls) in more.into_iter().enumerate() {
+                per_shard[have + k].append(&mut ls);
+            }
+        }
+    }
+    Ok(per_shard)
 }
 
 /// Every address of `config`, with its frontend's name for messages.
@@ -83,6 +149,26 @@ pub(crate) fn listen_of(config: &Config) -> Vec<Listen> {
 
 /// Start the daemon with a validated config; returns the process exit code.
 pub fn run(config: Config, file: FileConfig) -> u8 {
+    run_with(config, file, None)
+}
+
+/// Start as the new process of a binary upgrade: `fd` is the channel to the old one (see
+/// [`crate::upgrade`]). A config that does not validate is reported to the old process, which
+/// serves on.
+pub fn run_upgraded(config: Result<(Config, FileConfig), String>, fd: RawFd) -> u8 {
+    match config {
+        // SAFETY: `fd` is the descriptor the old process passed with --upgrade-fd.
+        Ok((config, file)) => run_with(config, file, Some(fd)),
+        Err(e) => {
+            // SAFETY: as above.
+            unsafe { crate::upgrade::refuse(fd, &e) };
+            eprintln!("shardgate: {e}");
+            2
+        }
+    }
+}
+
+fn run_with(config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> u8 {
     init_logging();
     let nofile = raise_nofile_limit();
     let mut daemon_conf = config.daemon.clone();
@@ -98,15 +184,46 @@ pub fn run(config: Config, file: FileConfig) -> u8 {
         );
     }
     let listen = listen_of(&config);
+    let mut seed = None;
+    let inherited = match upgrade_fd {
+        // SAFETY: the descriptor the old process passed with --upgrade-fd.
+        Some(fd) => match unsafe { crate::upgrade::inherit(fd, &mut seed) } {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("shardgate: {e}");
+                return 1;
+            }
+        },
+        None => None,
+    };
     let shared = Shared::new(config, file);
     shared
         .life
         .max_connections
         .store(daemon_conf.max_connections, Ordering::Relaxed);
+    *shared
+        .upgrade
+        .binary
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = std::env::current_exe().ok();
     let protocols = Protocols {
         shared: shared.clone(),
     };
-    let listeners = match shard::bind_all(daemon_conf.shards, &listen) {
+    let (channel, inherited_listeners, inherited_control) = match inherited {
+        Some((inh, upgrades, pid)) => {
+            shared.upgrade.upgrades.store(upgrades, Ordering::Relaxed);
+            shared.upgrade.previous_pid.store(pid, Ordering::Relaxed);
+            *shared
+                .upgrade
+                .seed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = seed;
+            (Some(inh.channel), inh.listeners, inh.control)
+        }
+        None => (None, Vec::new(), None),
+    };
+    let listeners = match assign_listeners(daemon_conf.shards, &listen, inherited_listeners) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("{e}");
@@ -114,8 +231,19 @@ pub fn run(config: Config, file: FileConfig) -> u8 {
             return 1;
         }
     };
+    for ls in &listeners {
+        for l in ls {
+            if let Ok(addr) = l.local_addr() {
+                shared.upgrade.register_listener(addr, l.as_raw_fd());
+            }
+        }
+    }
     let socket_path = daemon_conf.control_socket.clone();
-    let (control, socket_file) = match crate::control::bind(&socket_path) {
+    let bound = match inherited_control {
+        Some(l) => crate::control::adopt(&socket_path).map(|f| (l, f)),
+        None => crate::control::bind(&socket_path),
+    };
+    let (control, socket_file) = match bound {
         Ok(l) => l,
         Err(e) => {
             let msg = format!(
@@ -127,6 +255,7 @@ pub fn run(config: Config, file: FileConfig) -> u8 {
             return 1;
         }
     };
+    shared.upgrade.register_control(control.as_raw_fd());
     let shards = daemon_conf.shards;
     let source = shared.current().config.source.display().to_string();
     // Render the canned error responses now, not on a shard's first error.
@@ -160,6 +289,14 @@ pub fn run(config: Config, file: FileConfig) -> u8 {
             .spawn(move || wait_stop_signal(&shared));
     }
     tracing::info!(config = %source, shards, socket = %socket_path.display(), "shardgate started");
+    if let Some(ch) = channel {
+        // Serving once every shard runs; then the old process hands over.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !shared.all_applied(1) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        crate::upgrade::adopt(shared.clone(), ch);
+    }
 
     while !shared.life.stopping.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(10));
@@ -171,7 +308,12 @@ pub fn run(config: Config, file: FileConfig) -> u8 {
     while shared.life.running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    socket_file.remove();
+    if shared.upgrade.replaced.load(Ordering::SeqCst) {
+        // The command socket is the new process's now.
+        crate::upgrade::finish(&shared);
+    } else {
+        socket_file.remove();
+    }
     if shared.life.running.load(Ordering::SeqCst) > 0 {
         tracing::warn!("shards did not finish before the stop deadline; exiting anyway");
     } else {

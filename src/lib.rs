@@ -30,10 +30,8 @@ mod rt;
 mod shard;
 mod shared;
 mod stats;
-// The transport of `shardgate ctl upgrade`; the orchestration that uses it comes next.
-#[allow(dead_code)]
 mod upgrade;
 
 pub use control::{client as ctl_client, default_socket};
-pub use daemon::{block_stop_signals, demo, run};
+pub use daemon::{block_stop_signals, demo, run, run_upgraded};
 pub use mem::CountingAlloc;

@@ -29,6 +29,9 @@ struct Cli {
     /// Validate the configuration, print a one-line summary and exit (0 valid, 2 invalid).
     #[arg(long)]
     check: bool,
+    /// Internal: started by `shardgate ctl upgrade`; the channel to the running daemon.
+    #[arg(long, hide = true)]
+    upgrade_fd: Option<i32>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -64,6 +67,10 @@ fn main() -> ExitCode {
         Some(Cmd::Ctl { socket, command }) => ctl(socket, &cli.config, &command.join(" ")),
         Some(Cmd::Demo { listen, shards }) => shardgate::demo(&listen, shards),
         None if cli.check => check(&cli.config),
+        None if cli.upgrade_fd.is_some() => shardgate::run_upgraded(
+            shardgate::config::load_with_file(&cli.config).map_err(|e| e.to_string()),
+            cli.upgrade_fd.unwrap_or(-1),
+        ),
         None => match shardgate::config::load_with_file(&cli.config) {
             Ok((config, file)) => shardgate::run(config, file),
             Err(e) => {

@@ -14,6 +14,7 @@
 //! the next `upgrade` or restart.
 
 use std::collections::HashSet;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -98,10 +99,17 @@ pub fn apply(
     log_change(&current, &next, &listening, &stopped);
     shared.publish(next);
     for (id, ls) in sockets.into_iter().enumerate() {
+        for l in &ls {
+            if let Ok(addr) = l.local_addr() {
+                shared.upgrade.register_listener(addr, l.as_raw_fd());
+            }
+        }
         if !ls.is_empty() {
             shared.send(id, ShardMsg::Listen(ls));
         }
     }
+    let keep: Vec<_> = after.iter().map(|l| l.addr).collect();
+    shared.upgrade.forget_listeners(&keep);
     let deadline = Instant::now() + APPLY_WAIT;
     while !shared.all_applied(number) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));

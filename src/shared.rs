@@ -111,6 +111,10 @@ impl Generation {
 pub enum ShardMsg {
     /// Listen on these sockets too (bound by the control plane, one per shard per address).
     Listen(Vec<std::net::TcpListener>),
+    /// Serve these connections, handed over by the process this one replaced.
+    Adopt(Vec<crate::upgrade::Adopted>),
+    /// Add these totals to the shard's counters (shard 0; carried by an upgrade).
+    Seed(crate::upgrade::totals::Totals),
 }
 
 pub struct Shared {
@@ -125,6 +129,7 @@ pub struct Shared {
     /// The running shard count (fixed for the life of the process).
     pub shards: usize,
     pub started: SystemTime,
+    pub upgrade: crate::upgrade::State,
     /// Serialises the publishing of generations.
     pub changing: Mutex<()>,
     /// Held across read-edit-apply by every change (reload, runtime server commands, DNS), so
@@ -145,6 +150,7 @@ impl Shared {
             life: Lifecycle::new(shards, config.daemon.max_connections),
             shards,
             started: SystemTime::now(),
+            upgrade: Default::default(),
             changing: Mutex::new(()),
             runtime: Mutex::new(()),
             gen: ArcSwap::from_pointee(Generation::first(config, file)),

@@ -55,6 +55,8 @@ impl Counter {
 #[derive(Default, Debug)]
 pub struct ShardStats {
     pub accepted: Counter,
+    /// Connections handed over by the process this one replaced (binary upgrade).
+    pub adopted: Counter,
     pub handled: Counter,
     pub active: Counter,
     pub requests: Counter,
@@ -194,9 +196,10 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "shards: {}", shards.len());
     type Pick = fn(&ShardStats) -> &Counter;
-    let rows: [(&str, Pick); 15] = [
+    let rows: [(&str, Pick); 16] = [
         ("connections.active", |s| &s.active),
         ("connections.accepted", |s| &s.accepted),
+        ("connections.adopted", |s| &s.adopted),
         ("connections.handled", |s| &s.handled),
         ("requests", |s| &s.requests),
         ("connections.reading", |s| &s.reading),

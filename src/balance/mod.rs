@@ -426,6 +426,14 @@ impl ServerShared {
         true
     }
 
+    /// Add totals carried over from the process this one replaced (binary upgrade), on
+    /// `shard`'s thread.
+    pub fn seed(&self, shard: usize, requests: u64, bytes: u64) {
+        let c = &self.per_shard[shard.min(self.per_shard.len() - 1)].0;
+        bump64(&c.requests, requests);
+        bump64(&c.bytes, bytes);
+    }
+
     /// Count one more in flight on `shard`. Only that shard writes its slot, so a plain
     /// load + store is enough (no read-modify-write across cores).
     pub fn begin(&self, shard: usize) {

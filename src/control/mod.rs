@@ -23,7 +23,7 @@ mod server;
 mod socket;
 
 pub use server::serve;
-pub use socket::bind;
+pub use socket::{adopt, bind};
 
 /// What the main thread should do after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub enum Action {
 }
 
 /// A command's handler: the daemon's shared state and the words after the command's name.
-type Handler = fn(&Shared, &[&str]) -> Result<(String, Action), String>;
+type Handler = fn(&Arc<Shared>, &[&str]) -> Result<(String, Action), String>;
 
 struct Command {
     /// The words that select it, e.g. "show stats".
@@ -108,25 +108,25 @@ const COMMANDS: &[Command] = &[
         name: "set server",
         args: "POOL/SERVER weight N | state ready|drain|maint | addr HOST:PORT",
         help: "change a server's weight (0-1000), admin state or address, on every shard at once",
-        run: set_server,
+        run: |s, a| set_server(s, a),
     },
     Command {
         name: "add server",
         args: "POOL/NAME ADDR [weight N] [backup]",
         help: "add a server to a pool on every shard at once (until the next reload)",
-        run: runtime::add_server,
+        run: |s, a| runtime::add_server(s, a),
     },
     Command {
         name: "del server",
         args: "POOL/NAME",
         help: "stop sending to a server, let its requests finish (stop_timeout), remove it",
-        run: runtime::del_server,
+        run: |s, a| runtime::del_server(s, a),
     },
     Command {
         name: "show config",
         args: "",
         help: "the running config as TOML (runtime changes included), to save as a file",
-        run: runtime::show_config,
+        run: |s, a| runtime::show_config(s, a),
     },
     Command {
         name: "reload",
@@ -145,6 +145,19 @@ const COMMANDS: &[Command] = &[
         args: "",
         help: "process, version, running config generation (number, cause, when loaded), uptime",
         run: |s, _| Ok((render_info(s), Action::None)),
+    },
+    Command {
+        name: "upgrade",
+        args: "[--binary PATH]",
+        help: "start the new binary on the same sockets, hand it the idle connections and counters, then drain and exit; answers once the new process serves",
+        run: |s, a| {
+            let binary = match a {
+                [] => None,
+                ["--binary", path] => Some(std::path::PathBuf::from(path)),
+                _ => return Err("expected [--binary PATH]".into()),
+            };
+            Ok((crate::upgrade::start(s, binary)?, Action::None))
+        },
     },
     Command {
         name: "stop daemon",
@@ -182,6 +195,20 @@ fn render_info(s: &Shared) -> String {
     let _ = writeln!(out, "shards: {}", s.shards);
     let _ = writeln!(out, "started_at: {}", utc(unix(s.started)));
     let _ = writeln!(out, "uptime_s: {}", age(s.started));
+    let _ = writeln!(
+        out,
+        "upgrades: {}",
+        s.upgrade
+            .upgrades
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let prev = s
+        .upgrade
+        .previous_pid
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if prev != 0 {
+        let _ = writeln!(out, "previous_pid: {prev}");
+    }
     let _ = writeln!(out, "generation: {}", gen.number);
     let _ = writeln!(out, "generation.cause: {}", gen.cause);
     let _ = writeln!(out, "generation.loaded_at: {}", utc(unix(gen.loaded_at)));
@@ -382,7 +409,7 @@ fn set_server(s: &Shared, args: &[&str]) -> Result<(String, Action), String> {
 }
 
 /// Run one command line; the answer text, or an `error: ...` line.
-pub fn execute(shared: &Shared, line: &str) -> (String, Action) {
+pub fn execute(shared: &Arc<Shared>, line: &str) -> (String, Action) {
     let words: Vec<&str> = line.split_whitespace().collect();
     if words.is_empty() {
         return ("error: empty command; try 'help'\n".into(), Action::None);

@@ -83,8 +83,23 @@ pub fn serve(
     let active = Arc::new(AtomicUsize::new(0));
     // SAFETY: geteuid(2) cannot fail.
     let own_uid = unsafe { libc::geteuid() };
-    for conn in listener.incoming() {
-        let conn = match conn {
+    loop {
+        // Wake every 100 ms to see whether the socket went to a new process (upgrade).
+        if shared.life.control_closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut pfd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the listener we own.
+        if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0
+            || shared.life.control_closed.load(Ordering::SeqCst)
+        {
+            continue;
+        }
+        let conn = match listener.accept().map(|(c, _)| c) {
             Ok(c) => c,
             Err(e) => {
                 // Out of descriptors or memory: give closing connections a moment.
@@ -207,7 +222,7 @@ impl fmt::Display for BadInput {
     }
 }
 
-fn serve_client(conn: UnixStream, shared: &Shared, on_stop: &dyn Fn()) {
+fn serve_client(conn: UnixStream, shared: &Arc<Shared>, on_stop: &dyn Fn()) {
     let (answer, action, saw_eof) = match read_command(&conn) {
         Ok(line) => {
             let (answer, action) = super::execute(shared, &line);

@@ -95,6 +95,23 @@ pub fn bind(path: &Path) -> io::Result<(UnixListener, SocketFile)> {
     Ok((listener, file))
 }
 
+/// The socket file of a command socket inherited from the process this one replaced (binary
+/// upgrade): ours to remove at stop from now on.
+pub fn adopt(path: &Path) -> io::Result<SocketFile> {
+    let meta = fs::symlink_metadata(path)?;
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::other(format!(
+            "{} is not the inherited socket any more",
+            path.display()
+        )));
+    }
+    Ok(SocketFile {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
 /// bind(2) with the umask at 0177: the socket file is created with mode 0600.
 fn bind_0600(path: &Path) -> io::Result<UnixListener> {
     // SAFETY: umask(2) cannot fail; see `bind` for why changing it here is safe.

@@ -185,7 +185,7 @@ async fn read_line(addr: SocketAddr, timeout: Duration) -> Result<String, String
         if left.is_zero() {
             return Err(format!("timeout after {timeout:?}"));
         }
-        let (r, b) = rt::read_into(&mut stream, buf, MAX_LINE, left, rt::Wake::Never).await;
+        let (r, b) = rt::read_into(&mut stream, buf, MAX_LINE, left).await;
         buf = b;
         match r {
             rt::Read::Data => {}

@@ -76,7 +76,7 @@ impl Probe {
             if left.is_zero() {
                 return timed_out();
             }
-            let (r, b) = rt::read_into(&mut stream, buf, 4096, left, rt::Wake::Never).await;
+            let (r, b) = rt::read_into(&mut stream, buf, 4096, left).await;
             buf = b;
             match r {
                 rt::Read::Data => {}

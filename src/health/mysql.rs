@@ -193,7 +193,7 @@ impl Conn {
                 return Err(self.timed_out());
             }
             let buf = std::mem::take(&mut self.buf);
-            let (r, b) = rt::read_into(&mut self.stream, buf, 512, left, rt::Wake::Never).await;
+            let (r, b) = rt::read_into(&mut self.stream, buf, 512, left).await;
             self.buf = b;
             match r {
                 rt::Read::Data => {}

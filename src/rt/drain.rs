@@ -15,6 +15,8 @@ pub struct Drain {
 #[derive(Default)]
 struct DrainInner {
     fired: Cell<bool>,
+    /// Fired for a binary upgrade: idle connections go to the new process instead of closing.
+    handover: Cell<bool>,
     /// Shedding load (the memory ceiling): idle waits end as if drained, until cleared.
     shed: Cell<bool>,
     // Slots of waiting futures; freed on drop so the table stays as large as the idle set.
@@ -30,6 +32,17 @@ impl Drain {
                 w.wake();
             }
         }
+    }
+
+    /// Fire for a binary upgrade (see [`Drain::handing_over`]).
+    pub fn fire_handover(&self) {
+        self.inner.handover.set(true);
+        self.fire();
+    }
+
+    /// Fired by [`Drain::fire_handover`]: idle connections are handed to the new process.
+    pub fn handing_over(&self) -> bool {
+        self.inner.handover.get()
     }
 
     pub fn fired(&self) -> bool {

@@ -31,26 +31,17 @@ pub enum Read {
     Err(io::Error),
 }
 
-/// What else may end a read before data or its deadline.
-#[derive(Clone, Copy)]
-pub enum Wake<'a> {
-    Never,
-    /// The shard draining (idle keep-alive reads).
-    Drain(&'a Drain),
-}
-
 /// Append what the stream has into `buf`'s spare capacity (at least `min_spare` bytes of room
-/// are made first), waiting at most `timeout`, and giving up early on `wake`.
+/// are made first), waiting at most `timeout`.
 ///
-/// When the read ends without data (timeout, drain, wake) it is abandoned, and a byte that
-/// raced it may be lost: every caller stops reading that stream then. The plain
+/// When the read ends without data (timeout) it is abandoned, and a byte that raced it may be
+/// lost: every caller stops reading that stream then. The plain
 /// (non-cancelable) read avoids monoio's per-read canceller allocation on the hot path.
 pub async fn read_into<S: Stream>(
     stream: &mut S,
     mut buf: Vec<u8>,
     min_spare: usize,
     timeout: Duration,
-    wake: Wake<'_>,
 ) -> (Read, Vec<u8>) {
     if buf.capacity() - buf.len() < min_spare.max(1) {
         buf.reserve(min_spare.max(1024));
@@ -59,21 +50,12 @@ pub async fn read_into<S: Stream>(
     let cap = buf.capacity();
     let mut fut = pin!(stream.read(buf.slice_mut(len..cap)));
     let mut timer = pin!(sleep(timeout));
-    let mut drain_wait = match wake {
-        Wake::Drain(d) => Some(d.wait()),
-        _ => None,
-    };
     let done = poll_fn(|cx| {
         if let Poll::Ready(r) = fut.as_mut().poll(cx) {
             return Poll::Ready(Ok(r));
         }
         if timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(Read::TimedOut));
-        }
-        if let Some(w) = drain_wait.as_mut() {
-            if w.poll_drained(cx) {
-                return Poll::Ready(Err(Read::Drained));
-            }
         }
         Poll::Pending
     })
@@ -91,6 +73,67 @@ pub async fn read_into<S: Stream>(
         // The buffer stays with the abandoned operation; the caller gets a fresh one.
         Err(why) => (why, Vec::new()),
     }
+}
+
+/// The idle wait of a keep-alive client connection: append what `stream` sends into `buf`,
+/// waiting at most `timeout`, ending early when the shard drains. Unlike [`read_into`], a
+/// drain cancels the read properly and waits for the kernel's verdict, so no byte is lost:
+/// either the read was cancelled with nothing taken ([`Read::Drained`]: the connection can be
+/// handed to another process, or closed, with every byte the client sent still in its socket),
+/// or data won the race ([`Read::Data`]: the request is served as usual). `canceller` is the
+/// connection's own (made once per connection, not per read); a drain replaces it.
+pub async fn read_idle(
+    stream: &mut super::TcpStream,
+    mut buf: Vec<u8>,
+    min_spare: usize,
+    timeout: Duration,
+    drain: &Drain,
+    canceller: &mut monoio::io::Canceller,
+) -> (Read, Vec<u8>) {
+    use monoio::io::CancelableAsyncReadRent;
+    if buf.capacity() - buf.len() < min_spare.max(1) {
+        buf.reserve(min_spare.max(1024));
+    }
+    let len = buf.len();
+    let cap = buf.capacity();
+    let mut fut = pin!(stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle()));
+    let mut timer = pin!(sleep(timeout));
+    let mut drain_wait = drain.wait();
+    enum Early<T> {
+        Done(T),
+        TimedOut,
+        Cancelled,
+    }
+    let early = poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Early::Done(r));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Early::TimedOut);
+        }
+        if drain_wait.poll_drained(cx) {
+            // Cancel, then take the read's own outcome below.
+            let old = std::mem::replace(canceller, monoio::io::Canceller::new());
+            let _ = old.cancel();
+            return Poll::Ready(Early::Cancelled);
+        }
+        Poll::Pending
+    })
+    .await;
+    let (res, slice) = match early {
+        Early::Done(r) => r,
+        Early::Cancelled => fut.await,
+        // The keep-alive timeout: the connection closes, so the abandoned read may keep a byte.
+        Early::TimedOut => return (Read::TimedOut, Vec::new()),
+    };
+    let buf = slice.into_inner();
+    let outcome = match res {
+        Ok(0) => Read::Eof,
+        Ok(_) => Read::Data,
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Read::Drained,
+        Err(e) => Read::Err(e),
+    };
+    (outcome, buf)
 }
 
 /// Write all of `buf`, each underlying write bounded by `timeout` (a peer that stops reading for
@@ -135,7 +178,7 @@ pub async fn linger_close<S: Stream>(mut stream: S, mut buf: Vec<u8>, linger: Du
             break;
         }
         buf.clear();
-        let (r, b) = read_into(&mut stream, buf, 0, left, Wake::Never).await;
+        let (r, b) = read_into(&mut stream, buf, 0, left).await;
         buf = b;
         if !matches!(r, Read::Data) {
             break;

@@ -35,7 +35,7 @@ pub use clock::{ms_of, now_ms, now_us, LogLimit};
 pub use drain::Drain;
 pub use driver::{run_shard, Driver};
 pub use gate::{client_key, Gate};
-pub use io::{linger_close, read_into, shutdown_fd, timeout, write_all, Read, Wake};
+pub use io::{linger_close, read_idle, read_into, shutdown_fd, timeout, write_all, Read};
 pub use net::{
     accept, bind_reuseport, connect, idle_is_quiet, is_local_exhaustion, prepare_accepted,
     socket_option, AcceptCanceller, ConnectError,
@@ -48,7 +48,7 @@ pub use splice::{
 pub use stream::Stream;
 pub use task::catch_panic;
 
-pub use monoio::io::{CancelHandle, Splitable};
+pub use monoio::io::{CancelHandle, Canceller, Splitable};
 pub use monoio::net::{TcpListener, TcpStream};
 pub use monoio::spawn;
 pub use monoio::time::sleep;

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,12 @@ pub struct Lifecycle {
     /// The client connection cap in force (`daemon.max_connections` within the descriptor
     /// budget); a reload may change it.
     pub max_connections: AtomicUsize,
+    /// Stopping for a binary upgrade: idle connections go to the new process.
+    pub handover: AtomicBool,
+    /// The command socket is the new process's now.
+    pub control_closed: AtomicBool,
+    /// Handing over: when idle MySQL sessions (which stay) are closed between commands.
+    pub mysql_close_at_ms: AtomicU64,
 }
 
 impl Lifecycle {
@@ -54,6 +60,9 @@ impl Lifecycle {
             connections: AtomicUsize::new(0),
             running: AtomicUsize::new(shards),
             max_connections: AtomicUsize::new(max_connections),
+            handover: AtomicBool::new(false),
+            control_closed: AtomicBool::new(false),
+            mysql_close_at_ms: AtomicU64::new(0),
         })
     }
 }
@@ -116,6 +125,16 @@ pub trait ShardService {
     ) -> Option<ConnFuture>;
     /// Rebuild the view from the running generation.
     fn refresh(&self);
+    /// Serve a connection the process this one replaced handed over, as frontend `frontend`.
+    fn adopt(
+        &self,
+        frontend: &str,
+        stream: TcpStream,
+        peer: SocketAddr,
+        guard: ConnGuard,
+    ) -> Option<ConnFuture>;
+    /// Add carried-over counter totals (shard 0).
+    fn seed(&self, totals: &crate::upgrade::totals::Totals);
 }
 
 /// A listener to bind on every shard: its address and the frontend name for messages.
@@ -220,6 +239,8 @@ async fn shard_main(
         for msg in msgs {
             match msg {
                 ShardMsg::Listen(ls) => accepting.add(&shard, &svc, ls),
+                ShardMsg::Adopt(conns) => adopt(&shard, &svc, conns),
+                ShardMsg::Seed(t) => svc.seed(&t),
             }
         }
         let now = shard.shared.generation();
@@ -232,7 +253,11 @@ async fn shard_main(
         }
     }
     accepting.stop_all();
-    shard.drain.fire();
+    if shard.life.handover.load(Ordering::SeqCst) {
+        shard.drain.fire_handover();
+    } else {
+        shard.drain.fire();
+    }
     let deadline = Instant::now() + shard.shared.current().config.daemon.stop_timeout;
     while shard.stats().active.get() > 0 && Instant::now() < deadline {
         rt::sleep(Duration::from_millis(20)).await;
@@ -313,6 +338,43 @@ impl Accepting {
     }
 }
 
+/// Serve connections handed over by the process this one replaced, as if just accepted (they
+/// count as `adopted`, not `accepted`: the old process counted their accept).
+fn adopt(shard: &Rc<Shard>, svc: &Rc<dyn ShardService>, conns: Vec<crate::upgrade::Adopted>) {
+    for a in conns {
+        let stream = match rt::TcpStream::from_std(a.stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(shard = shard.id, peer = %a.peer, error = %e, "cannot adopt a handed-over connection");
+                continue;
+            }
+        };
+        rt::prepare_accepted(&stream);
+        let st = shard.stats();
+        st.adopted.add(1);
+        st.active.add(1);
+        shard.life.connections.fetch_add(1, Ordering::Relaxed);
+        let guard = ConnGuard {
+            shard: shard.clone(),
+        };
+        let Some(conn) = svc.adopt(&a.frontend, stream, a.peer, guard) else {
+            continue;
+        };
+        spawn_conn(shard, conn, a.peer);
+    }
+}
+
+/// Run a connection on its own task; a panic ends that connection only.
+fn spawn_conn(shard: &Rc<Shard>, conn: ConnFuture, peer: SocketAddr) {
+    let shard = shard.clone();
+    rt::spawn(async move {
+        if let Err(why) = rt::catch_panic(conn).await {
+            shard.stats().panics.add(1);
+            tracing::error!(shard = shard.id, %peer, panic = %why, "connection task panicked; connection closed, shard goes on");
+        }
+    });
+}
+
 /// Releases a connection's place in the counters however its task ends.
 pub struct ConnGuard {
     shard: Rc<Shard>,
@@ -369,13 +431,7 @@ async fn accept_loop(
                 let Some(conn) = svc.serve(addr, stream, peer, guard) else {
                     continue;
                 };
-                let shard = shard.clone();
-                rt::spawn(async move {
-                    if let Err(why) = rt::catch_panic(conn).await {
-                        shard.stats().panics.add(1);
-                        tracing::error!(shard = shard.id, %peer, panic = %why, "connection task panicked; connection closed, shard goes on");
-                    }
-                });
+                spawn_conn(&shard, conn, peer);
             }
             Ok(None) => break,
             Err(e) => {

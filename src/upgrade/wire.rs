@@ -11,11 +11,10 @@
 //! Hazards handled:
 //! - Descriptor leaks into other children: both ends are created `SOCK_CLOEXEC`, received
 //!   descriptors get close-on-exec atomically (`MSG_CMSG_CLOEXEC`), and
-//!   [`Channel::from_inherited`] sets it again on the inherited end. Only
-//!   [`Channel::into_inheritable_fd`] clears it, for the one child meant to inherit it: until
-//!   that descriptor is closed, any other child spawned meanwhile by any thread inherits it
-//!   too (and then keeps the channel open: the new process would never see EOF). Spawn the
-//!   child right after, and close the parent's copy right after the spawn.
+//!   [`Channel::from_inherited`] sets it again on the inherited end. The daemon clears it only
+//!   in the child, between fork and exec (`pre_exec`), so no other child spawned meanwhile by
+//!   another thread inherits the channel (and keeps it open: the new process would never see
+//!   EOF). The tests use `into_inheritable_fd`, which clears it in the parent.
 //! - Truncation: a message larger than [`MAX_MSG`] or with more than [`MAX_FDS`] descriptors
 //!   is refused by [`Channel::send`] before any system call. On receive, `MSG_TRUNC` (bytes
 //!   cut) and `MSG_CTRUNC` (descriptors cut: too small a control buffer, or the receiver hit
@@ -94,6 +93,7 @@ impl Channel {
     /// This end as a descriptor a child process inherits across exec (close-on-exec cleared).
     /// Pass its number to the child (e.g. in an environment variable), spawn the child, then
     /// drop the returned descriptor in the parent: see the module documentation on leaks.
+    #[cfg(test)]
     pub fn into_inheritable_fd(self) -> io::Result<OwnedFd> {
         set_cloexec(self.fd.as_fd(), false)?;
         Ok(self.fd)

@@ -32,7 +32,7 @@ use crate::proto::http::scan::HeadScan;
 use crate::proto::http::{HeaderSpan, Method, RequestHead, Status};
 use crate::proxy::conns::Upstream;
 use crate::proxy::ShardView;
-use crate::rt::{self, Read, TcpStream, Wake};
+use crate::rt::{self, Read, TcpStream};
 use crate::shard::ConnGuard;
 use crate::stats::{Counter, ShardStats, SiteCounters};
 
@@ -56,6 +56,9 @@ pub enum Outcome {
     Answer(u16),
     /// The server switched protocols: tunnel bytes both ways.
     Tunnel(Upstream),
+    /// Idle with nothing read of a next request, while the process hands its connections to
+    /// a new one (binary upgrade): the socket goes to the new process.
+    Handover,
 }
 
 impl From<Failure> for Outcome {
@@ -137,6 +140,18 @@ pub struct Conn<'h> {
     site_seen: (Vec<u8>, Option<Arc<SiteCounters>>),
     /// The current request is a HEAD: an answer of ours carries no body.
     pub head_request: bool,
+    /// Cancels the idle read when the shard drains (made at the first idle wait).
+    canceller: Option<rt::Canceller>,
+}
+
+/// How an idle connection ends when the shard drains: handed to the new process during a
+/// binary upgrade, closed otherwise.
+fn idle_end(drain: &rt::Drain) -> Outcome {
+    if drain.handing_over() {
+        Outcome::Handover
+    } else {
+        Outcome::Close { linger: false }
+    }
 }
 
 /// Serve one client connection until it closes.
@@ -168,6 +183,7 @@ pub async fn serve(
         site: Vec::new(),
         site_seen: (Vec::new(), None),
         head_request: false,
+        canceller: None,
     };
     let outcome = {
         let mut gauge = PhaseGauge {
@@ -192,6 +208,10 @@ pub async fn serve(
         Outcome::Close { linger: true } => {
             rt::linger_close(client, std::mem::take(&mut conn.buf), LINGER).await
         }
+        Outcome::Handover => {
+            let name = conn.fe.conf.name.clone();
+            crate::upgrade::hand_over(&http.ctx.shared, client, &name, peer);
+        }
         Outcome::Close { linger: false } | Outcome::KeepAlive => {}
     }
     drop(guard);
@@ -213,8 +233,14 @@ impl Conn<'_> {
             let outcome = exchange::run(self, client, &head).await;
             self.headers = head.headers;
             self.scan.reset();
+            let drain = self.http.ctx.drain();
             match outcome {
-                Outcome::KeepAlive if current && !self.http.ctx.drain().fired() => continue,
+                Outcome::KeepAlive if current && !drain.fired() => continue,
+                // Handing over: a pipelined request already read is served here first.
+                Outcome::KeepAlive if current && drain.handing_over() && !self.buf.is_empty() => {
+                    continue
+                }
+                Outcome::KeepAlive if current && drain.handing_over() => return Outcome::Handover,
                 Outcome::KeepAlive => return Outcome::Close { linger: false },
                 other => return other,
             }
@@ -256,14 +282,15 @@ impl Conn<'_> {
                 Phase::Reading
             });
             if drain.fired() && self.buf.is_empty() {
-                return Err(Outcome::Close { linger: false });
+                return Err(idle_end(drain));
             }
-            let (timeout, wake) = match deadline {
+            let idle = deadline.is_none();
+            let timeout = match deadline {
                 None => {
                     self.shrink_idle();
-                    (conf.keepalive_timeout, Wake::Drain(drain))
+                    conf.keepalive_timeout
                 }
-                Some(d) => (d.saturating_duration_since(Instant::now()), Wake::Never),
+                Some(d) => d.saturating_duration_since(Instant::now()),
             };
             // Grow in steps up to just past the head limit, so the parser can say 431.
             let spare = if self.buf.len() == self.buf.capacity() {
@@ -278,7 +305,13 @@ impl Conn<'_> {
             };
             let partial = !self.buf.is_empty();
             let buf = std::mem::take(&mut self.buf);
-            let (r, b) = rt::read_into(client, buf, spare, timeout, wake).await;
+            let (r, b) = if idle {
+                // Waiting for the next request: a drain cancels this read without losing a byte.
+                let c = self.canceller.get_or_insert_with(rt::Canceller::new);
+                rt::read_idle(client, buf, spare, timeout, drain, c).await
+            } else {
+                rt::read_into(client, buf, spare, timeout).await
+            };
             self.buf = b;
             match r {
                 Read::Data => {
@@ -290,7 +323,8 @@ impl Conn<'_> {
                     self.http.ctx.stats().shed_idle_closed.add(1);
                     return Err(Outcome::Close { linger: false });
                 }
-                Read::Eof | Read::TimedOut | Read::Drained | Read::Woken | Read::Err(_) => {
+                Read::Drained => return Err(idle_end(drain)),
+                Read::Eof | Read::TimedOut | Read::Woken | Read::Err(_) => {
                     return Err(Outcome::Close { linger: false })
                 }
             }

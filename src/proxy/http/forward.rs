@@ -25,7 +25,7 @@ use crate::proto::http::write::write_response_head;
 use crate::proto::http::{ResponseHead, Status};
 use crate::proxy::conns::{CheckoutError, ConnCache, Upstream};
 use crate::proxy::ShardView;
-use crate::rt::{self, Pace, Read, TcpStream, Wake};
+use crate::rt::{self, Pace, Read, TcpStream};
 
 /// Largest response head accepted from a server.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -243,7 +243,7 @@ async fn take_interim(
         0
     };
     let buf = std::mem::take(&mut up.buf);
-    let (r, b) = rt::read_into(&mut up.stream, buf, spare, timeout, Wake::Never).await;
+    let (r, b) = rt::read_into(&mut up.stream, buf, spare, timeout).await;
     up.buf = b;
     if !matches!(r, Read::Data) {
         return Ok(false);
@@ -324,7 +324,7 @@ async fn read_response_head(
             0
         };
         let buf = std::mem::take(&mut up.buf);
-        let (r, b) = rt::read_into(&mut up.stream, buf, spare, left, Wake::Never).await;
+        let (r, b) = rt::read_into(&mut up.stream, buf, spare, left).await;
         up.buf = b;
         match r {
             Read::Data => {}

@@ -10,7 +10,7 @@ use monoio::buf::IoBuf;
 
 use crate::proto::http::body::ChunkedDecoder;
 use crate::proto::http::{Framing, ParseError};
-use crate::rt::{self, Pace, PipePool, Read, Stream, TcpStream, Wake};
+use crate::rt::{self, Pace, PipePool, Read, Stream, TcpStream};
 
 /// What remains of a body being relayed.
 #[derive(Debug)]
@@ -243,7 +243,7 @@ impl Relay<'_> {
                 // Readiness and a non-blocking recv: a wake-up takes nothing from the client.
                 Dir::Request => rt::recv_watching(src, &mut rbuf, m.limit, dst).await,
                 Dir::Response => {
-                    let (r, b) = rt::read_into(src, rbuf, 0, m.limit, Wake::Never).await;
+                    let (r, b) = rt::read_into(src, rbuf, 0, m.limit).await;
                     rbuf = b;
                     r
                 }

@@ -48,7 +48,7 @@ use crate::shard::ConnGuard;
 use crate::shared::Shared;
 
 use stats::ConnAccount;
-pub use stats::{FrontCounters, MysqlShardStats};
+pub use stats::{FrontCounters, MysqlShardStats, UserStats};
 
 /// Relay buffer per direction: MySQL packets are small except blobs, which stream through.
 const RELAY_BUF: usize = 16 * 1024;
@@ -137,7 +137,12 @@ async fn sweeper(shard: Rc<ShardCtx>) {
     loop {
         rt::sleep(SWEEP_EVERY).await;
         let now = rt::now_ms();
-        let draining = shard.drain().fired();
+        // Handing over to a new process (upgrade): MySQL sessions stay here, and idle ones
+        // close between commands only once most of stop_timeout has passed.
+        let life = &shard.shared.life;
+        let draining = shard.drain().fired()
+            && (!shard.drain().handing_over()
+                || now >= life.mysql_close_at_ms.load(Ordering::Relaxed));
         let empty = LIVE.with(|live| {
             let mut live = live.borrow_mut();
             live.retain(|w| match w.upgrade() {
@@ -459,7 +464,7 @@ async fn read_greeting(stream: &mut TcpStream, timeout: Duration) -> Result<Vec<
         if left.is_zero() {
             return Err("no greeting within connect_timeout".into());
         }
-        let (r, b) = rt::read_into(stream, buf, 256, left, rt::Wake::Never).await;
+        let (r, b) = rt::read_into(stream, buf, 256, left).await;
         buf = b;
         match r {
             Read::Data => {}

@@ -144,7 +144,7 @@ impl MysqlShardStats {
     }
 
     /// The frontend counters this shard has, by name.
-    fn fronts(&self) -> Vec<(Arc<str>, Arc<FrontCounters>)> {
+    pub(crate) fn fronts(&self) -> Vec<(Arc<str>, Arc<FrontCounters>)> {
         self.fronts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -166,10 +166,14 @@ impl MysqlShardStats {
     }
 
     /// A copy of the user table.
-    #[cfg(test)]
-    fn snapshot(&self) -> Vec<(Vec<u8>, UserStats)> {
+    pub(crate) fn users(&self) -> Vec<(Vec<u8>, UserStats)> {
         let map = self.users.lock().unwrap_or_else(|e| e.into_inner());
         map.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect()
+    }
+
+    /// Add `add` to `user`'s entry (counters carried over from the process this one replaced).
+    pub(crate) fn seed_user(&self, user: &[u8], add: &UserStats) {
+        self.with_user(user, |u| u.merge(add));
     }
 }
 
@@ -468,7 +472,7 @@ mod tests {
             a.authenticated();
             a.flush(&s, None);
         }
-        let snap = s.snapshot();
+        let snap = s.users();
         assert_eq!(snap.len(), MAX_USERS + 1);
         let other = snap.iter().find(|(k, _)| k == b"(other)").unwrap();
         assert_eq!(other.1.connections, 10);
@@ -489,7 +493,7 @@ mod tests {
         a.login(b"real");
         a.authenticated();
         a.flush(&s, None);
-        let snap = s.snapshot();
+        let snap = s.users();
         let names: Vec<&[u8]> = snap.iter().map(|(k, _)| &k[..]).collect();
         assert_eq!(names.len(), 2, "{names:?}");
         let unknown = &snap.iter().find(|(k, _)| k == UNKNOWN_USER).unwrap().1;
