@@ -19,6 +19,7 @@ pub mod config;
 mod control;
 mod daemon;
 mod demo;
+pub mod dns;
 mod health;
 mod mem;
 pub mod proto;
