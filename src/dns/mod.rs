@@ -313,7 +313,8 @@ impl Resolver {
     }
 
     /// Sends the query over UDP from an ephemeral port and waits for its answer, ignoring
-    /// datagrams from other addresses and answers to other queries until the timeout.
+    /// datagrams from other addresses and answers to other queries (another ID, another
+    /// question) until the timeout.
     fn exchange_udp(
         &self,
         server: SocketAddr,
@@ -327,7 +328,10 @@ impl Resolver {
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
         let sock = UdpSocket::bind(local)?;
-        sock.send_to(packet, server)?;
+        // Connected: the kernel drops datagrams from elsewhere, and a port nobody listens on
+        // fails the try at once (ICMP port unreachable) instead of after the timeout.
+        sock.connect(server)?;
+        sock.send(packet)?;
         let deadline = Instant::now() + self.timeout;
         let mut buf = vec![0u8; UDP_BUF];
         loop {
@@ -446,4 +450,455 @@ fn if_index(name: &str) -> Option<u32> {
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
     let n = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (n != 0).then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::Arc;
+    use std::thread;
+
+    /// A question as the test server reads it.
+    struct Q {
+        id: u16,
+        name: String,
+        qtype: u16,
+        tcp: bool,
+    }
+
+    enum Reply {
+        Send(Vec<u8>),
+        /// Sent from another socket (another source port).
+        FromElsewhere(Vec<u8>),
+    }
+
+    /// A record for [`resp`]: owner, type, RDATA.
+    type Rec = (&'static str, u16, Vec<u8>);
+
+    type Handler = dyn Fn(&Q) -> Vec<Reply> + Send + Sync;
+
+    /// A UDP (and TCP, same port) server on 127.0.0.1 answering with `handler`.
+    struct Server {
+        addr: SocketAddr,
+        stop: Arc<AtomicBool>,
+        queries: Arc<AtomicUsize>,
+        threads: Vec<thread::JoinHandle<()>>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn read_q(buf: &[u8], tcp: bool) -> Q {
+        let mut pos = 12;
+        let mut labels = Vec::new();
+        while buf[pos] != 0 {
+            let n = buf[pos] as usize;
+            labels.push(String::from_utf8(buf[pos + 1..pos + 1 + n].to_vec()).unwrap());
+            pos += 1 + n;
+        }
+        Q {
+            id: u16::from_be_bytes([buf[0], buf[1]]),
+            name: labels.join("."),
+            qtype: u16::from_be_bytes([buf[pos + 1], buf[pos + 2]]),
+            tcp,
+        }
+    }
+
+    fn enc_name(n: &str) -> Vec<u8> {
+        let mut v = Vec::new();
+        for l in n.split('.').filter(|l| !l.is_empty()) {
+            v.push(l.len() as u8);
+            v.extend_from_slice(l.as_bytes());
+        }
+        v.push(0);
+        v
+    }
+
+    /// A response to `q`: flags low bits (RCODE, TC), answer and additional records as
+    /// (owner, type, rdata).
+    fn resp(
+        q: &Q,
+        id: u16,
+        extra_flags: u16,
+        an: &[(&str, u16, Vec<u8>)],
+        ar: &[(&str, u16, Vec<u8>)],
+    ) -> Vec<u8> {
+        let mut v = id.to_be_bytes().to_vec();
+        v.extend_from_slice(&(0x8180u16 | extra_flags).to_be_bytes());
+        for c in [1, an.len() as u16, 0, ar.len() as u16] {
+            v.extend_from_slice(&c.to_be_bytes());
+        }
+        v.extend_from_slice(&enc_name(&q.name));
+        v.extend_from_slice(&q.qtype.to_be_bytes());
+        v.extend_from_slice(&[0, 1]);
+        for (owner, t, rdata) in an.iter().chain(ar) {
+            v.extend_from_slice(&enc_name(owner));
+            v.extend_from_slice(&t.to_be_bytes());
+            v.extend_from_slice(&[0, 1, 0, 0, 0, 1]);
+            v.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            v.extend_from_slice(rdata);
+        }
+        v
+    }
+
+    fn srv_rd(prio: u16, weight: u16, port: u16, target: &str) -> Vec<u8> {
+        let mut v = [prio, weight, port]
+            .iter()
+            .flat_map(|x| x.to_be_bytes())
+            .collect::<Vec<_>>();
+        v.extend_from_slice(&enc_name(target));
+        v
+    }
+
+    fn serve(handler: impl Fn(&Q) -> Vec<Reply> + Send + Sync + 'static) -> Server {
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (udp, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()) {
+                break (udp, tcp);
+            }
+        };
+        let addr = udp.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let queries = Arc::new(AtomicUsize::new(0));
+        udp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        let (h, st, n) = (handler.clone(), stop.clone(), queries.clone());
+        let u = thread::spawn(move || {
+            let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut buf = [0u8; 512];
+            while !st.load(Ordering::Relaxed) {
+                let Ok((len, from)) = udp.recv_from(&mut buf) else {
+                    continue;
+                };
+                n.fetch_add(1, Ordering::Relaxed);
+                for r in h(&read_q(&buf[..len], false)) {
+                    let _ = match r {
+                        Reply::Send(b) => udp.send_to(&b, from),
+                        Reply::FromElsewhere(b) => other.send_to(&b, from),
+                    };
+                }
+            }
+        });
+        let (h, st, n) = (handler, stop.clone(), queries.clone());
+        let t = thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((mut c, _)) = tcp.accept() else {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                c.set_nonblocking(false).unwrap();
+                let mut len = [0u8; 2];
+                c.read_exact(&mut len).unwrap();
+                let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+                c.read_exact(&mut buf).unwrap();
+                n.fetch_add(1, Ordering::Relaxed);
+                for r in h(&read_q(&buf, true)) {
+                    if let Reply::Send(b) = r {
+                        c.write_all(&(b.len() as u16).to_be_bytes()).unwrap();
+                        c.write_all(&b).unwrap();
+                    }
+                }
+            }
+        });
+        Server {
+            addr,
+            stop,
+            queries,
+            threads: vec![u, t],
+        }
+    }
+
+    fn resolver(servers: &[SocketAddr]) -> Resolver {
+        Resolver {
+            servers: servers.to_vec(),
+            timeout: Duration::from_millis(500),
+            attempts: 2,
+        }
+    }
+
+    /// Names: web.test (A 10.0.0.1, 10.0.0.2, AAAA fd00::1), v6.test (AAAA only), alias.test
+    /// (CNAME web.test), _http._tcp.test (SRV to web.test with its A records as additionals,
+    /// to v6.test without, and to `.`); anything else NXDOMAIN.
+    fn zone(q: &Q) -> Vec<Reply> {
+        let a = |ip: [u8; 4]| ip.to_vec();
+        let aaaa = |s: &str| s.parse::<Ipv6Addr>().unwrap().octets().to_vec();
+        let (rcode, an, ar): (u16, Vec<Rec>, Vec<Rec>) =
+            match (q.name.to_ascii_lowercase().as_str(), q.qtype) {
+                ("web.test", 1) => (
+                    0,
+                    vec![
+                        ("web.test", 1, a([10, 0, 0, 1])),
+                        ("web.test", 1, a([10, 0, 0, 2])),
+                    ],
+                    vec![],
+                ),
+                ("web.test", 28) => (0, vec![("web.test", 28, aaaa("fd00::1"))], vec![]),
+                ("v6.test", 1) => (0, vec![], vec![]),
+                ("v6.test", 28) => (0, vec![("v6.test", 28, aaaa("fd00::6"))], vec![]),
+                ("alias.test", 1) => (
+                    0,
+                    vec![
+                        ("alias.test", 5, enc_name("web.test")),
+                        ("web.test", 1, a([10, 0, 0, 1])),
+                    ],
+                    vec![],
+                ),
+                ("alias.test", 28) => (0, vec![("alias.test", 5, enc_name("web.test"))], vec![]),
+                ("_http._tcp.test", 33) => (
+                    0,
+                    vec![
+                        ("_http._tcp.test", 33, srv_rd(20, 1, 9000, "v6.test")),
+                        ("_http._tcp.test", 33, srv_rd(10, 5, 8080, "web.test")),
+                        ("_http._tcp.test", 33, srv_rd(30, 0, 0, ".")),
+                    ],
+                    vec![("web.test", 1, a([10, 0, 0, 1]))],
+                ),
+                ("empty._tcp.test", 33) => (
+                    0,
+                    vec![("empty._tcp.test", 33, srv_rd(0, 0, 0, "."))],
+                    vec![],
+                ),
+                _ => (3, vec![], vec![]),
+            };
+        vec![Reply::Send(resp(q, q.id, rcode, &an, &ar))]
+    }
+
+    #[test]
+    fn lookup_ip_a_then_aaaa() {
+        let s = serve(zone);
+        let r = resolver(&[s.addr]);
+        let want: Vec<IpAddr> = vec![
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 2].into(),
+            "fd00::1".parse().unwrap(),
+        ];
+        assert_eq!(r.lookup_ip("web.test").unwrap(), want);
+        assert_eq!(r.lookup_ip("WEB.test.").unwrap(), want);
+        assert_eq!(
+            r.lookup_ip("v6.test").unwrap(),
+            vec!["fd00::6".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            r.lookup_ip("alias.test").unwrap(),
+            vec![IpAddr::from([10, 0, 0, 1])]
+        );
+        assert_eq!(s.queries.load(Ordering::Relaxed), 8);
+        // Literals: no query.
+        assert_eq!(
+            r.lookup_ip("192.0.2.7").unwrap(),
+            vec![IpAddr::from([192, 0, 2, 7])]
+        );
+        assert_eq!(
+            r.lookup_ip("[::1]").unwrap(),
+            vec![IpAddr::from(Ipv6Addr::LOCALHOST)]
+        );
+        assert_eq!(s.queries.load(Ordering::Relaxed), 8);
+        let e = r.lookup_ip("bad..name").unwrap_err();
+        assert_eq!(e.to_string(), "dns: bad..name: invalid name (empty label)");
+    }
+
+    #[test]
+    fn nxdomain_and_nodata() {
+        let s = serve(zone);
+        let r = resolver(&[s.addr]);
+        let e = r.lookup_ip("api.internal").unwrap_err();
+        assert!(e.is_nxdomain());
+        assert_eq!(
+            e.to_string(),
+            format!("dns: api.internal: no such name (NXDOMAIN) from {}", s.addr)
+        );
+        // NXDOMAIN on A: no AAAA query.
+        assert_eq!(s.queries.load(Ordering::Relaxed), 1);
+        let e = r.lookup_srv("empty._tcp.test").unwrap_err();
+        assert_eq!(e.to_string(), "dns: empty._tcp.test: no SRV records");
+        let e = r.lookup_srv("_none._tcp.test").unwrap_err();
+        assert!(e.is_nxdomain(), "{e}");
+    }
+
+    #[test]
+    fn lookup_srv_with_and_without_additionals() {
+        let s = serve(zone);
+        let r = resolver(&[s.addr]);
+        let got = r.lookup_srv("_http._tcp.test").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                SrvTarget {
+                    priority: 10,
+                    weight: 5,
+                    port: 8080,
+                    target: "web.test".into(),
+                    addrs: vec![[10, 0, 0, 1].into()]
+                },
+                SrvTarget {
+                    priority: 20,
+                    weight: 1,
+                    port: 9000,
+                    target: "v6.test".into(),
+                    addrs: vec!["fd00::6".parse().unwrap()]
+                },
+            ]
+        );
+        // One SRV query, then A and AAAA for v6.test only.
+        assert_eq!(s.queries.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn timeout_on_a_silent_server() {
+        let s = serve(|_| vec![]);
+        let mut r = resolver(&[s.addr]);
+        r.timeout = Duration::from_millis(150);
+        let t0 = Instant::now();
+        let e = r.query("web.test", QType::A).unwrap_err();
+        let took = t0.elapsed();
+        assert_eq!(e.kind, ErrorKind::Timeout { tries: 2 });
+        assert_eq!(e.to_string(), "dns: web.test: no answer after 2 tries");
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert_eq!(s.queries.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn foreign_answers_are_ignored() {
+        // Before the real answer: one with another ID, one to another question, one from
+        // another port, one that is a query. None of them may end the wait.
+        let s = serve(|q| {
+            let bad = vec![("web.test", 1, vec![6, 6, 6, 6])];
+            let mut other_q = Q {
+                id: q.id,
+                name: "evil.test".into(),
+                qtype: q.qtype,
+                tcp: false,
+            };
+            let wrong_q = resp(&other_q, q.id, 0, &bad, &[]);
+            other_q.name = q.name.clone();
+            let mut query = resp(q, q.id, 0, &bad, &[]);
+            query[2] &= 0x7F;
+            let mut out = vec![
+                Reply::Send(resp(q, q.id ^ 0x5555, 0, &bad, &[])),
+                Reply::Send(wrong_q),
+                Reply::FromElsewhere(resp(q, q.id, 0, &bad, &[])),
+                Reply::Send(query),
+            ];
+            out.extend(zone(q));
+            out
+        });
+        let r = resolver(&[s.addr]);
+        assert_eq!(
+            r.lookup_ip("v6.test").unwrap(),
+            vec!["fd00::6".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            r.query("web.test", QType::A).unwrap().addrs,
+            vec![IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2])]
+        );
+    }
+
+    #[test]
+    fn truncated_answer_is_asked_again_over_tcp() {
+        let s = serve(|q| {
+            if q.tcp {
+                zone(q)
+            } else {
+                vec![Reply::Send(resp(q, q.id, 0x0200, &[], &[]))]
+            }
+        });
+        let r = resolver(&[s.addr]);
+        assert_eq!(
+            r.lookup_srv("_http._tcp.test").unwrap()[0].addrs,
+            vec![IpAddr::from([10, 0, 0, 1])]
+        );
+        assert_eq!(
+            r.lookup_ip("v6.test").unwrap(),
+            vec!["fd00::6".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn next_server_after_a_refusal_or_a_closed_port() {
+        let servfail = serve(|q| vec![Reply::Send(resp(q, q.id, 2, &[], &[]))]);
+        let closed = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let good = serve(zone);
+        let r = resolver(&[servfail.addr, closed, good.addr]);
+        let t0 = Instant::now();
+        assert_eq!(
+            r.lookup_ip("v6.test").unwrap(),
+            vec!["fd00::6".parse::<IpAddr>().unwrap()]
+        );
+        assert!(
+            t0.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            t0.elapsed()
+        );
+        // All failing: the most telling error is reported (a server's answer over a refusal).
+        let r = resolver(&[closed, servfail.addr]);
+        let e = r.query("web.test", QType::A).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "dns: web.test: server failure (SERVFAIL) from {}",
+                servfail.addr
+            )
+        );
+        let e = resolver(&[closed]).query("web.test", QType::A).unwrap_err();
+        assert!(
+            matches!(e.kind, ErrorKind::Io(io::ErrorKind::ConnectionRefused, _)),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with(&format!("from {closed}")), "{e}");
+    }
+
+    #[test]
+    fn resolv_conf() {
+        let r = Resolver::parse_resolv_conf(
+            "# comment\nsearch example.com\nnameserver 10.0.0.53\nnameserver  fd00::53 # v6\n\
+             nameserver fe80::1%7\nnameserver bogus\noptions ndots:2 timeout:1 attempts:9\n",
+        );
+        assert_eq!(
+            r.servers,
+            vec![
+                "10.0.0.53:53".parse().unwrap(),
+                "[fd00::53]:53".parse().unwrap(),
+                SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 53, 0, 7)),
+            ]
+        );
+        assert_eq!((r.timeout, r.attempts), (Duration::from_secs(1), 5));
+        let r = Resolver::parse_resolv_conf("options timeout:0 attempts:0\n");
+        assert_eq!(r.servers, vec![SocketAddr::from(([127, 0, 0, 1], 53))]);
+        assert_eq!((r.timeout, r.attempts), (Duration::from_secs(1), 1));
+        let r = Resolver::from_resolv_conf("/nonexistent/resolv.conf").unwrap();
+        assert_eq!(
+            r,
+            Resolver::new(vec![SocketAddr::from(([127, 0, 0, 1], 53))])
+        );
+        let dir = std::env::temp_dir().join(format!("shardgate-dns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("resolv.conf");
+        std::fs::write(&path, "nameserver 192.0.2.1\noptions attempts:3\n").unwrap();
+        let r = Resolver::from_resolv_conf(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(r.servers, vec![SocketAddr::from(([192, 0, 2, 1], 53))]);
+        assert_eq!((r.timeout, r.attempts), (DEFAULT_TIMEOUT, 3));
+    }
+
+    #[test]
+    fn ids_vary() {
+        let ids: std::collections::HashSet<u16> = (0..1000).map(|_| next_id()).collect();
+        assert!(ids.len() > 900, "{}", ids.len());
+    }
 }

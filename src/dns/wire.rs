@@ -479,10 +479,7 @@ pub fn parse_response(buf: &[u8], id: u16, name: &str, qtype: QType) -> Result<A
     // Follow the CNAME chain from the question's name.
     let mut chain: Vec<String> = vec![qname.to_string()];
     let mut ttl: Option<u32> = None;
-    loop {
-        let Some(current) = chain.last() else {
-            break;
-        };
+    while let Some(current) = chain.last() {
         let next = answers.iter().find_map(|(owner, t, d)| match d {
             Data::Cname(target) if owner.eq_ignore_ascii_case(current) => Some((target, *t)),
             _ => None,
