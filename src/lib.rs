@@ -9,6 +9,8 @@
 //! - `route` picks a pool, `balance` orders its servers (health and shared busyness live in
 //!   atomics every shard reads), `proxy` relays bytes between client and server.
 //! - `health` runs the active and agent checks on one thread for the process.
+//! - [`dns`]: a blocking stub resolver (A, AAAA, SRV) for server names and SRV discovery, run
+//!   off the shards; its wire format is pure and fuzzed.
 //! - `stats` keeps per-shard counters summed on read; `control` serves the UNIX command socket.
 //!
 //! Only what the binary, the fuzz targets and the benchmarks need is public.

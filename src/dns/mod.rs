@@ -22,6 +22,10 @@ pub const DEFAULT_ATTEMPTS: u32 = 2;
 /// glibc's caps on `options timeout:` and `attempts:`.
 const MAX_TIMEOUT_SECS: u64 = 30;
 const MAX_ATTEMPTS: u32 = 5;
+/// SRV targets without additional-section addresses looked up one by one, at most: a
+/// hostile or broken server listing thousands of targets must not hold the resolver thread
+/// for thousands of lookups. Targets past this keep no addresses.
+const MAX_SRV_LOOKUPS: usize = 32;
 /// The largest datagram we read; without EDNS a server sends at most 512 bytes, and sets TC.
 const UDP_BUF: usize = 4096;
 
@@ -35,8 +39,8 @@ pub struct Resolver {
 }
 
 /// One SRV target with its addresses: from the response's additional section when it had
-/// them, else from an A/AAAA lookup of the target (empty when that lookup failed: the caller
-/// skips the target and keeps the others).
+/// them, else from an A/AAAA lookup of the target (empty when that lookup failed, or past the
+/// first 32 targets needing one: the caller skips the target and keeps the others).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SrvTarget {
     pub priority: u16,
@@ -239,6 +243,7 @@ impl Resolver {
     pub fn lookup_srv(&self, name: &str) -> Result<Vec<SrvTarget>, Error> {
         let answer = self.query(name, QType::Srv)?;
         let mut out: Vec<SrvTarget> = Vec::with_capacity(answer.srv.len());
+        let mut lookups = 0;
         for s in &answer.srv {
             if s.target == "." {
                 continue;
@@ -251,7 +256,11 @@ impl Resolver {
                     .find(|t| t.target.eq_ignore_ascii_case(&s.target))
                 {
                     Some(t) => addrs = t.addrs.clone(),
-                    None => addrs = self.lookup_ip(&s.target).unwrap_or_default(),
+                    None if lookups < MAX_SRV_LOOKUPS => {
+                        lookups += 1;
+                        addrs = self.lookup_ip(&s.target).unwrap_or_default();
+                    }
+                    None => {}
                 }
             }
             out.push(SrvTarget {
