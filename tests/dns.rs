@@ -184,3 +184,49 @@ fn silent_server_times_out() {
         vec![IpAddr::from([10, 0, 0, 1])]
     );
 }
+
+/// The fuzz target's seeds (`fuzz/corpus/dns_response`, written by `fuzz/make_corpus.py`)
+/// are what they claim: valid responses (or the NXDOMAIN and TC they are named after), so
+/// the fuzzer starts from inputs that reach the record parsing.
+#[test]
+fn fuzz_seeds_are_valid_responses() {
+    use shardgate::dns::wire::{parse_response, Error, QType};
+    const NAMES: [&str; 4] = [
+        "example.com",
+        "_http._tcp.example.com",
+        "a",
+        "Api.Internal.",
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/dns_response");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let name = NAMES[data[0] as usize % NAMES.len()];
+        let buf = &data[1..];
+        let id = u16::from_be_bytes([buf[0], buf[1]]);
+        // The question's type, after its (uncompressed) name.
+        let mut end = 12;
+        while buf[end] != 0 {
+            end += 1 + buf[end] as usize;
+        }
+        let qtype = match u16::from_be_bytes([buf[end + 1], buf[end + 2]]) {
+            1 => QType::A,
+            28 => QType::Aaaa,
+            33 => QType::Srv,
+            t => panic!("query type {t}"),
+        };
+        let file = path.file_name().unwrap().to_str().unwrap();
+        let got = parse_response(buf, id, name, qtype);
+        match file {
+            "nxdomain" => assert_eq!(got, Err(Error::NxDomain)),
+            "truncated" => assert_eq!(got, Err(Error::Truncated)),
+            _ => {
+                let a = got.unwrap_or_else(|e| panic!("{file}: {e}"));
+                assert!(!a.addrs.is_empty() || !a.srv.is_empty(), "{file}: {a:?}");
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen >= 6);
+}
