@@ -100,6 +100,46 @@ for fn in sorted(os.listdir(TESTDATA)):
         conv = conversation(os.path.join(TESTDATA, fn))
         write("mysql_observer", fn[:-4], bytes([len(fn) % 4]) + conv)
 
+
+# dns_response: byte 0 picks the queried name (0 example.com, 1 _http._tcp.example.com, 2 a,
+# 3 Api.Internal.), then a response as a server sends it.
+def dns_name(n):
+    out = b""
+    for label in n.rstrip(".").split("."):
+        out += bytes([len(label)]) + label.encode()
+    return out + b"\0"
+
+
+def dns_rr(owner, rtype, rdata, ttl=60):
+    return owner + struct.pack(">HHIH", rtype, 1, ttl, len(rdata)) + rdata
+
+
+def dns_response(qid, name, qtype, answers=(), authority=(), additional=(), flags=0x8180):
+    head = struct.pack(">HHHHHH", qid, flags, 1, len(answers), len(authority), len(additional))
+    q = dns_name(name) + struct.pack(">HH", qtype, 1)
+    return head + q + b"".join(answers) + b"".join(authority) + b"".join(additional)
+
+
+PTR_Q = b"\xc0\x0c"  # a pointer to the question's name
+write("dns_response", "a_two", bytes([0]) + dns_response(0x1234, "example.com", 1, [
+    dns_rr(PTR_Q, 1, bytes([192, 0, 2, 1])), dns_rr(PTR_Q, 1, bytes([192, 0, 2, 2]), 30)]))
+write("dns_response", "aaaa", bytes([3]) + dns_response(0xBEEF, "api.internal", 28, [
+    dns_rr(PTR_Q, 28, bytes.fromhex("fd000000000000000000000000000001"))]))
+write("dns_response", "cname_chain", bytes([2]) + dns_response(7, "a", 1, [
+    dns_rr(PTR_Q, 5, dns_name("b.example.com")),
+    dns_rr(dns_name("b.example.com"), 5, b"\x01c\xc0\x21"),
+    dns_rr(dns_name("c.example.com"), 1, bytes([10, 0, 0, 3]))]))
+srv = lambda prio, weight, port, target: struct.pack(">HHH", prio, weight, port) + target
+write("dns_response", "srv_additional", bytes([1]) + dns_response(42, "_http._tcp.example.com", 33, [
+    dns_rr(PTR_Q, 33, srv(10, 60, 8080, b"\x03web\xc0\x17")),
+    dns_rr(PTR_Q, 33, srv(10, 40, 8081, dns_name("web2.example.com"))),
+    dns_rr(PTR_Q, 33, srv(20, 0, 0, b"\0"))],
+    [dns_rr(b"\xc0\x17", 2, dns_name("ns.example.com"))],
+    [dns_rr(dns_name("web.example.com"), 1, bytes([10, 0, 0, 1])),
+     dns_rr(dns_name("web2.example.com"), 28, bytes(15) + b"\x02")]))
+write("dns_response", "nxdomain", bytes([0]) + dns_response(9, "example.com", 1, flags=0x8183))
+write("dns_response", "truncated", bytes([2]) + dns_response(9, "a", 28, flags=0x8380))
+
 if __name__ == "__main__":
     for t in sorted(os.listdir(CORPUS)):
         print(t, len(os.listdir(os.path.join(CORPUS, t))), file=sys.stderr)

@@ -9,6 +9,8 @@
 //! - `route` picks a pool, `balance` orders its servers (health and shared busyness live in
 //!   atomics every shard reads), `proxy` relays bytes between client and server.
 //! - `health` runs the active and agent checks on one thread for the process.
+//! - [`dns`]: a blocking stub resolver (A, AAAA, SRV) for server names and SRV discovery, run
+//!   off the shards; its wire format is pure and fuzzed.
 //! - `stats` keeps per-shard counters summed on read; `control` serves the UNIX command socket.
 //! - `upgrade` hands listeners, idle connections and counters to a new binary.
 //!
@@ -20,6 +22,7 @@ pub mod config;
 mod control;
 mod daemon;
 mod demo;
+pub mod dns;
 mod health;
 mod mem;
 pub mod proto;

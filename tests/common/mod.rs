@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod dns;
 pub mod observe;
 pub mod proxy;
 pub mod scripted;
@@ -18,6 +19,7 @@ pub mod wire;
 
 pub use backend::{Backend, BackendOpts};
 pub use client::{curl, req, Conn, Response};
+pub use dns::DnsServer;
 pub use proxy::Proxy;
 
 use sha2::{Digest, Sha256};
