@@ -168,7 +168,7 @@ pub fn run_upgraded(config: Result<(Config, FileConfig), String>, fd: RawFd) -> 
     }
 }
 
-fn run_with(config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> u8 {
+fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> u8 {
     init_logging();
     let nofile = raise_nofile_limit();
     let mut daemon_conf = config.daemon.clone();
@@ -184,6 +184,7 @@ fn run_with(config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> u8 {
         );
     }
     let listen = listen_of(&config);
+    let dns = crate::dns::refresh::initial(&mut config);
     let mut seed = None;
     let inherited = match upgrade_fd {
         // SAFETY: the descriptor the old process passed with --upgrade-fd.
@@ -207,6 +208,7 @@ fn run_with(config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> u8 {
         .binary
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = std::env::current_exe().ok();
+    *shared.dns.lock().unwrap_or_else(|e| e.into_inner()) = dns;
     let protocols = Protocols {
         shared: shared.clone(),
     };
@@ -281,6 +283,9 @@ fn run_with(config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> u8 {
         let _ = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || crate::control::serve(control, shared, || {}));
+    }
+    if let Err(e) = crate::dns::refresh::start(shared.clone()) {
+        tracing::error!(error = %e, "cannot start the resolver thread; server names stay as resolved at start");
     }
     {
         let shared = shared.clone();

@@ -58,11 +58,16 @@ pub fn reload(shared: &Shared) -> Result<Applied, String> {
 /// Apply a validated config as the next generation (see the module documentation).
 pub fn apply(
     shared: &Shared,
-    config: Config,
+    mut config: Config,
     file: FileConfig,
     cause: String,
 ) -> Result<Applied, String> {
     let _one_at_a_time = shared.changing.lock().unwrap_or_else(|e| e.into_inner());
+    shared
+        .dns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .apply(&mut config);
     let current = shared.current();
     let warnings = restart_only(&current.config, &config);
 

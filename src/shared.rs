@@ -130,6 +130,9 @@ pub struct Shared {
     pub shards: usize,
     pub started: SystemTime,
     pub upgrade: crate::upgrade::State,
+    /// The latest DNS answers for server names and SRV discovery, laid over every config
+    /// that is applied.
+    pub dns: Mutex<crate::dns::refresh::Overlay>,
     /// Serialises the publishing of generations.
     pub changing: Mutex<()>,
     /// Held across read-edit-apply by every change (reload, runtime server commands, DNS), so
@@ -151,6 +154,7 @@ impl Shared {
             shards,
             started: SystemTime::now(),
             upgrade: Default::default(),
+            dns: Default::default(),
             changing: Mutex::new(()),
             runtime: Mutex::new(()),
             gen: ArcSwap::from_pointee(Generation::first(config, file)),

@@ -142,6 +142,8 @@ pub struct ServerShared {
     /// Connections in use across all shards, at most (`None`: only the per-shard bound).
     pub max_connections: Option<u32>,
     pub agent_port: Option<u16>,
+    /// Given as `host:port` and not resolved yet: takes nothing.
+    pub unresolved: bool,
     /// The weight the config file gave; a reload applies the file's weight only when this
     /// changed, so a `set server ... weight` survives reloads of an unrelated change.
     conf_weight: u32,
@@ -184,6 +186,7 @@ impl ServerShared {
             backup: s.backup,
             max_connections: s.max_connections,
             agent_port: s.agent_port,
+            unresolved: s.host.is_some() && s.addr.ip().is_unspecified(),
             conf_weight: s.weight,
             prior: None,
             weight: AtomicU32::new(s.weight.max(1)),
@@ -216,7 +219,10 @@ impl ServerShared {
 
     /// Neither the checker, the agent nor a recent failed connect says it is down.
     pub fn is_alive(&self, now_ms: u64) -> bool {
-        self.active() != Active::Down && !self.agent_down() && !self.is_down(now_ms)
+        !self.unresolved
+            && self.active() != Active::Down
+            && !self.agent_down()
+            && !self.is_down(now_ms)
     }
 
     /// Inside a passive down period.
@@ -782,6 +788,7 @@ pub(crate) fn test_server(i: usize, weight: u32) -> Server {
     Server {
         name: format!("s{i}"),
         addr: ([127, 0, 0, 1], 1000 + i as u16).into(),
+        host: None,
         weight,
         route: format!("r{i}"),
         backup: false,

@@ -52,6 +52,9 @@ pub struct Daemon {
     pub pin_cores: bool,
     /// Heap the daemon may hold before it sheds load (`None`: no ceiling).
     pub memory_limit: Option<u64>,
+    /// DNS servers for server names and SRV discovery; empty: the system resolver for names
+    /// (`/etc/hosts`, then DNS) and `/etc/resolv.conf`'s servers for SRV.
+    pub resolvers: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -245,13 +248,22 @@ pub struct Pool {
     pub slow_start: Option<Duration>,
     pub sticky: Option<Sticky>,
     pub health: Option<Health>,
+    /// How often server names (and `discover`) are resolved again.
+    pub resolve_interval: Duration,
+    /// `discover = "srv:NAME"`: the SRV name whose targets are (also) the pool's servers.
+    pub discover: Option<String>,
     pub servers: Vec<Server>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
     pub name: String,
+    /// Where to connect. For a server given as `host:port` this is the last address the name
+    /// resolved to, or the unspecified address (`0.0.0.0:port`) until it first resolves: such
+    /// a server takes no requests.
     pub addr: SocketAddr,
+    /// The host name of a server given as `host:port` (resolved every `resolve_interval`).
+    pub host: Option<String>,
     pub weight: u32,
     /// Sticky route name (app_cookie suffix, insert_cookie value); defaults to the name.
     pub route: String,

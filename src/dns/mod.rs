@@ -5,6 +5,7 @@
 //! every `resolve_interval`, read SRV records for `discover`) and every byte of an answer is
 //! untrusted input: [`wire`] is pure and fuzzed (`fuzz/fuzz_targets/dns_response.rs`). No
 //! cache, no search domains, no `/etc/hosts`: names are queried as written, absolute.
+pub(crate) mod refresh;
 pub mod wire;
 
 use std::fmt;

@@ -80,6 +80,14 @@ impl Backend {
         Backend::serve(name, listener, opts)
     }
 
+    /// Binds a given address (e.g. 127.0.0.2 and the port of another backend on 127.0.0.1:
+    /// one name, two addresses).
+    pub fn start_at(name: &str, addr: SocketAddr, opts: BackendOpts) -> Backend {
+        let listener =
+            TcpListener::bind(addr).unwrap_or_else(|e| panic!("backend {name}: bind {addr}: {e}"));
+        Backend::serve(name, listener, opts)
+    }
+
     fn serve(name: &str, listener: TcpListener, opts: BackendOpts) -> Backend {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {

@@ -1,6 +1,7 @@
 //! The `[daemon]` section: shard count, I/O driver, control socket, connection and memory
 //! ceilings, stop timeout.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::value::parse_size;
@@ -43,7 +44,18 @@ impl Builder<'_> {
                 ),
             ));
         }
+        let mut resolvers = Vec::new();
+        for (i, r) in d.resolvers.iter().flatten().enumerate() {
+            let a: SocketAddr = r.trim().parse().map_err(|_| {
+                self.err(
+                    format!("daemon.resolvers[{i}]"),
+                    format!("{r:?} is not IP:PORT (e.g. \"10.0.0.2:53\")"),
+                )
+            })?;
+            resolvers.push(a);
+        }
         Ok(Daemon {
+            resolvers,
             shards,
             io_driver: match d.io_driver.unwrap_or(IoDriverFile::Auto) {
                 IoDriverFile::Auto => IoDriver::Auto,

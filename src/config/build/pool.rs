@@ -2,7 +2,7 @@
 //! their names, weights, routes and addresses (host names resolved now, never on the request
 //! path). The `sticky` and `health` subtables are built in `balance.rs`.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 use super::syntax::toml_key;
 use super::{Builder, ConfigError};
@@ -16,8 +16,27 @@ impl Builder<'_> {
         let key = format!("pool.{}", toml_key(name));
         self.check_name(&key, name)?;
         let k = |n: &str| format!("{key}.{n}");
-        if p.servers.is_empty() {
-            return Err(self.err(k("servers"), "must list at least one server"));
+        let discover = match &p.discover {
+            None => None,
+            Some(d) => {
+                let name = d.strip_prefix("srv:").ok_or_else(|| {
+                    self.err(
+                        k("discover"),
+                        format!(
+                            "{d:?}: expected \"srv:NAME\", e.g. \"srv:_http._tcp.example.com\""
+                        ),
+                    )
+                })?;
+                crate::dns::wire::check_name(name)
+                    .map_err(|e| self.err(k("discover"), format!("{name:?}: {e}")))?;
+                Some(name.to_owned())
+            }
+        };
+        if p.servers.is_empty() && discover.is_none() {
+            return Err(self.err(
+                k("servers"),
+                "must list at least one server (or set discover)",
+            ));
         }
         let mut servers: Vec<Server> = Vec::with_capacity(p.servers.len());
         for (i, s) in p.servers.iter().enumerate() {
@@ -33,7 +52,8 @@ impl Builder<'_> {
                 ));
             }
             let weight = self.int(&format!("{sk}.weight"), s.weight, 1, 1, MAX_WEIGHT)? as u32;
-            let addr = resolve(&s.addr).map_err(|m| self.err(format!("{sk}.addr"), m))?;
+            let (addr, host) =
+                server_addr(&s.addr).map_err(|m| self.err(format!("{sk}.addr"), m))?;
             let route = match &s.route {
                 Some(r) => {
                     self.check_route(&format!("{sk}.route"), r)?;
@@ -68,6 +88,7 @@ impl Builder<'_> {
             servers.push(Server {
                 name: s.name.clone(),
                 addr,
+                host,
                 weight,
                 route,
                 backup: s.backup.unwrap_or(false),
@@ -75,7 +96,7 @@ impl Builder<'_> {
                 agent_port,
             });
         }
-        if servers.iter().all(|s| s.backup) {
+        if !servers.is_empty() && servers.iter().all(|s| s.backup) {
             return Err(self.err(
                 k("servers"),
                 "every server is a backup: at least one must not be",
@@ -166,17 +187,26 @@ impl Builder<'_> {
             max_connections_per_server,
             max_idle_per_server,
             idle_timeout: self.duration(&k("idle_timeout"), p.idle_timeout.as_ref(), 30, false)?,
+            resolve_interval: self.duration(
+                &k("resolve_interval"),
+                p.resolve_interval.as_ref(),
+                5,
+                false,
+            )?,
+            discover,
             servers,
         })
     }
 }
 
-/// A server address: `IP:PORT`, or `host:port` resolved now (first address returned), so that
-/// the request path never waits on DNS. Re-resolution happens only on reload.
-fn resolve(s: &str) -> Result<SocketAddr, String> {
+/// A server address: `IP:PORT`, or `host:port`. A host name is not looked up here (a config
+/// check or a reload never waits on DNS): the daemon resolves it before it starts and then
+/// every `resolve_interval`, so the request path never waits on DNS either. Until it resolves
+/// the address is `0.0.0.0:port` and the server takes nothing.
+fn server_addr(s: &str) -> Result<(SocketAddr, Option<String>), String> {
     let t = s.trim();
     if let Ok(a) = t.parse::<SocketAddr>() {
-        return Ok(a);
+        return Ok((a, None));
     }
     let Some((host, port)) = t.rsplit_once(':') else {
         return Err(format!("{s:?} is not IP:PORT or host:port"));
@@ -185,10 +215,9 @@ fn resolve(s: &str) -> Result<SocketAddr, String> {
         Ok(p) if !host.is_empty() && !host.contains(':') => p,
         _ => return Err(format!("{s:?} is not IP:PORT or host:port")),
     };
-    match (host, port).to_socket_addrs() {
-        Ok(mut it) => it
-            .next()
-            .ok_or_else(|| format!("{s:?}: the name resolved to no address")),
-        Err(e) => Err(format!("{s:?}: cannot resolve: {e}")),
-    }
+    let host = crate::dns::wire::check_name(host).map_err(|e| format!("{s:?}: {e}"))?;
+    Ok((
+        SocketAddr::from(([0, 0, 0, 0], port)),
+        Some(host.to_ascii_lowercase()),
+    ))
 }
