@@ -107,6 +107,27 @@ fn a_name_that_resolves_later_is_used_then_follows_its_address() {
     );
     assert!(p.log().contains("dns_changed"), "{}", p.log());
 
+    // Round-robin DNS listing both: the address in use stays (no move at every lookup).
+    dns.set_a(
+        "app.test",
+        vec![Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)],
+    );
+    let gen = |p: &Proxy| {
+        p.ctl("show info")
+            .1
+            .lines()
+            .find(|l| l.starts_with("generation: "))
+            .map(String::from)
+    };
+    let g0 = gen(&p);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(who_answers(&p, 3).iter().all(|w| w == "b"));
+    assert_eq!(
+        gen(&p),
+        g0,
+        "no new generation for an answer that still has the address"
+    );
+
     // DNS goes silent: the last known address stays in use.
     dns.set_silent(true);
     std::thread::sleep(Duration::from_millis(800));

@@ -84,27 +84,31 @@ fn resolver(servers: &[SocketAddr]) -> Resolver {
     r
 }
 
-/// One name to one address (the first the resolver returns, IPv4 first).
-fn lookup(servers: &[SocketAddr], host: &str, port: u16) -> Result<SocketAddr, String> {
-    let ip: IpAddr = if servers.is_empty() {
-        let mut found: Vec<SocketAddr> = (host, port)
+/// One name to one address: the one in use if the answer still has it (a name served by DNS
+/// round-robin does not move the server at every lookup), else the first, IPv4 first.
+fn lookup(
+    servers: &[SocketAddr],
+    host: &str,
+    port: u16,
+    current: Option<SocketAddr>,
+) -> Result<SocketAddr, String> {
+    let mut ips: Vec<IpAddr> = if servers.is_empty() {
+        (host, port)
             .to_socket_addrs()
             .map_err(|e| format!("{host}: {e}"))?
-            .collect();
-        found.sort_by_key(|a| a.is_ipv6());
-        found
-            .first()
             .map(|a| a.ip())
-            .ok_or_else(|| format!("{host}: no address"))?
+            .collect()
     } else {
-        let ips = resolver(servers)
+        resolver(servers)
             .lookup_ip(host)
-            .map_err(|e| e.to_string())?;
-        ips.first()
-            .copied()
-            .ok_or_else(|| format!("{host}: no address"))?
+            .map_err(|e| e.to_string())?
     };
-    Ok(SocketAddr::new(ip, port))
+    ips.sort_by_key(|ip| ip.is_ipv6());
+    if let Some(c) = current.filter(|c| ips.contains(&c.ip())) {
+        return Ok(SocketAddr::new(c.ip(), port));
+    }
+    let ip = ips.first().ok_or_else(|| format!("{host}: no address"))?;
+    Ok(SocketAddr::new(*ip, port))
 }
 
 /// An SRV answer as servers: one per target and port, named `target:port`, with the SRV
@@ -148,9 +152,10 @@ fn refresh(resolvers: &[SocketAddr], pools: &[&Pool], ov: &Overlay) -> (Overlay,
     for pool in pools {
         for s in pool.servers.iter() {
             let Some(host) = &s.host else { continue };
-            match lookup(resolvers, host, s.addr.port()) {
+            let key = (pool.name.clone(), s.name.clone());
+            match lookup(resolvers, host, s.addr.port(), ov.addrs.get(&key).copied()) {
                 Ok(a) => {
-                    next.addrs.insert((pool.name.clone(), s.name.clone()), a);
+                    next.addrs.insert(key, a);
                 }
                 Err(e) => failures.push(format!("pool {} server {}: {e}", pool.name, s.name)),
             }
