@@ -611,8 +611,16 @@ fn counters_admin_state_and_operator_weight_survive_reloads() {
     p.rewrite(&three("20s", None, false), &v);
     assert_eq!(ok(&p, "reload"), "ok generation 2\n");
     let s = servers(&p);
-    assert_eq!(count(&s, "app/a"), ra, "a's count went on: {s:?}");
-    assert_eq!(count(&s, "app/b"), rb, "b's count went on: {s:?}");
+    assert_eq!(
+        count(&s, "app/a"),
+        ra,
+        "a's count changed across the reload: {s:?}"
+    );
+    assert_eq!(
+        count(&s, "app/b"),
+        rb,
+        "b's count changed across the reload: {s:?}"
+    );
     assert_eq!(s["app/c"]["state"], "removed", "{s:?}");
     assert_eq!(count(&s, "app/c"), rc, "{s:?}");
     assert_eq!(s["app/b"]["admin"], "maint", "operator's maint kept: {s:?}");
@@ -730,6 +738,11 @@ fn a_removed_listener_finishes_its_exchange_then_closes_and_refuses_new_connecti
     }
     // The frontend is gone: the connections' next request is served on the old view and
     // the connection closes after it.
+    //
+    // Left out (daemon behaviour outside the reload code, reported): the proxy does not
+    // close these connections as soon as they are idle (they stay open until their next
+    // request or keepalive_timeout), and the last response does not say `Connection: close`
+    // before the proxy closes.
     for (name, c) in [("busy", &mut busy), ("idle", &mut idle)] {
         let r = c.get("/last", "h");
         assert_eq!(r.status, 200, "{name}: {}", r.summary());
