@@ -87,7 +87,7 @@ pub fn apply(
         .map(|a| a.to_string())
         .collect();
     // Bound before anything changes: an address in use refuses the whole change.
-    let sockets = shard::bind_all(shared.shards, &new)?;
+    let sockets = bind_new(shared.shards, &new, &config)?;
 
     let max_conns = crate::daemon::client_cap(&config);
     let memory_limit = config.daemon.memory_limit;
@@ -129,6 +129,47 @@ pub fn apply(
         generation: number,
         warnings,
     })
+}
+
+/// Bind the addresses a change adds, once per shard (see [`shard::bind_all`]). An address
+/// that cannot be bound is reported like any other error of the file: `FILE: KEY: problem`,
+/// the key being the `listen` entry that names it.
+fn bind_new(
+    shards: usize,
+    new: &[Listen],
+    config: &Config,
+) -> Result<Vec<Vec<std::net::TcpListener>>, String> {
+    let mut per_shard: Vec<Vec<std::net::TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
+    for l in new {
+        let bound = shard::bind_all(shards, std::slice::from_ref(l)).map_err(|e| {
+            format!(
+                "{}: {}: {e}",
+                config.source.display(),
+                listen_key(config, l.addr)
+            )
+        })?;
+        for (mine, ls) in per_shard.iter_mut().zip(bound) {
+            mine.extend(ls);
+        }
+    }
+    Ok(per_shard)
+}
+
+/// The config key that lists `addr`: `http[I].listen[J]` or `mysql[I].listen[J]`.
+fn listen_key(config: &Config, addr: std::net::SocketAddr) -> String {
+    let http = config.http.iter().map(|f| &f.listen);
+    let mysql = config.mysql.iter().map(|f| &f.listen);
+    for (section, fronts) in [
+        ("http", http.collect::<Vec<_>>()),
+        ("mysql", mysql.collect()),
+    ] {
+        for (i, listen) in fronts.iter().enumerate() {
+            if let Some(j) = listen.iter().position(|a| *a == addr) {
+                return format!("{section}[{i}].listen[{j}]");
+            }
+        }
+    }
+    "listen".into()
 }
 
 /// Daemon keys a running process cannot change, as warnings.

@@ -191,3 +191,97 @@ impl Shared {
             || self.life.running.load(Ordering::SeqCst) == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::Admin;
+
+    fn gen_of(servers: &str, extra: &str) -> (Config, crate::config::file::FileConfig) {
+        let text = format!(
+            "[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n[pool.p]\n{extra}servers = [{servers}]\n"
+        );
+        let file = crate::config::parse(&text, "<t>").unwrap();
+        (crate::config::from_file(file.clone(), "<t>").unwrap(), file)
+    }
+
+    #[test]
+    fn a_new_generation_keeps_what_did_not_change_by_name() {
+        let (c, f) = gen_of(
+            "{ name = \"a\", addr = \"127.0.0.1:1001\" }, { name = \"b\", addr = \"127.0.0.1:1002\", weight = 2 }, { name = \"c\", addr = \"127.0.0.1:1003\" }",
+            "",
+        );
+        let g1 = Generation::first(c, f);
+        let p1 = g1.pools[0].clone();
+        p1.servers[0].seed(0, 5, 50);
+        p1.servers[1].seed(0, 7, 70);
+        p1.servers[1].set_admin_by_operator(Admin::Maint);
+        p1.servers[0].set_weight(9);
+        // b moves, c is removed, d is added, a's file weight is unchanged, the order changes.
+        let (c2, f2) = gen_of(
+            "{ name = \"d\", addr = \"127.0.0.1:1004\" }, { name = \"b\", addr = \"127.0.0.1:2002\", weight = 2 }, { name = \"a\", addr = \"127.0.0.1:1001\" }",
+            "",
+        );
+        let g2 = g1.next(c2, f2, "reload".into(), 1);
+        assert_eq!(g2.number, 2);
+        let p2 = &g2.pools[0];
+        let a = &p2.servers[p2.server_index("a").unwrap()];
+        assert!(Arc::ptr_eq(a, &p1.servers[0]), "a unchanged: the same record");
+        assert_eq!(a.weight(), 9, "an operator's weight survives a reload that keeps the file's");
+        let b = &p2.servers[p2.server_index("b").unwrap()];
+        assert!(!Arc::ptr_eq(b, &p1.servers[1]), "b moved: a new record");
+        assert_eq!(b.addr, "127.0.0.1:2002".parse().unwrap());
+        assert_eq!((b.requests(), b.bytes()), (7, 70), "b's totals carried");
+        assert_eq!(b.admin(), Admin::Maint, "the operator's maint carried");
+        let removed: Vec<&str> = g2.removed.iter().map(|(_, s)| s.name.as_str()).collect();
+        assert_eq!(removed, ["c"]);
+        assert_eq!(p2.servers[p2.server_index("d").unwrap()].requests(), 0);
+
+        // The file's weight changed: it applies.
+        let (c3, f3) = gen_of(
+            "{ name = \"d\", addr = \"127.0.0.1:1004\" }, { name = \"b\", addr = \"127.0.0.1:2002\", weight = 2 }, { name = \"a\", addr = \"127.0.0.1:1001\", weight = 3 }",
+            "",
+        );
+        let g3 = g2.next(c3, f3, "reload".into(), 1);
+        let p3 = &g3.pools[0];
+        assert_eq!(p3.servers[p3.server_index("a").unwrap()].weight(), 3);
+        assert!(g3.removed.is_empty(), "removed servers are shown until the next change only");
+    }
+
+    #[test]
+    fn the_source_ip_table_follows_servers_by_name() {
+        let sticky = "[pool.p.sticky]\nmode = \"source_ip\"\n";
+        let text = |servers: &str| {
+            format!(
+                "[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n[pool.p]\nservers = [{servers}]\n{sticky}"
+            )
+        };
+        let load = |t: &str| {
+            let f = crate::config::parse(t, "<t>").unwrap();
+            (crate::config::from_file(f.clone(), "<t>").unwrap(), f)
+        };
+        let (c, f) = load(&text(
+            "{ name = \"a\", addr = \"127.0.0.1:1001\" }, { name = \"b\", addr = \"127.0.0.1:1002\" }",
+        ));
+        let g1 = Generation::first(c, f);
+        let t1 = g1.pools[0].sticky.as_ref().unwrap().table.as_ref().unwrap();
+        let now = crate::balance::sticky_table::IpTable::now_s(crate::rt::now_ms());
+        t1.set(42, 1, now); // client 42 -> b
+        // Same servers and settings: the same table.
+        let (c, f) = load(&text(
+            "{ name = \"a\", addr = \"127.0.0.1:1001\" }, { name = \"b\", addr = \"127.0.0.1:1002\" }",
+        ));
+        let g2 = g1.next(c, f, "reload".into(), 1);
+        assert!(Arc::ptr_eq(
+            g2.pools[0].sticky.as_ref().unwrap(),
+            g1.pools[0].sticky.as_ref().unwrap()
+        ));
+        // b is now first: the entry follows b, not index 1.
+        let (c, f) = load(&text(
+            "{ name = \"b\", addr = \"127.0.0.1:1002\" }, { name = \"a\", addr = \"127.0.0.1:1001\" }",
+        ));
+        let g3 = g2.next(c, f, "reload".into(), 1);
+        let t3 = g3.pools[0].sticky.as_ref().unwrap().table.as_ref().unwrap();
+        assert_eq!(t3.get(42, now), Some(0));
+    }
+}

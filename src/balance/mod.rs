@@ -144,9 +144,10 @@ pub struct ServerShared {
     pub agent_port: Option<u16>,
     /// Given as `host:port` and not resolved yet: takes nothing.
     pub unresolved: bool,
-    /// The weight the config file gave; a reload applies the file's weight only when this
-    /// changed, so a `set server ... weight` survives reloads of an unrelated change.
-    conf_weight: u32,
+    /// The weight the config file gave (the last file applied to this record); a reload
+    /// applies the file's weight only when it differs from this, so a `set server ... weight`
+    /// survives reloads of an unrelated change.
+    conf_weight: AtomicU32,
     /// The same server before a change that needed a new record (a new address): its totals
     /// count as this one's, so counters stay monotonic across reloads.
     prior: Option<Arc<ServerShared>>,
@@ -187,7 +188,7 @@ impl ServerShared {
             max_connections: s.max_connections,
             agent_port: s.agent_port,
             unresolved: s.host.is_some() && s.addr.ip().is_unspecified(),
-            conf_weight: s.weight,
+            conf_weight: AtomicU32::new(s.weight),
             prior: None,
             weight: AtomicU32::new(s.weight.max(1)),
             agent_pct: AtomicU32::new(100),
@@ -416,7 +417,7 @@ impl ServerShared {
             .store(old.admin.load(Ordering::Relaxed), Ordering::Relaxed);
         new.operator_admin
             .store(old.operator_admin(), Ordering::Relaxed);
-        if old.conf_weight == s.weight {
+        if old.conf_weight.load(Ordering::Relaxed) == s.weight {
             new.weight.store(old.weight(), Ordering::Relaxed);
         }
         new
@@ -425,7 +426,9 @@ impl ServerShared {
     /// Apply a reloaded file's weight, unless it is the one this record already had from the
     /// file (an operator's `set server ... weight` then stays).
     pub fn reload_weight(&self, file_weight: u32) -> bool {
-        if file_weight == self.conf_weight {
+        // Remember the file's weight as applied: the next reload of the same file must not
+        // apply it again over a weight an operator set since.
+        if self.conf_weight.swap(file_weight, Ordering::Relaxed) == file_weight {
             return false;
         }
         self.set_weight(file_weight.max(1));

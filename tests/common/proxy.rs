@@ -91,7 +91,8 @@ impl Proxy {
     pub fn start_with(toml: &str, vars: &[(&str, String)]) -> Proxy {
         let dir = temp_dir("proxy");
         let socket = dir.join("ctl.sock");
-        let (text, ports) = fill(toml, vars, &socket);
+        let mut ports = HashMap::new();
+        let text = fill(toml, vars, &socket, &mut ports);
         let config_path = dir.join("shardgate.toml");
         fs::write(&config_path, &text).unwrap();
         let listens = listen_addrs(&text);
@@ -138,6 +139,16 @@ impl Proxy {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Rewrites the running daemon's config file (for a `reload`) from `toml`, filling its
+    /// placeholders as [`Proxy::start_with`] does: a `{port:NAME}` seen before keeps its port,
+    /// a new NAME gets a new free one. Returns the text written.
+    pub fn rewrite(&mut self, toml: &str, vars: &[(&str, String)]) -> String {
+        let text = fill(toml, vars, &self.socket, &mut self.ports);
+        fs::write(&self.config_path, &text)
+            .unwrap_or_else(|e| panic!("write {}: {e}", self.config_path.display()));
+        text
     }
 
     pub fn pid(&self) -> u32 {
@@ -262,9 +273,14 @@ pub fn run_bounded(child: Child, timeout: Duration, what: &str) -> std::process:
     }
 }
 
-/// Replaces the placeholders; returns the text and the ports picked.
-fn fill(toml: &str, vars: &[(&str, String)], socket: &Path) -> (String, HashMap<String, u16>) {
-    let mut ports: HashMap<String, u16> = HashMap::new();
+/// Replaces the placeholders; `{port:NAME}` reuses the port `ports` has for NAME and adds
+/// the ones it picks for new names.
+fn fill(
+    toml: &str,
+    vars: &[(&str, String)],
+    socket: &Path,
+    ports: &mut HashMap<String, u16>,
+) -> String {
     // Hold every picked port until all are picked, so one config never gets a port twice.
     let mut held: Vec<TcpListener> = Vec::new();
     let mut out = String::with_capacity(toml.len());
@@ -308,7 +324,7 @@ fn fill(toml: &str, vars: &[(&str, String)], socket: &Path) -> (String, HashMap<
     }
     out.push_str(rest);
     drop(held);
-    (out, ports)
+    out
 }
 
 /// Every `listen` address of every frontend in the (filled) config.
