@@ -226,8 +226,15 @@ mod tests {
         assert_eq!(g2.number, 2);
         let p2 = &g2.pools[0];
         let a = &p2.servers[p2.server_index("a").unwrap()];
-        assert!(Arc::ptr_eq(a, &p1.servers[0]), "a unchanged: the same record");
-        assert_eq!(a.weight(), 9, "an operator's weight survives a reload that keeps the file's");
+        assert!(
+            Arc::ptr_eq(a, &p1.servers[0]),
+            "a unchanged: the same record"
+        );
+        assert_eq!(
+            a.weight(),
+            9,
+            "an operator's weight survives a reload that keeps the file's"
+        );
         let b = &p2.servers[p2.server_index("b").unwrap()];
         assert!(!Arc::ptr_eq(b, &p1.servers[1]), "b moved: a new record");
         assert_eq!(b.addr, "127.0.0.1:2002".parse().unwrap());
@@ -245,7 +252,10 @@ mod tests {
         let g3 = g2.next(c3, f3, "reload".into(), 1);
         let p3 = &g3.pools[0];
         assert_eq!(p3.servers[p3.server_index("a").unwrap()].weight(), 3);
-        assert!(g3.removed.is_empty(), "removed servers are shown until the next change only");
+        assert!(
+            g3.removed.is_empty(),
+            "removed servers are shown until the next change only"
+        );
     }
 
     #[test]
@@ -267,7 +277,7 @@ mod tests {
         let t1 = g1.pools[0].sticky.as_ref().unwrap().table.as_ref().unwrap();
         let now = crate::balance::sticky_table::IpTable::now_s(crate::rt::now_ms());
         t1.set(42, 1, now); // client 42 -> b
-        // Same servers and settings: the same table.
+                            // Same servers and settings: the same table.
         let (c, f) = load(&text(
             "{ name = \"a\", addr = \"127.0.0.1:1001\" }, { name = \"b\", addr = \"127.0.0.1:1002\" }",
         ));

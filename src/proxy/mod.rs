@@ -141,14 +141,23 @@ impl ShardCtx {
     /// Rebuild the view from the running generation, keeping what did not change.
     pub fn refresh(&self) {
         let gen = self.shared.current();
-        let next = {
+        let (next, lost_front) = {
             let prev = self.view.borrow();
             if prev.gen.number == gen.number {
                 return;
             }
-            ShardView::build(&self.shard, gen, Some(&prev))
+            let next = ShardView::build(&self.shard, gen, Some(&prev));
+            let lost = prev
+                .http
+                .iter()
+                .any(|f| next.http_front(&f.conf.name).is_none());
+            (next, lost)
         };
         *self.view.borrow_mut() = Rc::new(next);
+        if lost_front {
+            // Idle connections of a removed frontend close now, not at their keep-alive timeout.
+            self.shard.drain.nudge();
+        }
     }
 
     pub fn id(&self) -> usize {

@@ -17,6 +17,8 @@ struct DrainInner {
     fired: Cell<bool>,
     /// Fired for a binary upgrade: idle connections go to the new process instead of closing.
     handover: Cell<bool>,
+    /// Bumped by [`Drain::nudge`]: a wait that began before it ends once.
+    nudges: Cell<u64>,
     /// Shedding load (the memory ceiling): idle waits end as if drained, until cleared.
     shed: Cell<bool>,
     // Slots of waiting futures; freed on drop so the table stays as large as the idle set.
@@ -66,10 +68,22 @@ impl Drain {
         self.inner.shed.get()
     }
 
+    /// End every idle wait once without draining (the config changed: an idle connection
+    /// looks whether its frontend is still there, and waits on if it is).
+    pub fn nudge(&self) {
+        self.inner.nudges.set(self.inner.nudges.get() + 1);
+        for w in self.inner.slots.borrow_mut().iter_mut() {
+            if let Some(w) = w.take() {
+                w.wake();
+            }
+        }
+    }
+
     pub(super) fn wait(&self) -> DrainWait {
         DrainWait {
             drain: self.clone(),
             slot: None,
+            nudges: self.inner.nudges.get(),
         }
     }
 }
@@ -77,12 +91,14 @@ impl Drain {
 pub(super) struct DrainWait {
     drain: Drain,
     slot: Option<usize>,
+    /// The nudge count when the wait began.
+    nudges: u64,
 }
 
 impl DrainWait {
     pub(super) fn poll_drained(&mut self, cx: &mut std::task::Context<'_>) -> bool {
         let inner = &self.drain.inner;
-        if inner.fired.get() || inner.shed.get() {
+        if inner.fired.get() || inner.shed.get() || inner.nudges.get() != self.nudges {
             return true;
         }
         let mut slots = inner.slots.borrow_mut();

@@ -142,6 +142,9 @@ pub struct Conn<'h> {
     pub head_request: bool,
     /// Cancels the idle read when the shard drains (made at the first idle wait).
     canceller: Option<rt::Canceller>,
+    /// The config no longer has this connection's frontend: the current request is the last
+    /// (answered with `Connection: close`).
+    pub retiring: bool,
 }
 
 /// How an idle connection ends when the shard drains: handed to the new process during a
@@ -184,6 +187,7 @@ pub async fn serve(
         site_seen: (Vec::new(), None),
         head_request: false,
         canceller: None,
+        retiring: false,
     };
     let outcome = {
         let mut gauge = PhaseGauge {
@@ -229,13 +233,14 @@ impl Conn<'_> {
             self.head_request = head.method == Method::Head;
             gauge.set(Phase::Writing);
             self.http.ctx.stats().requests.add(1);
-            let current = self.refresh_view();
+            self.retiring = !self.refresh_view();
+            let current = !self.retiring;
             let outcome = exchange::run(self, client, &head).await;
             self.headers = head.headers;
             self.scan.reset();
             let drain = self.http.ctx.drain();
             match outcome {
-                Outcome::KeepAlive if current && !drain.fired() => continue,
+                Outcome::KeepAlive if current && !drain.fired() && self.still_served() => continue,
                 // Handing over: a pipelined request already read is served here first.
                 Outcome::KeepAlive if current && drain.handing_over() && !self.buf.is_empty() => {
                     continue
@@ -318,10 +323,23 @@ impl Conn<'_> {
                     deadline.get_or_insert_with(|| Instant::now() + conf.client_header_timeout);
                 }
                 Read::TimedOut if partial => return Err(Failure::ClientTimeout.into()),
-                Read::Drained if !drain.fired() => {
+                Read::Drained if drain.shedding() => {
                     // Shedding load near the memory ceiling: an idle connection goes first.
                     self.http.ctx.stats().shed_idle_closed.add(1);
                     return Err(Outcome::Close { linger: false });
+                }
+                Read::Drained if !drain.fired() => {
+                    // Nudged by a config change (nothing was read): an idle connection of a
+                    // frontend the config no longer has closes; others wait on.
+                    if self
+                        .http
+                        .ctx
+                        .view()
+                        .http_front(&self.fe.conf.name)
+                        .is_none()
+                    {
+                        return Err(Outcome::Close { linger: false });
+                    }
                 }
                 Read::Drained => return Err(idle_end(drain)),
                 Read::Eof | Read::TimedOut | Read::Woken | Read::Err(_) => {
@@ -329,6 +347,13 @@ impl Conn<'_> {
                 }
             }
         }
+    }
+
+    /// Does the running config still have this connection's frontend? (One pointer compare
+    /// unless the config changed since the connection's view.)
+    pub fn still_served(&self) -> bool {
+        let now = self.http.ctx.view();
+        Rc::ptr_eq(&now, &self.view) || now.http_front(&self.fe.conf.name).is_some()
     }
 
     /// Move to the shard's current view of the config if it changed since the last request.

@@ -303,8 +303,14 @@ async fn respond(
             Err(_) => Outcome::Close { linger: false },
         };
     }
+    // Closing after this response: a stop (not an upgrade's handover, which moves the
+    // connection instead), shedding load, or a frontend the config no longer has.
     let drain = http.ctx.drain();
-    let keep = x.client_keeps(&resp, drain.fired() || drain.shedding());
+    let closing = (drain.fired() && !drain.handing_over())
+        || drain.shedding()
+        || conn.retiring
+        || !conn.still_served();
+    let keep = x.client_keeps(&resp, closing);
     conn.out.clear();
     write_response_head(&up.buf, &resp, keep, x.req.http10, false, &mut conn.out);
     if let Some(server) = x.sticky.insert {
