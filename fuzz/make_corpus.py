@@ -140,6 +140,15 @@ write("dns_response", "srv_additional", bytes([1]) + dns_response(42, "_http._tc
 write("dns_response", "nxdomain", bytes([0]) + dns_response(9, "example.com", 1, flags=0x8183))
 write("dns_response", "truncated", bytes([2]) + dns_response(9, "a", 28, flags=0x8380))
 
+# upgrade_message: one message of the binary-upgrade channel (kind line, then key=value lines;
+# `\\`, `\n` and `\r` escaped in values), as the daemon writes them.
+write("upgrade_message", "ready", b"ready\npid=4242\n")
+write("upgrade_message", "setup_done", b"setup_done\nupgrades=3\npid=4100\n")
+write("upgrade_message", "counters", b"counters\nt=stat\trequests\t12\nt=site\twww\texample.com\t1 2 3 4\nt=user\tapp\\\\1\t1 0 2 0 10 20 300 0 1 1 0\n")
+write("upgrade_message", "conns", b"conns\nfe=web\npeer=127.0.0.1:5555\nfe=web\npeer=[::1]:80\n")
+write("upgrade_message", "failed", b"failed\nreason=/etc/sg.toml: pool.app.servers[0].addr: bad\\nsecond line\n")
+
+
 if __name__ == "__main__":
     for t in sorted(os.listdir(CORPUS)):
         print(t, len(os.listdir(os.path.join(CORPUS, t))), file=sys.stderr)

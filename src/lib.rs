@@ -38,3 +38,5 @@ mod upgrade;
 pub use control::{client as ctl_client, default_socket};
 pub use daemon::{block_stop_signals, demo, run, run_upgraded};
 pub use mem::CountingAlloc;
+/// The upgrade channel's message format and carried counters, for the fuzz targets.
+pub use upgrade::{totals as upgrade_totals, wire as upgrade_wire};

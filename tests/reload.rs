@@ -990,3 +990,51 @@ fn runtime_server_commands_under_load_fail_no_request_and_reload_drops_them() {
     assert_eq!(info(&p)["generation.cause"], "reload");
     let _ = (a, b);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. Idle upstream connections to servers that did not change are kept
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_reload_keeps_idle_upstream_connections_to_unchanged_servers() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let v = vars(&[&a, &b]);
+    let conf = |timeout: &str| {
+        format!(
+            r#"
+[[http]]
+name = "web"
+listen = ["127.0.0.1:{{port:web}}"]
+default_pool = "app"
+keepalive_timeout = "{timeout}"
+
+[pool.app]
+servers = [ {{ name = "a", addr = "{{a}}" }} ]
+"#
+        )
+    };
+    let mut p = Proxy::start_with(&(daemon(2) + &conf("30s")), &v);
+    // One keep-alive client: its requests stay on one shard, which keeps one idle connection.
+    let mut c = Conn::connect(p.addr("web"));
+    for _ in 0..5 {
+        assert_eq!(c.get("/", "h").backend(), "a");
+    }
+    assert_eq!(a.accepted(), 1, "one upstream connection, reused");
+    // An unrelated change: the server is the same record, its idle connection stays.
+    p.rewrite(&(daemon(2) + &conf("20s")), &v);
+    assert_eq!(ok(&p, "reload"), "ok generation 2\n");
+    for _ in 0..5 {
+        assert_eq!(c.get("/", "h").backend(), "a");
+    }
+    assert_eq!(
+        a.accepted(),
+        1,
+        "the idle upstream connection survived the reload"
+    );
+    // The server's address changes: a new record, its old idle connections are not used.
+    let moved = conf("20s").replace("{a}", "{b}");
+    p.rewrite(&(daemon(2) + &moved), &v);
+    assert_eq!(ok(&p, "reload"), "ok generation 3\n");
+    assert_eq!(c.get("/", "h").backend(), "b");
+    assert_eq!(b.accepted(), 1);
+}
