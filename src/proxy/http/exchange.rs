@@ -304,7 +304,10 @@ async fn respond(
         };
     }
     let drain = http.ctx.drain();
-    let keep = x.client_keeps(&resp, drain.fired() || drain.shedding());
+    // A drain for a binary upgrade keeps the connection: it moves to the new process once
+    // this response is out (conn.rs, `Outcome::Handover`).
+    let closing = drain.fired() && !drain.handing_over();
+    let keep = x.client_keeps(&resp, closing || drain.shedding());
     conn.out.clear();
     write_response_head(&up.buf, &resp, keep, x.req.http10, false, &mut conn.out);
     if let Some(server) = x.sticky.insert {
