@@ -166,7 +166,11 @@ pub fn start(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Result<String, St
     if result.is_err() {
         st.running.store(false, Ordering::SeqCst);
     }
-    result
+    // The control socket names the command in its errors already (`error: upgrade: ...`).
+    result.map_err(|e| match e.strip_prefix("upgrade: ") {
+        Some(rest) => rest.to_string(),
+        None => e,
+    })
 }
 
 fn start_inner(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Result<String, String> {
@@ -237,6 +241,12 @@ fn start_inner(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Result<String, 
     let first = match setup() {
         Ok(t) => t,
         Err(e) => {
+            // A new process that refused its config may have closed the pair before we were
+            // done sending: its reason is still in our queue.
+            if let Some(why) = refusal(&ours, Duration::from_secs(1)) {
+                let _ = child.wait();
+                return Err(refused(&why));
+            }
             kill(child_pid);
             let _ = child.wait();
             return Err(io_err("handing the listeners over", e));
@@ -251,16 +261,16 @@ fn start_inner(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Result<String, 
                 Ok((kind, _)) if kind == "ready" => break,
                 Ok((kind, fields)) if kind == "failed" => {
                     let _ = child.wait();
-                    let why = field(&fields, "reason").unwrap_or("no reason given");
-                    tracing::error!(
-                        event = "upgrade_failed",
-                        reason = why,
-                        "upgrade: the new process refused to start; this one serves on"
-                    );
-                    return Err(format!("upgrade: the new process refused to start: {why}"));
+                    return Err(refused(
+                        field(&fields, "reason").unwrap_or("no reason given"),
+                    ));
                 }
                 _ => continue,
             },
+            // The new process closed its end with our setup messages unread (it refused its
+            // config without reading them): the kernel reports that once, before the
+            // messages it sent (its `failed`) and the end of the stream.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
             Ok(None) | Err(_) => {
                 if Instant::now() >= deadline {
                     kill(child_pid);
@@ -298,6 +308,34 @@ fn start_inner(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Result<String, 
         "ok upgraded: pid {child_pid} serves; pid {} hands over its idle connections and exits within {stop_timeout:?}\n",
         std::process::id()
     ))
+}
+
+/// The answer (and log line) for a new process that refused to start.
+fn refused(why: &str) -> String {
+    tracing::error!(
+        event = "upgrade_failed",
+        reason = why,
+        "upgrade: the new process refused to start; this one serves on"
+    );
+    format!("upgrade: the new process refused to start: {why}")
+}
+
+/// The reason of a `failed` message waiting on the channel, if one comes within `wait`.
+fn refusal(ch: &Channel, wait: Duration) -> Option<String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ch.recv(Some(left)) {
+            Ok(Some((m, _))) => match wire::decode(&m) {
+                Ok((kind, fields)) if kind == "failed" => {
+                    return Some(field(&fields, "reason").unwrap_or("no reason given").into())
+                }
+                _ => continue,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
+            Ok(None) | Err(_) => return None,
+        }
+    }
 }
 
 fn kill(pid: u32) {
