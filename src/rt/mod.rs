@@ -37,8 +37,8 @@ pub use driver::{run_shard, Driver};
 pub use gate::{client_key, Gate};
 pub use io::{linger_close, read_idle, read_into, shutdown_fd, timeout, write_all, Read};
 pub use net::{
-    accept, bind_reuseport, connect, idle_is_quiet, is_local_exhaustion, prepare_accepted,
-    socket_option, AcceptCanceller, ConnectError,
+    accept, accept_now, bind_reuseport, connect, idle_is_quiet, is_local_exhaustion,
+    prepare_accepted, socket_option, AcceptCanceller, ConnectError,
 };
 pub use pace::Pace;
 pub use splice::{

@@ -134,6 +134,27 @@ pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<std::net::Tc
     Ok(socket.into())
 }
 
+/// A non-blocking accept on a listening descriptor: the connection if one is waiting.
+pub fn accept_now(fd: std::os::fd::RawFd) -> Option<(TcpStream, SocketAddr)> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: accept4(2) with null address pointers on a listening socket this shard owns.
+    let n = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        return None;
+    }
+    // SAFETY: `n` is a fresh connected socket nothing else owns.
+    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(n) };
+    let peer = std_stream.peer_addr().ok()?;
+    TcpStream::from_std(std_stream).ok().map(|s| (s, peer))
+}
+
 /// Accept one connection; `Ok(None)` when `canceller` fired (the shard is draining).
 pub async fn accept(
     listener: &TcpListener,

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -243,6 +244,7 @@ async fn shard_main(
                 ShardMsg::Seed(t) => svc.seed(&t),
             }
         }
+        accepting.sweep(&shard, &svc);
         let now = shard.shared.generation();
         if now != applied {
             svc.refresh();
@@ -277,7 +279,7 @@ async fn shard_main(
 /// reload may add or remove addresses).
 #[derive(Default)]
 struct Accepting {
-    loops: HashMap<SocketAddr, Vec<rt::AcceptCanceller>>,
+    loops: HashMap<SocketAddr, Vec<(rt::AcceptCanceller, RawFd)>>,
 }
 
 impl Accepting {
@@ -303,6 +305,7 @@ impl Accepting {
                 }
             };
             let canceller = rt::AcceptCanceller::new();
+            let fd = listener.as_raw_fd();
             rt::spawn(accept_loop(
                 shard.clone(),
                 listener,
@@ -310,7 +313,7 @@ impl Accepting {
                 svc.clone(),
                 canceller.handle(),
             ));
-            self.loops.entry(addr).or_default().push(canceller);
+            self.loops.entry(addr).or_default().push((canceller, fd));
         }
     }
 
@@ -321,7 +324,7 @@ impl Accepting {
             let keep = wanted.contains(addr);
             if !keep {
                 tracing::info!(shard, %addr, "no longer listening (removed from the config)");
-                for c in cs.drain(..) {
+                for (c, _) in cs.drain(..) {
                     let _ = c.cancel();
                 }
             }
@@ -331,8 +334,37 @@ impl Accepting {
 
     fn stop_all(&mut self) {
         for (_, cs) in self.loops.drain() {
-            for c in cs {
+            for (c, _) in cs {
                 let _ = c.cancel();
+            }
+        }
+    }
+
+    /// Take connections left waiting in a backlog with no accept woken for them. A listening
+    /// socket shared with another process (the one this one replaced, or the one replacing
+    /// it) can be left that way: io_uring wakes one accept per connection, and the one woken
+    /// may be the other process's, cancelled just then. A non-blocking accept per listener
+    /// per tick takes them (normally it finds nothing: one syscall each).
+    fn sweep(&self, shard: &Rc<Shard>, svc: &Rc<dyn ShardService>) {
+        for (addr, cs) in &self.loops {
+            for (_, fd) in cs {
+                for _ in 0..16 {
+                    let open = &shard.life.connections;
+                    let max = shard.life.max_connections.load(Ordering::Relaxed);
+                    if open.fetch_add(1, Ordering::Relaxed) >= max || !crate::mem::admits() {
+                        open.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
+                    match rt::accept_now(*fd) {
+                        Some((stream, peer)) => {
+                            serve_accepted(shard, svc, *addr, stream, peer);
+                        }
+                        None => {
+                            open.fetch_sub(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
             }
         }
     }
@@ -361,6 +393,28 @@ fn adopt(shard: &Rc<Shard>, svc: &Rc<dyn ShardService>, conns: Vec<crate::upgrad
             continue;
         };
         spawn_conn(shard, conn, a.peer);
+    }
+}
+
+/// Count and serve a connection accepted on `addr` (its place in `life.connections` is already
+/// taken).
+fn serve_accepted(
+    shard: &Rc<Shard>,
+    svc: &Rc<dyn ShardService>,
+    addr: SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    rt::prepare_accepted(&stream);
+    let st = shard.stats();
+    st.accepted.add(1);
+    st.handled.add(1);
+    st.active.add(1);
+    let guard = ConnGuard {
+        shard: shard.clone(),
+    };
+    if let Some(conn) = svc.serve(addr, stream, peer, guard) {
+        spawn_conn(shard, conn, peer);
     }
 }
 
@@ -415,24 +469,10 @@ async fn accept_loop(
             open.fetch_sub(1, Ordering::Relaxed);
         }
         match accepted {
-            Ok(Some((stream, peer))) => {
-                if shard.drain.fired() {
-                    open.fetch_sub(1, Ordering::Relaxed);
-                    break;
-                }
-                rt::prepare_accepted(&stream);
-                let st = shard.stats();
-                st.accepted.add(1);
-                st.handled.add(1);
-                st.active.add(1);
-                let guard = ConnGuard {
-                    shard: shard.clone(),
-                };
-                let Some(conn) = svc.serve(addr, stream, peer, guard) else {
-                    continue;
-                };
-                spawn_conn(&shard, conn, peer);
-            }
+            // Served even when the shard began draining meanwhile: the connection itself
+            // closes (a stop) or moves to the new process (an upgrade) before reading, rather
+            // than being reset here.
+            Ok(Some((stream, peer))) => serve_accepted(&shard, &svc, addr, stream, peer),
             Ok(None) => break,
             Err(e) => {
                 if rt::is_local_exhaustion(&e) {
