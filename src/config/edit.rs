@@ -92,15 +92,7 @@ servers = [
     }
 
     fn server(name: &str, addr: &str) -> ServerFile {
-        ServerFile {
-            name: name.into(),
-            addr: addr.into(),
-            weight: None,
-            route: None,
-            backup: None,
-            max_connections: None,
-            agent_port: None,
-        }
+        ServerFile::new(name, addr)
     }
 
     fn names(f: &FileConfig) -> Vec<&str> {

@@ -193,6 +193,21 @@ pub struct ServerFile {
     pub agent_port: Option<i64>,
 }
 
+impl ServerFile {
+    /// A server entry with only its name and address (every other key unset).
+    pub fn new(name: &str, addr: &str) -> ServerFile {
+        ServerFile {
+            name: name.into(),
+            addr: addr.into(),
+            weight: None,
+            route: None,
+            backup: None,
+            max_connections: None,
+            agent_port: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StickyModeFile {

@@ -63,15 +63,7 @@ pub fn add_server(s: &Shared, args: &[&str]) -> Answer {
         _ => return Err(USAGE.into()),
     };
     let (pool, name) = split_target(target)?;
-    let mut server = ServerFile {
-        name: name.into(),
-        addr: addr.into(),
-        weight: None,
-        route: None,
-        backup: None,
-        max_connections: None,
-        agent_port: None,
-    };
+    let mut server = ServerFile::new(name, addr);
     let mut words = rest.iter();
     while let Some(w) = words.next() {
         match *w {
