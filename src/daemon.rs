@@ -221,7 +221,8 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
                 .seed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = seed;
-            (Some(inh.channel), inh.listeners, inh.control)
+            let control = inh.control.map(|l| (l, inh.control_path));
+            (Some(inh.channel), inh.listeners, control)
         }
         None => (None, Vec::new(), None),
     };
@@ -240,9 +241,13 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
             }
         }
     }
-    let socket_path = daemon_conf.control_socket.clone();
+    // An inherited command socket stays where it is (a changed control_socket needs a restart).
+    let socket_path = match &inherited_control {
+        Some((_, Some(p))) => p.clone(),
+        _ => daemon_conf.control_socket.clone(),
+    };
     let bound = match inherited_control {
-        Some(l) => crate::control::adopt(&socket_path).map(|f| (l, f)),
+        Some((l, _)) => crate::control::adopt(&socket_path).map(|f| (l, f)),
         None => crate::control::bind(&socket_path),
     };
     let (control, socket_file) = match bound {
@@ -266,7 +271,12 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
         Ok(h) => h,
         Err(e) => {
             eprintln!("shardgate: cannot start shard threads: {e}");
-            socket_file.remove();
+            if let Some(ch) = &channel {
+                // The old process keeps the command socket and serves on.
+                crate::upgrade::refuse_on(ch, &format!("cannot start shard threads: {e}"));
+            } else {
+                socket_file.remove();
+            }
             return 1;
         }
     };
@@ -294,13 +304,27 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
             .spawn(move || wait_stop_signal(&shared));
     }
     tracing::info!(config = %source, shards, socket = %socket_path.display(), "shardgate started");
+    // An upgrade's new process: serving once every shard runs; then the old one hands over.
+    // If a shard did not start, the old process is told why and serves on (and keeps its
+    // command socket: this process must not remove it).
+    let mut keep_socket = false;
     if let Some(ch) = channel {
-        // Serving once every shard runs; then the old process hands over.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !shared.all_applied(1) && Instant::now() < deadline {
+        let all_up = || {
+            shared.life.running.load(Ordering::SeqCst) == shards
+                && !shared.life.stopping.load(Ordering::SeqCst)
+                && shared.all_applied(1)
+        };
+        while !all_up() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
-        crate::upgrade::adopt(shared.clone(), ch);
+        if all_up() {
+            crate::upgrade::adopt(shared.clone(), ch);
+        } else {
+            crate::upgrade::refuse_on(&ch, "not every shard started (see the new process's log)");
+            keep_socket = true;
+            shared.life.stopping.store(true, Ordering::SeqCst);
+        }
     }
 
     while !shared.life.stopping.load(Ordering::SeqCst) {
@@ -316,7 +340,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
     if shared.upgrade.replaced.load(Ordering::SeqCst) {
         // The command socket is the new process's now.
         crate::upgrade::finish(&shared);
-    } else {
+    } else if !keep_socket {
         socket_file.remove();
     }
     if shared.life.running.load(Ordering::SeqCst) > 0 {

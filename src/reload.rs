@@ -178,8 +178,13 @@ fn restart_only(now: &Config, next: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let mut differs = |key: &str, was: String, will: String| {
         if was != will {
+            let when = if key == "control_socket" {
+                "the next restart (an upgrade keeps the socket it inherits)"
+            } else {
+                "the next upgrade or restart"
+            };
             out.push(format!(
-                "daemon.{key} changed ({was} -> {will}): takes effect at the next upgrade or restart"
+                "daemon.{key} changed ({was} -> {will}): takes effect at {when}"
             ));
         }
     };

@@ -535,9 +535,18 @@ fn an_upgrade_with_a_bad_config_is_refused_and_the_daemon_serves_on() {
     }
 
     std::fs::write(&p.config_path, &good).unwrap();
+    // An operator's weight carries over to the new process.
+    let (code, out) = p.ctl("set server app/app weight 7");
+    assert_eq!(code, 0, "{out}");
     let new = upgrade(&p, &mut d, "", pid);
     let info = wait_serving_pid(&p, new);
     assert_eq!(field(&info, "upgrades"), Some("1"), "{info}");
+    let (_, servers) = p.ctl("show servers");
+    let weight = servers
+        .lines()
+        .find(|l| l.starts_with("app app "))
+        .and_then(|l| l.split(' ').nth(8));
+    assert_eq!(weight, Some("7"), "{servers}");
     assert_serves_after_upgrade(&p, &backend);
     // The keep-alive connection opened before goes on with the new process.
     let r = c.get("/", "upgrade.test");

@@ -148,9 +148,11 @@ pub struct ServerShared {
     /// applies the file's weight only when it differs from this, so a `set server ... weight`
     /// survives reloads of an unrelated change.
     conf_weight: AtomicU32,
-    /// The same server before a change that needed a new record (a new address): its totals
-    /// count as this one's, so counters stay monotonic across reloads.
-    prior: Option<Arc<ServerShared>>,
+    /// Totals of the earlier records of this server (before a change that needed a new
+    /// record, e.g. a new address), taken when this one replaced them: the counters go on
+    /// from there. A snapshot, not a link, so no chain of records builds up.
+    base_requests: u64,
+    base_bytes: u64,
     /// The weight in force (`set server ... weight N`), 0..=1000; 0 takes no new requests.
     weight: AtomicU32,
     /// Percentage of `weight` the agent reports (100 when there is no agent).
@@ -189,7 +191,8 @@ impl ServerShared {
             agent_port: s.agent_port,
             unresolved: s.host.is_some() && s.addr.ip().is_unspecified(),
             conf_weight: AtomicU32::new(s.weight),
-            prior: None,
+            base_requests: 0,
+            base_bytes: 0,
             weight: AtomicU32::new(s.weight.max(1)),
             agent_pct: AtomicU32::new(100),
             admin: AtomicU8::new(Admin::Ready as u8),
@@ -386,7 +389,7 @@ impl ServerShared {
             .iter()
             .map(|c| c.0.requests.load(Ordering::Relaxed))
             .sum::<u64>()
-            + self.prior.as_ref().map_or(0, |p| p.requests())
+            + self.base_requests
     }
 
     /// Bytes moved since start, all shards (and every earlier record of the server).
@@ -395,7 +398,7 @@ impl ServerShared {
             .iter()
             .map(|c| c.0.bytes.load(Ordering::Relaxed))
             .sum::<u64>()
-            + self.prior.as_ref().map_or(0, |p| p.bytes())
+            + self.base_bytes
     }
 
     /// What the file says of this server is what this record was built from: the same
@@ -412,7 +415,8 @@ impl ServerShared {
     /// and bounds, health unknown again, but the operator's admin state and the totals kept.
     pub fn succeed(old: &Arc<ServerShared>, s: &Server, shards: usize) -> ServerShared {
         let mut new = ServerShared::new(s, shards);
-        new.prior = Some(old.clone());
+        new.base_requests = old.requests();
+        new.base_bytes = old.bytes();
         new.admin
             .store(old.admin.load(Ordering::Relaxed), Ordering::Relaxed);
         new.operator_admin
@@ -421,6 +425,11 @@ impl ServerShared {
             new.weight.store(old.weight(), Ordering::Relaxed);
         }
         new
+    }
+
+    /// The weight the config file last gave this record.
+    pub fn file_weight(&self) -> u32 {
+        self.conf_weight.load(Ordering::Relaxed)
     }
 
     /// Apply a reloaded file's weight, unless it is the one this record already had from the

@@ -113,17 +113,31 @@ fn lookup(
 
 /// An SRV answer as servers: one per target and port, named `target:port`, with the SRV
 /// weight (0 counts as 1); targets of a priority above the best one are backups.
-fn discover(servers: &[SocketAddr], name: &str) -> Result<Vec<Server>, String> {
+fn discover(
+    servers: &[SocketAddr],
+    name: &str,
+    prev: Option<&Vec<Server>>,
+) -> Result<Vec<Server>, String> {
     let targets: Vec<SrvTarget> = resolver(servers)
         .lookup_srv(name)
         .map_err(|e| e.to_string())?;
     let best = targets.iter().map(|t| t.priority).min().unwrap_or(0);
     let mut out: Vec<Server> = Vec::new();
     for t in targets.iter().filter(|t| !t.addrs.is_empty()) {
-        let Some(ip) = t.addrs.iter().find(|a| a.is_ipv4()).or(t.addrs.first()) else {
+        let name = format!("{}:{}", t.target, t.port);
+        // The address in use while the answer still has it (rotating A records must not move
+        // a member at every lookup); else the first, IPv4 first.
+        let in_use = prev
+            .and_then(|p| p.iter().find(|s| s.name == name))
+            .map(|s| s.addr.ip())
+            .filter(|ip| t.addrs.contains(ip));
+        let Some(ip) = in_use
+            .as_ref()
+            .or(t.addrs.iter().find(|a| a.is_ipv4()))
+            .or(t.addrs.first())
+        else {
             continue;
         };
-        let name = format!("{}:{}", t.target, t.port);
         if out.iter().any(|s| s.name == name) || out.len() >= MAX_DISCOVERED {
             continue;
         }
@@ -141,6 +155,8 @@ fn discover(servers: &[SocketAddr], name: &str) -> Result<Vec<Server>, String> {
     if out.is_empty() && !targets.is_empty() {
         return Err(format!("{name}: no SRV target resolved to an address"));
     }
+    // In name order: servers that shuffle SRV answers (Consul does) are the same members.
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
@@ -161,7 +177,7 @@ fn refresh(resolvers: &[SocketAddr], pools: &[&Pool], ov: &Overlay) -> (Overlay,
             }
         }
         if let Some(name) = &pool.discover {
-            match discover(resolvers, name) {
+            match discover(resolvers, name, ov.discovered.get(&pool.name)) {
                 Ok(found) => {
                     next.discovered.insert(pool.name.clone(), found);
                 }

@@ -255,6 +255,12 @@ async fn shard_main(
         }
     }
     accepting.stop_all();
+    // Messages that came too late (connections handed over, listeners bound): closed.
+    drop(std::mem::take(
+        &mut *shard.shared.inbox[id]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    ));
     if shard.life.handover.load(Ordering::SeqCst) {
         shard.drain.fire_handover();
     } else {

@@ -74,6 +74,8 @@ pub struct State {
     /// Totals to add to shard 0's counters when it starts (carried from the old process).
     pub seed: Mutex<Option<Totals>>,
     running: AtomicBool,
+    /// Still receiving connections from the process this one replaced.
+    adopting: AtomicBool,
     /// This process handed its sockets to a new one: it must not remove the command socket.
     pub replaced: AtomicBool,
     /// Upgrades since the process tree started, and the process this one replaced.
@@ -159,6 +161,12 @@ fn io_err(what: &str, e: std::io::Error) -> String {
 /// and once it serves, hand over and drain. Returns the answer for the control socket.
 pub fn start(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Result<String, String> {
     let st = &shared.upgrade;
+    if st.adopting.load(Ordering::SeqCst) {
+        return Err(
+            "the previous upgrade is still handing connections over to this process; try again when it is done"
+                .into(),
+        );
+    }
     if st.running.swap(true, Ordering::SeqCst) {
         return Err("an upgrade is already running".into());
     }
@@ -175,6 +183,9 @@ pub fn start(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Result<String, St
 
 fn start_inner(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Result<String, String> {
     let st = &shared.upgrade;
+    // No reload or runtime change while the sockets and totals are handed over: the new
+    // process must get every listener this one has.
+    let _no_changes = shared.runtime.lock().unwrap_or_else(|e| e.into_inner());
     let gen = shared.current();
     let binary = binary
         .or_else(|| st.binary.lock().unwrap_or_else(|e| e.into_inner()).clone())
@@ -222,7 +233,8 @@ fn start_inner(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Result<String, 
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            ours.send(&msg("control", &[]), &[c.as_fd()])?;
+            let path = gen.config.daemon.control_socket.display().to_string();
+            ours.send(&msg("control", &[("path".into(), path)]), &[c.as_fd()])?;
         }
         let first = Totals::collect(shared);
         for piece in first.to_fields() {
@@ -424,6 +436,9 @@ pub struct Inherited {
     /// Listening sockets by address (several per address: one per old shard).
     pub listeners: Vec<(SocketAddr, std::net::TcpListener)>,
     pub control: Option<std::os::unix::net::UnixListener>,
+    /// Where that socket is (the old process's `control_socket`; a changed path needs a
+    /// restart).
+    pub control_path: Option<PathBuf>,
 }
 
 /// The new side, first step: take the channel (`--upgrade-fd`), and receive the listeners,
@@ -440,6 +455,7 @@ pub unsafe fn inherit(
         unsafe { Channel::from_inherited(fd) }.map_err(|e| io_err("the inherited channel", e))?;
     let mut listeners = Vec::new();
     let mut control = None;
+    let mut control_path = None;
     let mut totals = Totals::default();
     loop {
         let (m, fds) = match channel.recv(Some(READY_WAIT)) {
@@ -461,6 +477,7 @@ pub unsafe fn inherit(
                 }
             }
             "control" => {
+                control_path = field(&fields, "path").map(PathBuf::from);
                 control = fds
                     .into_iter()
                     .next()
@@ -480,6 +497,7 @@ pub unsafe fn inherit(
                         channel,
                         listeners,
                         control,
+                        control_path,
                     },
                     upgrades,
                     pid,
@@ -501,14 +519,21 @@ pub unsafe fn refuse(fd: RawFd, reason: &str) {
     }
 }
 
+/// Tell the old process this one cannot serve after all (a shard did not start).
+pub fn refuse_on(channel: &Channel, reason: &str) {
+    let _ = channel.send(&wire::encode("failed", &[("reason", reason)]), &[]);
+}
+
 /// The new side, once its shards serve: say so, then adopt the connections the old process
 /// hands over (spread over the shards) and add the counters it sends last.
 pub fn adopt(shared: Arc<Shared>, channel: Channel) {
+    shared.upgrade.adopting.store(true, Ordering::SeqCst);
     if let Err(e) = channel.send(
         &wire::encode("ready", &[("pid", &std::process::id().to_string())]),
         &[],
     ) {
         tracing::error!(error = %e, "upgrade: cannot tell the old process we serve");
+        shared.upgrade.adopting.store(false, Ordering::SeqCst);
         return;
     }
     let spawned = std::thread::Builder::new()
@@ -560,6 +585,7 @@ pub fn adopt(shared: Arc<Shared>, channel: Channel) {
             if !late.0.is_empty() {
                 shared.send(0, ShardMsg::Seed(late));
             }
+            shared.upgrade.adopting.store(false, Ordering::SeqCst);
             tracing::info!(
                 event = "upgrade_adopted",
                 connections = adopted,

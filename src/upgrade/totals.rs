@@ -11,9 +11,14 @@
 
 use std::collections::BTreeMap;
 
+use crate::balance::Admin;
 use crate::proxy::mysql::{FrontCounters, UserStats};
 use crate::shared::Shared;
 use crate::stats::{Counter, ShardStats};
+
+/// The key prefix of a server's operator state (admin state, weight): carried, never
+/// subtracted.
+const ADMIN: &str = "admin\t";
 
 /// A named counter of a counter set.
 type Named<T> = (&'static str, fn(&T) -> &Counter);
@@ -88,6 +93,16 @@ impl Totals {
                     format!("server\t{}\t{}", p.name, sv.name),
                     &[sv.requests(), sv.bytes()],
                 );
+                // Not a counter: what an operator set (state, weight) carries over too.
+                add(
+                    format!("{ADMIN}{}\t{}", p.name, sv.name),
+                    &[
+                        sv.admin() as u64,
+                        u64::from(sv.operator_admin()),
+                        u64::from(sv.weight()),
+                        u64::from(sv.file_weight()),
+                    ],
+                );
             }
         }
         for m in &shared.mysql_stats {
@@ -108,7 +123,7 @@ impl Totals {
     /// What `self` counted beyond `base` (never negative).
     pub fn minus(&self, base: &Totals) -> Totals {
         let mut out = Totals::default();
-        for (k, v) in &self.0 {
+        for (k, v) in self.0.iter().filter(|(k, _)| !k.starts_with(ADMIN)) {
             let b = base.0.get(k);
             let d: Vec<u64> = v
                 .iter()
@@ -191,6 +206,26 @@ impl Totals {
                         .and_then(|p| p.servers.iter().find(|s| s.name == name))
                     {
                         sv.seed(0, v[0], v[1]);
+                    }
+                }
+                ["admin", pool, name] if v.len() == 4 => {
+                    let Some(sv) = gen
+                        .pool(pool)
+                        .and_then(|p| p.servers.iter().find(|s| s.name == name))
+                    else {
+                        continue;
+                    };
+                    if v[1] == 1 {
+                        let a = match v[0] {
+                            1 => Admin::Drain,
+                            2 => Admin::Maint,
+                            _ => Admin::Ready,
+                        };
+                        sv.set_admin_by_operator(a);
+                    }
+                    // An operator's weight, unless the file's weight changed since.
+                    if v[2] != v[3] && u64::from(sv.file_weight()) == v[3] {
+                        sv.set_weight(u32::try_from(v[2]).unwrap_or(1000).min(1000));
                     }
                 }
                 ["front", name] if v.len() == FRONT.len() => {

@@ -289,7 +289,9 @@ impl Conn<'_> {
             if drain.fired() && self.buf.is_empty() {
                 return Err(idle_end(drain));
             }
-            let idle = deadline.is_none();
+            // Nothing read of a request yet (a keep-alive wait, or a new or handed-over
+            // connection's first request): a drain may end this read, without losing a byte.
+            let idle = self.buf.is_empty();
             let timeout = match deadline {
                 None => {
                     self.shrink_idle();
@@ -311,7 +313,6 @@ impl Conn<'_> {
             let partial = !self.buf.is_empty();
             let buf = std::mem::take(&mut self.buf);
             let (r, b) = if idle {
-                // Waiting for the next request: a drain cancels this read without losing a byte.
                 let c = self.canceller.get_or_insert_with(rt::Canceller::new);
                 rt::read_idle(client, buf, spare, timeout, drain, c).await
             } else {
