@@ -63,7 +63,7 @@ impl ShardService for ShardProtocols {
         let view = self.ctx.view();
         match view.front_at(listen)? {
             Front::Http(i) => Some(Box::pin(
-                self.http.clone().serve(view, i, stream, peer, guard),
+                self.http.clone().serve(view, i, stream, peer, guard, false),
             )),
             Front::Mysql(i) => Some(Box::pin(mysql::serve_client(
                 self.ctx.clone(),
@@ -90,7 +90,7 @@ impl ShardService for ShardProtocols {
         let view = self.ctx.view();
         let i = view.http.iter().position(|f| f.conf.name == frontend)?;
         Some(Box::pin(
-            self.http.clone().serve(view, i, stream, peer, guard),
+            self.http.clone().serve(view, i, stream, peer, guard, true),
         ))
     }
 

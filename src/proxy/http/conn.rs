@@ -145,6 +145,9 @@ pub struct Conn<'h> {
     /// The config no longer has this connection's frontend: the current request is the last
     /// (answered with `Connection: close`).
     pub retiring: bool,
+    /// Handed over by the process this one replaced: an idle keep-alive connection, even
+    /// before its first request here.
+    adopted: bool,
 }
 
 /// How an idle connection ends when the shard drains: handed to the new process during a
@@ -165,6 +168,7 @@ pub async fn serve(
     mut client: TcpStream,
     peer: SocketAddr,
     guard: ConnGuard,
+    adopted: bool,
 ) {
     let Some(front) = view.http.get(fe).cloned() else {
         return;
@@ -188,6 +192,7 @@ pub async fn serve(
         head_request: false,
         canceller: None,
         retiring: false,
+        adopted,
     };
     let outcome = {
         let mut gauge = PhaseGauge {
@@ -289,9 +294,10 @@ impl Conn<'_> {
             if drain.fired() && self.buf.is_empty() {
                 return Err(idle_end(drain));
             }
-            // Nothing read of a request yet (a keep-alive wait, or a new or handed-over
-            // connection's first request): a drain may end this read, without losing a byte.
-            let idle = self.buf.is_empty();
+            // A keep-alive wait (also a handed-over connection's first wait): a drain may end
+            // this read, without losing a byte. A new connection's first read is not idle
+            // (shedding load does not close it; a stop waits for its request).
+            let idle = self.buf.is_empty() && (deadline.is_none() || (first && self.adopted));
             let timeout = match deadline {
                 None => {
                     self.shrink_idle();

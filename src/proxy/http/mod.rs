@@ -108,7 +108,9 @@ impl HttpShard {
         http
     }
 
-    /// Serve one accepted client connection of frontend `fe` (of `view`) until it closes.
+    /// Serve one client connection of frontend `fe` (of `view`) until it closes: accepted
+    /// here, or `adopted` (an idle keep-alive connection handed over by the process this one
+    /// replaced).
     pub async fn serve(
         self: Rc<Self>,
         view: Rc<ShardView>,
@@ -116,8 +118,9 @@ impl HttpShard {
         stream: TcpStream,
         peer: SocketAddr,
         guard: ConnGuard,
+        adopted: bool,
     ) {
-        conn::serve(self, view, fe, stream, peer, guard).await
+        conn::serve(self, view, fe, stream, peer, guard, adopted).await
     }
 
     fn relay_buf(&self) -> Vec<u8> {
