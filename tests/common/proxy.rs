@@ -281,8 +281,6 @@ fn fill(
     socket: &Path,
     ports: &mut HashMap<String, u16>,
 ) -> String {
-    // Hold every picked port until all are picked, so one config never gets a port twice.
-    let mut held: Vec<TcpListener> = Vec::new();
     let mut out = String::with_capacity(toml.len());
     let mut rest = toml;
     while let Some(i) = rest.find('{') {
@@ -297,12 +295,11 @@ fn fill(
                         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') =>
             {
                 let value = if let Some(name) = w.strip_prefix("port:") {
-                    let port = *ports.entry(name.to_string()).or_insert_with(|| {
-                        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-                        let p = l.local_addr().unwrap().port();
-                        held.push(l);
-                        p
-                    });
+                    // Never a port this test process handed out before: two daemons of tests
+                    // running at once would both bind it (SO_REUSEPORT) and share clients.
+                    let port = *ports
+                        .entry(name.to_string())
+                        .or_insert_with(super::free_port);
                     port.to_string()
                 } else if w == "socket" {
                     socket.display().to_string()
@@ -323,7 +320,6 @@ fn fill(
         }
     }
     out.push_str(rest);
-    drop(held);
     out
 }
 
