@@ -898,6 +898,26 @@ mod tests {
         assert!((9..=11).contains(&got[0]), "{got:?}");
     }
 
+    /// A pool of `servers` balanced by `m`, every other key at its default.
+    fn method_pool(m: Balance, servers: Vec<Server>, shards: usize) -> PoolShared {
+        let defaults = crate::config::from_str(
+            "[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n\
+             [pool.p]\nservers = [{ name = \"a\", addr = \"127.0.0.1:2\" }]\n",
+            "<test>",
+        )
+        .unwrap()
+        .pools[0]
+            .clone();
+        PoolShared::new(
+            &Pool {
+                balance: m,
+                servers,
+                ..defaults
+            },
+            shards,
+        )
+    }
+
     #[test]
     fn every_method_lists_each_usable_server_once_and_backups_only_when_needed() {
         let methods = [
@@ -912,21 +932,7 @@ mod tests {
         for m in methods {
             let mut servers: Vec<Server> = (0..4).map(|i| test_server(i, i as u32 + 1)).collect();
             servers[3].backup = true;
-            let pool = PoolShared::new(
-                &Pool {
-                    balance: m,
-                    servers,
-                    ..crate::config::from_str(
-                        "[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n\
-                         [pool.p]\nservers = [{ name = \"a\", addr = \"127.0.0.1:2\" }]\n",
-                        "<test>",
-                    )
-                    .unwrap()
-                    .pools[0]
-                        .clone()
-                },
-                2,
-            );
+            let pool = method_pool(m, servers, 2);
             let mut b = Balancer::new(&pool, 1);
             let (mut scratch, mut out) = (Vec::new(), Vec::new());
             for k in 0..50u64 {
@@ -967,21 +973,7 @@ mod tests {
         ] {
             let mut servers: Vec<Server> = (0..4).map(|i| test_server(i, 1)).collect();
             servers[3].backup = true;
-            let pool = PoolShared::new(
-                &Pool {
-                    balance: m,
-                    servers,
-                    ..crate::config::from_str(
-                        "[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n\
-                         [pool.p]\nservers = [{ name = \"a\", addr = \"127.0.0.1:2\" }]\n",
-                        "<test>",
-                    )
-                    .unwrap()
-                    .pools[0]
-                        .clone()
-                },
-                1,
-            );
+            let pool = method_pool(m, servers, 1);
             // The target is the busiest, the slowest, the most used.
             for _ in 0..5 {
                 pool.servers[2].begin(0);

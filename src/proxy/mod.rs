@@ -138,6 +138,11 @@ impl ShardCtx {
         self.view.borrow().clone()
     }
 
+    /// Is `v` the current view? (One pointer compare, no clone.)
+    pub fn is_current(&self, v: &Rc<ShardView>) -> bool {
+        Rc::ptr_eq(&self.view.borrow(), v)
+    }
+
     /// Rebuild the view from the running generation, keeping what did not change.
     pub fn refresh(&self) {
         let gen = self.shared.current();

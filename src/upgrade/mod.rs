@@ -31,7 +31,7 @@ pub mod totals;
 pub mod wire;
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -87,15 +87,10 @@ pub struct State {
     pub binary: Mutex<Option<PathBuf>>,
 }
 
-/// `dup` with close-on-exec.
+/// A close-on-exec duplicate of a descriptor this process owns.
 fn dup(fd: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own returns a new one (or -1).
-    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `n` is a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+    // SAFETY: `fd` is open for the duration of this call (the caller owns it).
+    unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
 }
 
 impl State {

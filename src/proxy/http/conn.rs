@@ -359,18 +359,18 @@ impl Conn<'_> {
     /// Does the running config still have this connection's frontend? (One pointer compare
     /// unless the config changed since the connection's view.)
     pub fn still_served(&self) -> bool {
-        let now = self.http.ctx.view();
-        Rc::ptr_eq(&now, &self.view) || now.http_front(&self.fe.conf.name).is_some()
+        let ctx = &self.http.ctx;
+        ctx.is_current(&self.view) || ctx.view().http_front(&self.fe.conf.name).is_some()
     }
 
     /// Move to the shard's current view of the config if it changed since the last request.
     /// False when the new config no longer has this connection's frontend: the request is
     /// served on the old view, then the connection closes (it drains with its listener).
     fn refresh_view(&mut self) -> bool {
-        let now = self.http.ctx.view();
-        if Rc::ptr_eq(&now, &self.view) {
+        if self.http.ctx.is_current(&self.view) {
             return true;
         }
+        let now = self.http.ctx.view();
         match now.http_front(&self.fe.conf.name) {
             Some(f) => {
                 self.fe = f.clone();
