@@ -262,7 +262,9 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
             return 1;
         }
     };
-    shared.upgrade.register_control(control.as_raw_fd());
+    shared
+        .upgrade
+        .register_control(control.as_raw_fd(), &socket_path);
     let shards = daemon_conf.shards;
     let source = shared.current().config.source.display().to_string();
     // Render the canned error responses now, not on a shard's first error.

@@ -312,6 +312,49 @@ fn the_socket_is_0600_from_the_moment_it_exists() {
     let _ = fs::remove_dir_all(dir);
 }
 
+/// The socket listens before its file appears (it is bound under a staging name and linked
+/// at the path), so whoever sees the file can connect: a start script that waits for the file,
+/// or `shardgate ctl` run right after it, is never refused. A watcher connects the moment
+/// it sees the file, over several starts; no staging name is left in the directory.
+#[test]
+fn the_socket_accepts_from_the_moment_it_exists() {
+    for round in 0..8 {
+        let dir = temp_dir("ctlready");
+        let socket = dir.join("ctl.sock");
+        let watcher = {
+            let socket = socket.clone();
+            thread::spawn(move || {
+                let deadline = Instant::now() + BOUND;
+                while Instant::now() < deadline {
+                    if fs::symlink_metadata(&socket).is_ok() {
+                        return Some(UnixStream::connect(&socket).map(drop));
+                    }
+                    std::hint::spin_loop();
+                }
+                None
+            })
+        };
+        let d = Daemon::start(&dir, &socket);
+        let first = watcher.join().unwrap();
+        match first {
+            Some(Ok(())) => {}
+            Some(Err(e)) => panic!("round {round}: the first connect was refused: {e}"),
+            None => panic!("round {round}: the watcher never saw the socket"),
+        }
+        d.assert_serving("start");
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.ends_with(".bind")),
+            "round {round}: a staging name was left: {names:?}"
+        );
+        drop(d);
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
 /// Root, or the daemon's own uid, may run commands; `nobody` cannot connect to the 0600
 /// socket, and once the socket is opened up (chmod 0666) SO_PEERCRED still refuses it with one
 /// line. Refusals are counted in `show stats` and logged at most once per interval.

@@ -10,9 +10,10 @@
 //!   refuse to start and leave it untouched.
 //!
 //! The socket is created with the umask set to 0177 around bind(2), so the file has mode 0600
-//! the moment it appears: there is no window in which it has the umask's mode. bind(2) never
-//! replaces an existing file, so a file that appears at the path after the checks above makes
-//! start fail instead of being replaced. At stop the path is removed only if it still holds the
+//! the moment it appears: there is no window in which it has the umask's mode. It is bound and
+//! listening under a staging name before it is linked at the path, so whoever sees the file can
+//! connect. Neither bind(2) nor link(2) replaces an existing file, so a file that appears at the
+//! path after the checks above makes start fail instead of being replaced. At stop the path is removed only if it still holds the
 //! socket we created (same device and inode).
 
 use std::fs::{self, FileType};
@@ -112,8 +113,58 @@ pub fn adopt(path: &Path) -> io::Result<SocketFile> {
     })
 }
 
-/// bind(2) with the umask at 0177: the socket file is created with mode 0600.
+/// The socket at `path`, mode 0600, listening before the path exists: it is bound and set
+/// listening under a staging name in the same directory, then hard-linked to `path`. A client
+/// (or a start script) that sees the file can connect at once; binding at `path` directly would
+/// show the file a moment before listen(2), and a connect in that moment is refused. link(2)
+/// never replaces an existing file, as bind(2) does not.
 fn bind_0600(path: &Path) -> io::Result<UnixListener> {
+    let staging = staging_path(path);
+    // sun_path holds 107 bytes: a staging name that does not fit is bound at the path itself.
+    if staging.as_os_str().len() > 107 {
+        return bind_umask(path);
+    }
+    match fs::symlink_metadata(&staging) {
+        // Left by a daemon that died between bind and link and had our PID.
+        Ok(m) if m.file_type().is_socket() => fs::remove_file(&staging)?,
+        Ok(m) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} (the staging name for the socket) exists and is {}",
+                    staging.display(),
+                    kind(m.file_type())
+                ),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = bind_umask(&staging)?;
+    let linked = fs::hard_link(&staging, path);
+    if let Err(e) = fs::remove_file(&staging) {
+        tracing::warn!("cannot remove {}: {e}", staging.display());
+    }
+    match linked {
+        Ok(()) => Ok(listener),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(io::Error::new(io::ErrorKind::AddrInUse, e))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `.NAME.PID.bind` next to `path`.
+fn staging_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.bind", std::process::id()))
+}
+
+/// bind(2) and listen(2) with the umask at 0177: the socket file is created with mode 0600.
+fn bind_umask(path: &Path) -> io::Result<UnixListener> {
     // SAFETY: umask(2) cannot fail; see `bind` for why changing it here is safe.
     let old = unsafe { libc::umask(0o177) };
     let result = UnixListener::bind(path);

@@ -67,8 +67,9 @@ pub struct Adopted {
 pub struct State {
     /// A duplicate of every listening socket (the shards own the originals), to pass on.
     listen_fds: Mutex<Vec<(SocketAddr, OwnedFd)>>,
-    /// A duplicate of the command socket's listener.
-    control_fd: Mutex<Option<OwnedFd>>,
+    /// A duplicate of the command socket's listener, and the path it is at (a reload that
+    /// changes `daemon.control_socket` does not move it).
+    control_fd: Mutex<Option<(OwnedFd, PathBuf)>>,
     /// Connections handed over by the shards, waiting for the sender thread.
     handed: Mutex<Vec<Handed>>,
     /// Totals to add to shard 0's counters when it starts (carried from the old process).
@@ -114,9 +115,10 @@ impl State {
             .retain(|(a, _)| keep.contains(a));
     }
 
-    pub fn register_control(&self, fd: RawFd) {
+    pub fn register_control(&self, fd: RawFd, path: &std::path::Path) {
         if let Ok(d) = dup(fd) {
-            *self.control_fd.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+            *self.control_fd.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((d, path.to_path_buf()));
         }
     }
 }
@@ -222,13 +224,13 @@ fn start_inner(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Result<String, 
             ours.send(&msg("listeners", &fields), &borrowed)?;
         }
         drop(fds);
-        if let Some(c) = st
+        if let Some((c, path)) = st
             .control_fd
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            let path = gen.config.daemon.control_socket.display().to_string();
+            let path = path.display().to_string();
             ours.send(&msg("control", &[("path".into(), path)]), &[c.as_fd()])?;
         }
         let first = Totals::collect(shared);
