@@ -226,6 +226,15 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
         }
         None => (None, Vec::new(), None),
     };
+    // A log file that cannot be opened stops the start, before anything listens.
+    if let Err(e) = crate::log::check_paths(&shared.current().config) {
+        tracing::error!("{e}");
+        eprintln!("shardgate: {e}");
+        if let Some(ch) = &channel {
+            crate::upgrade::refuse_on(ch, &e);
+        }
+        return 1;
+    }
     let listeners = match assign_listeners(daemon_conf.shards, &listen, inherited_listeners) {
         Ok(l) => l,
         Err(e) => {
@@ -282,6 +291,9 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
             return 1;
         }
     };
+    if let Err(e) = crate::log::start(&shared) {
+        tracing::error!(error = %e, "cannot start the log threads; no access or traffic log");
+    }
     let health = match crate::health::start(&shared) {
         Ok(h) => h,
         Err(e) => {
@@ -355,6 +367,8 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
             let _ = h.join();
         }
     }
+    // After the shards (their last access log lines are sent): the last lines, the last period.
+    crate::log::finish(&shared);
     tracing::info!("shardgate stopped");
     0
 }
@@ -505,11 +519,12 @@ fn stop_signal_set() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         set
     }
 }
 
-/// Block SIGTERM/SIGINT/SIGHUP in this thread before any other starts, so that every thread inherits
+/// Block SIGTERM/SIGINT/SIGHUP/SIGUSR1 in this thread before any other starts, so that every thread inherits
 /// the mask and only the signal thread receives them (through sigwait). `main` calls it first.
 pub fn block_stop_signals() {
     let set = stop_signal_set();
@@ -520,7 +535,7 @@ pub fn block_stop_signals() {
 }
 
 /// The signal thread: SIGTERM/SIGINT stop the daemon; SIGHUP reloads the config (as `ctl
-/// reload`: a bad file is logged and the running config stays).
+/// reload`: a bad file is logged and the running config stays); SIGUSR1 reopens the logs.
 fn wait_stop_signal(shared: &Arc<Shared>) {
     let set = stop_signal_set();
     loop {
@@ -541,6 +556,13 @@ fn wait_stop_signal(shared: &Arc<Shared>) {
                 Err(e) => {
                     tracing::error!(event = "reload_refused", error = %e, "reload refused; the running config stays")
                 }
+            }
+            continue;
+        }
+        if sig == libc::SIGUSR1 {
+            tracing::info!(signal = sig, "SIGUSR1: reopening the logs");
+            if let Err(e) = crate::log::reopen(shared) {
+                tracing::warn!("reopen: {e}");
             }
             continue;
         }

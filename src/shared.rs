@@ -138,6 +138,8 @@ pub struct Shared {
     /// Held across read-edit-apply by every change (reload, runtime server commands, DNS), so
     /// that each builds on the one before and none is lost.
     pub runtime: Mutex<()>,
+    /// The access log writer's channel and switches, the latest traffic period.
+    pub logs: crate::log::Logs,
 }
 
 impl Shared {
@@ -157,6 +159,7 @@ impl Shared {
             dns: Default::default(),
             changing: Mutex::new(()),
             runtime: Mutex::new(()),
+            logs: Default::default(),
             gen: ArcSwap::from_pointee(Generation::first(config, file)),
         })
     }

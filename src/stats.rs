@@ -79,6 +79,8 @@ pub struct ShardStats {
     pub tunnels: Counter,
     /// Connection tasks that panicked (each closed its connection; the shard went on).
     pub panics: Counter,
+    /// Access log lines thrown away because the writer was behind (`src/log/`).
+    pub access_log_dropped: Counter,
     /// Per frontend (by name, so that counts survive a reload that reorders or renames
     /// others), every site this shard has counted (see the module head).
     pub sites: Mutex<Vec<(Arc<str>, Vec<SiteEntry>)>>,
@@ -217,6 +219,11 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
     for (name, f) in rows {
         let _ = writeln!(out, "{name}: {}", sum(f));
     }
+    let _ = writeln!(
+        out,
+        "access_log.dropped: {}",
+        sum(|s| &s.access_log_dropped) + crate::log::writer_dropped()
+    );
     let _ = writeln!(out, "memory.held_bytes: {}", crate::mem::held());
     let _ = writeln!(out, "memory.limit_bytes: {}", crate::mem::limit());
     let _ = writeln!(out, "memory.level: {}", crate::mem::level().name());

@@ -53,6 +53,12 @@ pub struct DaemonFile {
     /// DNS servers (`"IP:PORT"`) used instead of those in /etc/resolv.conf.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolvers: Option<Vec<String>>,
+    /// Length of a traffic log period (e.g. `"5m"`); no traffic log when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_statistics_period: Option<Scalar>,
+    /// Where the traffic log is appended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_log: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -101,6 +107,19 @@ pub struct HttpFile {
     pub server_names: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RouteFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogFile>,
+}
+
+/// `access_log = { path = "...", format = "combined", sample = 0.1 }` of an `[[http]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<f64>,
 }
 
 /// One `[[http.route]]`.

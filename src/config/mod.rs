@@ -55,6 +55,25 @@ pub struct Daemon {
     /// DNS servers for server names and SRV discovery; empty: the system resolver for names
     /// (`/etc/hosts`, then DNS) and `/etc/resolv.conf`'s servers for SRV.
     pub resolvers: Vec<SocketAddr>,
+    /// `log_statistics_period` and `traffic_log`: the traffic log, when on.
+    pub traffic_log: Option<TrafficLog>,
+}
+
+/// The traffic log (`docs/logs.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficLog {
+    /// Whole seconds, at least one.
+    pub period: Duration,
+    pub path: PathBuf,
+}
+
+/// An HTTP frontend's access log (`docs/logs.md`).
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    pub path: std::sync::Arc<std::path::Path>,
+    pub format: crate::log::Format,
+    /// Fraction of requests logged, in (0, 1].
+    pub sample: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +110,7 @@ pub struct HttpFrontend {
     pub underscores_in_headers: bool,
     /// Forward chunk extensions (validated) instead of writing plain size lines.
     pub keep_chunk_extensions: bool,
+    pub access_log: Option<AccessLog>,
 }
 
 /// One `[[http.route]]`: every key given must match; first matching route wins.

@@ -66,19 +66,22 @@ const COMMANDS: &[Command] = &[
     Command {
         name: "show traffic http",
         args: "",
-        help: "per frontend and site (Host): requests, bytes in/out, response time",
+        help: "per frontend and site (Host): requests, bytes in/out, response time; with the traffic log on, also the latest complete period (last_period lines)",
         run: |s, _| {
-            Ok((
-                crate::stats::render_http_traffic(&s.stats, &http_names(s)),
-                Action::None,
-            ))
+            let mut out = crate::stats::render_http_traffic(&s.stats, &http_names(s));
+            out.push_str(&crate::log::show_period(s, crate::log::traffic::Kind::Http));
+            Ok((out, Action::None))
         },
     },
     Command {
         name: "show traffic mysql",
         args: "",
-        help: "per MySQL user: connections, commands, errors, bytes, response time",
-        run: |s, _| Ok((crate::proxy::mysql::render_traffic(s), Action::None)),
+        help: "per MySQL user: connections, commands, errors, bytes, response time; with the traffic log on, also the latest complete period (last_period lines)",
+        run: |s, _| {
+            let mut out = crate::proxy::mysql::render_traffic(s);
+            out.push_str(&crate::log::show_period(s, crate::log::traffic::Kind::Mysql));
+            Ok((out, Action::None))
+        },
     },
     Command {
         name: "show servers",
@@ -139,6 +142,12 @@ const COMMANDS: &[Command] = &[
             })?;
             Ok((applied.answer(), Action::None))
         },
+    },
+    Command {
+        name: "reopen logs",
+        args: "",
+        help: "close and reopen the access logs (also SIGUSR1; for logrotate); the traffic log is opened per period",
+        run: |s, _| Ok((crate::log::reopen(s)?, Action::None)),
     },
     Command {
         name: "show info",

@@ -1,13 +1,15 @@
 //! The `[daemon]` section: shard count, I/O driver, control socket, connection and memory
-//! ceilings, stop timeout.
+//! ceilings, stop timeout, the traffic log.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::value::parse_size;
+use std::time::Duration;
+
+use super::value::{parse_duration, parse_size};
 use super::{Builder, ConfigError};
 use crate::config::file::{DaemonFile, IoDriverFile};
-use crate::config::{Daemon, IoDriver};
+use crate::config::{Daemon, IoDriver, TrafficLog};
 
 /// Upper bound for `daemon.shards`: far above any real core count, low enough to catch a typo.
 const MAX_SHARDS: i64 = 1024;
@@ -17,6 +19,39 @@ const MAX_SOCKET_PATH: usize = 107;
 const MIN_MEMORY_LIMIT: u64 = 8 << 20;
 
 impl Builder<'_> {
+    /// `log_statistics_period` and `traffic_log` go together: one without the other is a
+    /// mistake (a period with nowhere to write, or a path never written).
+    fn traffic_log(&self, d: &DaemonFile) -> Result<Option<TrafficLog>, ConfigError> {
+        match (&d.log_statistics_period, &d.traffic_log) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(self.err(
+                "daemon.traffic_log",
+                "missing: log_statistics_period is set, so say where the traffic log goes (e.g. \"/var/log/shardgate/traffic.log\")",
+            )),
+            (None, Some(_)) => Err(self.err(
+                "daemon.log_statistics_period",
+                "missing: traffic_log is set, so say how long a period is (e.g. \"5m\")",
+            )),
+            (Some(p), Some(path)) => {
+                let key = "daemon.log_statistics_period";
+                let period = parse_duration(p).map_err(|m| self.err(key, m))?;
+                if period < Duration::from_secs(1) || period.subsec_nanos() != 0 {
+                    return Err(self.err(
+                        key,
+                        format!("{period:?}: a period is a whole number of seconds, at least 1s (periods are stamped in unix seconds)"),
+                    ));
+                }
+                if path.trim().is_empty() {
+                    return Err(self.err("daemon.traffic_log", "must not be empty"));
+                }
+                Ok(Some(TrafficLog {
+                    period,
+                    path: PathBuf::from(path),
+                }))
+            }
+        }
+    }
+
     pub(super) fn daemon(&self, d: &DaemonFile) -> Result<Daemon, ConfigError> {
         let shards = match d.shards.unwrap_or(0) {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -54,7 +89,9 @@ impl Builder<'_> {
             })?;
             resolvers.push(a);
         }
+        let traffic_log = self.traffic_log(d)?;
         Ok(Daemon {
+            traffic_log,
             resolvers,
             shards,
             io_driver: match d.io_driver.unwrap_or(IoDriverFile::Auto) {

@@ -1,13 +1,13 @@
 //! `[[http]]` frontends: head and body limits, timeouts and minimum rates, server names, and
 //! each `[[http.route]]` with its match keys (host, path prefix, file type, URL regex, header,
-//! cookie) checked and compiled.
+//! cookie) checked and compiled; the access log.
 
 use std::net::SocketAddr;
 
 use super::value::parse_size;
 use super::{Builder, ConfigError};
-use crate::config::file::{HttpFile, RouteFile, Scalar};
-use crate::config::{Glob, HostPattern, HttpFrontend, Route};
+use crate::config::file::{AccessLogFile, HttpFile, RouteFile, Scalar};
+use crate::config::{AccessLog, Glob, HostPattern, HttpFrontend, Route};
 
 /// Head limits above this would only let one client pin a lot of buffer memory.
 const MAX_HEAD_LIMIT: i64 = 1 << 20;
@@ -69,7 +69,12 @@ impl Builder<'_> {
         };
         let client_body_min_rate = rate("client_body_min_rate", &h.client_body_min_rate)?;
         let send_min_rate = rate("send_min_rate", &h.send_min_rate)?;
+        let access_log = match &h.access_log {
+            None => None,
+            Some(a) => Some(self.access_log(&k("access_log"), a)?),
+        };
         Ok(HttpFrontend {
+            access_log,
             name: h.name.clone(),
             listen,
             default_pool,
@@ -108,6 +113,26 @@ impl Builder<'_> {
             max_headers: self.int(&k("max_headers"), h.max_headers, 100, 1, 10_000)?,
             underscores_in_headers: h.underscores_in_headers.unwrap_or(false),
             keep_chunk_extensions: h.keep_chunk_extensions.unwrap_or(false),
+        })
+    }
+
+    fn access_log(&self, key: &str, a: &AccessLogFile) -> Result<AccessLog, ConfigError> {
+        if a.path.trim().is_empty() {
+            return Err(self.err(format!("{key}.path"), "must not be empty"));
+        }
+        let format = crate::log::Format::parse(a.format.as_deref().unwrap_or("combined"))
+            .map_err(|m| self.err(format!("{key}.format"), m))?;
+        let sample = a.sample.unwrap_or(1.0);
+        if !(sample > 0.0 && sample <= 1.0) {
+            return Err(self.err(
+                format!("{key}.sample"),
+                format!("{sample} is out of range: a fraction of requests, more than 0 and at most 1 (0.1 logs one in ten)"),
+            ));
+        }
+        Ok(AccessLog {
+            path: std::sync::Arc::from(std::path::Path::new(&a.path)),
+            format,
+            sample,
         })
     }
 

@@ -171,6 +171,20 @@ impl MysqlShardStats {
         map.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect()
     }
 
+    /// Per user: commands, bytes in, bytes out and reply time (µs), without the histograms
+    /// (the traffic log reads this once per period).
+    pub(crate) fn user_totals(&self) -> Vec<(Vec<u8>, [u64; 4])> {
+        let map = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .map(|(k, v)| {
+                (
+                    k.to_vec(),
+                    [v.requests(), v.bytes_in, v.bytes_out, v.time_total_us],
+                )
+            })
+            .collect()
+    }
+
     /// Add `add` to `user`'s entry (counters carried over from the process this one replaced).
     pub(crate) fn seed_user(&self, user: &[u8], add: &UserStats) {
         self.with_user(user, |u| u.merge(add));
@@ -399,7 +413,7 @@ pub fn render(shards: &[&MysqlShardStats], frontends: &[String]) -> String {
 }
 
 /// A user name as one whitespace-free column (the anonymous user is `(anonymous)`).
-fn display_user(user: &[u8]) -> String {
+pub(crate) fn display_user(user: &[u8]) -> String {
     if user.is_empty() {
         return "(anonymous)".into();
     }
