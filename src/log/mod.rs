@@ -208,6 +208,44 @@ pub(crate) fn capture_unparsed(
     shard::sampled(ctx, conf, frontend).then(|| Captured::of_unparsed(buf))
 }
 
+/// A request answered `status` before any exchange (a head that did not parse, too large, too
+/// slow, or refused near the memory ceiling); `buf` holds what was read of it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn refused(
+    ctx: &ShardCtx,
+    conf: &AccessLog,
+    frontend: &str,
+    client: std::net::IpAddr,
+    buf: &[u8],
+    status: u16,
+    head_request: bool,
+) {
+    let Some(c) = capture_unparsed(ctx, conf, frontend, buf) else {
+        return;
+    };
+    let f = Finished {
+        client,
+        frontend,
+        site: b"-",
+        request_time: Duration::ZERO,
+        first_byte: None,
+        status,
+        bytes_in: buf.len() as u64,
+        bytes_out: crate::proto::http::answers::canned_for(status, head_request).len() as u64,
+        pool: None,
+        server: None,
+        server_addr: None,
+        sticky: None,
+        retries: 0,
+        termination: match status {
+            408 => "client_timeout",
+            503 => "overloaded",
+            _ => "bad_request",
+        },
+    };
+    shard::write(ctx, conf, &f, &c);
+}
+
 /// Log one finished request captured by [`capture`].
 pub(crate) fn log(ctx: &ShardCtx, conf: &AccessLog, f: &Finished, c: &Captured) {
     shard::write(ctx, conf, f, c)
