@@ -361,8 +361,7 @@ impl Line<'_, '_> {
     /// nginx's log escaping: `"`, `\` and bytes outside printable ASCII as `\xHH`; empty as `-`.
     fn escaped(&mut self, v: Option<&[u8]>) {
         match v {
-            None => self.out.push(b'-'),
-            Some(v) if v.is_empty() => self.out.push(b'-'),
+            None | Some([]) => self.out.push(b'-'),
             Some(v) => escape_nginx(v, self.out),
         }
     }

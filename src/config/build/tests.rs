@@ -532,3 +532,74 @@ fn sticky_sections_defaults_and_errors() {
         );
     }
 }
+
+#[test]
+fn log_keys() {
+    let c = ok(&format!(
+        "[daemon]\nlog_statistics_period = \"5m\"\ntraffic_log = \"/var/log/t.log\"\n{}",
+        BASE.replace(
+            "default_pool = \"app\"",
+            "default_pool = \"app\"\naccess_log = { path = \"/var/log/a.log\", format = \"$client $status\", sample = 0.5 }"
+        )
+    ));
+    // `show config` writes the keys back so that they read the same.
+    let text = format!(
+        "[daemon]\nlog_statistics_period = \"5m\"\ntraffic_log = \"/t\"\n{}",
+        BASE.replace(
+            "default_pool = \"app\"",
+            "default_pool = \"app\"\naccess_log = { path = \"/a\", format = \"json\", sample = 0.25 }"
+        )
+    );
+    let file = parse(&text, ORIGIN).unwrap();
+    let shown = crate::config::show::to_toml(&file);
+    assert_eq!(parse(&shown, ORIGIN).unwrap(), file, "{shown}");
+    let t = c.daemon.traffic_log.unwrap();
+    assert_eq!(t.period, Duration::from_secs(300));
+    assert_eq!(t.path, std::path::PathBuf::from("/var/log/t.log"));
+    let a = c.http[0].access_log.as_ref().unwrap();
+    assert_eq!(&*a.path, std::path::Path::new("/var/log/a.log"));
+    assert_eq!(a.sample, 0.5);
+    assert!(ok(BASE).http[0].access_log.is_none());
+    assert!(ok(BASE).daemon.traffic_log.is_none());
+    let with = |fe: &str| {
+        err(&BASE.replace(
+            "default_pool = \"app\"",
+            &format!("default_pool = \"app\"\n{fe}"),
+        ))
+    };
+    let e = with("access_log = { path = \"/x\", format = \"$client $bogus\" }");
+    assert!(
+        e.contains("http[0].access_log.format: unknown field \"$bogus\""),
+        "{e}"
+    );
+    let e = with("access_log = { path = \"/x\", format = \"nginx\" }");
+    assert!(
+        e.contains("http[0].access_log.format: \"nginx\" is not a format"),
+        "{e}"
+    );
+    let e = with("access_log = { path = \"/x\", sample = 0 }");
+    assert!(
+        e.contains("http[0].access_log.sample: 0 is out of range"),
+        "{e}"
+    );
+    let e = with("access_log = { path = \"/x\", sample = 1.5 }");
+    assert!(e.contains("http[0].access_log.sample"), "{e}");
+    let e = with("access_log = { path = \"\" }");
+    assert!(
+        e.contains("http[0].access_log.path: must not be empty"),
+        "{e}"
+    );
+    let e = with("access_log = { path = \"/x\", fmt = \"json\" }");
+    assert!(e.contains("fmt"), "{e}");
+    let e = err(&format!("[daemon]\nlog_statistics_period = \"5m\"\n{BASE}"));
+    assert!(e.contains("daemon.traffic_log: missing"), "{e}");
+    let e = err(&format!("[daemon]\ntraffic_log = \"/t\"\n{BASE}"));
+    assert!(e.contains("daemon.log_statistics_period: missing"), "{e}");
+    let e = err(&format!(
+        "[daemon]\nlog_statistics_period = \"1500ms\"\ntraffic_log = \"/t\"\n{BASE}"
+    ));
+    assert!(
+        e.contains("daemon.log_statistics_period: ") && e.contains("whole number of seconds"),
+        "{e}"
+    );
+}
