@@ -24,6 +24,12 @@
 //! period, but a crash (kill -9, power loss) loses the traffic since the last period written.
 //! Short periods bound that loss.
 //!
+//! **Binary upgrade.** The new process starts with the old one's totals carried into its
+//! counters, and the old one writes its last period when it exits. So the new process opens
+//! the traffic log only once the old one is gone (then the carried totals are in its base):
+//! nothing is counted twice; what the new process served while both ran (the handover, a few
+//! seconds) is not in any period.
+//!
 //! Periods end on multiples of the period in unix time (`5m` ends at :00, :05, ...), so
 //! several proxies' files line up; the first period after a start, a reload that turns the log
 //! on, or a path change is shorter. Boundaries are taken on this thread's 100 ms tick.
@@ -41,6 +47,8 @@ use crate::shared::Shared;
 
 /// How often the thread looks at the clock, the config and the stop switch.
 const TICK: Duration = Duration::from_millis(100);
+/// After the process this one replaced exits, how long before the base is taken.
+const SEED_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -452,12 +460,48 @@ impl Open {
     }
 }
 
+/// Is the process this one replaced by `upgrade` still running? Its counters are carried
+/// into this one's (added to shard 0's when it starts, and once more when it exits) and it
+/// writes its own last period when it exits, so this process takes its base only after that:
+/// otherwise the carried totals would be counted a second time. (A zombie counts as gone.)
+fn replacing(shared: &Shared) -> bool {
+    let pid = shared.upgrade.previous_pid.load(Ordering::Relaxed);
+    if pid == 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+        return false;
+    }
+    // `/proc/PID/stat`: "pid (comm) S ..."; the state follows the last ')'.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()),
+            Some('Z') | Some('X')
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Has the replaced process been gone for [`SEED_GRACE`] (time for its last counters, sent
+/// as it exits, to reach shard 0)? True at once in a process that replaced none.
+fn old_gone(shared: &Shared, since: &mut Option<std::time::Instant>) -> bool {
+    if shared.upgrade.previous_pid.load(Ordering::Relaxed) == 0 {
+        return true;
+    }
+    if replacing(shared) {
+        return false;
+    }
+    since.get_or_insert_with(std::time::Instant::now).elapsed() >= SEED_GRACE
+}
+
 /// The traffic log thread (see the module head): follows the running config, writes each
 /// period, and the last partial one when the daemon stops.
 pub fn run(shared: Arc<Shared>) {
     let mut open: Option<Open> = None;
     // A path that could not be used: not tried again until the config names another.
     let mut refused: Option<PathBuf> = None;
+    let mut gone = None;
     loop {
         let stopping = shared.logs.stop_traffic.load(Ordering::SeqCst);
         let now = unix_now();
@@ -483,7 +527,9 @@ pub fn run(shared: Arc<Shared>) {
                 open = None;
                 continue;
             }
-            (None, Some(c)) if !stopping && refused.as_deref() != Some(&c.path) => {
+            (None, Some(c))
+                if !stopping && refused.as_deref() != Some(&c.path) && old_gone(&shared, &mut gone) =>
+            {
                 open = Open::start(&shared, &c.path, c.period.as_secs().max(1), now);
                 refused = open.is_none().then(|| c.path.clone());
             }
