@@ -584,3 +584,73 @@ fn a_reload_keeps_periods_continuous() {
     assert_eq!(sum_periods(&all), want);
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Kills (SIGKILL, by PID) a daemon an upgrade started, if it still runs with this test's
+/// config on its command line, when the test ends (also on panic).
+struct Upgraded {
+    pid: u32,
+    config: std::path::PathBuf,
+}
+
+impl Drop for Upgraded {
+    fn drop(&mut self) {
+        let ours = fs::read(format!("/proc/{}/cmdline", self.pid)).is_ok_and(|c| {
+            let want = self.config.to_string_lossy();
+            c.split(|b| *b == 0).any(|a| a == want.as_bytes())
+        });
+        if ours {
+            // SAFETY: kill(2) on a PID whose command line names this test's config file.
+            unsafe {
+                libc::kill(self.pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_upgrade_counts_the_carried_totals_once() {
+    let app = Backend::start("app1");
+    let dir = temp_dir("logs-upgrade");
+    let log = dir.join("traffic.log");
+    let cfg = traffic_config(&log);
+    let p = Proxy::start_with(&cfg, &[("app", app.addr_string())]);
+    traffic(&p, 12, "/old");
+    let (code, out) = p.ctl("upgrade");
+    assert_eq!(code, 0, "upgrade: {out}\n{}", p.log());
+    let (_, info) = p.ctl("show info");
+    let pid: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("pid: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert_ne!(pid, p.pid(), "{info}");
+    let _guard = Upgraded {
+        pid,
+        config: p.config_path.clone(),
+    };
+    // The new process takes its base once the old one has exited.
+    wait_for(
+        "the new process's traffic log",
+        Duration::from_secs(15),
+        || p.log().matches("traffic log on").count() >= 2,
+    );
+    traffic(&p, 8, "/new");
+    let want = shown_totals(&p);
+    assert_eq!(
+        want.values().map(|t| t[0]).sum::<u64>(),
+        20,
+        "totals carried"
+    );
+    let (code, out) = p.ctl("stop daemon");
+    assert_eq!(code, 0, "{out}");
+    wait_for("the new process to exit", Duration::from_secs(20), || {
+        fs::read(format!("/proc/{pid}/cmdline")).map_or(true, |c| c.is_empty())
+    });
+    let all = periods(&log);
+    assert_eq!(
+        sum_periods(&all),
+        want,
+        "carried totals counted once:\n{all:?}"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -476,7 +476,8 @@ fn replacing(shared: &Shared) -> bool {
     // `/proc/PID/stat`: "pid (comm) S ..."; the state follows the last ')'.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !matches!(
-            stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()),
+            stat.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next()),
             Some('Z') | Some('X')
         ),
         Err(_) => false,
@@ -528,7 +529,9 @@ pub fn run(shared: Arc<Shared>) {
                 continue;
             }
             (None, Some(c))
-                if !stopping && refused.as_deref() != Some(&c.path) && old_gone(&shared, &mut gone) =>
+                if !stopping
+                    && refused.as_deref() != Some(&c.path)
+                    && old_gone(&shared, &mut gone) =>
             {
                 open = Open::start(&shared, &c.path, c.period.as_secs().max(1), now);
                 refused = open.is_none().then(|| c.path.clone());
