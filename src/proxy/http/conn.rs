@@ -232,14 +232,7 @@ impl Conn<'_> {
         loop {
             let head = match self.read_head(client, gauge, first).await {
                 Ok(h) => h,
-                Err(end) => {
-                    if let (Outcome::Answer(status), Some(a)) = (&end, &self.fe.conf.access_log) {
-                        let ctx = &self.http.ctx;
-                        let (fe, head_req) = (&self.fe.conf.name, self.head_request);
-                        crate::log::refused(ctx, a, fe, self.peer, &self.buf, *status, head_req);
-                    }
-                    return end;
-                }
+                Err(end) => return end,
             };
             first = false;
             self.head_request = head.method == Method::Head;

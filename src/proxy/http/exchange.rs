@@ -189,10 +189,6 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
     let started = Instant::now();
     let host = head.absolute_authority.or(head.host);
     crate::stats::site_key(host.map(|s| s.of(&conn.buf)), &mut conn.site);
-    let logged =
-        conn.fe.conf.access_log.as_ref().and_then(|a| {
-            crate::log::capture(&conn.http.ctx, a, &conn.fe.conf.name, &conn.buf, head)
-        });
     if crate::mem::level() >= crate::mem::Level::Refusing {
         conn.http.ctx.stats().shed_refused.add(1);
         return fail(conn, Failure::Overloaded, head.head_len as u64, started);
@@ -215,18 +211,8 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
     x.sticky = sticky::resolve(shared, &conn.buf, head, conn.peer);
     x.hash = pick::hash(&view.conns[pool].conf, &req, conn.peer);
     conn.buf.drain(..consumed);
-    let mut seen: (
-        u16,
-        Option<(String, std::net::SocketAddr)>,
-        Option<std::time::Duration>,
-    ) = (0, None, None);
     let outcome = match forward::forward(conn, client, &mut x, &view).await {
         Ok((up, resp, inflight)) => {
-            seen = (
-                resp.status,
-                Some((inflight.server().name.clone(), inflight.server().addr)),
-                Some(started.elapsed()),
-            );
             let pool = &view.conns[x.pool].shared;
             sticky::settle(pool, conn.http.ctx.id(), &mut x.sticky, inflight.server());
             // No retry after this point: the request buffer serves the response head.
@@ -240,30 +226,10 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
         }
         Err(f) => {
             tracing::debug!(peer = %conn.peer, side = ?f.side(), failure = ?f, "exchange failed");
-            seen.0 = f.status().unwrap_or(0);
             Outcome::from(f)
         }
     };
     conn.record(x.sent, x.answered, started);
-    if let (Some(c), Some(a)) = (&logged, &conn.fe.conf.access_log) {
-        let f = crate::log::Finished {
-            client: conn.peer,
-            frontend: &conn.fe.conf.name,
-            site: &conn.site,
-            request_time: started.elapsed(),
-            first_byte: seen.2,
-            status: seen.0,
-            bytes_in: x.sent,
-            bytes_out: x.answered,
-            pool: Some(&view.conns[x.pool].conf.name),
-            server: seen.1.as_ref().map(|s| s.0.as_str()),
-            server_addr: seen.1.as_ref().map(|s| s.1),
-            sticky: None,
-            retries: 0,
-            termination: if seen.1.is_some() { "ok" } else { "error" },
-        };
-        crate::log::log(&conn.http.ctx, a, &f, c);
-    }
     if conn.out.capacity() < x.out.capacity() {
         conn.out = x.out;
     }
