@@ -25,7 +25,6 @@ mod demo;
 pub mod dns;
 mod health;
 mod mem;
-#[allow(dead_code)] // Until the admin listener and ctl use it (issue 11, in progress).
 mod metrics;
 pub mod proto;
 mod proxy;
