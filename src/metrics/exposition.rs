@@ -68,6 +68,7 @@ fn process(w: &mut Writer, shared: &Shared) {
             .upgrades
             .load(std::sync::atomic::Ordering::Relaxed) as f64,
     );
+    os_process(w);
     w.family(
         "shardgate_memory_held_bytes",
         Kind::Gauge,
@@ -88,6 +89,64 @@ fn process(w: &mut Writer, shared: &Shared) {
         &[],
         crate::mem::limit() as f64,
     );
+}
+
+/// The process metrics every Prometheus client library exports (`process_*`), from /proc.
+fn os_process(w: &mut Writer) {
+    // SAFETY: sysconf(3) with a valid name has no preconditions.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    // stat(5) fields 14 and 15 (utime, stime) and 24 (rss) are 11, 12 and 21 here (the state,
+    // field 3, is index 0).
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    if let (Some(user), Some(system)) = (field(11), field(12)) {
+        if ticks > 0 {
+            w.family(
+                "process_cpu_seconds",
+                Kind::Counter,
+                "User and system CPU time spent.",
+            );
+            w.sample(
+                "process_cpu_seconds_total",
+                &[],
+                (user + system) / ticks as f64,
+            );
+        }
+    }
+    if let Some(rss) = field(21) {
+        w.family(
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory size.",
+        );
+        w.sample("process_resident_memory_bytes", &[], rss * page as f64);
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        w.family("process_open_fds", Kind::Gauge, "Open file descriptors.");
+        w.sample("process_open_fds", &[], dir.count() as f64);
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes one rlimit we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        w.family(
+            "process_max_fds",
+            Kind::Gauge,
+            "The open file descriptor limit.",
+        );
+        w.sample("process_max_fds", &[], lim.rlim_cur as f64);
+    }
 }
 
 /// Per-shard counters, labelled `shard`.
