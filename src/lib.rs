@@ -26,7 +26,6 @@ pub mod dns;
 mod health;
 pub mod log;
 mod mem;
-#[allow(dead_code)] // Until the admin listener and ctl use it (issue 11, in progress).
 mod metrics;
 pub mod proto;
 mod proxy;

@@ -9,7 +9,7 @@
 //! list of pointers and reads the counters after letting go.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,6 +77,8 @@ pub struct ShardStats {
     pub shed_idle_closed: Counter,
     /// WebSocket (and other upgraded) tunnels open; they hold no server slot.
     pub tunnels: Counter,
+    /// Tunnels opened since start.
+    pub tunnels_opened: Counter,
     /// Connection tasks that panicked (each closed its connection; the shard went on).
     pub panics: Counter,
     /// Access log lines thrown away because the writer was behind (`src/log/`).
@@ -84,6 +86,9 @@ pub struct ShardStats {
     /// Per frontend (by name, so that counts survive a reload that reorders or renames
     /// others), every site this shard has counted (see the module head).
     pub sites: Mutex<Vec<(Arc<str>, Vec<SiteEntry>)>>,
+    /// Per HTTP frontend, by name (so they survive reloads): responses and latencies. A shard
+    /// looks its own up when it builds its view of a generation, not per request.
+    pub fronts: Mutex<Vec<(Arc<str>, Arc<crate::metrics::ExchangeMetrics>)>>,
 }
 
 /// A site's key and its counters, as registered for readers.
@@ -109,6 +114,17 @@ pub struct SiteTraffic {
 impl ShardStats {
     pub fn new() -> Padded<ShardStats> {
         Padded(ShardStats::default())
+    }
+
+    /// The metrics of HTTP frontend `name` on this shard, made on first use.
+    pub fn front_metrics(&self, name: &str) -> Arc<crate::metrics::ExchangeMetrics> {
+        let mut fronts = self.fronts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, m)) = fronts.iter().find(|(n, _)| &**n == name) {
+            return m.clone();
+        }
+        let m = Arc::new(crate::metrics::ExchangeMetrics::default());
+        fronts.push((name.into(), m.clone()));
+        m
     }
 
     fn register(&self, fe: &str, entry: SiteEntry) {
@@ -231,29 +247,32 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
     out
 }
 
-/// `show traffic http`: per frontend and site, summed over shards, sorted by site. The
-/// frontends come in `frontends` order (the running config's), then any other frontend that
-/// counted traffic (one a reload removed), by name.
-pub fn render_http_traffic(
+/// One frontend's sites and their traffic, sorted by site.
+pub type SiteMap = BTreeMap<Arc<[u8]>, SiteTraffic>;
+
+/// Per-site HTTP traffic summed over shards, per frontend: the frontends in `frontends` order
+/// (the running config's), then any other frontend that counted traffic (one a reload
+/// removed), by name; sites sorted.
+pub fn http_traffic(
     shards: &[std::sync::Arc<Padded<ShardStats>>],
     frontends: &[String],
-) -> String {
-    let mut names: Vec<Arc<str>> = frontends.iter().map(|f| Arc::from(f.as_str())).collect();
-    let mut merged: Vec<std::collections::BTreeMap<Arc<[u8]>, SiteTraffic>> =
-        vec![Default::default(); frontends.len()];
+) -> Vec<(Arc<str>, SiteMap)> {
+    let mut out: Vec<(Arc<str>, SiteMap)> = frontends
+        .iter()
+        .map(|f| (Arc::from(f.as_str()), BTreeMap::new()))
+        .collect();
     for s in shards {
         // Only pointers are copied under the lock; the counters are read after it.
         let lists = s.0.sites.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for (name, list) in lists.iter() {
-            let fe = match names.iter().position(|n| n == name) {
+            let fe = match out.iter().position(|(n, _)| n == name) {
                 Some(i) => i,
                 None => {
-                    names.push(name.clone());
-                    merged.push(Default::default());
-                    names.len() - 1
+                    out.push((name.clone(), BTreeMap::new()));
+                    out.len() - 1
                 }
             };
-            let m = &mut merged[fe];
+            let m = &mut out[fe].1;
             for (site, c) in list {
                 let t = m.entry(site.clone()).or_default();
                 t.requests += c.requests.get();
@@ -263,9 +282,18 @@ pub fn render_http_traffic(
             }
         }
     }
+    out
+}
+
+/// `show traffic http`: [`http_traffic`] as a table.
+pub fn render_http_traffic(
+    shards: &[std::sync::Arc<Padded<ShardStats>>],
+    frontends: &[String],
+) -> String {
+    let merged = http_traffic(shards, frontends);
     let mut out =
         String::from("frontend site requests bytes_in bytes_out time_total_ms time_mean_ms\n");
-    for (fe, map) in merged.iter().enumerate() {
+    for (fe, map) in &merged {
         for (site, t) in map {
             let mean = if t.requests == 0 {
                 0.0
@@ -275,7 +303,7 @@ pub fn render_http_traffic(
             let _ = writeln!(
                 out,
                 "{} {} {} {} {} {:.3} {:.3}",
-                names[fe],
+                fe,
                 String::from_utf8_lossy(site),
                 t.requests,
                 t.bytes_in,

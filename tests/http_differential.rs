@@ -286,4 +286,55 @@ fn pipelined_streams_match_the_model() {
         panic!("{text}");
     }
     eprintln!("{text}");
+    metrics_add_up(&proxy);
+}
+
+/// After the generated traffic (every kind of early answer, error, pipelining and abrupt
+/// close), the metrics account for every exchange exactly once: the request counter, the
+/// frontend's responses by class, its histograms, the servers' and the sites' all agree.
+fn metrics_add_up(proxy: &Proxy) {
+    let scrape = || {
+        let (code, text) = proxy.ctl("show metrics");
+        assert_eq!(code, 0, "{text}");
+        common::prom::Exposition::parse(&text, false)
+    };
+    // Wait for the exchanges of connections the clients dropped to finish.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut e = scrape();
+    while e.sum("shardgate_connections_active", &[]) > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "connections still open 10 s after the run"
+        );
+        thread::sleep(Duration::from_millis(50));
+        e = scrape();
+    }
+    let web = [("frontend", "web")];
+    let requests = e.sum("shardgate_requests_total", &[]);
+    assert!(requests > 0.0);
+    for name in [
+        "shardgate_http_requests_total",
+        "shardgate_http_request_duration_seconds_count",
+        "shardgate_http_responses_total",
+        "shardgate_site_requests_total",
+    ] {
+        assert_eq!(
+            e.sum(name, &web),
+            requests,
+            "{name} against shardgate_requests_total"
+        );
+    }
+    assert_eq!(
+        e.one("shardgate_http_first_byte_seconds_count", &web),
+        e.sum("shardgate_server_first_byte_seconds_count", &[]),
+        "responses from servers: the frontend's and the servers' first-byte counts"
+    );
+    assert!(
+        e.sum("shardgate_server_request_duration_seconds_count", &[]) <= requests,
+        "servers counted more exchanges than the frontend"
+    );
+    assert_eq!(
+        e.one("shardgate_http_bytes_out_total", &web),
+        e.sum("shardgate_site_bytes_out_total", &web)
+    );
 }

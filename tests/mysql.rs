@@ -362,6 +362,35 @@ fn sysbench_counts_match_per_user_and_bytes_match_mariadb() {
             t.text
         );
     }
+
+    // The metrics say the same, per user and command.
+    let (code, text) = p.ctl("show metrics");
+    assert_eq!(code, 0, "{text}");
+    let e = common::prom::Exposition::parse(&text, false);
+    let cmd = |user: &str, c: &str| {
+        e.sum(
+            "shardgate_mysql_user_commands_total",
+            &[("user", user), ("command", c)],
+        ) as u64
+    };
+    assert_eq!(cmd("sg_a", "stmt_execute"), qa);
+    assert_eq!(cmd("sg_b", "query"), qb);
+    assert_eq!(cmd("sg_b", "stmt_execute"), 0);
+    for (name, u) in [("sg_a", &ua), ("sg_b", &ub)] {
+        let user = [("user", name)];
+        let one = |m: &str| e.one(m, &user) as u64;
+        assert_eq!(one("shardgate_mysql_user_connections_total"), u.connections);
+        assert_eq!(one("shardgate_mysql_user_bytes_in_total"), u.bytes_in);
+        assert_eq!(one("shardgate_mysql_user_bytes_out_total"), u.bytes_out);
+        assert_eq!(one("shardgate_mysql_user_errors_total"), 0);
+        // One latency sample per reply: every query or execute, plus prepares and the like.
+        let timed = one("shardgate_mysql_command_duration_seconds_count");
+        assert!(
+            timed >= 1600 && timed <= u.requests,
+            "{name}: {timed} timed, {} commands",
+            u.requests
+        );
+    }
 }
 
 /// Open `n` sessions one after another, each holding `SELECT SLEEP(hold)` in flight before the

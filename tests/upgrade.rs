@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::loadgen::{json_num, spawn_loadgen};
 use common::proxy::{single_pool, BIN};
 use common::{req, Backend, BackendOpts, Conn, Proxy};
 use std::io::Read;
@@ -257,59 +258,6 @@ fn assert_serves_after_upgrade(p: &Proxy, backend: &Backend) {
             Err(e) => panic!("a new connection after the upgrade got no answer within 2 s: {e}"),
         }
     }
-}
-
-/// The number after `"key":` in loadgen's JSON (its top-level fields are unique names).
-fn json_num(json: &str, key: &str) -> u64 {
-    let pat = format!("\"{key}\":");
-    let at = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no {pat} in loadgen's JSON:\n{json}"));
-    let rest = json[at + pat.len()..].trim_start();
-    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("{pat} is not a count in loadgen's JSON: {rest:.40}"))
-}
-
-fn loadgen_bin() -> PathBuf {
-    let bin = Path::new(BIN)
-        .parent()
-        .expect("shardgate binary's directory")
-        .join("loadgen");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p loadgen` (tests/run.sh builds the workspace first)",
-        bin.display()
-    );
-    bin
-}
-
-/// Runs loadgen with `args` + `--json FILE URL` on a thread; the handle gives back the JSON.
-fn spawn_loadgen(args: &[&str], json: PathBuf, url: String) -> thread::JoinHandle<String> {
-    let bin = loadgen_bin();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    thread::spawn(move || {
-        let child = Command::new(&bin)
-            .args(&args)
-            .arg("--json")
-            .arg(&json)
-            .arg(&url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let out = common::proxy::run_bounded(child, Duration::from_secs(60), "loadgen");
-        assert!(
-            out.status.success() || json.exists(),
-            "loadgen {args:?} failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::read_to_string(&json)
-            .unwrap_or_else(|e| panic!("loadgen's JSON {}: {e}", json.display()))
-    })
 }
 
 #[test]

@@ -109,6 +109,8 @@ pub struct ShardCounts {
     pub bytes: AtomicU64,
     /// Requests of this shard waiting for a connection slot to the server.
     pub queued: AtomicU32,
+    /// Responses, bytes each way, retries, connect failures, latencies (HTTP).
+    pub metrics: crate::metrics::ExchangeMetrics,
 }
 
 fn bump32(a: &AtomicU32, by: u32) {
@@ -486,6 +488,30 @@ impl ServerShared {
             server: self,
             shard,
         }
+    }
+
+    /// The server's state as `show servers` and the metrics name it: `maint`, `down`,
+    /// `drain` (or weight 0), `up`.
+    pub fn state_name(&self, now_ms: u64) -> &'static str {
+        match self.admin() {
+            Admin::Maint => "maint",
+            _ if !self.is_alive(now_ms) => "down",
+            Admin::Drain => "drain",
+            Admin::Ready if self.weight_now() == 0 => "drain",
+            Admin::Ready => "up",
+        }
+    }
+
+    /// `shard`'s metrics of this server (only that shard writes them).
+    pub fn metrics(&self, shard: usize) -> &crate::metrics::ExchangeMetrics {
+        &self.per_shard[shard.min(self.per_shard.len() - 1)]
+            .0
+            .metrics
+    }
+
+    /// Every shard's metrics of this server, for readers.
+    pub fn all_metrics(&self) -> impl Iterator<Item = &crate::metrics::ExchangeMetrics> {
+        self.per_shard.iter().map(|c| &c.0.metrics)
     }
 
     /// Count bytes moved for this server by `shard` (request and response, for `by_traffic`).

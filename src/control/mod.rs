@@ -150,6 +150,22 @@ const COMMANDS: &[Command] = &[
         run: |s, _| Ok((crate::log::reopen(s)?, Action::None)),
     },
     Command {
+        name: "show latency",
+        args: "",
+        help: "time per request (HTTP: per frontend, pool, server) and per command (MySQL: per user): count and p50/p90/p99/p99.9 in ms, merged over shards",
+        run: |s, _| Ok((crate::metrics::render_latency(s), Action::None)),
+    },
+    Command {
+        name: "show metrics",
+        args: "[--openmetrics]",
+        help: "what the admin listener's /metrics serves: Prometheus text format 0.0.4 (or OpenMetrics 1.0)",
+        run: |s, a| match a {
+            [] => Ok((crate::metrics::render(s, false), Action::None)),
+            ["--openmetrics"] => Ok((crate::metrics::render(s, true), Action::None)),
+            _ => Err("expected [--openmetrics]".into()),
+        },
+    },
+    Command {
         name: "show info",
         args: "",
         help: "process, version, running config generation (number, cause, when loaded), uptime",
@@ -280,13 +296,7 @@ fn render_servers(s: &Shared) -> String {
                 per
             });
         for (i, sv) in p.servers.iter().enumerate() {
-            let state = match sv.admin() {
-                Admin::Maint => "maint",
-                _ if !sv.is_alive(now) => "down",
-                Admin::Drain => "drain",
-                Admin::Ready if sv.weight_now() == 0 => "drain",
-                Admin::Ready => "up",
-            };
+            let state = sv.state_name(now);
             let sticky = stuck
                 .as_ref()
                 .map_or("-".to_owned(), |per| per[i].to_string());

@@ -85,7 +85,10 @@ impl ShardView {
             http: config
                 .http
                 .iter()
-                .map(|f| Rc::new(http::HttpFront::new(f.clone())))
+                .map(|f| {
+                    let metrics = shard.stats().front_metrics(&f.name);
+                    Rc::new(http::HttpFront::new(f.clone(), metrics))
+                })
                 .collect(),
             mysql: config
                 .mysql

@@ -12,7 +12,9 @@
 pub mod backend;
 pub mod client;
 pub mod dns;
+pub mod loadgen;
 pub mod observe;
+pub mod prom;
 pub mod proxy;
 pub mod scripted;
 pub mod wire;

@@ -412,8 +412,7 @@ impl Conn<'_> {
     }
 
     /// Count one finished exchange in its site's traffic.
-    pub fn record(&mut self, bytes_in: u64, bytes_out: u64, started: Instant) {
-        let us = started.elapsed().as_micros() as u64;
+    pub fn record_site(&mut self, bytes_in: u64, bytes_out: u64, us: u64) {
         let (key, counters) = &mut self.site_seen;
         if counters.is_none() || *key != self.site {
             let http = self.http;

@@ -75,6 +75,24 @@ impl Failure {
         })
     }
 
+    /// A stable name for logs and metrics (the access log's termination reason).
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::BadRequest(_) => "bad_request",
+            Failure::ForeignHost => "foreign_host",
+            Failure::NoRoute => "no_route",
+            Failure::ClientTimeout => "client_timeout",
+            Failure::ClientGone => "client_gone",
+            Failure::NoServer => "no_server",
+            Failure::NoResources => "no_resources",
+            Failure::Overloaded => "overloaded",
+            Failure::UpstreamWrite => "upstream_write",
+            Failure::UpstreamClosed { .. } => "upstream_closed",
+            Failure::UpstreamTimeout => "upstream_timeout",
+            Failure::BadResponse => "bad_response",
+        }
+    }
+
     /// May the same request be sent again on a fresh connection, given that the failed
     /// connection was reused from the idle set and the whole request is still in hand?
     /// RFC 9110 §9.2.2: a request that may have reached the server is replayed only when its

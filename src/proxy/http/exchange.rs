@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::conn::{Conn, Outcome};
+use super::done::{reason, Done};
 use super::error::Failure;
 use super::forward;
 use super::pick;
@@ -66,6 +67,11 @@ pub struct Exchange {
     pub sticky: StickyReq,
     /// `balance = "hash"`: the hash of the pool's `hash_key` for this request.
     pub hash: u64,
+    /// The server of the last attempt (the one that answered, or failed last).
+    pub server: Option<usize>,
+    /// Attempts after the first: the next server after a refused connect, or the same
+    /// request again on a fresh connection.
+    pub retries: u8,
 }
 
 impl Exchange {
@@ -135,6 +141,8 @@ impl Exchange {
             response_extra: false,
             sticky: StickyReq::default(),
             hash: 0,
+            server: None,
+            retries: 0,
         };
         Ok((x, consumed))
     }
@@ -211,13 +219,27 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
     x.sticky = sticky::resolve(shared, &conn.buf, head, conn.peer);
     x.hash = pick::hash(&view.conns[pool].conf, &req, conn.peer);
     conn.buf.drain(..consumed);
+    let mut done = Done {
+        pool: Some(pool),
+        ..Done::failed(started, Failure::ClientGone, 0, 0)
+    };
     let outcome = match forward::forward(conn, client, &mut x, &view).await {
         Ok((up, resp, inflight)) => {
+            done.first_byte = Some(started.elapsed());
+            done.status = resp.status;
             let pool = &view.conns[x.pool].shared;
             sticky::settle(pool, conn.http.ctx.id(), &mut x.sticky, inflight.server());
             // No retry after this point: the request buffer serves the response head.
             std::mem::swap(&mut conn.out, &mut x.out);
+            let status = resp.status;
             let outcome = respond(conn, client, &mut x, up, resp, &view).await;
+            done.reason = if status == 101 {
+                reason::UPGRADED
+            } else if x.response_complete {
+                reason::OK
+            } else {
+                reason::INCOMPLETE
+            };
             // For by_traffic: what went up and what came back.
             inflight
                 .server()
@@ -226,22 +248,40 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
         }
         Err(f) => {
             tracing::debug!(peer = %conn.peer, side = ?f.side(), failure = ?f, "exchange failed");
+            done.status = f.status().unwrap_or(0);
+            done.reason = f.name();
             Outcome::from(f)
         }
     };
-    conn.record(x.sent, x.answered, started);
+    done.bytes_in = x.sent;
+    done.bytes_out = x.answered;
+    if done.reason != reason::OK && done.reason != reason::UPGRADED && done.first_byte.is_none() {
+        // Our own answer (if any) goes out after this exchange; count its bytes here.
+        done.bytes_out += answered_len(conn, done.status);
+    }
+    done.server = x.server;
+    done.retries = x.retries;
+    done.sticky = x.sticky.ticket.named;
+    conn.finish(&done);
     if conn.out.capacity() < x.out.capacity() {
         conn.out = x.out;
     }
     outcome
 }
 
+/// An exchange that ends before a server is tried: our answer (if any) is what the client gets.
 fn fail(conn: &mut Conn, f: Failure, bytes_in: u64, started: Instant) -> Outcome {
-    let answered = f.status().map_or(0, |s| {
-        crate::proto::http::answers::canned_for(s, conn.head_request).len()
-    });
-    conn.record(bytes_in, answered as u64, started);
+    let answered = f.status().map_or(0, |s| answered_len(conn, s));
+    conn.finish(&Done::failed(started, f, bytes_in, answered));
     f.into()
+}
+
+/// The length of our canned answer with status `status` (0: none).
+fn answered_len(conn: &Conn, status: u16) -> u64 {
+    if status == 0 {
+        return 0;
+    }
+    crate::proto::http::answers::canned_for(status, conn.head_request).len() as u64
 }
 
 /// Route the request to a pool of the frontend.
@@ -395,7 +435,7 @@ mod tests {
             "[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n{toml_extra}\n[pool.p]\nservers = [ {{ name = \"s\", addr = \"127.0.0.1:2\" }} ]\n"
         );
         let c = crate::config::from_str(&toml, "<test>").unwrap();
-        HttpFront::new(c.http[0].clone())
+        HttpFront::new(c.http[0].clone(), Default::default())
     }
 
     fn begin(fe: &HttpFront, buf: &[u8]) -> Result<(Exchange, usize), Failure> {

@@ -70,6 +70,10 @@ async fn try_servers<'v>(
     let mut retried = false;
     loop {
         let &server = candidates.get(next).ok_or(Failure::NoServer)?;
+        if x.server.is_some() {
+            x.retries = x.retries.saturating_add(1);
+        }
+        x.server = Some(server);
         let ss = &cache.shared.servers[server];
         let mut up = match cache
             .checkout(
@@ -90,6 +94,7 @@ async fn try_servers<'v>(
                 return Err(Failure::NoResources);
             }
             Err(CheckoutError::Connect(e)) => {
+                ss.metrics(conn.http.ctx.id()).connect_failures.add(1);
                 let down_for = cache.conf.down_time;
                 if ss.mark_down(rt::now_ms(), down_for.as_millis() as u64) {
                     tracing::warn!(pool = %cache.shared.name, server = %ss.name, error = %e, ?down_for, "server down: connect failed");
@@ -120,6 +125,7 @@ async fn try_servers<'v>(
                 retried = true;
                 fresh = true;
                 st.upstream_retries.add(1);
+                ss.metrics(conn.http.ctx.id()).retries.add(1);
             }
             Err(f) => return Err(f),
         }

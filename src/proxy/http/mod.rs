@@ -34,6 +34,7 @@
 //! ```
 
 mod conn;
+mod done;
 mod error;
 mod exchange;
 mod forward;
@@ -45,8 +46,10 @@ mod tunnel;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::config::HttpFrontend;
+use crate::metrics::ExchangeMetrics;
 use crate::proto::http::parse::Limits;
 use crate::proxy::{ShardCtx, ShardView};
 use crate::rt::TcpStream;
@@ -62,11 +65,14 @@ const RELAY_BUFS_KEPT: usize = 64;
 pub struct HttpFront {
     pub conf: HttpFrontend,
     pub limits: Limits,
+    /// This shard's metrics of the frontend (kept by name across reloads).
+    pub metrics: Arc<ExchangeMetrics>,
 }
 
 impl HttpFront {
-    pub fn new(conf: HttpFrontend) -> HttpFront {
+    pub fn new(conf: HttpFrontend, metrics: Arc<ExchangeMetrics>) -> HttpFront {
         HttpFront {
+            metrics,
             limits: Limits {
                 max_request_line: conf.max_request_line,
                 max_header_bytes: conf.max_header_bytes,

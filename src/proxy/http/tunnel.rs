@@ -33,6 +33,7 @@ pub async fn run(
     } = up;
     drop(slot);
     http.ctx.stats().tunnels.add(1);
+    http.ctx.stats().tunnels_opened.add(1);
     let _open = TunnelGauge(http.ctx.stats());
     if !client_leftover.is_empty() {
         let (r, _) = rt::write_all(&mut upstream, client_leftover, conf.send_timeout).await;

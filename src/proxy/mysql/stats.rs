@@ -317,13 +317,7 @@ impl ConnAccount {
 /// user with its counters and latency percentiles (milliseconds), the non-zero command counts
 /// last as `name=count` pairs; then one `frontend` line per MySQL frontend.
 pub fn render(shards: &[&MysqlShardStats], frontends: &[String]) -> String {
-    let mut merged: BTreeMap<Vec<u8>, UserStats> = BTreeMap::new();
-    for s in shards {
-        let map = s.users.lock().unwrap_or_else(|e| e.into_inner());
-        for (user, st) in map.iter() {
-            merged.entry(user.to_vec()).or_default().merge(st);
-        }
-    }
+    let merged = merged_users(shards);
     let mut out = String::from(
         "user connections requests errors bytes_in bytes_out time_total_ms time_mean_ms \
          p50_ms p90_ms p99_ms max_ms login_failures unparsed commands\n",
@@ -412,8 +406,21 @@ pub fn render(shards: &[&MysqlShardStats], frontends: &[String]) -> String {
     out
 }
 
+/// Every user's traffic summed over shards, by user name. Each shard's table is locked only
+/// while its entries are added in.
+pub fn merged_users(shards: &[&MysqlShardStats]) -> BTreeMap<Vec<u8>, UserStats> {
+    let mut merged: BTreeMap<Vec<u8>, UserStats> = BTreeMap::new();
+    for s in shards {
+        let map = s.users.lock().unwrap_or_else(|e| e.into_inner());
+        for (user, st) in map.iter() {
+            merged.entry(user.to_vec()).or_default().merge(st);
+        }
+    }
+    merged
+}
+
 /// A user name as one whitespace-free column (the anonymous user is `(anonymous)`).
-pub(crate) fn display_user(user: &[u8]) -> String {
+pub fn display_user(user: &[u8]) -> String {
     if user.is_empty() {
         return "(anonymous)".into();
     }
