@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::{AccessLog, Config};
 use crate::proto::http::RequestHead;
-use crate::proxy::ShardCtx;
+use crate::proxy::http::done::Done;
+use crate::proxy::{ShardCtx, ShardView};
 use crate::shared::Shared;
 
 pub use access::{Captured, Finished, Format};
@@ -246,9 +247,40 @@ pub(crate) fn refused(
     shard::write(ctx, conf, &f, &c);
 }
 
-/// Log one finished request captured by [`capture`].
-pub(crate) fn log(ctx: &ShardCtx, conf: &AccessLog, f: &Finished, c: &Captured) {
-    shard::write(ctx, conf, f, c)
+/// The line for a finished exchange `d` (from `Conn::finish`, the one place every exchange
+/// ends) whose head was captured by [`capture`]; `view` is the view the exchange ran on (its
+/// pool and server indexes).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn exchange(
+    ctx: &ShardCtx,
+    conf: &AccessLog,
+    frontend: &str,
+    client: std::net::IpAddr,
+    site: &[u8],
+    view: &ShardView,
+    c: &Captured,
+    d: &Done,
+) {
+    let pool = d.pool.and_then(|p| view.conns.get(p));
+    let server = |i: Option<usize>| pool.zip(i).and_then(|(p, i)| p.shared.servers.get(i));
+    let answered = server(d.server);
+    let f = Finished {
+        client,
+        frontend,
+        site,
+        request_time: d.started.elapsed(),
+        first_byte: d.first_byte,
+        status: d.status,
+        bytes_in: d.bytes_in,
+        bytes_out: d.bytes_out,
+        pool: pool.map(|p| p.conf.name.as_str()),
+        server: answered.map(|s| s.name.as_str()),
+        server_addr: answered.map(|s| s.addr),
+        sticky: server(d.sticky).map(|s| s.name.as_str()),
+        retries: u32::from(d.retries),
+        termination: d.reason,
+    };
+    shard::write(ctx, conf, &f, c);
 }
 
 /// `show traffic http|mysql`: the latest complete period, when the traffic log is on.

@@ -148,6 +148,8 @@ pub struct Conn<'h> {
     /// Handed over by the process this one replaced: an idle keep-alive connection, even
     /// before its first request here.
     adopted: bool,
+    /// The current request's head as the access log needs it (None without an access log).
+    pub logged: Option<crate::log::Captured>,
 }
 
 /// How an idle connection ends when the shard drains: handed to the new process during a
@@ -193,6 +195,7 @@ pub async fn serve(
         canceller: None,
         retiring: false,
         adopted,
+        logged: None,
     };
     let outcome = {
         let mut gauge = PhaseGauge {
@@ -232,7 +235,13 @@ impl Conn<'_> {
         loop {
             let head = match self.read_head(client, gauge, first).await {
                 Ok(h) => h,
-                Err(end) => return end,
+                Err(end) => {
+                    if let (Outcome::Answer(status), Some(a)) = (&end, &self.fe.conf.access_log) {
+                        let (fe, ctx, hr) = (&self.fe.conf.name, &self.http.ctx, self.head_request);
+                        crate::log::refused(ctx, a, fe, self.peer, &self.buf, *status, hr);
+                    }
+                    return end;
+                }
             };
             first = false;
             self.head_request = head.method == Method::Head;

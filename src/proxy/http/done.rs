@@ -75,6 +75,10 @@ impl Conn<'_> {
         let total_us = d.started.elapsed().as_micros() as u64;
         let first_us = d.first_byte.map(|t| t.as_micros() as u64);
         self.record_site(d.bytes_in, d.bytes_out, total_us);
+        if let (Some(c), Some(a)) = (self.logged.take(), &self.fe.conf.access_log) {
+            let (ctx, fe) = (&self.http.ctx, &self.fe.conf.name);
+            crate::log::exchange(ctx, a, fe, self.peer, &self.site, &self.view, &c, d);
+        }
         self.fe
             .metrics
             .record(d.status, d.bytes_in, d.bytes_out, total_us, first_us);

@@ -197,6 +197,10 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
     let started = Instant::now();
     let host = head.absolute_authority.or(head.host);
     crate::stats::site_key(host.map(|s| s.of(&conn.buf)), &mut conn.site);
+    conn.logged =
+        conn.fe.conf.access_log.as_ref().and_then(|a| {
+            crate::log::capture(&conn.http.ctx, a, &conn.fe.conf.name, &conn.buf, head)
+        });
     if crate::mem::level() >= crate::mem::Level::Refusing {
         conn.http.ctx.stats().shed_refused.add(1);
         return fail(conn, Failure::Overloaded, head.head_len as u64, started);

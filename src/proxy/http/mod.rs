@@ -34,7 +34,7 @@
 //! ```
 
 mod conn;
-mod done;
+pub(crate) mod done;
 mod error;
 mod exchange;
 mod forward;
