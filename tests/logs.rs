@@ -654,3 +654,67 @@ fn an_upgrade_counts_the_carried_totals_once() {
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn failovers_and_our_own_answers_carry_their_reason() {
+    let app = Backend::start("live");
+    let dead = format!("127.0.0.1:{}", common::free_port());
+    let dir = temp_dir("logs-reasons");
+    let log = dir.join("access.json");
+    let cfg = common::daemon(1)
+        + &format!(
+            r#"
+[[http]]
+name = "web"
+listen = ["127.0.0.1:{{port:web}}"]
+access_log = {{ path = "{}", format = "json" }}
+
+  [[http.route]]
+  pool = "app"
+  host = "a.example"
+
+[pool.app]
+balance = "round_robin"
+servers = [ {{ name = "dead", addr = "{{dead}}" }}, {{ name = "live", addr = "{{app}}" }} ]
+"#,
+            log.display()
+        );
+    let mut p = Proxy::start_with(&cfg, &[("app", app.addr_string()), ("dead", dead.clone())]);
+    let mut c = Conn::connect(p.addr("web"));
+    for _ in 0..4 {
+        let r = c.get("/", "a.example");
+        assert_eq!(r.status, 200, "{}", r.summary());
+    }
+    // No route for this host and no default pool: our 404.
+    let r = c.get("/", "nowhere.example");
+    assert_eq!(r.status, 404);
+    stop(&mut p);
+    let lines: Vec<serde_json::Value> = read_lines(&log)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    for v in &lines[..4] {
+        assert_eq!(
+            (v["status"].as_u64(), v["server"].as_str()),
+            (Some(200), Some("live")),
+            "{v}"
+        );
+        assert_eq!(v["termination"], "ok", "{v}");
+    }
+    // The one that tried the dead server first went on to the live one.
+    let failed_over: Vec<&serde_json::Value> =
+        lines[..4].iter().filter(|v| v["retries"] == 1).collect();
+    assert_eq!(failed_over.len(), 1, "{lines:#?}");
+    let last = &lines[4];
+    assert_eq!(last["status"], 404, "{last}");
+    assert_eq!(last["termination"], "no_route", "{last}");
+    assert_eq!(last["pool"], serde_json::Value::Null, "{last}");
+    assert_eq!(last["server"], serde_json::Value::Null, "{last}");
+    assert_eq!(last["site"], "nowhere.example", "{last}");
+    assert!(
+        last["bytes_out"].as_u64().unwrap() > 0,
+        "our answer's bytes: {last}"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
