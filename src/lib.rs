@@ -12,6 +12,8 @@
 //! - [`dns`]: a blocking stub resolver (A, AAAA, SRV) for server names and SRV discovery, run
 //!   off the shards; its wire format is pure and fuzzed.
 //! - `stats` keeps per-shard counters summed on read; `control` serves the UNIX command socket.
+//! - [`log`]: the access log (formatted on the shards, written by one thread) and the traffic
+//!   log (per-site and per-user periods from the counters, on its own thread).
 //! - `upgrade` hands listeners, idle connections and counters to a new binary.
 //!
 //! Only what the binary, the fuzz targets and the benchmarks need is public.
