@@ -2,7 +2,7 @@
 //! a finished request gives them.
 //!
 //! A line is formatted on the shard that served the request, straight into that shard's
-//! buffer (see [`super::shard`]): no intermediate `String`, no lock. The wall-clock parts are
+//! buffer (see `log::shard`): no intermediate `String`, no lock. The wall-clock parts are
 //! rendered once per second per shard ([`Clock`]), since calendar arithmetic per line would
 //! cost more than the rest of the line.
 //!

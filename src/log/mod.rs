@@ -2,12 +2,12 @@
 //!
 //! - [`access`]: access log formats (`combined`, `json`, custom `$field` strings) and what a
 //!   finished request gives them ([`access::Finished`], [`access::Captured`]).
-//! - [`shard`]: each shard formats its lines into its own buffers (thread-local, no lock) and
+//! - `shard`: each shard formats its lines into its own buffers (thread-local, no lock) and
 //!   hands full ones to the writer with a non-blocking send: when the writer is behind, lines
 //!   are counted as dropped (`access_log.dropped` in `show stats`) and requests never wait.
-//! - [`writer`]: one thread per process appends the buffers to their files; reopened on
+//! - `writer`: one thread per process appends the buffers to their files; reopened on
 //!   SIGUSR1 and `ctl 'reopen logs'` (logrotate).
-//! - [`traffic`]: one thread per process appends per-site and per-user traffic each
+//! - `traffic`: one thread per process appends per-site and per-user traffic each
 //!   `log_statistics_period`, as differences of the shards' cumulative counters.
 //!
 //! Neither thread ever runs on a shard; the request path pays nothing for a frontend without
@@ -57,7 +57,7 @@ pub(crate) struct Batch {
     lines: u64,
 }
 
-/// The logs' process-wide state (in [`Shared`]).
+/// The logs' process-wide state (in `Shared`).
 pub struct Logs {
     tx: Mutex<SyncSender<Batch>>,
     rx: Mutex<Option<Receiver<Batch>>>,
