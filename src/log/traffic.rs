@@ -608,6 +608,49 @@ mod tests {
     }
 
     #[test]
+    fn totals_read_every_shards_sites_and_users() {
+        use crate::proxy::mysql::stats::ConnAccount;
+        let text = "[daemon]\nshards = 2\n[[http]]\nname = \"web\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n[pool.p]\nservers = [{ name = \"a\", addr = \"127.0.0.1:2\" }]\n";
+        let file = crate::config::parse(text, "<t>").unwrap();
+        let shared = Shared::new(crate::config::from_file(file.clone(), "<t>").unwrap(), file);
+        let tables = [
+            crate::stats::SiteTable::default(),
+            crate::stats::SiteTable::default(),
+        ];
+        let site = |shard: usize, key: &[u8]| {
+            tables[shard]
+                .counters(&shared.stats[shard].0, "web", key)
+                .unwrap()
+        };
+        site(0, b"a.example").add(10, 20, 30);
+        site(1, b"a.example").add(1, 2, 3);
+        let mut conn = ConnAccount::default();
+        conn.login(b"shop");
+        conn.authenticated();
+        conn.command(crate::proto::mysql::com::QUERY);
+        conn.bytes_in(7);
+        conn.bytes_out(70);
+        conn.reply(&shared.mysql_stats[1], true, 500);
+        let base = Totals::of(&shared);
+        site(1, b"b example").add(5, 6, 7);
+        conn.command(crate::proto::mysql::com::QUERY);
+        conn.bytes_in(8);
+        conn.reply(&shared.mysql_stats[1], true, 100);
+        let p = Period {
+            number: 1,
+            start: 10,
+            end: 20,
+            rows: Totals::of(&shared).since(&base),
+        };
+        assert_eq!(
+            p.render(),
+            "1 10 20 http web b%20example 1 5 6 7\n1 10 20 mysql - shop 1 8 0 100\n1 10 20 end 2\n"
+        );
+        let all = Totals::of(&shared).since(&Totals::default());
+        assert_eq!(all[0].1, t(2, 11, 22, 33), "summed over shards");
+    }
+
+    #[test]
     fn boundaries_are_multiples_of_the_period() {
         assert_eq!(boundary_after(1000, 300), 1200);
         assert_eq!(boundary_after(1200, 300), 1500);
