@@ -1,14 +1,15 @@
 //! The access log and the traffic log, black-box: the real binary, loopback backends, files in
 //! a temp dir. Every wait is bounded.
 //!
-//! Access log: one line per request (counted exactly), each format parses (combined by nginx's
-//! pattern, json by serde_json), fields agree with the traffic counters, sampling logs the
-//! configured fraction, a reopen after a rename loses no line, and a writer that cannot keep
-//! up (a FIFO nobody reads) makes lines dropped and counted, never requests wait.
+//! Access log: one line per request (counted exactly, from the harness and from loadgen), each
+//! format parses (combined by nginx's pattern, json by serde_json), fields agree with the
+//! traffic counters, failovers and our own answers carry their server and reason, sampling logs
+//! the configured fraction, a reopen after a rename loses no line, and a writer that cannot
+//! keep up (a FIFO nobody reads) makes lines dropped and counted, never requests wait.
 //!
 //! Traffic log: periods sum exactly to `show traffic` across a graceful stop and a restart
-//! (numbering continues), across a reload, and an interrupted period left by a crash is cut
-//! off and its number used again.
+//! (numbering continues), across a reload and across a binary upgrade (carried totals counted
+//! once), and an interrupted period left by a crash is cut off and its number used again.
 
 mod common;
 
@@ -738,5 +739,44 @@ servers = [ {{ name = "dead", addr = "{{dead}}" }}, {{ name = "live", addr = "{{
         last["bytes_out"].as_u64().unwrap() > 0,
         "our answer's bytes: {last}"
     );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn loadgen_requests_equal_access_log_lines() {
+    const N: u64 = 3000;
+    let app = Backend::start("app1");
+    let dir = temp_dir("logs-loadgen");
+    let log = dir.join("access.log");
+    let cfg = config(
+        2,
+        "",
+        &format!(
+            "access_log = {{ path = \"{}\", format = \"$status $pool $server $bytes_out\" }}",
+            log.display()
+        ),
+    );
+    let mut p = Proxy::start_with(&cfg, &[("app", app.addr_string())]);
+    let json = common::loadgen::spawn_loadgen(
+        &["http", "-c", "16", "-n", &N.to_string()],
+        p.dir.join("load.json"),
+        format!("http://{}/lg", p.addr("web")),
+    )
+    .join()
+    .unwrap();
+    assert_eq!(common::loadgen::json_num(&json, "responses"), N, "{json}");
+    assert_eq!(common::loadgen::json_num(&json, "non_success"), 0, "{json}");
+    assert_eq!(stat(&p, "access_log.dropped"), 0);
+    let totals = shown_totals(&p);
+    stop(&mut p);
+    let lines = read_lines(&log);
+    assert_eq!(lines.len() as u64, N, "one line per request loadgen sent");
+    let mut out = 0;
+    for l in &lines {
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(&f[..3], &["200", "app", "app1"], "{l}");
+        out += f[3].parse::<u64>().unwrap();
+    }
+    assert_eq!(out, totals.values().map(|t| t[2]).sum::<u64>());
     let _ = fs::remove_dir_all(&dir);
 }
