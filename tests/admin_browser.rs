@@ -77,18 +77,43 @@ impl Driver {
             body.len()
         );
         s.write_all(raw.as_bytes()).map_err(|e| e.to_string())?;
+        // chromedriver keeps the connection open whatever we ask: read by the framing.
         let mut out = Vec::new();
-        s.read_to_end(&mut out).map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("no answer")?;
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_owned()
+        let mut buf = [0u8; 16384];
+        let head_end = loop {
+            if let Some(i) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before the answer's head".into());
+            }
+            out.extend_from_slice(&buf[..n]);
         };
+        let head = String::from_utf8_lossy(&out[..head_end]).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let chunked = head.contains("transfer-encoding:") && head.contains("chunked");
+        loop {
+            let have = out.len() - head_end;
+            let done = match length {
+                Some(n) => have >= n,
+                None if chunked => out.ends_with(b"0\r\n\r\n"),
+                None => false,
+            };
+            if done {
+                break;
+            }
+            let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&out[head_end..]).into_owned();
+        let body = if chunked { dechunk(&text) } else { text };
         let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
         if v["value"]["error"].is_string() {
             return Err(format!("{}: {}", v["value"]["error"], v["value"]["message"]));
