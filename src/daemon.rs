@@ -314,7 +314,10 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
             .spawn(move || crate::control::serve(control, shared, || {}));
     }
     if let Some(listener) = admin {
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         match crate::admin::start(listener, shared.clone()) {
             Ok(()) => tracing::info!(listen = %addr, "admin listener started"),
             Err(e) => tracing::error!(error = %e, "cannot start the admin listener"),

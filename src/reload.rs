@@ -205,7 +205,11 @@ fn restart_only(now: &Config, next: &Config) -> Vec<String> {
         b.control_socket.display().to_string(),
     );
     // The admin listener is bound once at start; its users are read per request.
-    let admin = |c: &Config| c.admin.as_ref().map_or("off".to_owned(), |a| a.listen.to_string());
+    let admin = |c: &Config| {
+        c.admin
+            .as_ref()
+            .map_or("off".to_owned(), |a| a.listen.to_string())
+    };
     let (was, will) = (admin(now), admin(next));
     if was != will {
         out.push(format!(

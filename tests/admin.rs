@@ -201,7 +201,10 @@ fn metrics_are_served_in_both_formats() {
         "GET",
         "/metrics",
         VIEWER,
-        &[("Accept", "application/openmetrics-text; version=1.0.0, text/plain;q=0.5")],
+        &[(
+            "Accept",
+            "application/openmetrics-text; version=1.0.0, text/plain;q=0.5",
+        )],
         "",
     );
     assert_eq!(om.status, 200);
@@ -308,7 +311,10 @@ fn actions_need_token_origin_host_and_then_act_like_ctl() {
     );
     assert_eq!(foreign_origin.status, 403, "{}", foreign_origin.body);
     let no_origin = post(
-        &[("Content-Type", "application/json"), ("X-CSRF-Token", &token)],
+        &[
+            ("Content-Type", "application/json"),
+            ("X-CSRF-Token", &token),
+        ],
         disable_b,
     );
     assert_eq!(no_origin.status, 403, "{}", no_origin.body);
@@ -342,7 +348,10 @@ fn actions_need_token_origin_host_and_then_act_like_ctl() {
     );
     assert_eq!(form.status, 415, "{}", form.body);
     // GET never changes anything; OPTIONS (a preflight) grants nothing.
-    assert_eq!(request(addr, "GET", "/api/server", OPS, &[], "").status, 405);
+    assert_eq!(
+        request(addr, "GET", "/api/server", OPS, &[], "").status,
+        405
+    );
     let pre = request(
         addr,
         "OPTIONS",
@@ -366,7 +375,10 @@ fn actions_need_token_origin_host_and_then_act_like_ctl() {
     let ok = post(&good, disable_b);
     assert_eq!(ok.status, 200, "{}", ok.body);
     let v: serde_json::Value = serde_json::from_str(&ok.body).unwrap();
-    assert_eq!(v["answer"], "disabled app/b", "the control command's own answer");
+    assert_eq!(
+        v["answer"], "disabled app/b",
+        "the control command's own answer"
+    );
     assert_eq!(admin_of(&p, "b").0, "maint");
     // Requests now all go to a.
     for i in 0..6 {
@@ -450,7 +462,11 @@ fn bad_admin_configs_are_refused_naming_the_key() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = run_bounded(child, Duration::from_secs(20), "shardgate with a bad [admin]");
+        let out = run_bounded(
+            child,
+            Duration::from_secs(20),
+            "shardgate with a bad [admin]",
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{admin}: {err}");
         assert!(err.contains(&path.display().to_string()), "{err}");
@@ -471,7 +487,10 @@ fn a_loopback_listener_without_users_needs_no_login_but_keeps_every_other_check(
         );
     let p = Proxy::start(&cfg);
     let addr = p.addr("admin");
-    assert_eq!(request(addr, "GET", "/api/state", None, &[], "").status, 200);
+    assert_eq!(
+        request(addr, "GET", "/api/state", None, &[], "").status,
+        200
+    );
     let host = format!("localhost:{}", addr.port());
     assert_eq!(
         request(addr, "GET", "/api/state", None, &[("Host", &host)], "").status,
@@ -561,7 +580,11 @@ fn json_outputs_parse_and_match_the_text() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let p = start(&a, &b);
     for i in 0..10 {
-        let host = if i % 2 == 0 { "one.example" } else { "two.example" };
+        let host = if i % 2 == 0 {
+            "one.example"
+        } else {
+            "two.example"
+        };
         let r = Conn::connect(p.addr("web")).get(&format!("/j{i}"), host);
         assert_eq!(r.status, 200);
     }
@@ -613,7 +636,10 @@ fn json_outputs_parse_and_match_the_text() {
         assert_eq!(row["requests"].as_u64().unwrap().to_string(), c[2]);
         assert_eq!(row["bytes_in"].as_u64().unwrap().to_string(), c[3]);
         assert_eq!(row["bytes_out"].as_u64().unwrap().to_string(), c[4]);
-        assert_eq!(format!("{:.3}", row["time_total_ms"].as_f64().unwrap()), c[5]);
+        assert_eq!(
+            format!("{:.3}", row["time_total_ms"].as_f64().unwrap()),
+            c[5]
+        );
     }
     assert_eq!(rows[0]["requests"], 5);
 

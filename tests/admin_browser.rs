@@ -116,7 +116,10 @@ impl Driver {
         let body = if chunked { dechunk(&text) } else { text };
         let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
         if v["value"]["error"].is_string() {
-            return Err(format!("{}: {}", v["value"]["error"], v["value"]["message"]));
+            return Err(format!(
+                "{}: {}",
+                v["value"]["error"], v["value"]["message"]
+            ));
         }
         Ok(v)
     }
@@ -195,7 +198,11 @@ impl<'a> Session<'a> {
     }
 
     fn script_async(&self, js: &str) -> Value {
-        self.cmd("POST", "/execute/async", json!({ "script": js, "args": [] }))
+        self.cmd(
+            "POST",
+            "/execute/async",
+            json!({ "script": js, "args": [] }),
+        )
     }
 
     /// Evaluate `js` until it returns something truthy (not null, false, 0 or ""), at most
@@ -349,7 +356,10 @@ users = [ {{ name = "ops", password_hash = "{hash}", role = "admin" }} ]
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (_, out) = p.ctl("show servers");
-        if out.lines().any(|l| l.starts_with("app b ") && l.contains(" maint ")) {
+        if out
+            .lines()
+            .any(|l| l.starts_with("app b ") && l.contains(" maint "))
+        {
             break;
         }
         assert!(Instant::now() < deadline, "b not in maint:\n{out}");
@@ -395,7 +405,8 @@ users = [ {{ name = "ops", password_hash = "{hash}", role = "admin" }} ]
     assert_eq!(status, 200);
     let (_, out) = p.ctl("show servers");
     assert!(
-        out.lines().any(|l| l.starts_with("app a ") && l.contains(" ready ")),
+        out.lines()
+            .any(|l| l.starts_with("app a ") && l.contains(" ready ")),
         "{out}"
     );
 }

@@ -252,13 +252,7 @@ pub fn random<const N: usize>() -> std::io::Result<[u8; N]> {
     let mut filled = 0;
     while filled < N {
         // SAFETY: getrandom(2) writes at most the given length into our buffer.
-        let n = unsafe {
-            libc::getrandom(
-                out[filled..].as_mut_ptr().cast(),
-                N - filled,
-                0,
-            )
-        };
+        let n = unsafe { libc::getrandom(out[filled..].as_mut_ptr().cast(), N - filled, 0) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -349,7 +343,10 @@ mod tests {
             parse_basic(b"Basic b3BzOnMzY3I6ZXQ="),
             Some(("ops".into(), "s3cr:et".into()))
         );
-        assert_eq!(parse_basic(b"basic b3BzOng"), Some(("ops".into(), "x".into())));
+        assert_eq!(
+            parse_basic(b"basic b3BzOng"),
+            Some(("ops".into(), "x".into()))
+        );
         assert_eq!(parse_basic(b"Bearer abc"), None);
         assert_eq!(parse_basic(b"Basic !!!"), None);
     }
@@ -373,11 +370,11 @@ mod tests {
         assert!(auth
             .check(&admin, Some(basic("ops", "pw").as_bytes()), peer)
             .is_ok());
-        assert!(t.elapsed() < Duration::from_millis(5), "served from the cache");
-        assert_eq!(
-            auth.check(&admin, None, peer),
-            Err(Denied::Unauthorized)
+        assert!(
+            t.elapsed() < Duration::from_millis(5),
+            "served from the cache"
         );
+        assert_eq!(auth.check(&admin, None, peer), Err(Denied::Unauthorized));
         for _ in 0..MAX_FAILURES {
             assert_eq!(
                 auth.check(&admin, Some(basic("ops", "no").as_bytes()), peer),

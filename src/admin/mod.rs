@@ -210,7 +210,10 @@ fn host_ok(host: &str, local: Option<SocketAddr>) -> bool {
     if p.map_or(port != 80, |p| p != port) {
         return false;
     }
-    let name = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
+    let name = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
     if name.eq_ignore_ascii_case("localhost") {
         return local.ip().is_loopback();
     }
@@ -236,7 +239,10 @@ fn action_allowed(ctx: &Ctx, req: &Request, who: &Who, host: &str) -> Result<(),
         (None, None) => false,
     };
     if !same_origin {
-        return Err(deny(403, "cross-origin request refused (Origin must be this listener)"));
+        return Err(deny(
+            403,
+            "cross-origin request refused (Origin must be this listener)",
+        ));
     }
     let token = req.header(CSRF_HEADER).unwrap_or_default();
     if !ctx.auth.csrf_ok(&who.user, token) {
@@ -247,7 +253,10 @@ fn action_allowed(ctx: &Ctx, req: &Request, who: &Who, host: &str) -> Result<(),
         .and_then(|t| t.split(';').next())
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
     if !json_body {
-        return Err(deny(415, "actions take a JSON body (Content-Type: application/json)"));
+        return Err(deny(
+            415,
+            "actions take a JSON body (Content-Type: application/json)",
+        ));
     }
     Ok(())
 }
@@ -260,7 +269,9 @@ fn server_action(ctx: &Ctx, req: &Request, who: &Who) -> Response {
         Err(e) => return bad(format!("body is not JSON: {e}")),
     };
     let name = |k: &str| -> Result<String, String> {
-        let s = v[k].as_str().ok_or_else(|| format!("\"{k}\": expected a string"))?;
+        let s = v[k]
+            .as_str()
+            .ok_or_else(|| format!("\"{k}\": expected a string"))?;
         if s.is_empty() || s.contains('/') || s.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(format!("\"{k}\": {s:?} is not a name"));
@@ -318,7 +329,14 @@ fn page(ctx: &Ctx, who: &Who) -> Response {
     let body = PAGE
         .replace("{{NONCE}}", &nonce)
         .replace("{{CSRF}}", &ctx.auth.csrf_token(&who.user))
-        .replace("{{USER}}", &html_escape(if who.user.is_empty() { "(no login)" } else { &who.user }))
+        .replace(
+            "{{USER}}",
+            &html_escape(if who.user.is_empty() {
+                "(no login)"
+            } else {
+                &who.user
+            }),
+        )
         .replace("{{ROLE}}", who.role.as_str());
     Response::new(200, "text/html; charset=utf-8", body).with(
         "Content-Security-Policy",
@@ -359,7 +377,10 @@ mod tests {
         assert!(host_ok("LOCALHOST:9900", v4));
         assert!(host_ok("[::1]:9900", v6));
         assert!(host_ok("192.0.2.5:9900", lan));
-        assert!(!host_ok("localhost:9900", lan), "localhost is not a LAN address");
+        assert!(
+            !host_ok("localhost:9900", lan),
+            "localhost is not a LAN address"
+        );
         assert!(!host_ok("evil.example:9900", v4), "DNS rebinding");
         assert!(!host_ok("127.0.0.1:9901", v4));
         assert!(!host_ok("127.0.0.1", v4));

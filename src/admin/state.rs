@@ -158,7 +158,10 @@ pub fn state(shared: &Arc<Shared>, history: &History, user: &str, role: &str) ->
     let gen = shared.current();
     let ring = history.samples.lock().unwrap_or_else(|e| e.into_inner());
     let sites = data::table_json(&crate::control::http_traffic_text(shared));
-    let sites = sites.get("rows").cloned().unwrap_or(Value::Array(Vec::new()));
+    let sites = sites
+        .get("rows")
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
     let mut frontends = Vec::new();
     for f in &gen.config.http {
         let requests: u64 = sites

@@ -254,7 +254,9 @@ mod tests {
         assert_eq!(t["rows"][0]["requests"], 3);
         assert_eq!(t["rows"][0]["time_mean_ms"], 1.5);
         assert_eq!(t["rows"][1]["site"], "-");
-        let m = table_json("user connections requests commands\nsg 1 2 QUERY=2\nfrontend db active=1 accepted=4\n");
+        let m = table_json(
+            "user connections requests commands\nsg 1 2 QUERY=2\nfrontend db active=1 accepted=4\n",
+        );
         assert_eq!(m["rows"][0]["commands"], "QUERY=2");
         assert_eq!(m["frontends"][0]["name"], "db");
         assert_eq!(m["frontends"][0]["accepted"], 4);

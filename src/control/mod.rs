@@ -414,9 +414,8 @@ pub fn run_words(shared: &Arc<Shared>, words: &[&str]) -> (String, Action) {
 
 /// The JSON answer of the command made of `words`.
 pub(crate) fn run_json(shared: &Arc<Shared>, words: &[&str]) -> Result<serde_json::Value, String> {
-    let (c, n) = find(words).ok_or_else(|| {
-        format!("unknown command '{}'; try 'help'", words.join(" "))
-    })?;
+    let (c, n) =
+        find(words).ok_or_else(|| format!("unknown command '{}'; try 'help'", words.join(" ")))?;
     let json = c.json.ok_or_else(|| {
         format!(
             "{}: no JSON form (JSON answers: {})",

@@ -29,10 +29,7 @@ impl Builder<'_> {
             )
         })?;
         if let Some((_, other)) = listens.iter().find(|(l, _)| listen_overlaps(l, &listen)) {
-            return Err(self.err(
-                "admin.listen",
-                format!("{:?} overlaps {other}", a.listen),
-            ));
+            return Err(self.err("admin.listen", format!("{:?} overlaps {other}", a.listen)));
         }
         if a.users.is_empty() && !listen.ip().is_loopback() {
             return Err(self.err(
@@ -90,9 +87,7 @@ impl Builder<'_> {
 fn check_hash(s: &str) -> Result<(), String> {
     use argon2::password_hash::phc::PasswordHash;
     let bad = |why: String| {
-        format!(
-            "not a valid argon2 PHC string ({why}); make one with `shardgate hash-password`"
-        )
+        format!("not a valid argon2 PHC string ({why}); make one with `shardgate hash-password`")
     };
     let hash = PasswordHash::new(s).map_err(|e| bad(e.to_string()))?;
     let alg = hash.algorithm.as_str();
