@@ -424,7 +424,7 @@ fn bad_admin_configs_are_refused_naming_the_key() {
     let hash = hash_password("x");
     let base = |admin: &str| {
         format!(
-            "[daemon]\ncontrol_socket = \"/nonexistent-dir-never/x.sock\"\n[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n[pool.p]\nservers = [{{ name = \"a\", addr = \"127.0.0.1:2\" }}]\n[admin]\n{admin}\n"
+            "[daemon]\ncontrol_socket = \"ctl.sock\"\n[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n[pool.p]\nservers = [{{ name = \"a\", addr = \"127.0.0.1:2\" }}]\n[admin]\n{admin}\n"
         )
     };
     let cases = [

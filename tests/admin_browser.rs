@@ -157,7 +157,7 @@ impl<'a> Session<'a> {
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
+                "binary": chromium(),
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--window-size=1400,1000", "--no-first-run", "--no-default-browser-check",
@@ -251,6 +251,17 @@ impl<'a> Session<'a> {
             }
         }
     }
+}
+
+/// The `chromium` executable on `PATH`.
+fn chromium() -> String {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("chromium"))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .expect("chromium is not on PATH (apt-get install chromium chromium-driver)")
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -409,4 +420,16 @@ users = [ {{ name = "ops", password_hash = "{hash}", role = "admin" }} ]
             .any(|l| l.starts_with("app a ") && l.contains(" ready ")),
         "{out}"
     );
+    // Keep the screenshot and chromedriver's log; the browser profile goes. (Chromium may
+    // still write to it for a moment after the session ends: remove it until it stays gone.)
+    drop(session);
+    drop(driver);
+    let profile = artefacts.join("profile");
+    for _ in 0..20 {
+        let _ = std::fs::remove_dir_all(&profile);
+        std::thread::sleep(Duration::from_millis(250));
+        if !profile.exists() {
+            break;
+        }
+    }
 }
