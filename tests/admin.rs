@@ -723,3 +723,50 @@ fn malformed_and_huge_requests_get_4xx_and_the_daemon_goes_on() {
     let r = Conn::connect(p.addr("web")).get("/", "h");
     assert_eq!(r.status, 200);
 }
+
+/// After `ctl upgrade` the new process serves the admin listener (it binds the same address
+/// while the old one still listens) and the old one stops answering on it.
+#[test]
+fn the_admin_listener_moves_to_the_new_process_on_upgrade() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let mut p = start(&a, &b);
+    let addr = p.addr("admin");
+    let pid_of = |v: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(v).unwrap();
+        v["pid"].as_u64().unwrap()
+    };
+    let old = request(addr, "GET", "/api/state", OPS, &[], "");
+    assert_eq!(pid_of(&old.body), u64::from(p.pid()));
+    let (code, out) = p.ctl("upgrade");
+    assert_eq!(code, 0, "{out}");
+    // The new process, found by the command socket it now serves; killed by PID at the end
+    // (it is not this test's child), after checking its command line names our config.
+    struct Kill(u32, String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let ours = std::fs::read(format!("/proc/{}/cmdline", self.0))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == self.1.as_bytes()));
+            if ours {
+                // SAFETY: kill(2) on the daemon this test's upgrade started (checked above).
+                unsafe {
+                    libc::kill(self.0 as i32, libc::SIGKILL);
+                }
+            }
+        }
+    }
+    let (_, info) = p.ctl("show info");
+    let new: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("pid: "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{info}"));
+    let _kill = Kill(new, p.config_path.display().to_string());
+    assert_ne!(new, p.pid(), "{info}");
+    let st = p.wait_exit(Duration::from_secs(20));
+    assert!(st.is_some_and(|s| s.success()), "old daemon exit: {st:?}");
+    for _ in 0..10 {
+        let r = request(addr, "GET", "/api/state", OPS, &[], "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(pid_of(&r.body), u64::from(new));
+    }
+}

@@ -22,6 +22,7 @@ mod state;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -95,9 +96,25 @@ impl Drop for Slot {
     }
 }
 
+/// Accept until the daemon stops. Stopping closes the listener at once: after a binary
+/// upgrade the new process (bound to the same address, `SO_REUSEPORT`) answers alone, so no
+/// action lands on the old process's state.
 fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
+        if ctx.shared.life.stopping.load(Ordering::SeqCst) {
+            tracing::info!("admin listener closed: the daemon is stopping");
+            return;
+        }
+        let mut pfd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the listener we own.
+        if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+            continue;
+        }
         let (conn, peer) = match listener.accept() {
             Ok(c) => c,
             Err(e) => {

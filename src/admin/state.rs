@@ -225,6 +225,7 @@ pub fn state(shared: &Arc<Shared>, history: &History, user: &str, role: &str) ->
     json!({
         "user": user,
         "role": role,
+        "pid": std::process::id(),
         "generation": gen.number,
         "time_ms": unix_ms(),
         "frontends": frontends,
