@@ -1,5 +1,5 @@
-//! The daemon's life: log the limits that shape it, bind every listener and the command socket
-//! (failing fast with a clear message), start the shards with the protocols above them
+//! The daemon's life: log the limits that shape it, bind every listener, the command socket and
+//! the admin listener (failing fast with a clear message), start the shards with the protocols above them
 //! ([`Protocols`]: which protocol serves each listener), then wait for SIGTERM/SIGINT or
 //! `stop daemon`, let the shards drain within `daemon.stop_timeout`, remove the socket, exit 0.
 
@@ -274,6 +274,23 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
     shared
         .upgrade
         .register_control(control.as_raw_fd(), &socket_path);
+    let admin = match crate::admin::bind(&shared.current().config) {
+        Ok(a) => a,
+        Err(e) => {
+            let msg = format!(
+                "{}: admin.listen: cannot listen: {e}",
+                shared.current().config.source.display()
+            );
+            tracing::error!("{msg}");
+            eprintln!("shardgate: {msg}");
+            match &channel {
+                // The old process keeps the command socket and serves on.
+                Some(ch) => crate::upgrade::refuse_on(ch, &msg),
+                None => socket_file.remove(),
+            }
+            return 1;
+        }
+    };
     let shards = daemon_conf.shards;
     let source = shared.current().config.source.display().to_string();
     // Render the canned error responses now, not on a shard's first error.
@@ -307,6 +324,16 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
         let _ = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || crate::control::serve(control, shared, || {}));
+    }
+    if let Some(listener) = admin {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        match crate::admin::start(listener, shared.clone()) {
+            Ok(()) => tracing::info!(listen = %addr, "admin listener started"),
+            Err(e) => tracing::error!(error = %e, "cannot start the admin listener"),
+        }
     }
     if let Err(e) = crate::dns::refresh::start(shared.clone()) {
         tracing::error!(error = %e, "cannot start the resolver thread; server names stay as resolved at start");

@@ -11,7 +11,8 @@
 //! - `health` runs the active and agent checks on one thread for the process.
 //! - [`dns`]: a blocking stub resolver (A, AAAA, SRV) for server names and SRV discovery, run
 //!   off the shards; its wire format is pure and fuzzed.
-//! - `stats` keeps per-shard counters summed on read; `control` serves the UNIX command socket.
+//! - `stats` keeps per-shard counters summed on read; `control` serves the UNIX command socket;
+//!   `admin` serves the admin web page, its JSON API and `/metrics` (`[admin]`).
 //! - [`log`]: the access log (formatted on the shards, written by one thread) and the traffic
 //!   log (per-site and per-user periods from the counters, on its own thread).
 //! - `upgrade` hands listeners, idle connections and counters to a new binary.
@@ -19,6 +20,7 @@
 //! Only what the binary, the fuzz targets and the benchmarks need is public.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod admin;
 mod balance;
 pub mod config;
 mod control;
@@ -39,7 +41,8 @@ mod shared;
 mod stats;
 mod upgrade;
 
-pub use control::{client as ctl_client, default_socket};
+pub use admin::hash_password;
+pub use control::{client as ctl_client, default_socket, JSON_PREFIX as CTL_JSON_PREFIX};
 pub use daemon::{block_stop_signals, demo, run, run_upgraded};
 pub use mem::CountingAlloc;
 /// The upgrade channel's message format and carried counters, for the fuzz targets.

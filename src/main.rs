@@ -43,10 +43,16 @@ enum Cmd {
         /// Command socket (default: daemon.control_socket of --config, else /run/shardgate/shardgate.sock).
         #[arg(long, short = 's')]
         socket: Option<PathBuf>,
+        /// Print the answer as one JSON document (show stats, show traffic http|mysql, show servers).
+        #[arg(long)]
+        json: bool,
         /// The command, e.g. 'show stats' (try 'help').
         #[arg(required = true, num_args = 1..)]
         command: Vec<String>,
     },
+    /// Read a password (one line) from standard input and print its argon2id hash, for
+    /// `[admin] users = [{ name = "...", password_hash = "...", role = "admin" }]`.
+    HashPassword,
     /// Run the proxy in front of two built-in demo backends that answer with their own name.
     Demo {
         /// Where the proxy listens.
@@ -60,11 +66,24 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.cmd, Some(Cmd::Ctl { .. })) {
+    if !matches!(cli.cmd, Some(Cmd::Ctl { .. } | Cmd::HashPassword)) {
         shardgate::block_stop_signals();
     }
     let code = match cli.cmd {
-        Some(Cmd::Ctl { socket, command }) => ctl(socket, &cli.config, &command.join(" ")),
+        Some(Cmd::Ctl {
+            socket,
+            json,
+            command,
+        }) => {
+            let line = command.join(" ");
+            let line = if json {
+                format!("{} {line}", shardgate::CTL_JSON_PREFIX)
+            } else {
+                line
+            };
+            ctl(socket, &cli.config, &line)
+        }
+        Some(Cmd::HashPassword) => hash_password(),
         Some(Cmd::Demo { listen, shards }) => shardgate::demo(&listen, shards),
         None if cli.check => check(&cli.config),
         None if cli.upgrade_fd.is_some() => shardgate::run_upgraded(
@@ -99,6 +118,26 @@ fn check(path: &std::path::Path) -> u8 {
         }
         Err(e) => {
             eprintln!("shardgate: {e}");
+            2
+        }
+    }
+}
+
+fn hash_password() -> u8 {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("shardgate hash-password: cannot read standard input: {e}");
+        return 1;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    match shardgate::hash_password(password) {
+        Ok(h) => {
+            println!("{h}");
+            0
+        }
+        Err(e) => {
+            eprintln!("shardgate hash-password: {e}");
             2
         }
     }

@@ -10,7 +10,7 @@
 //! started with. Shards never restart: no two generations of shards ever run.
 //!
 //! What a reload cannot change in a running process (`daemon.shards`, `io_driver`,
-//! `pin_cores`, `control_socket`) is reported as a warning in the answer and takes effect at
+//! `pin_cores`, `control_socket`, `admin.listen`) is reported as a warning in the answer and takes effect at
 //! the next `upgrade` or restart.
 
 use std::collections::HashSet;
@@ -204,6 +204,18 @@ fn restart_only(now: &Config, next: &Config) -> Vec<String> {
         a.control_socket.display().to_string(),
         b.control_socket.display().to_string(),
     );
+    // The admin listener is bound once at start; its users are read per request.
+    let admin = |c: &Config| {
+        c.admin
+            .as_ref()
+            .map_or("off".to_owned(), |a| a.listen.to_string())
+    };
+    let (was, will) = (admin(now), admin(next));
+    if was != will {
+        out.push(format!(
+            "admin.listen changed ({was} -> {will}): takes effect at the next upgrade or restart"
+        ));
+    }
     out
 }
 

@@ -23,6 +23,15 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # MariaDB server/client and sysbench for the MySQL tests (no-op when present).
 tests/support/mariadb.sh install
+# Headless Chromium and its WebDriver for tests/admin_browser.rs (no-op when present).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+    else
+        echo "chromium/chromedriver missing and not root: install them first" >&2
+        exit 1
+    fi
+fi
 
 step "build"
 cargo build --workspace --all-targets

@@ -31,6 +31,30 @@ pub struct FileConfig {
     /// `[pool.NAME]` tables, keyed by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pool: BTreeMap<String, PoolFile>,
+    /// `[admin]`: the admin listener (web page, `/metrics`); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminFile>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub listen: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<AdminUserFile>,
+}
+
+/// One entry of `[admin] users`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUserFile {
+    pub name: String,
+    /// An argon2 PHC string (`shardgate hash-password` prints one).
+    pub password_hash: String,
+    /// `admin` or `read`; `read` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]

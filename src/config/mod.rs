@@ -28,6 +28,42 @@ pub struct Config {
     pub http: Vec<HttpFrontend>,
     pub mysql: Vec<MysqlFrontend>,
     pub pools: Vec<Pool>,
+    /// `[admin]`: the admin listener, when configured.
+    pub admin: Option<Admin>,
+}
+
+/// `[admin]`: where the admin page and `/metrics` listen, and who may use them.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// Empty only on a loopback address: then no login is asked.
+    pub users: Vec<AdminUser>,
+}
+
+/// What an admin user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRole {
+    /// Everything: read, and change servers (enable, disable, drain, weight).
+    Admin,
+    /// Read only: actions are refused (403).
+    Read,
+}
+
+impl AdminRole {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AdminRole::Admin => "admin",
+            AdminRole::Read => "read",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminUser {
+    pub name: String,
+    /// The argon2 PHC string, validated at load.
+    pub password_hash: String,
+    pub role: AdminRole,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

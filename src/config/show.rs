@@ -53,6 +53,19 @@ pub fn to_toml(f: &FileConfig) -> String {
             section(&mut out, &format!("[{table}.health]"), "", h, &[]);
         }
     }
+    if let Some(a) = &f.admin {
+        out.push('\n');
+        section(&mut out, "[admin]", "", a, &["users"]);
+        if !a.users.is_empty() {
+            out.push_str("users = [\n");
+            for u in &a.users {
+                out.push_str("  ");
+                out.push_str(&value(u).unwrap_or_else(|e| unwritable("admin user", &e)));
+                out.push_str(",\n");
+            }
+            out.push_str("]\n");
+        }
+    }
     out
 }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::balance::Admin;
 use crate::shared::Shared;
 
+pub(crate) mod data;
 mod runtime;
 mod server;
 mod socket;
@@ -35,6 +36,9 @@ pub enum Action {
 /// A command's handler: the daemon's shared state and the words after the command's name.
 type Handler = fn(&Arc<Shared>, &[&str]) -> Result<(String, Action), String>;
 
+/// A command's JSON form (`json COMMAND`, what `ctl --json` sends): one JSON document.
+type JsonHandler = fn(&Arc<Shared>, &[&str]) -> Result<serde_json::Value, String>;
+
 struct Command {
     /// The words that select it, e.g. "show stats".
     name: &'static str,
@@ -42,7 +46,12 @@ struct Command {
     args: &'static str,
     help: &'static str,
     run: Handler,
+    /// The answer as JSON, for the commands that have one.
+    json: Option<JsonHandler>,
 }
+
+/// The word before a command that asks for its answer as JSON.
+pub const JSON_PREFIX: &str = "json";
 
 const COMMANDS: &[Command] = &[
     Command {
@@ -50,28 +59,25 @@ const COMMANDS: &[Command] = &[
         args: "",
         help: "list the commands",
         run: |_, _| Ok((help_text(), Action::None)),
+        json: None,
     },
     Command {
         name: "show stats",
         args: "",
         help: "connections active/accepted/handled, requests, connections reading/writing/waiting, control socket refusals",
-        run: |s, _| {
-            let mut out = crate::stats::render_stats(&s.stats);
-            let gen = s.current();
-            out.push_str(&crate::balance::sticky::render_stats(gen.pools.iter().map(|p| &**p)));
-            out.push_str(&server::render_stats());
-            Ok((out, Action::None))
-        },
+        run: |s, _| Ok((stats_text(s), Action::None)),
+        json: Some(|s, _| Ok(data::lines_json(&stats_text(s)))),
     },
     Command {
         name: "show traffic http",
         args: "",
         help: "per frontend and site (Host): requests, bytes in/out, response time; with the traffic log on, also the latest complete period (last_period lines)",
         run: |s, _| {
-            let mut out = crate::stats::render_http_traffic(&s.stats, &http_names(s));
+            let mut out = http_traffic_text(s);
             out.push_str(&crate::log::show_period(s, crate::log::traffic::Kind::Http));
             Ok((out, Action::None))
         },
+        json: Some(|s, _| Ok(data::table_json(&http_traffic_text(s)))),
     },
     Command {
         name: "show traffic mysql",
@@ -82,54 +88,63 @@ const COMMANDS: &[Command] = &[
             out.push_str(&crate::log::show_period(s, crate::log::traffic::Kind::Mysql));
             Ok((out, Action::None))
         },
+        json: Some(|s, _| Ok(data::table_json(&crate::proxy::mysql::render_traffic(s)))),
     },
     Command {
         name: "show servers",
         args: "",
         help: "every pool's servers: state, in flight, admin state, health, weights, requests, last check",
-        run: |s, _| Ok((render_servers(s), Action::None)),
+        run: |s, _| Ok((data::render_servers(&data::servers(s)), Action::None)),
+        json: Some(|s, _| serde_json::to_value(data::servers(s)).map_err(|e| e.to_string())),
     },
     Command {
         name: "show sticky",
         args: "POOL",
         help: "a pool's sticky counters; source_ip: table size and up to 100 entries; cookies: routes",
         run: |s, a| Ok((crate::balance::sticky::show(&s.current().pools, a)?, Action::None)),
+        json: None,
     },
     Command {
         name: "disable server",
         args: "POOL/SERVER",
         help: "same as 'set server POOL/SERVER state maint'",
         run: |s, a| set_admin(s, a, Admin::Maint),
+        json: None,
     },
     Command {
         name: "enable server",
         args: "POOL/SERVER",
         help: "same as 'set server POOL/SERVER state ready'",
         run: |s, a| set_admin(s, a, Admin::Ready),
+        json: None,
     },
     Command {
         name: "set server",
         args: "POOL/SERVER weight N | state ready|drain|maint | addr HOST:PORT",
         help: "change a server's weight (0-1000), admin state or address, on every shard at once",
         run: |s, a| set_server(s, a),
+        json: None,
     },
     Command {
         name: "add server",
         args: "POOL/NAME ADDR [weight N] [backup]",
         help: "add a server to a pool on every shard at once (until the next reload)",
         run: |s, a| runtime::add_server(s, a),
+        json: None,
     },
     Command {
         name: "del server",
         args: "POOL/NAME",
         help: "stop sending to a server, let its requests finish (stop_timeout), remove it",
         run: |s, a| runtime::del_server(s, a),
+        json: None,
     },
     Command {
         name: "show config",
         args: "",
         help: "the running config as TOML (runtime changes included), to save as a file",
         run: |s, a| runtime::show_config(s, a),
+        json: None,
     },
     Command {
         name: "reload",
@@ -142,18 +157,21 @@ const COMMANDS: &[Command] = &[
             })?;
             Ok((applied.answer(), Action::None))
         },
+        json: None,
     },
     Command {
         name: "reopen logs",
         args: "",
         help: "close and reopen the access logs (also SIGUSR1; for logrotate); the traffic log is opened per period",
         run: |s, _| Ok((crate::log::reopen(s)?, Action::None)),
+        json: None,
     },
     Command {
         name: "show latency",
         args: "",
         help: "time per request (HTTP: per frontend, pool, server) and per command (MySQL: per user): count and p50/p90/p99/p99.9 in ms, merged over shards",
         run: |s, _| Ok((crate::metrics::render_latency(s), Action::None)),
+        json: None,
     },
     Command {
         name: "show metrics",
@@ -164,12 +182,14 @@ const COMMANDS: &[Command] = &[
             ["--openmetrics"] => Ok((crate::metrics::render(s, true), Action::None)),
             _ => Err("expected [--openmetrics]".into()),
         },
+        json: None,
     },
     Command {
         name: "show info",
         args: "",
         help: "process, version, running config generation (number, cause, when loaded), uptime",
         run: |s, _| Ok((render_info(s), Action::None)),
+        json: None,
     },
     Command {
         name: "upgrade",
@@ -183,12 +203,14 @@ const COMMANDS: &[Command] = &[
             };
             Ok((crate::upgrade::start(s, binary)?, Action::None))
         },
+        json: None,
     },
     Command {
         name: "stop daemon",
         args: "",
         help: "stop accepting, let in-flight requests finish (daemon.stop_timeout), exit 0",
         run: |_, _| Ok(("stopping\n".into(), Action::Stop)),
+        json: None,
     },
 ];
 
@@ -202,6 +224,17 @@ fn help_text() -> String {
         };
         let _ = writeln!(out, "{usage:<32} {}", c.help);
     }
+    let json: Vec<&str> = COMMANDS
+        .iter()
+        .filter(|c| c.json.is_some())
+        .map(|c| c.name)
+        .collect();
+    let _ = writeln!(
+        out,
+        "{:<32} the answer as one JSON document (ctl --json): {}",
+        format!("{JSON_PREFIX} COMMAND"),
+        json.join(", ")
+    );
     out
 }
 
@@ -263,6 +296,22 @@ pub(crate) fn utc(secs: u64) -> String {
     )
 }
 
+/// `show stats`: the shards' counters, the sticky totals, the command socket's refusals.
+pub(crate) fn stats_text(s: &Shared) -> String {
+    let mut out = crate::stats::render_stats(&s.stats);
+    let gen = s.current();
+    out.push_str(&crate::balance::sticky::render_stats(
+        gen.pools.iter().map(|p| &**p),
+    ));
+    out.push_str(&server::render_stats());
+    out
+}
+
+/// `show traffic http`.
+pub(crate) fn http_traffic_text(s: &Shared) -> String {
+    crate::stats::render_http_traffic(&s.stats, &http_names(s))
+}
+
 /// The running config's HTTP frontend names, in order.
 fn http_names(s: &Shared) -> Vec<String> {
     s.current()
@@ -271,84 +320,6 @@ fn http_names(s: &Shared) -> Vec<String> {
         .iter()
         .map(|f| f.name.clone())
         .collect()
-}
-
-fn render_servers(s: &Shared) -> String {
-    let now = crate::rt::now_ms();
-    let mut out = String::from(
-        "pool server addr state inflight queue admin health weight eff_weight requests backup sticky check_age_ms check reason\n",
-    );
-    let gen = s.current();
-    for p in &gen.pools {
-        // source_ip stickiness: the table's live entries per server (one scan per pool).
-        let stuck: Option<Vec<usize>> =
-            p.sticky.as_ref().and_then(|st| st.table.as_ref()).map(|t| {
-                let mut per = vec![0; p.servers.len()];
-                t.entries(
-                    crate::balance::sticky_table::IpTable::now_s(now),
-                    usize::MAX,
-                    &mut |e| {
-                        if let Some(n) = per.get_mut(e.server) {
-                            *n += 1;
-                        }
-                    },
-                );
-                per
-            });
-        for (i, sv) in p.servers.iter().enumerate() {
-            let state = sv.state_name(now);
-            let sticky = stuck
-                .as_ref()
-                .map_or("-".to_owned(), |per| per[i].to_string());
-            let _ = write!(
-                out,
-                "{} {} {} {} {} {} {} {} {} {} {} {} {}",
-                p.name,
-                sv.name,
-                sv.addr,
-                state,
-                sv.inflight(),
-                sv.queue(),
-                sv.admin().as_str(),
-                sv.active().as_str(),
-                sv.weight(),
-                p.weight(i, now),
-                sv.requests(),
-                if sv.backup { "yes" } else { "no" },
-                sticky,
-            );
-            match sv.check_info() {
-                Some(c) => {
-                    let age = c.age_ms(now).map_or("-".to_owned(), |a| a.to_string());
-                    let _ = write!(out, " {age} {}", c.result());
-                    // Free text, last on the line; one line whatever the server sent.
-                    let reason: String = c
-                        .reason
-                        .chars()
-                        .map(|ch| if ch.is_control() { ' ' } else { ch })
-                        .collect();
-                    let _ = writeln!(out, " {}", if reason.is_empty() { "-" } else { &reason });
-                }
-                None => out.push_str(" - - -\n"),
-            }
-        }
-    }
-    // Servers the last change removed: their totals stay readable until the next change.
-    for (pool, sv) in &gen.removed {
-        let _ = writeln!(
-            out,
-            "{pool} {} {} removed {} {} {} - {} 0 {} {} - - - -",
-            sv.name,
-            sv.addr,
-            sv.inflight(),
-            sv.queue(),
-            sv.admin().as_str(),
-            sv.weight(),
-            sv.requests(),
-            if sv.backup { "yes" } else { "no" },
-        );
-    }
-    out
 }
 
 /// `POOL/SERVER` to the pool and the server's index.
@@ -427,33 +398,70 @@ fn set_server(s: &Shared, args: &[&str]) -> Result<(String, Action), String> {
     }
 }
 
-/// Run one command line; the answer text, or an `error: ...` line.
+/// Run one command line; the answer text, or an `error: ...` line. A line that starts with
+/// [`JSON_PREFIX`] asks for the command's answer as one JSON document (errors stay `error:`
+/// lines, so that `ctl` exits 1 on them either way).
 pub fn execute(shared: &Arc<Shared>, line: &str) -> (String, Action) {
     let words: Vec<&str> = line.split_whitespace().collect();
-    if words.is_empty() {
-        return ("error: empty command; try 'help'\n".into(), Action::None);
+    match words.split_first() {
+        None => ("error: empty command; try 'help'\n".into(), Action::None),
+        Some((&JSON_PREFIX, rest)) => match run_json(shared, rest) {
+            Ok(v) => (format!("{v}\n"), Action::None),
+            Err(e) => (format!("error: {e}\n"), Action::None),
+        },
+        Some(_) if find(&words).is_none() => (
+            format!("error: unknown command '{}'; try 'help'\n", line.trim()),
+            Action::None,
+        ),
+        Some(_) => run_words(shared, &words),
     }
+}
+
+/// The command `words` name, and how many words its name takes.
+fn find(words: &[&str]) -> Option<(&'static Command, usize)> {
     // Longest name first wins ("show traffic http" before a hypothetical "show").
-    let found = COMMANDS
+    COMMANDS
         .iter()
         .filter(|c| {
             let n: Vec<&str> = c.name.split(' ').collect();
             words.len() >= n.len() && words[..n.len()] == n[..]
         })
-        .max_by_key(|c| c.name.len());
-    match found {
-        Some(c) => {
-            let n = c.name.split(' ').count();
-            match (c.run)(shared, &words[n..]) {
-                Ok(v) => v,
-                Err(e) => (format!("error: {}: {e}\n", c.name), Action::None),
-            }
-        }
+        .max_by_key(|c| c.name.len())
+        .map(|c| (c, c.name.split(' ').count()))
+}
+
+/// Run the command made of `words` (already split): the answer text or an `error:` line. The
+/// admin page's actions come here too, so they answer exactly as `ctl` does.
+pub fn run_words(shared: &Arc<Shared>, words: &[&str]) -> (String, Action) {
+    match find(words) {
+        Some((c, n)) => match (c.run)(shared, &words[n..]) {
+            Ok(v) => v,
+            Err(e) => (format!("error: {}: {e}\n", c.name), Action::None),
+        },
         None => (
-            format!("error: unknown command '{}'; try 'help'\n", line.trim()),
+            format!("error: unknown command '{}'; try 'help'\n", words.join(" ")),
             Action::None,
         ),
     }
+}
+
+/// The JSON answer of the command made of `words`.
+pub(crate) fn run_json(shared: &Arc<Shared>, words: &[&str]) -> Result<serde_json::Value, String> {
+    let (c, n) =
+        find(words).ok_or_else(|| format!("unknown command '{}'; try 'help'", words.join(" ")))?;
+    let json = c.json.ok_or_else(|| {
+        format!(
+            "{}: no JSON form (JSON answers: {})",
+            c.name,
+            COMMANDS
+                .iter()
+                .filter(|c| c.json.is_some())
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    json(shared, &words[n..]).map_err(|e| format!("{}: {e}", c.name))
 }
 
 /// The `shardgate ctl` side: send `command`, return the answer.

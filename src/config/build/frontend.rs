@@ -83,7 +83,7 @@ impl Builder<'_> {
 /// Two listen addresses overlap when they share a port and either the IPs are equal or one is
 /// a wildcard (`0.0.0.0` / `[::]`, which on Linux also covers IPv4 unless v6only is set).
 /// Port 0 asks the kernel for a fresh port each time, so it never overlaps.
-fn listen_overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
+pub(super) fn listen_overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
     if a.port() != b.port() || a.port() == 0 {
         return false;
     }

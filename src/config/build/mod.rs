@@ -13,6 +13,7 @@
 //! This file has the error type, the entry points and the cross-section work of
 //! `Builder::build`: pools resolved by name, at least one frontend, unused pools reported.
 
+mod admin;
 mod balance;
 mod daemon;
 mod frontend;
@@ -172,6 +173,11 @@ impl Builder<'_> {
             mysql.push(fe);
         }
 
+        let admin = match &file.admin {
+            Some(a) => Some(self.admin(a, &listens)?),
+            None => None,
+        };
+
         for (pool, used) in pools.iter().zip(&used) {
             if !*used {
                 tracing::warn!(file = self.origin, pool = %pool.name, "pool is not used by any frontend");
@@ -184,6 +190,7 @@ impl Builder<'_> {
             http,
             mysql,
             pools,
+            admin,
         })
     }
 }

@@ -350,3 +350,24 @@ fn an_empty_config_is_just_the_daemon_header() {
     );
     assert_eq!(parse(&to_toml(&lists)), lists);
 }
+
+#[test]
+fn the_admin_section_round_trips() {
+    use argon2::password_hash::PasswordHasher;
+    let hash = argon2::Argon2::default()
+        .hash_password(b"pw")
+        .unwrap()
+        .to_string();
+    let text = format!(
+        "[[http]]\nname = \"w\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n\
+         [pool.p]\nservers = [{{ name = \"a\", addr = \"127.0.0.1:2\" }}]\n\
+         [admin]\nlisten = \"127.0.0.1:9900\"\nusers = [\n  {{ name = \"ops\", password_hash = \"{hash}\", role = \"admin\" }},\n  {{ name = \"ro\", password_hash = \"{hash}\" }},\n]\n"
+    );
+    let out = round_trip(&text);
+    assert!(
+        out.ends_with(&format!(
+            "[admin]\nlisten = \"127.0.0.1:9900\"\nusers = [\n  {{ name = \"ops\", password_hash = \"{hash}\", role = \"admin\" }},\n  {{ name = \"ro\", password_hash = \"{hash}\" }},\n]\n"
+        )),
+        "{out}"
+    );
+}
