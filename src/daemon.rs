@@ -310,17 +310,22 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
     // If a shard did not start, the old process is told why and serves on (and keeps its
     // command socket: this process must not remove it).
     let mut keep_socket = false;
+    let all_up = || {
+        shared.life.running.load(Ordering::SeqCst) == shards
+            && !shared.life.stopping.load(Ordering::SeqCst)
+            && shared.all_applied(1)
+    };
+    // A fresh start tells systemd it serves once every shard runs (below, in the main loop).
+    let mut announced = channel.is_some();
     if let Some(ch) = channel {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let all_up = || {
-            shared.life.running.load(Ordering::SeqCst) == shards
-                && !shared.life.stopping.load(Ordering::SeqCst)
-                && shared.all_applied(1)
-        };
         while !all_up() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
         if all_up() {
+            // Before the old process hears it: systemd must know the new main PID before
+            // the old one can exit.
+            crate::notify::took_over();
             crate::upgrade::adopt(shared.clone(), ch);
         } else {
             crate::upgrade::refuse_on(&ch, "not every shard started (see the new process's log)");
@@ -330,9 +335,15 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
     }
 
     while !shared.life.stopping.load(Ordering::SeqCst) {
+        if !announced && all_up() {
+            crate::notify::ready();
+            announced = true;
+        }
         std::thread::sleep(Duration::from_millis(10));
         crate::mem::update();
     }
+    // Silent after an upgrade's handover (the new process is the service now).
+    crate::notify::stopping();
     let stop_timeout = shared.current().config.daemon.stop_timeout;
     tracing::info!(deadline = ?stop_timeout, "stopping: no new connections, draining in-flight requests");
     let deadline = Instant::now() + stop_timeout + Duration::from_secs(1);

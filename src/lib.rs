@@ -27,6 +27,7 @@ mod health;
 mod mem;
 #[allow(dead_code)] // Until the admin listener and ctl use it (issue 11, in progress).
 mod metrics;
+mod notify;
 pub mod proto;
 mod proxy;
 mod reload;

@@ -294,6 +294,7 @@ fn start_inner(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Result<String, 
     }
     // The new process serves on the same sockets: stop here, hand over, drain.
     let stop_timeout = gen.config.daemon.stop_timeout;
+    crate::notify::handed_over();
     st.replaced.store(true, Ordering::SeqCst);
     shared.life.control_closed.store(true, Ordering::SeqCst);
     shared.life.mysql_close_at_ms.store(
