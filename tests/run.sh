@@ -23,6 +23,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # MariaDB server/client and sysbench for the MySQL tests (no-op when present).
 tests/support/mariadb.sh install
+# cargo-deb for tests/package.rs, which builds and inspects the .deb (about 3 minutes to
+# install once; the package build itself takes seconds). The test says SKIPPED without it.
+if ! cargo deb --version >/dev/null 2>&1; then
+    cargo install cargo-deb --locked || echo "cannot install cargo-deb: tests/package.rs will be SKIPPED"
+fi
 
 step "build"
 cargo build --workspace --all-targets
