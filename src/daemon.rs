@@ -178,6 +178,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
     if let Some(limit) = daemon_conf.memory_limit {
         crate::mem::set_limit(limit);
         tracing::info!(
+            event = "memory_limit_set",
             limit_mib = limit >> 20,
             held_mib = crate::mem::held() >> 20,
             "memory ceiling"
@@ -191,7 +192,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
         Some(fd) => match unsafe { crate::upgrade::inherit(fd, &mut seed) } {
             Ok(v) => Some(v),
             Err(e) => {
-                tracing::error!("{e}");
+                tracing::error!(event = "upgrade_inherit_failed", "{e}");
                 eprintln!("shardgate: {e}");
                 return 1;
             }
@@ -229,7 +230,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
     let listeners = match assign_listeners(daemon_conf.shards, &listen, inherited_listeners) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!(event = "listen_failed", "{e}");
             eprintln!("shardgate: {e}");
             return 1;
         }
@@ -257,7 +258,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
                 "cannot create control socket {}: {e}",
                 socket_path.display()
             );
-            tracing::error!("{msg}");
+            tracing::error!(event = "control_socket_failed", "{msg}");
             eprintln!("shardgate: {msg}");
             return 1;
         }
@@ -286,7 +287,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
         Ok(h) => h,
         Err(e) => {
             // The shards run; without checks servers are judged by their connects only.
-            tracing::error!(error = %e, "cannot start the health checker thread");
+            tracing::error!(event = "health_start_failed", error = %e, "cannot start the health checker thread");
             None
         }
     };
@@ -297,7 +298,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
             .spawn(move || crate::control::serve(control, shared, || {}));
     }
     if let Err(e) = crate::dns::refresh::start(shared.clone()) {
-        tracing::error!(error = %e, "cannot start the resolver thread; server names stay as resolved at start");
+        tracing::error!(event = "dns_start_failed", error = %e, "cannot start the resolver thread; server names stay as resolved at start");
     }
     {
         let shared = shared.clone();
@@ -305,7 +306,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
             .name("signals".into())
             .spawn(move || wait_stop_signal(&shared));
     }
-    tracing::info!(config = %source, shards, socket = %socket_path.display(), "shardgate started");
+    tracing::info!(event = "started", config = %source, shards, socket = %socket_path.display(), "shardgate started");
     // An upgrade's new process: serving once every shard runs; then the old one hands over.
     // If a shard did not start, the old process is told why and serves on (and keeps its
     // command socket: this process must not remove it).
@@ -345,7 +346,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
     // Silent after an upgrade's handover (the new process is the service now).
     crate::notify::stopping();
     let stop_timeout = shared.current().config.daemon.stop_timeout;
-    tracing::info!(deadline = ?stop_timeout, "stopping: no new connections, draining in-flight requests");
+    tracing::info!(event = "stopping", deadline = ?stop_timeout, "stopping: no new connections, draining in-flight requests");
     let deadline = Instant::now() + stop_timeout + Duration::from_secs(1);
     while shared.life.running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -357,7 +358,10 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
         socket_file.remove();
     }
     if shared.life.running.load(Ordering::SeqCst) > 0 {
-        tracing::warn!("shards did not finish before the stop deadline; exiting anyway");
+        tracing::warn!(
+            event = "stop_deadline_passed",
+            "shards did not finish before the stop deadline; exiting anyway"
+        );
     } else {
         for h in handles {
             let _ = h.join();
@@ -366,7 +370,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
             let _ = h.join();
         }
     }
-    tracing::info!("shardgate stopped");
+    tracing::info!(event = "stopped", "shardgate stopped");
     0
 }
 
@@ -437,7 +441,7 @@ impl FdBudget {
 
     fn log(&self, configured: usize, nofile: u64) {
         if self.clients < configured {
-            tracing::warn!(
+            tracing::warn!(event = "fd_budget_low",
                 open_files = nofile,
                 max_connections = configured,
                 client_cap = self.clients,
@@ -447,6 +451,7 @@ impl FdBudget {
             );
         } else {
             tracing::info!(
+                event = "fd_budget",
                 open_files = nofile,
                 max_connections = configured,
                 reserved_upstream = self.upstream,
@@ -501,6 +506,7 @@ fn raise_nofile_limit() -> u64 {
         libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut mem);
     }
     tracing::info!(
+        event = "limits",
         open_files = lim.rlim_cur,
         memlock_bytes = mem.rlim_cur,
         "limits"
@@ -542,11 +548,15 @@ fn wait_stop_signal(shared: &Arc<Shared>) {
             return;
         }
         if sig == libc::SIGHUP {
-            tracing::info!(signal = sig, "SIGHUP: reloading the config");
+            tracing::info!(
+                event = "reload_signal",
+                signal = sig,
+                "SIGHUP: reloading the config"
+            );
             match crate::reload::reload(shared) {
                 Ok(a) => {
                     for w in &a.warnings {
-                        tracing::warn!("reload: {w}");
+                        tracing::warn!(event = "reload_warning", "reload: {w}");
                     }
                 }
                 Err(e) => {
@@ -555,7 +565,7 @@ fn wait_stop_signal(shared: &Arc<Shared>) {
             }
             continue;
         }
-        tracing::info!(signal = sig, "stop signal received");
+        tracing::info!(event = "stop_signal", signal = sig, "stop signal received");
         shared.life.stopping.store(true, Ordering::SeqCst);
         return;
     }

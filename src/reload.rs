@@ -125,6 +125,7 @@ pub fn apply(
     }
     if !shared.all_applied(number) {
         tracing::warn!(
+            event = "config_apply_slow",
             generation = number,
             "not every shard took the new config within 5 s (a shard busy for that long?)"
         );
