@@ -233,14 +233,11 @@ impl Drop for Upgraded {
     }
 }
 
-fn start(
-    notify: &Notify,
-    backend: &Backend,
-) -> (
-    Proxy,
-    u16,
-    thread::JoinHandle<(Msg, Result<String, String>)>,
-) {
+/// What the waiter thread saw: the first message, and a request sent the moment it came.
+type FirstSeen = thread::JoinHandle<(Msg, Result<String, String>)>;
+
+/// Starts the daemon with `NOTIFY_SOCKET`: the proxy, its port, and the waiter.
+fn start(notify: &Notify, backend: &Backend) -> (Proxy, u16, FirstSeen) {
     let port = free_port();
     // Waits for the first message and, the moment it comes, sends a request: READY=1 must
     // mean the listeners serve.
