@@ -30,9 +30,9 @@ fi
 # The man page, generated from the CLI by the binary itself (cargo-deb maps target/release/
 # in asset paths to the profile's directory, so it sits next to the binary).
 "$dir/shardgate" manpage | gzip -9n > "$dir/shardgate.8.gz"
-# --fast: gzip-level compression, for test builds of a large dev binary.
+# Test builds of a large dev binary: gzip-level compression (--fast), no -dbgsym package.
 extra=()
 if [ "$profile" != release ]; then
-    extra+=(--fast)
+    extra+=(--fast --no-dbgsym)
 fi
 cargo deb --no-build --profile "$profile" "${extra[@]}" "$@"
