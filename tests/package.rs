@@ -23,11 +23,21 @@ fn have(cmd: &str, arg: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Builds the .deb into `out`; its path.
+/// Builds the .deb into `out`; its path. cargo-deb stages in (and empties) the target dir's
+/// `debian/`, so it runs on a target dir of its own holding only the binary under test: a
+/// .deb the developer built in `target/debian` stays.
 fn build(out: &Path) -> PathBuf {
+    let target = out.join("target");
+    let bin_dir = target.join("debug");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let bin = bin_dir.join("shardgate");
+    if std::fs::hard_link(BIN, &bin).is_err() {
+        std::fs::copy(BIN, &bin).unwrap();
+    }
     let res = Command::new(format!("{ROOT}/config/deb/build.sh"))
         .env("PROFILE", "dev")
         .env("SKIP_BUILD", "1")
+        .env("CARGO_TARGET_DIR", &target)
         .arg("--output")
         .arg(out)
         .output()
@@ -44,6 +54,7 @@ fn build(out: &Path) -> PathBuf {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "deb"))
         .collect();
+    // The test build makes no -dbgsym package (build.sh passes --no-dbgsym off release).
     assert_eq!(debs.len(), 1, "{debs:?}");
     debs[0].clone()
 }
@@ -72,6 +83,10 @@ fn deb_contents_conffile_and_default_config() {
     assert!(Path::new(BIN).exists());
     let dir = temp_dir("deb");
     let deb = build(&dir.join("out"));
+    assert!(
+        deb.starts_with(dir.join("out")),
+        "the .deb is not where --output said"
+    );
 
     // Files: what an installed shardgate needs, where Debian expects it.
     let listing = dpkg_deb(&["-c"], &deb);

@@ -13,10 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 profile=${PROFILE:-release}
+target=${CARGO_TARGET_DIR:-target}
 case "$profile" in
-    release) dir=target/release ;;
-    dev) dir=target/debug ;;
-    *) dir=target/$profile ;;
+    release) dir=$target/release ;;
+    dev) dir=$target/debug ;;
+    *) dir=$target/$profile ;;
 esac
 
 if ! cargo deb --version >/dev/null 2>&1; then
