@@ -28,6 +28,7 @@ pub mod dns;
 mod health;
 mod mem;
 mod metrics;
+mod notify;
 pub mod proto;
 mod proxy;
 mod reload;
