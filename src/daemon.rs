@@ -178,6 +178,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
     if let Some(limit) = daemon_conf.memory_limit {
         crate::mem::set_limit(limit);
         tracing::info!(
+            event = "memory_limit_set",
             limit_mib = limit >> 20,
             held_mib = crate::mem::held() >> 20,
             "memory ceiling"
@@ -191,7 +192,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
         Some(fd) => match unsafe { crate::upgrade::inherit(fd, &mut seed) } {
             Ok(v) => Some(v),
             Err(e) => {
-                tracing::error!("{e}");
+                tracing::error!(event = "upgrade_inherit_failed", "{e}");
                 eprintln!("shardgate: {e}");
                 return 1;
             }
@@ -228,7 +229,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
     };
     // A log file that cannot be opened stops the start, before anything listens.
     if let Err(e) = crate::log::check_paths(&shared.current().config) {
-        tracing::error!("{e}");
+        tracing::error!(event = "log_open_failed", "{e}");
         eprintln!("shardgate: {e}");
         if let Some(ch) = &channel {
             crate::upgrade::refuse_on(ch, &e);
@@ -238,7 +239,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
     let listeners = match assign_listeners(daemon_conf.shards, &listen, inherited_listeners) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!(event = "listen_failed", "{e}");
             eprintln!("shardgate: {e}");
             return 1;
         }
@@ -266,7 +267,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
                 "cannot create control socket {}: {e}",
                 socket_path.display()
             );
-            tracing::error!("{msg}");
+            tracing::error!(event = "control_socket_failed", "{msg}");
             eprintln!("shardgate: {msg}");
             return 1;
         }
@@ -309,13 +310,13 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
         }
     };
     if let Err(e) = crate::log::start(&shared) {
-        tracing::error!(error = %e, "cannot start the log threads; no access or traffic log");
+        tracing::error!(event = "log_start_failed", error = %e, "cannot start the log threads; no access or traffic log");
     }
     let health = match crate::health::start(&shared) {
         Ok(h) => h,
         Err(e) => {
             // The shards run; without checks servers are judged by their connects only.
-            tracing::error!(error = %e, "cannot start the health checker thread");
+            tracing::error!(event = "health_start_failed", error = %e, "cannot start the health checker thread");
             None
         }
     };
@@ -336,7 +337,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
         }
     }
     if let Err(e) = crate::dns::refresh::start(shared.clone()) {
-        tracing::error!(error = %e, "cannot start the resolver thread; server names stay as resolved at start");
+        tracing::error!(event = "dns_start_failed", error = %e, "cannot start the resolver thread; server names stay as resolved at start");
     }
     {
         let shared = shared.clone();
@@ -344,22 +345,27 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
             .name("signals".into())
             .spawn(move || wait_stop_signal(&shared));
     }
-    tracing::info!(config = %source, shards, socket = %socket_path.display(), "shardgate started");
+    tracing::info!(event = "started", config = %source, shards, socket = %socket_path.display(), "shardgate started");
     // An upgrade's new process: serving once every shard runs; then the old one hands over.
     // If a shard did not start, the old process is told why and serves on (and keeps its
     // command socket: this process must not remove it).
     let mut keep_socket = false;
+    let all_up = || {
+        shared.life.running.load(Ordering::SeqCst) == shards
+            && !shared.life.stopping.load(Ordering::SeqCst)
+            && shared.all_applied(1)
+    };
+    // A fresh start tells systemd it serves once every shard runs (below, in the main loop).
+    let mut announced = channel.is_some();
     if let Some(ch) = channel {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let all_up = || {
-            shared.life.running.load(Ordering::SeqCst) == shards
-                && !shared.life.stopping.load(Ordering::SeqCst)
-                && shared.all_applied(1)
-        };
         while !all_up() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
         if all_up() {
+            // Before the old process hears it: systemd must know the new main PID before
+            // the old one can exit.
+            crate::notify::took_over();
             crate::upgrade::adopt(shared.clone(), ch);
         } else {
             crate::upgrade::refuse_on(&ch, "not every shard started (see the new process's log)");
@@ -369,11 +375,17 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
     }
 
     while !shared.life.stopping.load(Ordering::SeqCst) {
+        if !announced && all_up() {
+            crate::notify::ready();
+            announced = true;
+        }
         std::thread::sleep(Duration::from_millis(10));
         crate::mem::update();
     }
+    // Silent after an upgrade's handover (the new process is the service now).
+    crate::notify::stopping();
     let stop_timeout = shared.current().config.daemon.stop_timeout;
-    tracing::info!(deadline = ?stop_timeout, "stopping: no new connections, draining in-flight requests");
+    tracing::info!(event = "stopping", deadline = ?stop_timeout, "stopping: no new connections, draining in-flight requests");
     let deadline = Instant::now() + stop_timeout + Duration::from_secs(1);
     while shared.life.running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -385,7 +397,10 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
         socket_file.remove();
     }
     if shared.life.running.load(Ordering::SeqCst) > 0 {
-        tracing::warn!("shards did not finish before the stop deadline; exiting anyway");
+        tracing::warn!(
+            event = "stop_deadline_passed",
+            "shards did not finish before the stop deadline; exiting anyway"
+        );
     } else {
         for h in handles {
             let _ = h.join();
@@ -396,7 +411,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
     }
     // After the shards (their last access log lines are sent): the last lines, the last period.
     crate::log::finish(&shared);
-    tracing::info!("shardgate stopped");
+    tracing::info!(event = "stopped", "shardgate stopped");
     0
 }
 
@@ -467,7 +482,7 @@ impl FdBudget {
 
     fn log(&self, configured: usize, nofile: u64) {
         if self.clients < configured {
-            tracing::warn!(
+            tracing::warn!(event = "fd_budget_low",
                 open_files = nofile,
                 max_connections = configured,
                 client_cap = self.clients,
@@ -477,6 +492,7 @@ impl FdBudget {
             );
         } else {
             tracing::info!(
+                event = "fd_budget",
                 open_files = nofile,
                 max_connections = configured,
                 reserved_upstream = self.upstream,
@@ -531,6 +547,7 @@ fn raise_nofile_limit() -> u64 {
         libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut mem);
     }
     tracing::info!(
+        event = "limits",
         open_files = lim.rlim_cur,
         memlock_bytes = mem.rlim_cur,
         "limits"
@@ -573,11 +590,15 @@ fn wait_stop_signal(shared: &Arc<Shared>) {
             return;
         }
         if sig == libc::SIGHUP {
-            tracing::info!(signal = sig, "SIGHUP: reloading the config");
+            tracing::info!(
+                event = "reload_signal",
+                signal = sig,
+                "SIGHUP: reloading the config"
+            );
             match crate::reload::reload(shared) {
                 Ok(a) => {
                     for w in &a.warnings {
-                        tracing::warn!("reload: {w}");
+                        tracing::warn!(event = "reload_warning", "reload: {w}");
                     }
                 }
                 Err(e) => {
@@ -587,13 +608,17 @@ fn wait_stop_signal(shared: &Arc<Shared>) {
             continue;
         }
         if sig == libc::SIGUSR1 {
-            tracing::info!(signal = sig, "SIGUSR1: reopening the logs");
+            tracing::info!(
+                event = "reopen_signal",
+                signal = sig,
+                "SIGUSR1: reopening the logs"
+            );
             if let Err(e) = crate::log::reopen(shared) {
-                tracing::warn!("reopen: {e}");
+                tracing::warn!(event = "reopen_failed", "reopen: {e}");
             }
             continue;
         }
-        tracing::info!(signal = sig, "stop signal received");
+        tracing::info!(event = "stop_signal", signal = sig, "stop signal received");
         shared.life.stopping.store(true, Ordering::SeqCst);
         return;
     }

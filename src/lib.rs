@@ -31,6 +31,7 @@ mod health;
 pub mod log;
 mod mem;
 mod metrics;
+mod notify;
 pub mod proto;
 mod proxy;
 mod reload;

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+mod manpage;
 
 /// Counts the heap the daemon holds, for `daemon.memory_limit` and `show stats`.
 #[global_allocator]
@@ -15,7 +17,8 @@ static ALLOC: shardgate::CountingAlloc = shardgate::CountingAlloc;
 #[command(
     name = "shardgate",
     version,
-    about = "Sharded thread-per-core load balancer for HTTP/1.1 and MySQL"
+    about = "Sharded thread-per-core load balancer for HTTP/1.1 and MySQL",
+    long_about = "Sharded thread-per-core load balancer for HTTP/1.1 and MySQL.\n\nWithout a command, runs the daemon in the foreground with the configuration file (--config), logging to standard error, until SIGTERM or SIGINT; SIGHUP reloads the file. `shardgate ctl` talks to a running daemon."
 )]
 struct Cli {
     /// Configuration file.
@@ -62,11 +65,17 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         shards: usize,
     },
+    /// Print the man page (roff) on standard output.
+    #[command(hide = true)]
+    Manpage,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.cmd, Some(Cmd::Ctl { .. } | Cmd::HashPassword)) {
+    if !matches!(
+        cli.cmd,
+        Some(Cmd::Ctl { .. } | Cmd::HashPassword | Cmd::Manpage)
+    ) {
         shardgate::block_stop_signals();
     }
     let code = match cli.cmd {
@@ -85,6 +94,15 @@ fn main() -> ExitCode {
         }
         Some(Cmd::HashPassword) => hash_password(),
         Some(Cmd::Demo { listen, shards }) => shardgate::demo(&listen, shards),
+        Some(Cmd::Manpage) => {
+            match manpage::render(Cli::command(), &mut std::io::stdout().lock()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("shardgate manpage: {e}");
+                    1
+                }
+            }
+        }
         None if cli.check => check(&cli.config),
         None if cli.upgrade_fd.is_some() => shardgate::run_upgraded(
             shardgate::config::load_with_file(&cli.config).map_err(|e| e.to_string()),

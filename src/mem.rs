@@ -215,6 +215,7 @@ pub fn update() {
         let (held_mib, limit_mib) = (held >> 20, limit >> 20);
         if next > cur {
             tracing::warn!(
+                event = "memory_shedding",
                 level = next.name(),
                 held_mib,
                 limit_mib,
@@ -222,6 +223,7 @@ pub fn update() {
             );
         } else {
             tracing::info!(
+                event = "memory_eased",
                 level = next.name(),
                 held_mib,
                 limit_mib,

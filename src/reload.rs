@@ -50,9 +50,13 @@ impl Applied {
 /// Re-read the file the running config came from and apply it.
 pub fn reload(shared: &Shared) -> Result<Applied, String> {
     let _one = shared.runtime.lock().unwrap_or_else(|e| e.into_inner());
+    crate::notify::reloading();
     let path = shared.current().config.source.clone();
-    let (config, file) = crate::config::load_with_file(&path).map_err(|e| e.to_string())?;
-    apply(shared, config, file, "reload".into())
+    let applied = crate::config::load_with_file(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|(config, file)| apply(shared, config, file, "reload".into()));
+    crate::notify::reloaded(applied.is_ok());
+    applied
 }
 
 /// Apply a validated config as the next generation (see the module documentation).
@@ -121,6 +125,7 @@ pub fn apply(
     }
     if !shared.all_applied(number) {
         tracing::warn!(
+            event = "config_apply_slow",
             generation = number,
             "not every shard took the new config within 5 s (a shard busy for that long?)"
         );

@@ -32,6 +32,11 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
         exit 1
     fi
 fi
+# cargo-deb for tests/package.rs, which builds and inspects the .deb (about 3 minutes to
+# install once; the package build itself takes seconds). The test says SKIPPED without it.
+if ! cargo deb --version >/dev/null 2>&1; then
+    cargo install cargo-deb --locked || echo "cannot install cargo-deb: tests/package.rs will be SKIPPED"
+fi
 
 step "build"
 cargo build --workspace --all-targets

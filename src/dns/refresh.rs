@@ -255,7 +255,7 @@ fn run(shared: &Shared) {
         let mut config = match crate::config::from_file(gen.file.clone(), "running config") {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "dns: the running config does not validate any more");
+                tracing::error!(event = "dns_config_invalid", error = %e, "dns: the running config does not validate any more");
                 continue;
             }
         };
@@ -266,7 +266,9 @@ fn run(shared: &Shared) {
                 generation = a.generation,
                 "dns answers changed: applied"
             ),
-            Err(e) => tracing::warn!(error = %e, "dns answers changed but cannot be applied"),
+            Err(e) => {
+                tracing::warn!(event = "dns_apply_failed", error = %e, "dns answers changed but cannot be applied")
+            }
         }
     }
 }

@@ -90,7 +90,7 @@ impl Agent {
     fn apply(&mut self, pool: &str, ss: &ServerShared, said: &Said) {
         if let Some(pct) = said.pct {
             if ss.agent_pct() != pct {
-                tracing::info!(pool, server = %ss.name, pct, "agent: weight percentage");
+                tracing::info!(event = "agent_weight", pool, server = %ss.name, pct, "agent: weight percentage");
                 ss.set_agent_pct(pct);
             }
         }
@@ -99,7 +99,7 @@ impl Agent {
             if now == Admin::Ready || (now == self.own_admin && !ss.operator_admin()) {
                 if now != want {
                     ss.set_admin(want);
-                    tracing::info!(pool, server = %ss.name, state = %want.as_str(), "agent: admin state");
+                    tracing::info!(event = "agent_state", pool, server = %ss.name, state = %want.as_str(), "agent: admin state");
                 }
                 self.own_admin = want;
             }
@@ -108,9 +108,9 @@ impl Agent {
             let was_down = ss.set_agent_down(!up);
             let why = said.description.as_deref().unwrap_or("");
             if was_down && up {
-                tracing::info!(pool, server = %ss.name, "agent: server up");
+                tracing::info!(event = "agent_server_up", pool, server = %ss.name, "agent: server up");
             } else if !was_down && !up {
-                tracing::warn!(pool, server = %ss.name, reason = why, "agent: server down");
+                tracing::warn!(event = "agent_server_down", pool, server = %ss.name, reason = why, "agent: server down");
             }
         }
     }
@@ -144,7 +144,7 @@ pub(super) async fn run(
                 Err(e) => {
                     static LOG: rt::LogLimit = rt::LogLimit::new();
                     if let Some(suppressed) = LOG.allow() {
-                        tracing::warn!(pool = %p.name, server = %ss.name, %line, error = %e, suppressed, "agent line ignored");
+                        tracing::warn!(event = "agent_line_ignored", pool = %p.name, server = %ss.name, %line, error = %e, suppressed, "agent line ignored");
                     }
                     format!("ignored {line:?}: {e}")
                 }
@@ -152,7 +152,7 @@ pub(super) async fn run(
             Err(e) => {
                 static LOG: rt::LogLimit = rt::LogLimit::new();
                 if let Some(suppressed) = LOG.allow() {
-                    tracing::warn!(pool = %p.name, server = %ss.name, %addr, error = %e, suppressed, "agent not read");
+                    tracing::warn!(event = "agent_read_failed", pool = %p.name, server = %ss.name, %addr, error = %e, suppressed, "agent not read");
                 }
                 format!("unreachable: {e}")
             }

@@ -197,7 +197,7 @@ pub fn start(shared: &Arc<Shared>) -> std::io::Result<Option<JoinHandle<()>>> {
             let driver = shared.current().config.daemon.io_driver;
             let run = rt::run_shard(driver, RING_ENTRIES, |_| checker(shared));
             if let Err(e) = run {
-                tracing::error!(error = %e, "health checker: cannot build its runtime; no active checks");
+                tracing::error!(event = "health_start_failed", error = %e, "health checker: cannot build its runtime; no active checks");
             }
         })?;
     Ok(Some(handle))
@@ -228,6 +228,7 @@ async fn checker(shared: Arc<Shared>) {
         }
         if checked > 0 {
             tracing::info!(
+                event = "health_started",
                 servers = checked,
                 generation = gen.number,
                 "health checker started"
@@ -287,7 +288,7 @@ fn record(
         Outcome::Skip(r) => {
             static LOG: rt::LogLimit = rt::LogLimit::new();
             if let Some(suppressed) = LOG.allow() {
-                tracing::warn!(pool, server = %ss.name, error = %r, suppressed, "health check not run: out of local resources");
+                tracing::warn!(event = "health_check_skipped", pool, server = %ss.name, error = %r, suppressed, "health check not run: out of local resources");
             }
             return;
         }
@@ -295,11 +296,11 @@ fn record(
     match rf.observe(ok) {
         Some(Transition::WentDown) => {
             ss.set_active(Active::Down);
-            tracing::warn!(pool, server = %ss.name, %reason, fall = h.fall, "health check: server down");
+            tracing::warn!(event = "health_server_down", pool, server = %ss.name, %reason, fall = h.fall, "health check: server down");
         }
         Some(Transition::WentUp) => {
             ss.set_active(Active::Up);
-            tracing::info!(pool, server = %ss.name, %reason, rise = h.rise, "health check: server up");
+            tracing::info!(event = "health_server_up", pool, server = %ss.name, %reason, rise = h.rise, "health check: server up");
         }
         // The first pass confirms the starting verdict without a log line.
         None if ok && rf.is_up() && ss.active() == Active::Unchecked => {

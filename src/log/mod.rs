@@ -162,7 +162,7 @@ pub(crate) fn reopen(shared: &Shared) -> Result<String, String> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    tracing::info!("logs reopened");
+    tracing::info!(event = "logs_reopened", "logs reopened");
     Ok("reopened\n".into())
 }
 
@@ -177,6 +177,7 @@ pub(crate) fn finish(shared: &Shared) {
     }
     if !logs.writer_done.load(Ordering::SeqCst) {
         tracing::warn!(
+            event = "access_log_writer_stuck",
             "the access log writer did not finish (blocked writing?); its last lines are lost"
         );
     }

@@ -411,15 +411,15 @@ impl Open {
         let rec = match recover(path) {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "traffic log: cannot use the file; the traffic log is off until its path changes");
+                tracing::error!(event = "traffic_log_refused", path = %path.display(), error = %e, "traffic log: cannot use the file; the traffic log is off until its path changes");
                 return None;
             }
         };
         if rec.cut > 0 {
-            tracing::warn!(path = %path.display(), bytes = rec.cut, after = rec.last.map_or(0, |l| l.0), "traffic log: an interrupted period (no trailer) was cut off the end of the file");
+            tracing::warn!(event = "traffic_log_period_cut", path = %path.display(), bytes = rec.cut, after = rec.last.map_or(0, |l| l.0), "traffic log: an interrupted period (no trailer) was cut off the end of the file");
         }
         let number = rec.last.map_or(0, |l| l.0);
-        tracing::info!(path = %path.display(), period_s = period, next = number + 1, "traffic log on");
+        tracing::info!(event = "traffic_log_on", path = %path.display(), period_s = period, next = number + 1, "traffic log on");
         Some(Open {
             path: path.to_path_buf(),
             period,
@@ -453,7 +453,7 @@ impl Open {
                 true
             }
             Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "traffic log: cannot write a period; its traffic goes into the next one");
+                tracing::error!(event = "traffic_log_write_failed", path = %self.path.display(), error = %e, "traffic log: cannot write a period; its traffic goes into the next one");
                 false
             }
         }

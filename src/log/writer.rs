@@ -53,11 +53,15 @@ pub fn run(rx: Receiver<Batch>, shared: Arc<Shared>) {
                 match open_append(&f.path) {
                     Ok(file) => f.file = Some(file),
                     Err(e) => {
-                        tracing::error!(path = %f.path.display(), error = %e, "access log: cannot reopen")
+                        tracing::error!(event = "access_log_open_failed", path = %f.path.display(), error = %e, "access log: cannot reopen")
                     }
                 }
             }
-            tracing::info!(files = files.len(), "access logs reopened");
+            tracing::info!(
+                event = "access_logs_reopened",
+                files = files.len(),
+                "access logs reopened"
+            );
             logs.reopen_done.store(asked, Ordering::SeqCst);
         }
         let batch = match rx.recv_timeout(POLL) {
@@ -89,7 +93,7 @@ pub fn run(rx: Receiver<Batch>, shared: Arc<Shared>) {
                 Ok(file) => f.file = Some(file),
                 Err(e) => {
                     if errors.allow().is_some() {
-                        tracing::error!(path = %f.path.display(), error = %e, "access log: cannot open; lines dropped");
+                        tracing::error!(event = "access_log_open_failed", path = %f.path.display(), error = %e, "access log: cannot open; lines dropped");
                     }
                     super::WRITER_DROPPED.fetch_add(batch.lines, Ordering::Relaxed);
                     continue;
@@ -99,7 +103,7 @@ pub fn run(rx: Receiver<Batch>, shared: Arc<Shared>) {
         if let Some(file) = f.file.as_mut() {
             if let Err(e) = file.write_all(&batch.bytes) {
                 if errors.allow().is_some() {
-                    tracing::error!(path = %f.path.display(), error = %e, "access log: write failed; lines dropped");
+                    tracing::error!(event = "access_log_write_failed", path = %f.path.display(), error = %e, "access log: write failed; lines dropped");
                 }
                 super::WRITER_DROPPED.fetch_add(batch.lines, Ordering::Relaxed);
                 // Opened again for the next batch (the file may have been removed).

@@ -29,13 +29,16 @@ where
         IoDriver::Epoll => false,
         IoDriver::Uring => true,
         IoDriver::Auto if forced_legacy => {
-            tracing::info!("MONOIO_FORCE_LEGACY_DRIVER is set; using epoll");
+            tracing::info!(
+                event = "io_driver_forced_epoll",
+                "MONOIO_FORCE_LEGACY_DRIVER is set; using epoll"
+            );
             false
         }
         IoDriver::Auto => {
             let ok = uring_available();
             if !ok {
-                tracing::warn!("io_uring is unavailable (blocked by seccomp or not supported); falling back to epoll");
+                tracing::warn!(event = "io_uring_unavailable", "io_uring is unavailable (blocked by seccomp or not supported); falling back to epoll");
             }
             ok
         }
@@ -56,7 +59,7 @@ where
             .enable_timer()
             .build()
             .or_else(|e| {
-                tracing::info!(error = %e, "io_uring setup flags refused; using a plain ring");
+                tracing::info!(event = "io_uring_flags_refused", error = %e, "io_uring setup flags refused; using a plain ring");
                 RuntimeBuilder::<IoUringDriver>::new()
                     .with_entries(entries)
                     .enable_timer()
@@ -68,7 +71,7 @@ where
                 return Ok(Driver::Uring);
             }
             Err(e) if want == IoDriver::Auto => {
-                tracing::warn!(error = %e, "io_uring ring could not be built; falling back to epoll");
+                tracing::warn!(event = "io_uring_unavailable", error = %e, "io_uring ring could not be built; falling back to epoll");
             }
             Err(e) => return Err(e),
         }

@@ -202,7 +202,7 @@ pub fn spawn(
                     shard_main(shard, ls, service, driver)
                 });
                 if let Err(e) = res {
-                    tracing::error!(shard = id, error = %e, "shard runtime failed to start");
+                    tracing::error!(event = "shard_start_failed", shard = id, error = %e, "shard runtime failed to start");
                     life.stopping.store(true, Ordering::SeqCst);
                 }
                 life.running.fetch_sub(1, Ordering::SeqCst);
@@ -222,7 +222,7 @@ async fn shard_main(
     let svc = service.start(&shard);
     let mut applied = shard.shared.generation();
     shard.shared.applied[id].0.store(applied, Ordering::Release);
-    tracing::info!(shard = id, driver = ?driver, listeners = listeners.len(), "shard started");
+    tracing::info!(event = "shard_started", shard = id, driver = ?driver, listeners = listeners.len(), "shard started");
     let mut accepting = Accepting::default();
     accepting.add(&shard, &svc, listeners);
 
@@ -273,12 +273,13 @@ async fn shard_main(
     let left = shard.stats().active.get();
     if left > 0 {
         tracing::warn!(
+            event = "shard_stop_deadline",
             shard = id,
             connections = left,
             "stop deadline passed with connections still open"
         );
     }
-    tracing::info!(shard = id, "shard stopped");
+    tracing::info!(event = "shard_stopped", shard = id, "shard stopped");
 }
 
 /// A shard's accept loops, by listening address (one socket per address per shard; a
@@ -299,14 +300,14 @@ impl Accepting {
             let addr = match std_l.local_addr() {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::error!(shard = shard.id, error = %e, "listener without an address; dropped");
+                    tracing::error!(event = "listener_dropped", shard = shard.id, error = %e, "listener without an address; dropped");
                     continue;
                 }
             };
             let listener = match rt::TcpListener::from_std(std_l) {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::error!(shard = shard.id, %addr, error = %e, "cannot register listener");
+                    tracing::error!(event = "listener_register_failed", shard = shard.id, %addr, error = %e, "cannot register listener");
                     continue;
                 }
             };
@@ -329,7 +330,7 @@ impl Accepting {
         self.loops.retain(|addr, cs| {
             let keep = wanted.contains(addr);
             if !keep {
-                tracing::info!(shard, %addr, "no longer listening (removed from the config)");
+                tracing::info!(event = "listen_removed", shard, %addr, "no longer listening (removed from the config)");
                 for (c, _) in cs.drain(..) {
                     let _ = c.cancel();
                 }
@@ -383,7 +384,7 @@ fn adopt(shard: &Rc<Shard>, svc: &Rc<dyn ShardService>, conns: Vec<crate::upgrad
         let stream = match rt::TcpStream::from_std(a.stream) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(shard = shard.id, peer = %a.peer, error = %e, "cannot adopt a handed-over connection");
+                tracing::warn!(event = "adopt_failed", shard = shard.id, peer = %a.peer, error = %e, "cannot adopt a handed-over connection");
                 continue;
             }
         };
@@ -430,7 +431,7 @@ fn spawn_conn(shard: &Rc<Shard>, conn: ConnFuture, peer: SocketAddr) {
     rt::spawn(async move {
         if let Err(why) = rt::catch_panic(conn).await {
             shard.stats().panics.add(1);
-            tracing::error!(shard = shard.id, %peer, panic = %why, "connection task panicked; connection closed, shard goes on");
+            tracing::error!(event = "connection_panicked", shard = shard.id, %peer, panic = %why, "connection task panicked; connection closed, shard goes on");
         }
     });
 }
@@ -483,7 +484,7 @@ async fn accept_loop(
             Err(e) => {
                 if rt::is_local_exhaustion(&e) {
                     if let Some(suppressed) = EXHAUSTED_LOG.allow() {
-                        tracing::warn!(shard = shard.id, error = %e, suppressed, "accept failed: out of file descriptors or memory; backing off");
+                        tracing::warn!(event = "accept_backoff", shard = shard.id, error = %e, suppressed, "accept failed: out of file descriptors or memory; backing off");
                     }
                     rt::sleep(Duration::from_millis(100)).await;
                 }

@@ -103,7 +103,9 @@ impl State {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((addr, d)),
-            Err(e) => tracing::warn!(%addr, error = %e, "cannot keep a listener for upgrades"),
+            Err(e) => {
+                tracing::warn!(event = "upgrade_listener_dup_failed", %addr, error = %e, "cannot keep a listener for upgrades")
+            }
         }
     }
 
@@ -137,7 +139,9 @@ pub fn hand_over(shared: &Shared, client: crate::rt::TcpStream, frontend: &str, 
                 frontend: frontend.to_string(),
                 peer,
             }),
-        Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a connection over; closing it"),
+        Err(e) => {
+            tracing::warn!(event = "handover_failed", %peer, error = %e, "cannot hand a connection over; closing it")
+        }
     }
     drop(client);
 }
@@ -294,6 +298,7 @@ fn start_inner(shared: &Arc<Shared>, binary: Option<PathBuf>) -> Result<String, 
     }
     // The new process serves on the same sockets: stop here, hand over, drain.
     let stop_timeout = gen.config.daemon.stop_timeout;
+    crate::notify::handed_over();
     st.replaced.store(true, Ordering::SeqCst);
     shared.life.control_closed.store(true, Ordering::SeqCst);
     shared.life.mysql_close_at_ms.store(
@@ -384,7 +389,7 @@ fn send_loop(shared: &Shared, ch: Channel, first: Totals, child: std::process::C
             match ch.send(&msg("conns", &fields), &fds) {
                 Ok(()) => sent += chunk.len(),
                 Err(e) => {
-                    tracing::warn!(error = %e, connections = chunk.len(), "upgrade: cannot hand connections over; they close")
+                    tracing::warn!(event = "handover_failed", error = %e, connections = chunk.len(), "upgrade: cannot hand connections over; they close")
                 }
             }
         }
@@ -529,7 +534,7 @@ pub fn adopt(shared: Arc<Shared>, channel: Channel) {
         &wire::encode("ready", &[("pid", &std::process::id().to_string())]),
         &[],
     ) {
-        tracing::error!(error = %e, "upgrade: cannot tell the old process we serve");
+        tracing::error!(event = "upgrade_ready_failed", error = %e, "upgrade: cannot tell the old process we serve");
         shared.upgrade.adopting.store(false, Ordering::SeqCst);
         return;
     }
@@ -545,7 +550,7 @@ pub fn adopt(shared: Arc<Shared>, channel: Channel) {
                     Ok(None) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
                     Err(e) => {
-                        tracing::warn!(error = %e, "upgrade: channel to the old process failed");
+                        tracing::warn!(event = "upgrade_channel_failed", error = %e, "upgrade: channel to the old process failed");
                         break;
                     }
                 };
@@ -590,6 +595,6 @@ pub fn adopt(shared: Arc<Shared>, channel: Channel) {
             );
         });
     if let Err(e) = spawned {
-        tracing::error!(error = %e, "upgrade: cannot start the adopting thread");
+        tracing::error!(event = "upgrade_adopt_thread_failed", error = %e, "upgrade: cannot start the adopting thread");
     }
 }

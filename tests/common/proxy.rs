@@ -89,6 +89,12 @@ impl Proxy {
     }
 
     pub fn start_with(toml: &str, vars: &[(&str, String)]) -> Proxy {
+        Proxy::start_env(toml, vars, &[])
+    }
+
+    /// Like [`Proxy::start_with`], with extra environment variables for the daemon (e.g.
+    /// `NOTIFY_SOCKET`).
+    pub fn start_env(toml: &str, vars: &[(&str, String)], env: &[(&str, &str)]) -> Proxy {
         let dir = temp_dir("proxy");
         let socket = dir.join("ctl.sock");
         let mut ports = HashMap::new();
@@ -102,6 +108,7 @@ impl Proxy {
         let child = Command::new(BIN)
             .arg("--config")
             .arg(&config_path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -89,7 +89,7 @@ async fn try_servers<'v>(
             Err(CheckoutError::Local(e)) => {
                 static LOG: rt::LogLimit = rt::LogLimit::new();
                 if let Some(suppressed) = LOG.allow() {
-                    tracing::warn!(pool = %cache.shared.name, error = %e, suppressed, "cannot open an upstream connection: out of local resources");
+                    tracing::warn!(event = "upstream_no_resources", pool = %cache.shared.name, error = %e, suppressed, "cannot open an upstream connection: out of local resources");
                 }
                 return Err(Failure::NoResources);
             }
@@ -97,7 +97,7 @@ async fn try_servers<'v>(
                 ss.metrics(conn.http.ctx.id()).connect_failures.add(1);
                 let down_for = cache.conf.down_time;
                 if ss.mark_down(rt::now_ms(), down_for.as_millis() as u64) {
-                    tracing::warn!(pool = %cache.shared.name, server = %ss.name, error = %e, ?down_for, "server down: connect failed");
+                    tracing::warn!(event = "server_down", pool = %cache.shared.name, server = %ss.name, error = %e, ?down_for, "server down: connect failed");
                 }
                 next += 1;
                 fresh = false;
@@ -109,7 +109,7 @@ async fn try_servers<'v>(
         } else {
             st.upstream_connects.add(1);
             if ss.mark_up() {
-                tracing::info!(pool = %cache.shared.name, server = %ss.name, "server up: connect succeeded");
+                tracing::info!(event = "server_up", pool = %cache.shared.name, server = %ss.name, "server up: connect succeeded");
             }
         }
         let inflight = ss.track(conn.http.ctx.id());

@@ -89,12 +89,12 @@ fn apply(conf: &Pool, ss: &ServerShared, outcome: Result<(), String>) {
     match outcome {
         Ok(()) => {
             if ss.mark_up() {
-                tracing::info!(pool = %conf.name, server = %ss.name, "mysql server up: health check answered");
+                tracing::info!(event = "mysql_probe_up", pool = %conf.name, server = %ss.name, "mysql server up: health check answered");
             }
         }
         Err(e) => {
             if ss.mark_down(rt::now_ms(), conf.down_time.as_millis() as u64) {
-                tracing::warn!(pool = %conf.name, server = %ss.name, error = %e, "mysql server down: health check failed");
+                tracing::warn!(event = "mysql_probe_down", pool = %conf.name, server = %ss.name, error = %e, "mysql server down: health check failed");
             }
         }
     }

@@ -394,7 +394,7 @@ async fn connect_backend<'s>(
                 Ok(mut stream) => match read_greeting(&mut stream, conf.connect_timeout).await {
                     Ok(g) => {
                         if ss.mark_up() {
-                            tracing::info!(pool = %pool.name, server = %ss.name, "server up: connect succeeded");
+                            tracing::info!(event = "server_up", pool = %pool.name, server = %ss.name, "server up: connect succeeded");
                         }
                         if let Some((st, t)) = &sticky {
                             st.settle(shard.shard.id, t, ix);
@@ -409,7 +409,7 @@ async fn connect_backend<'s>(
                 Err(rt::ConnectError::Local(e)) => {
                     static LOG: crate::rt::LogLimit = crate::rt::LogLimit::new();
                     if let Some(suppressed) = LOG.allow() {
-                        tracing::warn!(pool = %pool.name, error = %e, suppressed, "cannot open a server connection: out of local resources");
+                        tracing::warn!(event = "upstream_no_resources", pool = %pool.name, error = %e, suppressed, "cannot open a server connection: out of local resources");
                     }
                     return Err(NoBackend::LocalExhaustion);
                 }
@@ -417,7 +417,7 @@ async fn connect_backend<'s>(
             };
             counters.connect_failures.add(1);
             if ss.mark_down(rt::now_ms(), conf.down_time.as_millis() as u64) {
-                tracing::warn!(pool = %pool.name, server = %ss.name, error = %failure, down_for = ?conf.down_time, "mysql server down");
+                tracing::warn!(event = "server_down", pool = %pool.name, server = %ss.name, error = %failure, down_for = ?conf.down_time, "mysql server down");
             }
         }
         if !full {

@@ -1,0 +1,198 @@
+//! The Grafana dashboard (`config/grafana-dashboard.json`): valid JSON in Grafana's model, a
+//! Prometheus datasource variable that every panel uses, and queries that name only metrics
+//! the daemon exports. The list below is the metrics contract (docs/operations.md); a check
+//! against a live scrape of the admin listener belongs here once it exists.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// Every metric the dashboard may use: counters (`_total`), gauges and histograms (seconds;
+/// queried through `_bucket`, `_sum`, `_count`).
+const COUNTERS_AND_GAUGES: &[&str] = &[
+    "shardgate_connections_active",
+    "shardgate_connections_accepted_total",
+    "shardgate_connections",
+    "shardgate_http_requests_total",
+    "shardgate_http_responses_total",
+    "shardgate_site_requests_total",
+    "shardgate_site_bytes_in_total",
+    "shardgate_site_bytes_out_total",
+    "shardgate_server_requests_total",
+    "shardgate_server_responses_total",
+    "shardgate_server_bytes_in_total",
+    "shardgate_server_bytes_out_total",
+    "shardgate_server_connect_failures_total",
+    "shardgate_server_in_flight",
+    "shardgate_server_queued",
+    "shardgate_server_up",
+    "shardgate_server_weight",
+    "shardgate_upstream_retries_total",
+    "shardgate_proxy_errors_total",
+    "shardgate_memory_held_bytes",
+    "shardgate_config_generation",
+    "shardgate_mysql_user_commands_total",
+    "shardgate_mysql_user_errors_total",
+    "shardgate_mysql_user_bytes_in_total",
+    "shardgate_mysql_user_bytes_out_total",
+];
+
+const HISTOGRAMS: &[&str] = &[
+    "shardgate_http_request_duration_seconds",
+    "shardgate_http_first_byte_seconds",
+    "shardgate_pool_request_duration_seconds",
+    "shardgate_server_request_duration_seconds",
+    "shardgate_mysql_command_duration_seconds",
+];
+
+fn dashboard() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/grafana-dashboard.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every PromQL string in the dashboard: panel targets, variable queries, annotations.
+fn queries(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("expr" | "definition", Value::String(s)) => out.push(s.clone()),
+                    ("query", Value::String(s)) if s.contains("shardgate_") => out.push(s.clone()),
+                    _ => queries(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| queries(x, out)),
+        _ => {}
+    }
+}
+
+/// The `shardgate_[a-z_]+` names in a query.
+fn names(q: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = q;
+    while let Some(i) = rest.find("shardgate_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+fn known(name: &str) -> bool {
+    if COUNTERS_AND_GAUGES.contains(&name) {
+        return true;
+    }
+    ["_bucket", "_sum", "_count"].iter().any(|s| {
+        name.strip_suffix(s)
+            .is_some_and(|h| HISTOGRAMS.contains(&h))
+    })
+}
+
+#[test]
+fn every_metric_queried_is_exported() {
+    let d = dashboard();
+    let mut qs = Vec::new();
+    queries(&d, &mut qs);
+    assert!(qs.len() > 20, "too few queries found: {qs:?}");
+    let mut used = BTreeSet::new();
+    for q in &qs {
+        for n in names(q) {
+            assert!(known(&n), "unknown metric {n} in query {q}");
+            used.insert(n);
+        }
+        // Histograms are only read through their series, never by the bare name.
+        for h in HISTOGRAMS {
+            for n in names(q) {
+                assert!(
+                    n != *h,
+                    "histogram {h} used without _bucket/_sum/_count: {q}"
+                );
+            }
+        }
+    }
+    // The panels the dashboard promises.
+    for must in [
+        "shardgate_http_requests_total",
+        "shardgate_http_responses_total",
+        "shardgate_http_request_duration_seconds_bucket",
+        "shardgate_server_in_flight",
+        "shardgate_server_queued",
+        "shardgate_server_up",
+        "shardgate_site_requests_total",
+        "shardgate_mysql_user_commands_total",
+        "shardgate_mysql_command_duration_seconds_bucket",
+    ] {
+        assert!(used.contains(must), "no panel uses {must}");
+    }
+    assert!(
+        qs.iter().any(|q| q.contains("histogram_quantile(0.99")),
+        "no p99"
+    );
+}
+
+#[test]
+fn grafana_model_with_a_prometheus_datasource_variable() {
+    let d = dashboard();
+    assert!(
+        d["schemaVersion"].as_u64().unwrap() >= 36,
+        "Grafana 9+ model"
+    );
+    assert!(d["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let ds = vars
+        .iter()
+        .find(|v| v["type"] == "datasource")
+        .expect("a datasource variable");
+    assert_eq!(ds["query"], "prometheus");
+    let ds_ref = format!("${{{}}}", ds["name"].as_str().unwrap());
+
+    // Core panel types only (no plugin to install), each on the variable's datasource, with
+    // unique ids.
+    let core = [
+        "row",
+        "timeseries",
+        "stat",
+        "state-timeline",
+        "table",
+        "gauge",
+        "bargauge",
+        "text",
+    ];
+    let mut ids = BTreeSet::new();
+    let panels = d["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    for p in panels {
+        let ty = p["type"].as_str().unwrap();
+        assert!(core.contains(&ty), "panel type {ty} is not a core panel");
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate panel id {}",
+            p["id"]
+        );
+        if ty == "row" {
+            continue;
+        }
+        assert_eq!(
+            p["datasource"]["uid"],
+            ds_ref.as_str(),
+            "panel {}",
+            p["title"]
+        );
+        for t in p["targets"].as_array().unwrap() {
+            assert_eq!(
+                t["datasource"]["uid"],
+                ds_ref.as_str(),
+                "panel {}",
+                p["title"]
+            );
+            assert!(t["expr"].as_str().is_some_and(|e| !e.is_empty()));
+        }
+        let g = &p["gridPos"];
+        let (x, w) = (g["x"].as_u64().unwrap(), g["w"].as_u64().unwrap());
+        assert!(x + w <= 24, "panel {} overflows the grid", p["title"]);
+    }
+}
