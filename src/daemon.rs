@@ -282,7 +282,7 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
                 "{}: admin.listen: cannot listen: {e}",
                 shared.current().config.source.display()
             );
-            tracing::error!("{msg}");
+            tracing::error!(event = "admin_listen_failed", "{msg}");
             eprintln!("shardgate: {msg}");
             match &channel {
                 // The old process keeps the command socket and serves on.
@@ -332,8 +332,12 @@ fn run_with(mut config: Config, file: FileConfig, upgrade_fd: Option<RawFd>) -> 
             .map(|a| a.to_string())
             .unwrap_or_default();
         match crate::admin::start(listener, shared.clone()) {
-            Ok(()) => tracing::info!(listen = %addr, "admin listener started"),
-            Err(e) => tracing::error!(error = %e, "cannot start the admin listener"),
+            Ok(()) => {
+                tracing::info!(event = "admin_started", listen = %addr, "admin listener started")
+            }
+            Err(e) => {
+                tracing::error!(event = "admin_start_failed", error = %e, "cannot start the admin listener")
+            }
         }
     }
     if let Err(e) = crate::dns::refresh::start(shared.clone()) {

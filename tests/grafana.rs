@@ -1,48 +1,14 @@
 //! The Grafana dashboard (`config/grafana-dashboard.json`): valid JSON in Grafana's model, a
 //! Prometheus datasource variable that every panel uses, and queries that name only metrics
-//! the daemon exports. The list below is the metrics contract (docs/operations.md); a check
-//! against a live scrape of the admin listener belongs here once it exists.
+//! a live daemon exports (families and label names, from a scrape).
 
+mod common;
+
+use common::prom::Exposition;
+use common::proxy::single_pool;
+use common::{req, Backend, Conn};
 use serde_json::Value;
 use std::collections::BTreeSet;
-
-/// Every metric the dashboard may use: counters (`_total`), gauges and histograms (seconds;
-/// queried through `_bucket`, `_sum`, `_count`).
-const COUNTERS_AND_GAUGES: &[&str] = &[
-    "shardgate_connections_active",
-    "shardgate_connections_accepted_total",
-    "shardgate_connections",
-    "shardgate_http_requests_total",
-    "shardgate_http_responses_total",
-    "shardgate_site_requests_total",
-    "shardgate_site_bytes_in_total",
-    "shardgate_site_bytes_out_total",
-    "shardgate_server_requests_total",
-    "shardgate_server_responses_total",
-    "shardgate_server_bytes_in_total",
-    "shardgate_server_bytes_out_total",
-    "shardgate_server_connect_failures_total",
-    "shardgate_server_in_flight",
-    "shardgate_server_queued",
-    "shardgate_server_up",
-    "shardgate_server_weight",
-    "shardgate_upstream_retries_total",
-    "shardgate_proxy_errors_total",
-    "shardgate_memory_held_bytes",
-    "shardgate_config_generation",
-    "shardgate_mysql_user_commands_total",
-    "shardgate_mysql_user_errors_total",
-    "shardgate_mysql_user_bytes_in_total",
-    "shardgate_mysql_user_bytes_out_total",
-];
-
-const HISTOGRAMS: &[&str] = &[
-    "shardgate_http_request_duration_seconds",
-    "shardgate_http_first_byte_seconds",
-    "shardgate_pool_request_duration_seconds",
-    "shardgate_server_request_duration_seconds",
-    "shardgate_mysql_command_duration_seconds",
-];
 
 fn dashboard() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/grafana-dashboard.json");
@@ -82,18 +48,65 @@ fn names(q: &str) -> Vec<String> {
     out
 }
 
-fn known(name: &str) -> bool {
-    if COUNTERS_AND_GAUGES.contains(&name) {
+/// A live daemon's exposition: every family it exports, and every label name its samples carry.
+fn live() -> (Exposition, BTreeSet<String>) {
+    let backend = Backend::start("app");
+    let p = single_pool(backend.addr_string(), 1, "", "", "");
+    let mut c = Conn::connect(p.addr("web"));
+    c.send(&req("GET", "/", "grafana.test", &[], b""));
+    assert_eq!(c.read_response().status, 200);
+    let (code, text) = p.ctl("show metrics");
+    assert_eq!(code, 0, "{text}");
+    let e = Exposition::parse(&text, false);
+    let mut labels: BTreeSet<String> = e
+        .samples
+        .iter()
+        .flat_map(|s| s.labels.keys().cloned())
+        .collect();
+    // Prometheus adds these; the MySQL families carry these when there is MySQL traffic (this
+    // daemon has none: the MySQL tests check those series).
+    labels.extend(["instance", "job", "user", "command"].map(String::from));
+    (e, labels)
+}
+
+/// Is `name` a sample name of a family the daemon exports?
+fn known(e: &Exposition, name: &str) -> bool {
+    if e.types.get(name).is_some_and(|t| t != "histogram") {
         return true;
     }
     ["_bucket", "_sum", "_count"].iter().any(|s| {
         name.strip_suffix(s)
-            .is_some_and(|h| HISTOGRAMS.contains(&h))
+            .is_some_and(|h| e.types.get(h).is_some_and(|t| t == "histogram"))
     })
 }
 
+/// The label names in `by (...)` clauses and `{name=...}` selectors of a query.
+fn label_names(q: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (open, close) in [("by (", ')'), ("{", '}')] {
+        let mut rest = q;
+        while let Some(i) = rest.find(open) {
+            let inner = &rest[i + open.len()..];
+            let end = inner.find(close).unwrap_or(inner.len());
+            for part in inner[..end].split(',') {
+                let name: String = part
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    out.push(name);
+                }
+            }
+            rest = &inner[end..];
+        }
+    }
+    out
+}
+
 #[test]
-fn every_metric_queried_is_exported() {
+fn every_metric_and_label_queried_is_exported_by_a_live_daemon() {
+    let (e, labels) = live();
     let d = dashboard();
     let mut qs = Vec::new();
     queries(&d, &mut qs);
@@ -101,17 +114,21 @@ fn every_metric_queried_is_exported() {
     let mut used = BTreeSet::new();
     for q in &qs {
         for n in names(q) {
-            assert!(known(&n), "unknown metric {n} in query {q}");
+            assert!(known(&e, &n), "metric {n} is not exported (query {q})");
             used.insert(n);
         }
+        for l in label_names(q) {
+            assert!(
+                labels.contains(&l),
+                "label {l} is on no exported series (query {q})"
+            );
+        }
         // Histograms are only read through their series, never by the bare name.
-        for h in HISTOGRAMS {
-            for n in names(q) {
-                assert!(
-                    n != *h,
-                    "histogram {h} used without _bucket/_sum/_count: {q}"
-                );
-            }
+        for n in names(q) {
+            assert!(
+                e.types.get(&n).is_none_or(|t| t != "histogram"),
+                "histogram {n} used without _bucket/_sum/_count: {q}"
+            );
         }
     }
     // The panels the dashboard promises.

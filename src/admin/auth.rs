@@ -123,7 +123,7 @@ impl Auth {
             }
             _ => {
                 self.failed(peer, now);
-                tracing::warn!(user = %user.escape_debug(), peer = %peer, "admin login failed");
+                tracing::warn!(event = "admin_login_failed", user = %user.escape_debug(), peer = %peer, "admin login failed");
                 Err(Denied::Unauthorized)
             }
         }

@@ -103,7 +103,10 @@ fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
         if ctx.shared.life.stopping.load(Ordering::SeqCst) {
-            tracing::info!("admin listener closed: the daemon is stopping");
+            tracing::info!(
+                event = "admin_closed",
+                "admin listener closed: the daemon is stopping"
+            );
             return;
         }
         let mut pfd = libc::pollfd {
@@ -139,7 +142,10 @@ fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
                 serve_client(&ctx, conn, peer);
             });
         if let Err(e) = spawned {
-            tracing::warn!("cannot start an admin client thread: {e}");
+            tracing::warn!(
+                event = "admin_thread_failed",
+                "cannot start an admin client thread: {e}"
+            );
         }
     }
 }
@@ -241,7 +247,7 @@ fn host_ok(host: &str, local: Option<SocketAddr>) -> bool {
 /// content type.
 fn action_allowed(ctx: &Ctx, req: &Request, who: &Who, host: &str) -> Result<(), Response> {
     let deny = |status: u16, why: &str| {
-        tracing::warn!(user = %who.user, why, "admin action refused");
+        tracing::warn!(event = "admin_action_refused", user = %who.user, why, "admin action refused");
         Response::json(status, &json!({ "ok": false, "error": why }))
     };
     if who.role != AdminRole::Admin {
@@ -315,7 +321,7 @@ fn server_action(ctx: &Ctx, req: &Request, who: &Who) -> Response {
     };
     let (answer, _) = crate::control::run_words(&ctx.shared, &words);
     let answer = answer.trim_end().to_owned();
-    tracing::info!(user = %who.user, command = %words.join(" "), answer = %answer, "admin action");
+    tracing::info!(event = "admin_action", user = %who.user, command = %words.join(" "), answer = %answer, "admin action");
     match answer.strip_prefix("error: ") {
         Some(e) => Response::json(400, &json!({ "ok": false, "error": e })),
         None => Response::json(200, &json!({ "ok": true, "answer": answer })),

@@ -347,7 +347,7 @@ fn set_admin(s: &Shared, args: &[&str], admin: Admin) -> Result<(String, Action)
     };
     let (p, i) = find_server(s, target)?;
     p.servers[i].set_admin_by_operator(admin);
-    tracing::info!(pool = %p.name, server = %p.servers[i].name, state = admin.as_str(), "server state changed by command");
+    tracing::info!(event = "server_state_changed", pool = %p.name, server = %p.servers[i].name, state = admin.as_str(), "server state changed by command");
     let word = match admin {
         Admin::Maint => "disabled",
         Admin::Ready => "enabled",
@@ -376,7 +376,7 @@ fn set_server(s: &Shared, args: &[&str]) -> Result<(String, Action), String> {
                 .ok_or_else(|| format!("weight '{value}': expected an integer 0-1000"))?;
             let old = sv.weight();
             sv.set_weight(w);
-            tracing::info!(pool = %p.name, server = %sv.name, old, weight = w, "server weight changed by command");
+            tracing::info!(event = "server_weight_changed", pool = %p.name, server = %sv.name, old, weight = w, "server weight changed by command");
             Ok((format!("{target} weight {w} (was {old})\n"), Action::None))
         }
         "state" => {
@@ -388,7 +388,7 @@ fn set_server(s: &Shared, args: &[&str]) -> Result<(String, Action), String> {
             };
             let old = sv.admin();
             sv.set_admin_by_operator(admin);
-            tracing::info!(pool = %p.name, server = %sv.name, old = old.as_str(), state = admin.as_str(), "server state changed by command");
+            tracing::info!(event = "server_state_changed", pool = %p.name, server = %sv.name, old = old.as_str(), state = admin.as_str(), "server state changed by command");
             Ok((
                 format!("{target} state {} (was {})\n", admin.as_str(), old.as_str()),
                 Action::None,

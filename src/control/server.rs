@@ -119,6 +119,7 @@ pub fn serve(
             COUNTERS.busy.fetch_add(1, Ordering::Relaxed);
             if let Some(suppressed) = BUSY_LOG.allow() {
                 tracing::warn!(
+                    event = "control_busy",
                     limit = MAX_CLIENTS,
                     suppressed,
                     "control connection refused: too many control clients"
@@ -139,7 +140,10 @@ pub fn serve(
             });
         // On failure the closure is dropped: the connection closes and the slot is freed.
         if let Err(e) = spawned {
-            tracing::warn!("cannot start a control client thread: {e}");
+            tracing::warn!(
+                event = "control_thread_failed",
+                "cannot start a control client thread: {e}"
+            );
         }
     }
 }
@@ -153,7 +157,7 @@ fn deny(conn: UnixStream, cred: Option<libc::ucred>) {
     COUNTERS.denied.fetch_add(1, Ordering::Relaxed);
     let uid = cred.map_or_else(|| "unknown".to_string(), |c| c.uid.to_string());
     if let Some(suppressed) = DENIED_LOG.allow() {
-        tracing::warn!(
+        tracing::warn!(event = "control_denied",
             uid = %uid,
             pid = cred.map_or(0, |c| c.pid),
             suppressed,

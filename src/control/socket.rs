@@ -39,16 +39,26 @@ impl SocketFile {
         match fs::symlink_metadata(&self.path) {
             Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
                 if let Err(e) = fs::remove_file(&self.path) {
-                    tracing::warn!("cannot remove control socket {path}: {e}");
+                    tracing::warn!(
+                        event = "control_socket_remove_failed",
+                        "cannot remove control socket {path}: {e}"
+                    );
                 }
             }
             Ok(_) => tracing::warn!(
+                event = "control_socket_replaced",
                 "control socket {path} was replaced by another file since start; leaving it"
             ),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                tracing::warn!("control socket {path} was already removed")
+                tracing::warn!(
+                    event = "control_socket_gone",
+                    "control socket {path} was already removed"
+                )
             }
-            Err(e) => tracing::warn!("cannot inspect control socket {path}: {e}; leaving it"),
+            Err(e) => tracing::warn!(
+                event = "control_socket_inspect_failed",
+                "cannot inspect control socket {path}: {e}; leaving it"
+            ),
         }
     }
 }
@@ -143,7 +153,11 @@ fn bind_0600(path: &Path) -> io::Result<UnixListener> {
     let listener = bind_umask(&staging)?;
     let linked = fs::hard_link(&staging, path);
     if let Err(e) = fs::remove_file(&staging) {
-        tracing::warn!("cannot remove {}: {e}", staging.display());
+        tracing::warn!(
+            event = "control_socket_staging_remove_failed",
+            "cannot remove {}: {e}",
+            staging.display()
+        );
     }
     match linked {
         Ok(()) => Ok(listener),
@@ -219,7 +233,7 @@ fn clear_path(path: &Path) -> io::Result<()> {
                             format!("cannot remove stale socket {}: {e}", path.display()),
                         )
                     })?;
-                    tracing::info!(path = %path.display(), "removed a stale control socket");
+                    tracing::info!(event = "control_socket_stale_removed", path = %path.display(), "removed a stale control socket");
                     Ok(())
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -71,9 +71,6 @@ pub enum Scope<'a> {
     Pool(&'a str),
     /// Pool name, server name.
     Server(&'a str, &'a str),
-    // Used by the admin page (being merged); `show latency` merges the user tables once.
-    #[allow(dead_code)]
-    MysqlUser(&'a str),
 }
 
 /// One frontend's or server's metrics summed over shards.
@@ -156,7 +153,7 @@ pub fn percentiles(h: &histogram::Snapshot) -> Percentiles {
     }
 }
 
-/// Total time of the requests (HTTP) or commands (MySQL) of `scope`, merged over shards;
+/// Total time of the HTTP requests of `scope`, merged over shards;
 /// `None` when the scope is unknown. A pool's figure is its servers' together: requests
 /// that never got a server (no route, none up) are in their frontend's figure only.
 pub fn latency(shared: &Shared, scope: Scope) -> Option<Percentiles> {
@@ -179,13 +176,6 @@ pub fn latency(shared: &Shared, scope: Scope) -> Option<Percentiles> {
             let pool = gen.pool(pool)?;
             let s = pool.servers.iter().find(|s| s.name == name)?;
             Some(percentiles(&server(s).total))
-        }
-        Scope::MysqlUser(user) => {
-            let shards: Vec<&crate::proxy::mysql::MysqlShardStats> =
-                shared.mysql_stats.iter().map(|s| &**s).collect();
-            let users = crate::proxy::mysql::stats::merged_users(&shards);
-            let u = users.get(user.as_bytes())?;
-            Some(hdr_percentiles(&u.latency_us))
         }
     }
 }

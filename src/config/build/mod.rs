@@ -180,7 +180,7 @@ impl Builder<'_> {
 
         for (pool, used) in pools.iter().zip(&used) {
             if !*used {
-                tracing::warn!(file = self.origin, pool = %pool.name, "pool is not used by any frontend");
+                tracing::warn!(event = "pool_unused", file = self.origin, pool = %pool.name, "pool is not used by any frontend");
             }
         }
 
