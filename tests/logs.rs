@@ -374,6 +374,13 @@ fn a_writer_that_cannot_keep_up_drops_lines_and_counts_them() {
     std::thread::sleep(Duration::from_millis(1200));
     let dropped = stat(&p, "access_log.dropped");
     assert!(dropped > 0, "nothing dropped");
+    let (_, text) = p.ctl("show metrics");
+    let e = common::prom::Exposition::parse(&text, false);
+    assert_eq!(
+        e.one("shardgate_access_log_dropped_total", &[]) as u64,
+        dropped,
+        "the metric and show stats"
+    );
     // Now read everything; stopping lets the writer write the rest, then the FIFO closes.
     let drain = std::thread::spawn(move || {
         let mut all = Vec::new();

@@ -222,6 +222,18 @@ fn shards(w: &mut Writer, shared: &Shared) {
             w.sample(&total, &[("shard", id)], pick(&st.0).get() as f64);
         }
     }
+    w.family(
+        "shardgate_access_log_dropped",
+        Kind::Counter,
+        "Access log lines dropped because the writer fell behind (never blocking a request).",
+    );
+    let dropped: u64 = shared
+        .stats
+        .iter()
+        .map(|s| s.0.access_log_dropped.get())
+        .sum::<u64>()
+        + crate::log::writer_dropped();
+    w.sample("shardgate_access_log_dropped_total", &[], dropped as f64);
     let gauges: [(&str, &str, Pick); 2] = [
         (
             "shardgate_connections_active",
