@@ -42,9 +42,13 @@ mod shared;
 mod stats;
 mod upgrade;
 
+/// The traffic log's recovery of an existing file, and the admin listener's `Authorization:
+/// Basic` reader, for the fuzz targets.
+pub use admin::auth::parse_basic as admin_parse_basic;
 pub use admin::hash_password;
 pub use control::{client as ctl_client, default_socket, JSON_PREFIX as CTL_JSON_PREFIX};
 pub use daemon::{block_stop_signals, demo, run, run_upgraded};
+pub use log::traffic::recover as traffic_log_recover;
 pub use mem::CountingAlloc;
 /// The upgrade channel's message format and carried counters, for the fuzz targets.
 pub use upgrade::{totals as upgrade_totals, wire as upgrade_wire};

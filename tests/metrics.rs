@@ -246,14 +246,9 @@ servers = [ { name = "g", addr = "{good}" } ]
         ),
         1.0
     );
-    // The 503 is the dead server's last attempt, counted as its 5xx answer.
-    assert_eq!(
-        e.one(
-            "shardgate_server_responses_total",
-            &[("pool", "dead"), ("server", "d"), ("code", "5xx")]
-        ),
-        1.0
-    );
+    // The 503 is charged to the frontend only: the dead server never took a request.
+    assert_eq!(e.sum("shardgate_server_responses_total", &d), 0.0);
+    assert_eq!(e.one("shardgate_server_requests_total", &d), 0.0);
     assert_eq!(
         e.one(
             "shardgate_server_responses_total",

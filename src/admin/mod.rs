@@ -16,7 +16,7 @@
 //! a user with the `admin` role. Actions run through the command table
 //! ([`crate::control::run_words`]), so they do exactly what `shardgate ctl` does.
 
-mod auth;
+pub(crate) mod auth;
 mod http;
 mod state;
 
@@ -186,7 +186,11 @@ fn answer(ctx: &Ctx, req: &Request, peer: IpAddr, local: Option<SocketAddr>) -> 
         // Never a CORS grant: a cross-site preflight fails here.
         return Response::text(405, "method not allowed").with("Allow", "GET, POST");
     }
-    let who = match ctx.auth.check(admin, req.header("authorization"), peer) {
+    let loopback = local.is_some_and(|a| a.ip().is_loopback());
+    let who = match ctx
+        .auth
+        .check(admin, req.header("authorization"), peer, loopback)
+    {
         Ok(w) => w,
         Err(Denied::Unauthorized) => {
             return Response::text(401, "login required").with(

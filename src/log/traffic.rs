@@ -306,10 +306,13 @@ pub fn recover(path: &Path) -> io::Result<Recovered> {
         // the file), from the end.
         let mut found = None;
         let mut tail_ok = true;
-        // Bytes after the last newline: an unfinished line.
+        // Bytes after the last newline: an unfinished line, whatever it holds (a write cut
+        // anywhere, or the zeros a power loss can leave in a file's last block); it is cut
+        // with the rest of its period. Only when no complete line precedes it must it look like
+        // a traffic log line: that is all there is to tell a wrong path by.
         let last_nl = memchr::memrchr(b'\n', &buf);
         let unfinished = &buf[last_nl.map_or(0, |i| i + 1)..];
-        if !unfinished.is_empty() && !traffic_like(unfinished) {
+        if last_nl.is_none() && !unfinished.is_empty() && !traffic_like(unfinished) {
             tail_ok = false;
         }
         if let Some(i) = last_nl {
@@ -684,6 +687,16 @@ mod tests {
             }
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), complete);
+        // A write cut anywhere, or zeros left by a power loss, after a complete line.
+        for tail in ["3 30", "3 3", "\0\0\0\0", "3 30 40 http w\u{e9}b"] {
+            std::fs::write(&path, format!("{complete}{tail}")).unwrap();
+            assert_eq!(recover(&path).unwrap().last, Some((2, 30)), "{tail:?}");
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                complete,
+                "{tail:?}"
+            );
+        }
         // Only a partial period: cut to nothing, numbering from 1.
         std::fs::write(&path, "1 10 20 http web a 1 2 3 4\n").unwrap();
         assert_eq!(recover(&path).unwrap().last, None);
@@ -692,6 +705,8 @@ mod tests {
         std::fs::write(&path, "hello world\n").unwrap();
         assert!(recover(&path).is_err());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "hello world\n");
+        std::fs::write(&path, "no newline at all").unwrap();
+        assert!(recover(&path).is_err());
         // A large file: the trailer is found beyond the first window.
         let mut big = String::from(complete);
         let line = "3 30 40 http web a 1 2 3 4\n";

@@ -68,12 +68,13 @@ async fn try_servers<'v>(
     let mut next = 0;
     let mut fresh = false;
     let mut retried = false;
+    let mut attempted = false;
     loop {
         let &server = candidates.get(next).ok_or(Failure::NoServer)?;
-        if x.server.is_some() {
+        if attempted {
             x.retries = x.retries.saturating_add(1);
         }
-        x.server = Some(server);
+        attempted = true;
         let ss = &cache.shared.servers[server];
         let mut up = match cache
             .checkout(
@@ -104,6 +105,9 @@ async fn try_servers<'v>(
                 continue;
             }
         };
+        // The server the exchange is charged to: one that got a connection (a refused
+        // connect is counted in its connect failures, not as a request).
+        x.server = Some(server);
         if up.reused {
             st.upstream_reused.add(1);
         } else {
