@@ -39,6 +39,9 @@ pub fn open_append(path: &Path) -> std::io::Result<File> {
 struct Open {
     path: Arc<Path>,
     file: Option<File>,
+    /// A write failed part-way (a full disk): the file may end inside a line, so the next
+    /// write starts with a line end rather than glue its first line onto that half.
+    cut: bool,
 }
 
 pub fn run(rx: Receiver<Batch>, shared: Arc<Shared>) {
@@ -83,6 +86,7 @@ pub fn run(rx: Receiver<Batch>, shared: Arc<Shared>) {
                 files.push(Open {
                     path: batch.path.clone(),
                     file: None,
+                    cut: false,
                 });
                 files.len() - 1
             }
@@ -101,7 +105,15 @@ pub fn run(rx: Receiver<Batch>, shared: Arc<Shared>) {
             }
         }
         if let Some(file) = f.file.as_mut() {
-            if let Err(e) = file.write_all(&batch.bytes) {
+            let healed = !f.cut || file.write_all(b"\n").is_ok();
+            let written = if healed {
+                f.cut = false;
+                file.write_all(&batch.bytes)
+            } else {
+                Err(std::io::Error::other("the line end after a cut write failed"))
+            };
+            if let Err(e) = written {
+                f.cut = true;
                 if errors.allow().is_some() {
                     tracing::error!(event = "access_log_write_failed", path = %f.path.display(), error = %e, "access log: write failed; lines dropped");
                 }
