@@ -110,7 +110,9 @@ pub fn run(rx: Receiver<Batch>, shared: Arc<Shared>) {
                 f.cut = false;
                 file.write_all(&batch.bytes)
             } else {
-                Err(std::io::Error::other("the line end after a cut write failed"))
+                Err(std::io::Error::other(
+                    "the line end after a cut write failed",
+                ))
             };
             if let Err(e) = written {
                 f.cut = true;
