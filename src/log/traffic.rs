@@ -409,8 +409,16 @@ struct Open {
 }
 
 impl Open {
-    /// Start on `path`: numbering from the file, the base from the counters now.
-    fn start(shared: &Shared, path: &Path, period: u64, now: u64) -> Option<Open> {
+    /// Start on `path`: numbering from the file, the base from the counters now, or from zero
+    /// when the log is on from the process's start (`from_start`): the traffic a shard serves
+    /// before this thread's first tick belongs in the first period.
+    fn start(
+        shared: &Shared,
+        path: &Path,
+        period: u64,
+        now: u64,
+        from_start: bool,
+    ) -> Option<Open> {
         let rec = match recover(path) {
             Ok(r) => r,
             Err(e) => {
@@ -427,9 +435,21 @@ impl Open {
             path: path.to_path_buf(),
             period,
             number,
-            start: now,
+            start: if from_start {
+                shared
+                    .started
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(now, |d| d.as_secs())
+                    .min(now)
+            } else {
+                now
+            },
             next_end: boundary_after(now, period),
-            base: Totals::of(shared),
+            base: if from_start {
+                Totals(BTreeMap::new())
+            } else {
+                Totals::of(shared)
+            },
         })
     }
 
@@ -506,6 +526,7 @@ pub fn run(shared: Arc<Shared>) {
     // A path that could not be used: not tried again until the config names another.
     let mut refused: Option<PathBuf> = None;
     let mut gone = None;
+    let mut opened_once = false;
     loop {
         let stopping = shared.logs.stop_traffic.load(Ordering::SeqCst);
         let now = unix_now();
@@ -536,7 +557,14 @@ pub fn run(shared: Arc<Shared>) {
                     && refused.as_deref() != Some(&c.path)
                     && old_gone(&shared, &mut gone) =>
             {
-                open = Open::start(&shared, &c.path, c.period.as_secs().max(1), now);
+                // On from the start: the first config, in a process that replaced none (an
+                // upgraded process's counters start from its predecessor's totals, which that
+                // one's own periods already hold).
+                let from_start = !opened_once
+                    && shared.current().number == 1
+                    && shared.upgrade.previous_pid.load(Ordering::Relaxed) == 0;
+                opened_once = true;
+                open = Open::start(&shared, &c.path, c.period.as_secs().max(1), now, from_start);
                 refused = open.is_none().then(|| c.path.clone());
             }
             (None, _) => {}
