@@ -223,6 +223,7 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
     x.sticky = sticky::resolve(shared, &conn.buf, head, conn.peer);
     x.hash = pick::hash(&view.conns[pool].conf, &req, conn.peer);
     conn.buf.drain(..consumed);
+    let mut ours = 0;
     let mut done = Done {
         pool: Some(pool),
         ..Done::failed(started, Failure::ClientGone, 0, 0)
@@ -254,15 +255,13 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
             tracing::debug!(peer = %conn.peer, side = ?f.side(), failure = ?f, "exchange failed");
             done.status = f.status().unwrap_or(0);
             done.reason = f.name();
+            // Our answer (if any) goes out after this exchange; its bytes count here.
+            ours = answered_len(conn, done.status);
             Outcome::from(f)
         }
     };
     done.bytes_in = x.sent;
-    done.bytes_out = x.answered;
-    if done.reason != reason::OK && done.reason != reason::UPGRADED && done.first_byte.is_none() {
-        // Our own answer (if any) goes out after this exchange; count its bytes here.
-        done.bytes_out += answered_len(conn, done.status);
-    }
+    done.bytes_out = x.answered + ours;
     done.server = x.server;
     done.retries = x.retries;
     done.sticky = x.sticky.ticket.named;
