@@ -552,10 +552,10 @@ pub fn run(shared: Arc<Shared>) {
                 open = None;
                 continue;
             }
+            // Also when the stop came before this thread's first tick: the traffic served
+            // until then still gets its period.
             (None, Some(c))
-                if !stopping
-                    && refused.as_deref() != Some(&c.path)
-                    && old_gone(&shared, &mut gone) =>
+                if refused.as_deref() != Some(&c.path) && old_gone(&shared, &mut gone) =>
             {
                 // On from the start: the first config, in a process that replaced none (an
                 // upgraded process's counters start from its predecessor's totals, which that
@@ -566,6 +566,10 @@ pub fn run(shared: Arc<Shared>) {
                 opened_once = true;
                 open = Open::start(&shared, &c.path, c.period.as_secs().max(1), now, from_start);
                 refused = open.is_none().then(|| c.path.clone());
+                if stopping && open.is_some() {
+                    // Round again at once: the stop writes the period.
+                    continue;
+                }
             }
             (None, _) => {}
         }
