@@ -421,10 +421,11 @@ def metric(r, name):
     return num(r[name])
 
 order = ("shardgate", "nginx", "varnish")
-targets = [t for t in order if any(r["target"] == t for r in rows)]
+vstatus = {(v[0], v[1]): v[2] for v in verify if len(v) > 2}
+targets = [t for t in order if any(r["target"] == t for r in rows) or any(k[0] == t for k in vstatus)]
 others = [t for t in ("nginx", "varnish") if t in targets and "shardgate" in targets]
 reps = sorted({r["rep"] for r in rows}, key=int)
-wls = [w for w in BODY if any(r["workload"] == w for r in rows)]
+wls = [w for w in BODY if any(r["workload"] == w for r in rows) or any(k[1] == w for k in vstatus)]
 
 def values(wl, t, name):
     return {r["rep"]: metric(r, name) for r in rows if r["workload"] == wl and r["target"] == t}
@@ -484,7 +485,8 @@ for wl in wls:
             v = values(wl, t, name)
             vs = [x for x in v.values() if x is not None]
             if not v:
-                cells.append("n/a")
+                st = vstatus.get((t, wl))
+                cells.append("n/a" if st is None else "verification failed" if st != "ok" else "–")
             elif name in ("err", "origin_requests", "unfinished"):
                 cells.append(fmt(max(vs), 0) if vs else "–")
             else:
