@@ -849,6 +849,7 @@ pub enum After {
 }
 
 /// After the origin's response head: store, merge, fall back, or hand back for relaying.
+#[allow(clippy::too_many_arguments)]
 pub async fn respond(
     conn: &mut Conn<'_>,
     client: &mut TcpStream,
