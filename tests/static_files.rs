@@ -125,6 +125,15 @@ listen = ["127.0.0.1:{port:hosts}"]
   path_prefix = "/"
   static = { root = "{root}/site-b" }
 
+# No open-file cache: every request opens the file (for races).
+[[http]]
+name = "nocache"
+listen = ["127.0.0.1:{port:nocache}"]
+
+  [[http.route]]
+  path_prefix = "/assets/"
+  static = { root = "{root}", file_cache_valid = "0s" }
+
 [pool.app]
 servers = [ { name = "app", addr = "{app}" } ]
 "#;
@@ -2009,4 +2018,159 @@ listen = ["127.0.0.1:{{port:web}}"]
     }
     drop(p);
     let _ = fs::remove_dir_all(&base);
+}
+
+/// A file swapped, as fast as the test can, between a regular file and a symlink to a secret
+/// outside the root while clients ask for it: never a byte of the secret (the open itself
+/// must refuse the way out, not a check before it).
+#[test]
+fn symlink_swap_race_never_leaks() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let s = site();
+    let a = s.root.join("assets");
+    let target = a.join("race.txt");
+    put(&a.join("race-plain"), b"plain content");
+    std::os::unix::fs::symlink(s.base.join("secret.txt"), a.join("race-link")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, a, target) = (stop.clone(), a.clone(), target.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // rename(2) over the name is atomic: the name is always one or the other.
+                let tmp = a.join(format!("race-tmp-{}", n % 2));
+                let _ = fs::remove_file(&tmp);
+                if n % 2 == 0 {
+                    fs::hard_link(a.join("race-plain"), &tmp).unwrap();
+                } else {
+                    std::os::unix::fs::symlink(s_secret(&a), &tmp).unwrap();
+                }
+                fs::rename(&tmp, &target).unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut statuses = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    // The frontend without an open-file cache: every request opens the name afresh.
+    let addr = s.proxy.addr("nocache");
+    let mut c = Conn::connect(addr);
+    while Instant::now() < deadline {
+        c.send(&req("GET", "/assets/race.txt", "www.example.com", &[], b""));
+        let r = match c.try_read_response() {
+            Ok(r) => r,
+            Err(_) => {
+                c = Conn::connect(addr);
+                continue;
+            }
+        };
+        if let Some(m) = s.leaked(&r.body) {
+            stop.store(true, Ordering::Relaxed);
+            panic!("LEAKED {m} during the symlink swap race: {}", r.summary());
+        }
+        *statuses.entry(r.status).or_insert(0u32) += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    eprintln!("{swaps} swaps, answers by status {statuses:?}");
+    assert!(
+        statuses.keys().all(|s| [200, 403, 404].contains(s)),
+        "{statuses:?}"
+    );
+}
+
+/// The secret outside the root, from the assets directory (`BASE/www/assets`).
+fn s_secret(assets: &Path) -> PathBuf {
+    assets
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("secret.txt")
+}
+
+#[test]
+fn hostile_paths_and_ranges_are_answered_sanely() {
+    let s = site();
+    let mut f = Failures::default();
+    let long_seg = format!("/assets/{}", "a".repeat(300));
+    let deep = format!("/assets/{}ten.txt", "./".repeat(2000));
+    let many = format!("/assets/{}x", "a/".repeat(2000));
+    let cases: Vec<(String, &[u16])> = vec![
+        (long_seg, &[400, 404, 414]),
+        (deep, &[200, 400, 404, 414]),
+        (many, &[400, 404, 414]),
+        ("/assets/sub%0d%0aSet-Cookie:%20x=1".into(), &[400, 404]),
+        ("/assets/sub%0aX:y".into(), &[400, 404]),
+        ("/assets/%".into(), &[400]),
+        ("/assets/%2".into(), &[400]),
+        ("/assets/%zz".into(), &[400]),
+        ("/assets/%ff%fe".into(), &[400, 404]),
+        ("/assets/TEN.TXT".into(), &[404]),
+        ("/assets/ten.txt.".into(), &[404]),
+    ];
+    for (path, allowed) in &cases {
+        let raw = req("GET", path, "www.example.com", &[], b"");
+        let shown = &path[..path.len().min(60)];
+        match exchange(s.web(), &raw, false) {
+            Ok(r) => {
+                f.check(allowed.contains(&r.status), || {
+                    format!("GET {shown}…: want one of {allowed:?}, got {}", r.summary())
+                });
+                f.check(
+                    r.head
+                        .headers
+                        .iter()
+                        .all(|(n, _)| !n.eq_ignore_ascii_case("set-cookie")),
+                    || format!("GET {shown}: header injected: {:?}", r.head.headers),
+                );
+            }
+            Err(e) => f.0.push(format!("GET {shown}…: {e}")),
+        }
+    }
+    // Ranges that would multiply the answer are answered whole, once.
+    let file = range_bytes();
+    for range in [
+        "bytes=0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-".to_string(),
+        format!(
+            "bytes={}",
+            (0..40)
+                .map(|i| format!("{}-{}", i * 10, i * 10 + 5))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        "bytes=0-1999,0-1999,0-1999".to_string(),
+        "bytes=18446744073709551615-".to_string(),
+        "bytes=0-18446744073709551616".to_string(),
+    ] {
+        let r = s.get("/assets/range.txt", &[("Range", &range)]);
+        f.check(r.body.len() <= file.len() + 1024, || {
+            format!(
+                "Range {}…: {} bytes for a {}-byte file",
+                &range[..30.min(range.len())],
+                r.body.len(),
+                file.len()
+            )
+        });
+        f.check([200, 206, 416].contains(&r.status), || {
+            format!("Range {}…: {}", &range[..30.min(range.len())], r.summary())
+        });
+    }
+    // A satisfied precondition and a Range: 304 wins.
+    let etag = s
+        .get("/assets/alpha.txt", &[])
+        .header("etag")
+        .unwrap()
+        .to_string();
+    let r = s.get(
+        "/assets/alpha.txt",
+        &[("If-None-Match", &etag), ("Range", "bytes=0-1")],
+    );
+    f.eq("If-None-Match match + Range", r.status, 304);
+    // The daemon is fine afterwards.
+    let r = s.get("/assets/ten.txt", &[]);
+    f.check(r.body == TEN, || format!("afterwards: {}", r.summary()));
+    f.assert_none();
 }
