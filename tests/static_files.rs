@@ -1831,7 +1831,7 @@ fn a_client_that_stops_reading_a_big_file_blocks_no_one() {
     let mut quitter = Conn::connect(s.web());
     quitter.send(&req("GET", "/assets/huge.bin", "www.example.com", &[], b""));
     let mut buf = [0u8; 65536];
-    let _ = std::io::Read::read(&mut &*quitter.stream(), &mut buf);
+    let _ = std::io::Read::read(&mut quitter.stream(), &mut buf);
     drop(quitter);
     let r = s.get("/assets/huge.bin", &[("Range", "bytes=1000000-1000099")]);
     assert_eq!(r.body, &big[1_000_000..1_000_100], "{}", r.summary());
@@ -2041,7 +2041,7 @@ fn symlink_swap_race_never_leaks() {
                 // rename(2) over the name is atomic: the name is always one or the other.
                 let tmp = a.join(format!("race-tmp-{}", n % 2));
                 let _ = fs::remove_file(&tmp);
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     fs::hard_link(a.join("race-plain"), &tmp).unwrap();
                 } else {
                     std::os::unix::fs::symlink(s_secret(&a), &tmp).unwrap();
