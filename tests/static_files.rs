@@ -631,6 +631,9 @@ fn if_none_match_and_if_modified_since() {
         ("If-None-Match", &weak_list),
         ("If-Modified-Since", MTIME_IMF),
         ("If-Modified-Since", &after),
+        // RFC 9110 §5.6.7: the obsolete RFC 850 and asctime forms must be accepted too.
+        ("If-Modified-Since", "Thursday, 04-Mar-21 05:06:07 GMT"),
+        ("If-Modified-Since", "Thu Mar  4 05:06:07 2021"),
     ];
     for method in ["GET", "HEAD"] {
         for h in not_modified {
