@@ -22,11 +22,13 @@
 
 mod admin;
 mod balance;
+pub mod cache;
 pub mod config;
 mod control;
 mod daemon;
 mod demo;
 pub mod dns;
+pub mod files;
 mod health;
 pub mod log;
 mod mem;

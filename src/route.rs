@@ -283,6 +283,7 @@ pub fn select<'a>(fe: &'a HttpFrontend, req: &RequestView) -> Option<Target<'a>>
 }
 
 /// The pool for a request, when a pool serves it (see [`select`]).
+#[cfg(test)]
 pub fn select_pool(fe: &HttpFrontend, req: &RequestView) -> Option<usize> {
     match select(fe, req)? {
         Target::Pool { pool, .. } => Some(pool),
