@@ -589,6 +589,7 @@ main() {
 
     if [[ -n ${PID[shardgate]:-} ]]; then
         "$RUN/bin/shardgate" ctl --socket "$RUN/ctl.sock" 'show stats' > "$OUT/raw/shardgate-stats.txt" 2>&1 || true
+        "$RUN/bin/shardgate" ctl --socket "$RUN/ctl.sock" 'show cache' > "$OUT/raw/shardgate-cache.txt" 2>&1 || true
     fi
     if [[ -n ${PID[varnish]:-} ]]; then
         varnishstat -n "$RUN/varnish" -1 > "$OUT/raw/varnishstat.txt" 2>&1 || true
