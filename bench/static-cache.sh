@@ -598,10 +598,14 @@ main() {
     echo "cargo test running: $(pgrep -fc 'cargo test' || true) process(es) at the end" >> "$OUT/meta.txt"
     cp -f "$RUN/origin-nginx/logs/error.log" "$OUT/raw/origin-error.log" 2>/dev/null || true
     cp -f "$RUN/nginx/logs/error.log" "$OUT/raw/nginx-error.log" 2>/dev/null || true
-    # Recorded results name no path outside the repository: the checkout becomes ".", other
-    # checkouts "<checkout>".
+    # Recorded results name no path outside the repository: this checkout becomes ".", the
+    # repository's other worktrees "<checkout>".
+    local wt scrub=(-e "s#$ROOT/#./#g; s#$ROOT\b#.#g")
+    while read -r wt; do
+        if [[ -n $wt && $wt != "$ROOT" ]]; then scrub+=(-e "s#$wt\b#<checkout>#g"); fi
+    done < <(git -C "$ROOT" worktree list --porcelain 2>/dev/null | awk '/^worktree /{print $2}')
     find "$OUT" -type f \( -name '*.txt' -o -name '*.log' -o -name '*.headers' -o -name '*.json' \) \
-        -exec sed -i -e "s#$ROOT/#./#g; s#$ROOT\b#.#g" -e 's#/work/[A-Za-z0-9._/-]*#<checkout>#g' {} +
+        -exec sed -i "${scrub[@]}" {} +
     summarize "$OUT" | tee "$OUT/summary.md"
     log "results: $OUT"
 }
