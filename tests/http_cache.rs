@@ -1062,6 +1062,44 @@ fn request_max_stale() {
     );
 }
 
+/// §5.2.1.1-3 against an upstream `Age` (cache-tests ccreq-magreaterage, ccreq-min-fresh-age,
+/// ccreq-max-stale-age): the current age counts the `Age` the origin sent.
+#[test]
+fn request_directives_count_upstream_age() {
+    let o = Origin::start();
+    o.on(
+        "/ra/max-age",
+        numbered("a", &[("Cache-Control", "max-age=3600"), ("Age", "1800")]),
+    );
+    o.on(
+        "/ra/min-fresh",
+        numbered("b", &[("Cache-Control", "max-age=1500"), ("Age", "1000")]),
+    );
+    o.on(
+        "/ra/max-stale",
+        numbered("c", &[("Cache-Control", "max-age=1500"), ("Age", "2000")]),
+    );
+    let p = proxy(&o);
+    let mut failures = Vec::new();
+    for (path, directive, reused) in [
+        ("/ra/max-age", "max-age=600", false),
+        ("/ra/min-fresh", "min-fresh=1000", false),
+        ("/ra/max-stale", "max-stale=1000", true),
+    ] {
+        get(&p, path);
+        let r = get_h(&p, path, &[("Cache-Control", directive)]);
+        if (o.count(path) == 1) != reused || r.status != 200 {
+            failures.push(format!(
+                "{path} with request {directive}: expected {}, origin saw {}, answer {}",
+                if reused { "reuse" } else { "no reuse" },
+                o.count(path),
+                r.summary()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// §5.2.1.7: `only-if-cached`: a stored answer if there is one, else 504 without contacting
 /// the origin.
 #[test]
@@ -1267,6 +1305,27 @@ fn unsafe_methods_invalidate() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// §4.4: "including methods whose safety is unknown": an unknown method answered 2xx
+/// invalidates too (cache-tests invalidate-M-SEARCH).
+#[test]
+fn unknown_method_invalidates() {
+    let o = Origin::start();
+    o.on("/inv/unknown", |r| {
+        if r.method == "GET" {
+            Reply::ok(format!("g-{}", r.n)).h("Cache-Control", "max-age=3600")
+        } else {
+            Reply::ok("done")
+        }
+    });
+    let p = proxy(&o);
+    get(&p, "/inv/unknown");
+    expect(&get(&p, "/inv/unknown"), 200, "g-1", &["HIT"], "stored");
+    let r = send(&p, "M-SEARCH", "/inv/unknown", &[], b"abc");
+    assert_eq!(r.status, 200, "M-SEARCH: {}", r.summary());
+    let r = get(&p, "/inv/unknown");
+    expect(&r, 200, "g-3", &["MISS"], "GET after M-SEARCH");
 }
 
 // ---------------------------------------------------------------------------------------------
