@@ -27,6 +27,7 @@ mod control;
 mod daemon;
 mod demo;
 pub mod dns;
+pub mod files;
 mod health;
 pub mod log;
 mod mem;

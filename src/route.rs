@@ -6,7 +6,9 @@
 //! reads the request through [`RequestView`], a set of slices into the read buffer, and the
 //! patterns compiled at config time ([`HostPattern`], [`Glob`], `regex::bytes::Regex`).
 
-use crate::config::{Glob, HostPattern, HttpFrontend, Route};
+use std::sync::Arc;
+
+use crate::config::{CacheConf, Glob, HostPattern, HttpFrontend, Route, RouteTarget, StaticConf};
 use crate::proto::http::{HeaderSpan, Span};
 
 /// The parts of a request head routing looks at, borrowed from the read buffer.
@@ -178,6 +180,24 @@ impl Glob {
 }
 
 impl Route {
+    /// A route with no match key takes every request (allowed only as the last route).
+    pub fn matches_all(&self) -> bool {
+        self.host.is_empty()
+            && self.path_prefix.is_none()
+            && self.file_type.is_empty()
+            && self.url_regex.is_none()
+            && self.header.is_empty()
+            && self.cookie.is_empty()
+    }
+
+    /// The pool this route proxies to, if it proxies.
+    pub fn pool(&self) -> Option<usize> {
+        match &self.target {
+            RouteTarget::Pool { pool, .. } => Some(*pool),
+            RouteTarget::Static(_) => None,
+        }
+    }
+
     /// Every key the route gives must match; a key given as a list matches if any entry does.
     pub fn matches(&self, req: &RequestView) -> bool {
         if !self.host.is_empty() {
@@ -234,14 +254,41 @@ fn extension(path: &[u8]) -> Option<&[u8]> {
     (!ext.is_empty()).then_some(ext)
 }
 
-/// The pool (index into `Config::pools`) for a request: the first matching route's, else the
-/// frontend's default; `None` means no pool (answer 404).
+/// What serves a request.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// A pool (index into `Config::pools`), with the route's own cache if it has one.
+    Pool {
+        pool: usize,
+        cache: Option<&'a Arc<CacheConf>>,
+    },
+    Static(&'a Arc<StaticConf>),
+}
+
+/// What serves a request: the first matching route's target, else the frontend's default
+/// pool; `None` means nothing does (answer 404).
+pub fn select<'a>(fe: &'a HttpFrontend, req: &RequestView) -> Option<Target<'a>> {
+    match fe.routes.iter().find(|r| r.matches(req)) {
+        Some(r) => Some(match &r.target {
+            RouteTarget::Pool { pool, cache } => Target::Pool {
+                pool: *pool,
+                cache: cache.as_ref(),
+            },
+            RouteTarget::Static(s) => Target::Static(s),
+        }),
+        None => fe
+            .default_pool
+            .map(|pool| Target::Pool { pool, cache: None }),
+    }
+}
+
+/// The pool for a request, when a pool serves it (see [`select`]).
+#[cfg(test)]
 pub fn select_pool(fe: &HttpFrontend, req: &RequestView) -> Option<usize> {
-    fe.routes
-        .iter()
-        .find(|r| r.matches(req))
-        .map(|r| r.pool)
-        .or(fe.default_pool)
+    match select(fe, req)? {
+        Target::Pool { pool, .. } => Some(pool),
+        Target::Static(_) => None,
+    }
 }
 
 /// Whether this frontend answers for `host` in an absolute-form target: it is one of its

@@ -133,6 +133,9 @@ pub struct HttpFile {
     pub route: Vec<RouteFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLogFile>,
+    /// Client networks (CIDR) whose `PURGE` requests evict cached answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purge_from: Vec<String>,
 }
 
 /// `access_log = { path = "...", format = "combined", sample = 0.1 }` of an `[[http]]`.
@@ -150,7 +153,15 @@ pub struct AccessLogFile {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
-    pub pool: String,
+    /// The pool requests go to; a route has either this or `static`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Serve files from a directory instead of a pool.
+    #[serde(rename = "static", skip_serializing_if = "Option::is_none")]
+    pub static_files: Option<StaticFile>,
+    /// Cache the pool's answers (RFC 9111) for requests this route takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<StrList>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -163,6 +174,36 @@ pub struct RouteFile {
     pub header: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie: Option<BTreeMap<String, String>>,
+}
+
+/// `static = { root = "...", index = ["index.html"] }` of a route.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticFile {
+    pub root: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precompressed: Option<bool>,
+    /// How long an opened file (descriptor and metadata) is reused before it is looked up
+    /// again (nginx's `open_file_cache_valid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_cache_valid: Option<Scalar>,
+}
+
+/// `cache = { size = "256MiB", max_object = "8MiB" }` of a route, or `[pool.NAME.cache]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    pub size: Scalar,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_object: Option<Scalar>,
+    /// Add `X-Cache: HIT|MISS|...` to answers that went through the cache (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_header: Option<bool>,
+    /// Most requests that wait for one in-flight fetch of the same object (default 256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_waiters: Option<i64>,
 }
 
 /// One `[pool.NAME]`.
@@ -200,6 +241,9 @@ pub struct PoolFile {
     pub sticky: Option<StickyFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthFile>,
+    /// Cache this pool's answers (RFC 9111), whichever route or default sends requests here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheFile>,
     /// Optional in the file only so that a pool with `discover` may leave it out; the builder
     /// decides whether an empty list is acceptable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

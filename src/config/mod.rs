@@ -9,13 +9,17 @@
 //! Frontends refer to pools by index into [`Config::pools`]; names are resolved once here.
 
 pub mod build;
+pub mod cidr;
 pub mod edit;
 pub mod file;
 pub mod show;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use cidr::Cidr;
 
 pub use build::{from_file, from_str, load, load_with_file, parse, ConfigError};
 
@@ -147,12 +151,52 @@ pub struct HttpFrontend {
     /// Forward chunk extensions (validated) instead of writing plain size lines.
     pub keep_chunk_extensions: bool,
     pub access_log: Option<AccessLog>,
+    /// Clients whose `PURGE` requests are obeyed (others get 403).
+    pub purge_from: Vec<Cidr>,
+}
+
+/// Where a route sends the requests it matches.
+#[derive(Debug, Clone)]
+pub enum RouteTarget {
+    /// Proxied to a pool (index into `Config::pools`), through a cache if the route has one
+    /// (the pool's own `cache` applies otherwise).
+    Pool {
+        pool: usize,
+        cache: Option<Arc<CacheConf>>,
+    },
+    /// Answered from files.
+    Static(Arc<StaticConf>),
+}
+
+/// `static = {...}`: a directory served by the proxy itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticConf {
+    /// Absolute; the whole request path is looked up under it (nginx's `root`).
+    pub root: PathBuf,
+    /// File names tried, in order, for a path ending in `/`.
+    pub index: Vec<String>,
+    /// Serve `NAME.br` / `NAME.gz` to clients that accept them.
+    pub precompressed: bool,
+    pub file_cache_valid: Duration,
+}
+
+/// `cache = {...}`: an HTTP cache in front of a pool. `zone` names it (`pool NAME` or
+/// `http[i].route[j]`): a reload keeps a zone's entries when its name and size stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConf {
+    pub zone: String,
+    /// Bytes of stored answers (heads and bodies) per process, split evenly between shards.
+    pub size: u64,
+    /// Larger answers are not stored.
+    pub max_object: u64,
+    pub status_header: bool,
+    pub max_waiters: usize,
 }
 
 /// One `[[http.route]]`: every key given must match; first matching route wins.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub pool: usize,
+    pub target: RouteTarget,
     pub host: Vec<HostPattern>,
     pub path_prefix: Option<String>,
     /// Lower-cased extensions without the dot.
@@ -308,6 +352,9 @@ pub struct Pool {
     pub resolve_interval: Duration,
     /// `discover = "srv:NAME"`: the SRV name whose targets are (also) the pool's servers.
     pub discover: Option<String>,
+    /// `[pool.NAME.cache]`: every request sent to this pool goes through this cache, unless
+    /// its route has its own.
+    pub cache: Option<Arc<CacheConf>>,
     pub servers: Vec<Server>,
 }
 

@@ -42,8 +42,8 @@ pub use net::{
 };
 pub use pace::Pace;
 pub use splice::{
-    recv_watching, send_watching, splice_exact, splice_until_eof, PipePool, SpliceError, PIPE_POOL,
-    SPLICE_MIN,
+    recv_watching, send_watching, sendfile_exact, splice_exact, splice_until_eof, PipePool,
+    SpliceError, PIPE_POOL, SPLICE_MIN,
 };
 pub use stream::Stream;
 pub use task::catch_panic;

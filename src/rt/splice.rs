@@ -281,6 +281,47 @@ pub async fn recv_watching(
     }
 }
 
+/// Send `len` bytes of the file `file` from `offset` to `dst` with non-blocking `sendfile(2)`
+/// (file pages go to the socket without passing through user space), waiting for `dst` to take
+/// more (metered by `pace` within `write_timeout`) whenever it would block. `moved` counts the
+/// bytes sent. A file shorter than asked (truncated meanwhile) is an error: the client was
+/// promised `len` bytes and only closing tells it otherwise.
+pub async fn sendfile_exact(
+    file: RawFd,
+    mut offset: u64,
+    len: u64,
+    dst: &TcpStream,
+    write_timeout: Duration,
+    pace: Option<&Pace>,
+    moved: &mut u64,
+) -> io::Result<()> {
+    let d = dst.as_raw_fd();
+    let end = offset + len;
+    while offset < end {
+        let want = (end - offset).min(1 << 30) as usize;
+        let mut off = offset as libc::off_t;
+        // SAFETY: both fds are open for the duration of the call; the kernel checks the rest.
+        let n = unsafe { libc::sendfile(d, file, &mut off, want) };
+        if n > 0 {
+            offset += n as u64;
+            *moved += n as u64;
+            continue;
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let e = io::Error::last_os_error();
+        if !would_block(&e) {
+            return Err(e);
+        }
+        let m = Pace::meter(pace, write_timeout, *moved);
+        wait_dest(dst, false, m.limit)
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
+    }
+    Ok(())
+}
+
 /// Wait for `dst` to take more bytes, within `limit`; with `watch`, `dst` turning readable
 /// first (a server answering instead of reading) ends the wait with
 /// [`SpliceError::WokenMidway`].

@@ -332,6 +332,12 @@ impl Builder<'_> {
     /// A pool used by a MySQL frontend: nothing that needs an HTTP request.
     pub(super) fn mysql_pool(&self, pool: &Pool) -> Result<(), ConfigError> {
         let key = format!("pool.{}", toml_key(&pool.name));
+        if pool.cache.is_some() {
+            return Err(self.err(
+                format!("{key}.cache"),
+                "a pool used by a [[mysql]] frontend has no HTTP cache; remove cache",
+            ));
+        }
         if matches!(
             pool.hash_key,
             Some(HashKey::Uri | HashKey::Header(_) | HashKey::Cookie(_))

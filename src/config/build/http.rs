@@ -3,11 +3,15 @@
 //! cookie) checked and compiled; the access log.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::value::parse_size;
 use super::{Builder, ConfigError};
-use crate::config::file::{AccessLogFile, HttpFile, RouteFile, Scalar};
-use crate::config::{AccessLog, Glob, HostPattern, HttpFrontend, Route};
+use crate::config::file::{AccessLogFile, CacheFile, HttpFile, RouteFile, Scalar, StaticFile};
+use crate::config::{
+    AccessLog, CacheConf, Cidr, Glob, HostPattern, HttpFrontend, Route, RouteTarget, StaticConf,
+};
 
 /// Head limits above this would only let one client pin a lot of buffer memory.
 const MAX_HEAD_LIMIT: i64 = 1 << 20;
@@ -29,7 +33,30 @@ impl Builder<'_> {
         };
         let mut routes = Vec::with_capacity(h.route.len());
         for (i, r) in h.route.iter().enumerate() {
-            routes.push(self.route(&format!("{key}.route[{i}]"), r, find_pool)?);
+            let rk = format!("{key}.route[{i}]");
+            let route = self.route(&rk, r, find_pool)?;
+            if route.matches_all() {
+                if i + 1 < h.route.len() {
+                    return Err(self.err(
+                        rk,
+                        "route has no match key, so it takes every request and the routes after it \
+                         can never match; move it last",
+                    ));
+                }
+                if h.default_pool.is_some() {
+                    return Err(self.err(
+                        rk,
+                        "route has no match key, so it takes every request and default_pool is \
+                         never used; remove one of them",
+                    ));
+                }
+            }
+            routes.push(route);
+        }
+        let mut purge_from = Vec::with_capacity(h.purge_from.len());
+        for (i, c) in h.purge_from.iter().enumerate() {
+            purge_from
+                .push(Cidr::parse(c).map_err(|m| self.err(format!("{key}.purge_from[{i}]"), m))?);
         }
         let mut server_names = Vec::with_capacity(h.server_names.len());
         for (i, s) in h.server_names.iter().enumerate() {
@@ -75,6 +102,7 @@ impl Builder<'_> {
         };
         Ok(HttpFrontend {
             access_log,
+            purge_from,
             name: h.name.clone(),
             listen,
             default_pool,
@@ -143,7 +171,34 @@ impl Builder<'_> {
         find_pool: &dyn Fn(&str, String) -> Result<usize, ConfigError>,
     ) -> Result<Route, ConfigError> {
         let k = |name: &str| format!("{key}.{name}");
-        let pool = find_pool(&r.pool, k("pool"))?;
+        let target = match (&r.pool, &r.static_files) {
+            (Some(pool), None) => RouteTarget::Pool {
+                pool: find_pool(pool, k("pool"))?,
+                cache: match &r.cache {
+                    Some(c) => Some(self.cache(&k("cache"), key.to_owned(), c)?),
+                    None => None,
+                },
+            },
+            (None, Some(st)) => {
+                if r.cache.is_some() {
+                    return Err(self.err(
+                        k("cache"),
+                        "a static route is not cached (its files are served from memory or \
+                         the page cache already); remove cache",
+                    ));
+                }
+                RouteTarget::Static(self.static_files(&k("static"), st)?)
+            }
+            (Some(_), Some(_)) => {
+                return Err(self.err(k("static"), "a route has either pool or static, not both"))
+            }
+            (None, None) => {
+                return Err(self.err(
+                    k("pool"),
+                    "missing: a route needs pool (proxy) or static (serve files)",
+                ))
+            }
+        };
 
         let mut host = Vec::new();
         if let Some(list) = &r.host {
@@ -227,29 +282,84 @@ impl Builder<'_> {
             return Err(self.err(k("cookie"), "empty table; remove the key or name a cookie"));
         }
 
-        let route = Route {
-            pool,
+        Ok(Route {
+            target,
             host,
             path_prefix: r.path_prefix.clone(),
             file_type,
             url_regex,
             header,
             cookie,
-        };
-        if route.host.is_empty()
-            && route.path_prefix.is_none()
-            && route.file_type.is_empty()
-            && route.url_regex.is_none()
-            && route.header.is_empty()
-            && route.cookie.is_empty()
-        {
+        })
+    }
+
+    fn static_files(&self, key: &str, st: &StaticFile) -> Result<Arc<StaticConf>, ConfigError> {
+        let k = |name: &str| format!("{key}.{name}");
+        let root = PathBuf::from(&st.root);
+        if !root.is_absolute() {
+            return Err(self.err(k("root"), format!("{:?} must be an absolute path", st.root)));
+        }
+        match std::fs::metadata(&root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(self.err(k("root"), format!("{:?} is not a directory", st.root))),
+            Err(e) => return Err(self.err(k("root"), format!("{:?}: {e}", st.root))),
+        }
+        let index = st
+            .index
+            .clone()
+            .unwrap_or_else(|| vec!["index.html".into()]);
+        for (i, name) in index.iter().enumerate() {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(self.err(
+                    format!("{key}.index[{i}]"),
+                    format!("{name:?} is not a file name (no '/', not empty, not . or ..)"),
+                ));
+            }
+        }
+        Ok(Arc::new(StaticConf {
+            root,
+            index,
+            precompressed: st.precompressed.unwrap_or(true),
+            file_cache_valid: self.duration_ms(
+                &k("file_cache_valid"),
+                st.file_cache_valid.as_ref(),
+                1000,
+            )?,
+        }))
+    }
+
+    /// `cache = {...}` of a route or `[pool.NAME.cache]`.
+    pub(super) fn cache(
+        &self,
+        key: &str,
+        zone: String,
+        c: &CacheFile,
+    ) -> Result<Arc<CacheConf>, ConfigError> {
+        let k = |name: &str| format!("{key}.{name}");
+        let size = parse_size(&c.size).map_err(|m| self.err(k("size"), m))?;
+        if size < 64 * 1024 {
             return Err(self.err(
-                key,
-                "route has no match key (host, path_prefix, file_type, url_regex, header or cookie); \
-                 use default_pool for a catch-all",
+                k("size"),
+                format!("{size} bytes is too small; at least 64KiB"),
             ));
         }
-        Ok(route)
+        let max_object = match &c.max_object {
+            Some(v) => parse_size(v).map_err(|m| self.err(k("max_object"), m))?,
+            None => (8 << 20u64).min(size / 4),
+        };
+        if max_object == 0 || max_object > size {
+            return Err(self.err(
+                k("max_object"),
+                format!("{max_object} must be more than 0 and at most size ({size})"),
+            ));
+        }
+        Ok(Arc::new(CacheConf {
+            zone,
+            size,
+            max_object,
+            status_header: c.status_header.unwrap_or(true),
+            max_waiters: self.int(&k("max_waiters"), c.max_waiters, 256, 0, 100_000)?,
+        }))
     }
 }
 

@@ -155,7 +155,12 @@ impl Builder<'_> {
             self.frontend_name(&key, &h.name, &mut names)?;
             let listen = self.listen(&key, &h.listen, &mut listens)?;
             let fe = self.http(&key, h, listen, &find_pool)?;
-            for p in fe.routes.iter().map(|r| r.pool).chain(fe.default_pool) {
+            for p in fe
+                .routes
+                .iter()
+                .filter_map(|r| r.pool())
+                .chain(fe.default_pool)
+            {
                 self.http_pool(&pools[p])?;
                 used[p] = true;
             }

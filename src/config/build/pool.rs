@@ -168,7 +168,12 @@ impl Builder<'_> {
                 ));
             }
         }
+        let cache = match &p.cache {
+            Some(c) => Some(self.cache(&k("cache"), key.clone(), c)?),
+            None => None,
+        };
         Ok(Pool {
+            cache,
             name: name.to_owned(),
             balance,
             hash_key,

@@ -109,7 +109,7 @@ fn issue_examples_load() {
         vec!["0.0.0.0:80".parse::<SocketAddr>().unwrap()]
     );
     assert_eq!(c.pools[www.default_pool.unwrap()].name, "app");
-    let pool_of = |r: &Route| c.pools[r.pool].name.as_str();
+    let pool_of = |r: &Route| c.pools[r.pool().unwrap()].name.as_str();
     assert_eq!(
         www.routes.iter().map(pool_of).collect::<Vec<_>>(),
         ["static", "docs", "api"]
@@ -298,7 +298,18 @@ fn validation_errors_name_file_and_key() {
         ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\nmax_headers = 0\n", "http[1].max_headers: 0 is out of range"),
         ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\nserver_names = [\"*\"]\n", "http[1].server_names[0]: "),
         // routes
-        ("[[http.route]]\npool = \"app\"\n", "http[0].route[0]: route has no match key"),
+        ("[[http.route]]\npool = \"app\"\n[[http.route]]\npool = \"app\"\nhost = \"x\"\n", "http[0].route[0]: route has no match key, so it takes every request and the routes after it"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"app\"\n[[http.route]]\npool = \"app\"\n", "http[1].route[0]: route has no match key, so it takes every request and default_pool is never used"),
+        ("[[http.route]]\nhost = \"x\"\n", "http[0].route[0].pool: missing: a route needs pool (proxy) or static"),
+        ("[[http.route]]\nhost = \"x\"\npool = \"app\"\nstatic = { root = \"/tmp\" }\n", "http[0].route[0].static: a route has either pool or static"),
+        ("[[http.route]]\nhost = \"x\"\nstatic = { root = \"tmp\" }\n", "http[0].route[0].static.root: \"tmp\" must be an absolute path"),
+        ("[[http.route]]\nhost = \"x\"\nstatic = { root = \"/nonexistent-dir-x\" }\n", "http[0].route[0].static.root: \"/nonexistent-dir-x\": No such file"),
+        ("[[http.route]]\nhost = \"x\"\nstatic = { root = \"/tmp\", index = [\"a/b\"] }\n", "http[0].route[0].static.index[0]: \"a/b\" is not a file name"),
+        ("[[http.route]]\nhost = \"x\"\nstatic = { root = \"/tmp\" }\ncache = { size = \"1m\" }\n", "http[0].route[0].cache: a static route is not cached"),
+        ("[[http.route]]\nhost = \"x\"\npool = \"app\"\ncache = { size = \"1k\" }\n", "http[0].route[0].cache.size: 1024 bytes is too small"),
+        ("[[http.route]]\nhost = \"x\"\npool = \"app\"\ncache = { size = \"1m\", max_object = \"2m\" }\n", "http[0].route[0].cache.max_object: 2097152 must be more than 0 and at most size"),
+        ("[[http.route]]\nhost = \"x\"\npool = \"app\"\ncache = { size = \"lots\" }\n", "http[0].route[0].cache.size: \"lots\" is not a size"),
+        ("[[http]]\nname = \"b\"\nlisten = [\"127.0.0.1:1\"]\npurge_from = [\"10.0.0.1/8\"]\n", "http[1].purge_from[0]: \"10.0.0.1/8\" has host bits set"),
         ("[[http.route]]\npool = \"app\"\nhost = \"x\"\n[[http.route]]\npool = \"zz\"\nhost = \"x\"\n", "http[0].route[1].pool: no pool named \"zz\""),
         ("[[http.route]]\npool = \"app\"\nhost = \"*\"\n", "http[0].route[0].host: "),
         ("[[http.route]]\npool = \"app\"\nhost = \"\"\n", "http[0].route[0].host: "),

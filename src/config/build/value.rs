@@ -62,19 +62,33 @@ pub fn parse_duration(v: &Scalar) -> Result<Duration, String> {
 /// Parse a byte size: an integer, or a string of digits with an optional binary multiple
 /// suffix `k`, `m` or `g` (1024, 1024², 1024³).
 pub fn parse_size(v: &Scalar) -> Result<u64, String> {
-    const HINT: &str = "write bytes as an integer, or a string such as \"10k\", \"10m\" or \"1g\"";
+    const HINT: &str =
+        "write bytes as an integer, or a string such as \"10k\", \"10m\", \"1g\" or \"256MiB\"";
     match v {
         Scalar::Int(n) if *n >= 0 => Ok(*n as u64),
         Scalar::Int(n) => Err(format!("{n} is negative")),
         Scalar::Float(n) => Err(format!("{n} is not a whole number of bytes; {HINT}")),
         Scalar::Str(s) => {
             let t = s.trim();
+            // "KiB", "KB" and "k" all mean 1024 (nginx's sizes are binary too).
+            let lower = t.to_ascii_lowercase();
+            let t = lower
+                .strip_suffix("ib")
+                .filter(|r| r.ends_with(['k', 'm', 'g']))
+                .or_else(|| {
+                    lower
+                        .strip_suffix('b')
+                        .filter(|r| r.ends_with(['k', 'm', 'g']))
+                })
+                .unwrap_or(&lower)
+                .trim_end();
             let (digits, mult) = match t.as_bytes().last().map(u8::to_ascii_lowercase) {
                 Some(b'k') => (&t[..t.len() - 1], 1u64 << 10),
                 Some(b'm') => (&t[..t.len() - 1], 1 << 20),
                 Some(b'g') => (&t[..t.len() - 1], 1 << 30),
                 _ => (t, 1),
             };
+            let digits = digits.trim_end();
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(format!("{s:?} is not a size; {HINT}"));
             }
@@ -120,6 +134,19 @@ impl Builder<'_> {
             return Err(self.err(key, "must be greater than zero"));
         }
         Ok(d)
+    }
+
+    /// A duration key with a default in milliseconds; zero allowed (it turns the thing off).
+    pub(super) fn duration_ms(
+        &self,
+        key: &str,
+        v: Option<&Scalar>,
+        default_ms: u64,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(Duration::from_millis(default_ms)),
+            Some(v) => parse_duration(v).map_err(|m| self.err(key, m)),
+        }
     }
 }
 
@@ -172,11 +199,15 @@ mod tests {
             ("10M", 10 << 20),
             ("1g", 1 << 30),
             ("123", 123),
+            ("256MiB", 256 << 20),
+            ("8 MiB", 8 << 20),
+            ("10kb", 10 << 10),
+            ("2GB", 2 << 30),
         ] {
             assert_eq!(s(text), Ok(want), "{text}");
         }
         assert_eq!(parse_size(&Scalar::Int(4096)), Ok(4096));
-        for bad in ["", "k", "10kb", "1.5m", "-3", "x"] {
+        for bad in ["", "k", "1.5m", "-3", "x", "5ib", "5b", "kib"] {
             assert!(s(bad).is_err(), "{bad}");
         }
         assert!(parse_size(&Scalar::Int(-1)).is_err());

@@ -8,8 +8,11 @@
 
 pub mod answers;
 pub mod body;
+pub mod cache_control;
 pub mod cookie;
+pub mod date;
 pub mod parse;
+pub mod range;
 pub mod scan;
 pub mod write;
 

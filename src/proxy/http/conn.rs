@@ -411,6 +411,17 @@ impl Conn<'_> {
         }
     }
 
+    /// Must the client connection close after the current answer? A stop (not an upgrade's
+    /// handover, which moves the connection instead), shedding load, or a frontend the config
+    /// no longer has.
+    pub fn closing(&self) -> bool {
+        let drain = self.http.ctx.drain();
+        (drain.fired() && !drain.handing_over())
+            || drain.shedding()
+            || self.retiring
+            || !self.still_served()
+    }
+
     /// Send what `out` holds to the client within `send_timeout`, counting it as answered.
     pub async fn send_out(&mut self, client: &mut TcpStream, answered: &mut u64) -> io::Result<()> {
         let out = std::mem::take(&mut self.out);

@@ -25,7 +25,7 @@ use crate::proto::http::write::{write_request_head, write_response_head, Forward
 use crate::proto::http::{Framing, Method, RequestHead, ResponseHead};
 use crate::proxy::conns::Upstream;
 use crate::proxy::ShardView;
-use crate::route::{self, RequestView};
+use crate::route::{self, RequestView, Target};
 use crate::rt::{Pace, TcpStream};
 
 /// What the exchange needs to remember of the request head once its bytes are gone.
@@ -207,8 +207,12 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
     }
     // What routing and the hash key read of the request, built once.
     let req = view(&conn.buf, head);
-    let pool = match choose_pool(conn, head, &req) {
-        Ok(p) => p,
+    let (pool, _cache) = match choose(conn, head, &req) {
+        Ok(Target::Pool { pool, cache }) => (pool, cache.cloned()),
+        Ok(Target::Static(conf)) => {
+            let conf = conf.clone();
+            return super::files::serve(conn, client, head, &conf, started).await;
+        }
         Err(f) => return fail(conn, f, head.head_len as u64, started),
     };
     let out = std::mem::take(&mut conn.out);
@@ -287,15 +291,19 @@ fn answered_len(conn: &Conn, status: u16) -> u64 {
     crate::proto::http::answers::canned_for(status, conn.head_request).len() as u64
 }
 
-/// Route the request to a pool of the frontend.
-fn choose_pool(conn: &Conn, head: &RequestHead, req: &RequestView) -> Result<usize, Failure> {
+/// Route the request: a pool of the frontend, or a static route.
+fn choose<'c>(
+    conn: &'c Conn,
+    head: &RequestHead,
+    req: &RequestView,
+) -> Result<Target<'c>, Failure> {
     let conf = &conn.fe.conf;
     if let Some(auth) = head.absolute_authority {
         if !route::serves_host(conf, auth.of(&conn.buf)) {
             return Err(Failure::ForeignHost);
         }
     }
-    route::select_pool(conf, req).ok_or(Failure::NoRoute)
+    route::select(conf, req).ok_or(Failure::NoRoute)
 }
 
 /// The request as routing and balancing read it.
@@ -346,14 +354,8 @@ async fn respond(
             Err(_) => Outcome::Close { linger: false },
         };
     }
-    // Closing after this response: a stop (not an upgrade's handover, which moves the
-    // connection instead), shedding load, or a frontend the config no longer has.
     let drain = http.ctx.drain();
-    let closing = (drain.fired() && !drain.handing_over())
-        || drain.shedding()
-        || conn.retiring
-        || !conn.still_served();
-    let keep = x.client_keeps(&resp, closing);
+    let keep = x.client_keeps(&resp, conn.closing());
     conn.out.clear();
     write_response_head(&up.buf, &resp, keep, x.req.http10, false, &mut conn.out);
     if let Some(server) = x.sticky.insert {

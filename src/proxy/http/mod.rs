@@ -33,10 +33,12 @@
 //!   client kept only if it did not ask to close, response framed, request not CUT, not draining
 //! ```
 
+mod answer;
 mod conn;
 pub(crate) mod done;
 mod error;
 mod exchange;
+mod files;
 mod forward;
 mod pick;
 mod relay;
@@ -91,6 +93,8 @@ pub struct HttpShard {
     pub ctx: Rc<ShardCtx>,
     pub sites: SiteTable,
     relay_bufs: RefCell<Vec<Vec<u8>>>,
+    /// Open static files (`static` routes).
+    pub files: RefCell<crate::files::FileCache>,
 }
 
 impl HttpShard {
@@ -98,6 +102,7 @@ impl HttpShard {
         let http = Rc::new(HttpShard {
             sites: SiteTable::default(),
             relay_bufs: RefCell::new(Vec::new()),
+            files: RefCell::new(crate::files::FileCache::default()),
             ctx,
         });
         // Shedding load near the memory ceiling: close idle upstream connections (each holds
