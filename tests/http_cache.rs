@@ -1228,10 +1228,43 @@ fn must_revalidate_with_origin_down_is_504() {
         "/mrd",
         numbered("mrd", &[("Cache-Control", "max-age=1, must-revalidate")]),
     );
+    o.on("/ncd", |r| {
+        Reply::ok(format!("ncd-{}", r.n))
+            .h("Cache-Control", "no-cache")
+            .h("ETag", "\"d1\"")
+    });
+    o.on("/mr5", |r| {
+        if r.n == 1 {
+            Reply::ok("mr5-1").h("Cache-Control", "max-age=1, must-revalidate")
+        } else {
+            Reply::new(500, "origin error")
+        }
+    });
     let p = proxy(&o);
     get(&p, "/mrd");
+    get(&p, "/ncd");
+    get(&p, "/mr5");
     sleep_ms(1600);
+    // §4.2.4: no stale answer where must-revalidate forbids it, also when the origin errs.
+    let r = get(&p, "/mr5");
+    assert!(
+        r.status == 500 || r.status == 504,
+        "stale must-revalidate, origin answering 500: expected its 500 (or 504), got {}",
+        r.summary()
+    );
+    assert!(
+        !r.body_str().contains("mr5-1"),
+        "stale body served: {}",
+        r.summary()
+    );
     o.kill();
+    // §5.2.2.4: a no-cache entry that cannot be validated is not served either.
+    let r = get(&p, "/ncd");
+    assert!(
+        r.status >= 500 && !r.body_str().contains("ncd-1"),
+        "no-cache entry, origin down: {}",
+        r.summary()
+    );
     let r = get(&p, "/mrd");
     assert_eq!(
         r.status,
@@ -1328,6 +1361,80 @@ fn unknown_method_invalidates() {
     expect(&r, 200, "g-3", &["MISS"], "GET after M-SEARCH");
 }
 
+/// §4.3.2 / §3: a client's conditional request on a miss is forwarded and the origin's 304
+/// reaches the client, but a 304 is not a complete response to store: the next plain GET gets
+/// the full 200.
+#[test]
+fn conditional_miss_304_is_passed_on_and_not_stored() {
+    let o = Origin::start();
+    o.on("/cm", |r| {
+        if r.header("if-none-match") == Some("\"z1\"") {
+            Reply::not_modified()
+                .h("Cache-Control", "max-age=3600")
+                .h("ETag", "\"z1\"")
+        } else {
+            Reply::ok(format!("cm-{}", r.n))
+                .h("Cache-Control", "max-age=3600")
+                .h("ETag", "\"z1\"")
+        }
+    });
+    let p = proxy(&o);
+    let r = get_h(&p, "/cm", &[("If-None-Match", "\"z1\"")]);
+    assert_eq!(r.status, 304, "conditional miss: {}", r.summary());
+    let r = get(&p, "/cm");
+    assert_eq!(r.status, 200, "plain GET after a 304: {}", r.summary());
+    assert!(
+        r.body_str().starts_with("cm-"),
+        "plain GET after a 304: {}",
+        r.summary()
+    );
+}
+
+/// §4: the key is the target URI, so an absolute-form request and an origin-form one with the
+/// same Host share the entry.
+#[test]
+fn absolute_form_and_origin_form_share_the_entry() {
+    let o = Origin::start();
+    o.on(
+        "/abs",
+        numbered("abs", &[("Cache-Control", "max-age=3600")]),
+    );
+    let p = proxy_with(
+        &o,
+        r#"{ size = "64MiB", max_object = "8MiB" }"#,
+        &format!("server_names = [\"{HOST}\"]"),
+    );
+    get(&p, "/abs");
+    let mut c = Conn::connect(p.addr("web"));
+    c.send(format!("GET http://{HOST}/abs HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes());
+    let r = c.read_response();
+    expect(&r, 200, "abs-1", &["HIT"], "absolute-form GET");
+}
+
+/// `[pool.NAME.cache]` caches the pool's answers like a route's `cache`.
+#[test]
+fn pool_cache_section() {
+    let o = Origin::start();
+    o.on("/pc", numbered("pc", &[("Cache-Control", "max-age=3600")]));
+    let cfg = daemon(1)
+        + r#"
+[[http]]
+name = "web"
+listen = ["127.0.0.1:{port:web}"]
+default_pool = "app"
+
+[pool.app]
+servers = [ { name = "app", addr = "{app}" } ]
+
+[pool.app.cache]
+size = "16MiB"
+max_object = "1MiB"
+"#;
+    let p = Proxy::start_with(&cfg, &[("app", o.addr_string())]);
+    expect(&get(&p, "/pc"), 200, "pc-1", &["MISS"], "first GET");
+    expect(&get(&p, "/pc"), 200, "pc-1", &["HIT"], "second GET");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Coalescing, PURGE, ctl
 
@@ -1367,6 +1474,86 @@ fn concurrent_misses_are_coalesced() {
         "origin requests for 20 concurrent GETs"
     );
     assert!(bad.is_empty(), "answers other than 200 slow-1: {bad:?}");
+}
+
+/// Coalescing must not share a response that turns out not storable: 5 concurrent GETs whose
+/// answers are `private` each get their own answer (§5.2.2.7: a shared cache MUST NOT store,
+/// so MUST NOT reuse, a private response).
+#[test]
+fn coalescing_never_shares_a_private_response() {
+    let o = Origin::start();
+    o.on("/mine", |r| {
+        Reply::ok(format!("mine-{}", r.n))
+            .h("Cache-Control", "private, max-age=3600")
+            .delay(Duration::from_millis(300))
+    });
+    let p = proxy(&o);
+    let addr = p.addr("web");
+    let barrier = Arc::new(Barrier::new(5));
+    let handles: Vec<_> = (0..5)
+        .map(|_| {
+            let b = barrier.clone();
+            thread::spawn(move || {
+                let mut c = Conn::connect(addr);
+                b.wait();
+                c.send(&req("GET", "/mine", HOST, &[], b""));
+                c.read_response()
+            })
+        })
+        .collect();
+    let mut bodies: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().body_str())
+        .collect();
+    bodies.sort();
+    let mut distinct = bodies.clone();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        5,
+        "one private answer went to several clients: {bodies:?} (origin saw {})",
+        o.count("/mine")
+    );
+}
+
+/// Coalesced waiters get a large chunked body intact (10 clients, 1 MiB, origin 300 ms late).
+#[test]
+fn coalesced_waiters_get_a_large_body_intact() {
+    let o = Origin::start();
+    let len = 1 << 20;
+    o.on("/bigslow", move |_| {
+        Reply::ok(pattern(0, len))
+            .h("Cache-Control", "max-age=3600")
+            .delay(Duration::from_millis(300))
+            .chunked()
+    });
+    let p = proxy(&o);
+    let addr = p.addr("web");
+    let barrier = Arc::new(Barrier::new(10));
+    let handles: Vec<_> = (0..10)
+        .map(|_| {
+            let b = barrier.clone();
+            thread::spawn(move || {
+                let mut c = Conn::connect(addr);
+                b.wait();
+                c.send(&req("GET", "/bigslow", HOST, &[], b""));
+                c.read_response()
+            })
+        })
+        .collect();
+    let want = pattern_sha256(len as u64);
+    let bad: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|r| r.status != 200 || sha256_hex(&r.body) != want)
+        .map(|r| format!("{} with {} body bytes", r.head.start_line, r.body.len()))
+        .collect();
+    assert!(bad.is_empty(), "broken answers: {bad:?}");
+    assert_eq!(
+        o.count("/bigslow"),
+        1,
+        "origin requests for 10 concurrent GETs"
+    );
 }
 
 /// `PURGE /path` from an allowed address evicts the entry (200), 404 when nothing is stored.
