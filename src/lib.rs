@@ -22,6 +22,7 @@
 
 mod admin;
 mod balance;
+pub mod cache;
 pub mod config;
 mod control;
 mod daemon;

@@ -140,6 +140,8 @@ pub struct Shared {
     pub runtime: Mutex<()>,
     /// The access log writer's channel and switches, the latest traffic period.
     pub logs: crate::log::Logs,
+    /// HTTP cache purges for every shard's zones, and the zones' counters.
+    pub caches: Arc<crate::cache::Registry>,
 }
 
 impl Shared {
@@ -160,6 +162,7 @@ impl Shared {
             changing: Mutex::new(()),
             runtime: Mutex::new(()),
             logs: Default::default(),
+            caches: Default::default(),
             gen: ArcSwap::from_pointee(Generation::first(config, file)),
         })
     }

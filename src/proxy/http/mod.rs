@@ -95,6 +95,8 @@ pub struct HttpShard {
     relay_bufs: RefCell<Vec<Vec<u8>>>,
     /// Open static files (`static` routes).
     pub files: RefCell<crate::files::FileCache>,
+    /// This shard's part of every HTTP cache, by zone name.
+    pub caches: crate::cache::Zones,
 }
 
 impl HttpShard {
@@ -103,6 +105,7 @@ impl HttpShard {
             sites: SiteTable::default(),
             relay_bufs: RefCell::new(Vec::new()),
             files: RefCell::new(crate::files::FileCache::default()),
+            caches: Default::default(),
             ctx,
         });
         // Shedding load near the memory ceiling: close idle upstream connections (each holds
