@@ -12,6 +12,7 @@
 //! ([`Flight`]: request coalescing, nginx's `proxy_cache_lock`), at most `max_waiters` of them.
 
 pub mod policy;
+pub mod show;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -160,6 +160,20 @@ const COMMANDS: &[Command] = &[
         json: None,
     },
     Command {
+        name: "show cache",
+        args: "",
+        help: "every HTTP cache zone, summed over shards: entries, bytes, hits, misses, stale, revalidated, expired, bypassed, hit ratio, stored, evicted, purged, coalesced",
+        run: |s, _| Ok((crate::cache::show::text(s), Action::None)),
+        json: Some(|s, _| Ok(data::table_json(&crate::cache::show::text(s)))),
+    },
+    Command {
+        name: "purge",
+        args: "URL | prefix URL",
+        help: "remove a URL (http://HOST/PATH?QUERY, every Vary variant) or every URL under a prefix from every HTTP cache, on every shard",
+        run: |s, a| Ok((crate::cache::show::purge(s, a)?, Action::None)),
+        json: None,
+    },
+    Command {
         name: "reopen logs",
         args: "",
         help: "close and reopen the access logs (also SIGUSR1; for logrotate); the traffic log is opened per period",

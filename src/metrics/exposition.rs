@@ -17,6 +17,7 @@ pub fn render(shared: &Shared, open_metrics: bool) -> String {
     http_frontends(&mut w, shared);
     sites(&mut w, shared);
     pools_and_servers(&mut w, shared);
+    crate::cache::show::metrics(&mut w, shared);
     mysql(&mut w, shared);
     w.finish()
 }

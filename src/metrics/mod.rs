@@ -5,7 +5,7 @@
 
 mod exposition;
 pub mod histogram;
-mod prom;
+pub(crate) mod prom;
 
 use crate::shared::Shared;
 use crate::stats::Counter;

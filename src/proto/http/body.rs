@@ -76,6 +76,8 @@ pub struct ChunkedDecoder {
     /// Most data bytes accepted (`max_body`): a size line going past it is refused.
     limit: Option<u64>,
     failed: Option<ParseError>,
+    /// `feed_data`: append the data alone, no framing.
+    data_only: bool,
 }
 
 impl Default for ChunkedDecoder {
@@ -135,6 +137,7 @@ impl ChunkedDecoder {
             data_bytes: 0,
             limit: None,
             failed: None,
+            data_only: false,
         }
     }
 
@@ -177,6 +180,20 @@ impl ChunkedDecoder {
         self.fed(input, Some(out))
     }
 
+    /// [`feed`](Self::feed), and append to `out` the chunk data of the consumed part: the body
+    /// decoded (the cache stores it so).
+    pub fn feed_data(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, bool), ParseError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        self.data_only = true;
+        self.fed(input, Some(out))
+    }
+
     fn fed(
         &mut self,
         input: &[u8],
@@ -215,7 +232,7 @@ impl ChunkedDecoder {
             i += 1;
             let before = self.state;
             self.step(b)?;
-            if let Some(o) = out.as_deref_mut() {
+            if let Some(o) = out.as_deref_mut().filter(|_| !self.data_only) {
                 self.emit(before, b, o);
             }
         }

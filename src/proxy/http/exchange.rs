@@ -13,6 +13,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use super::cached;
 use super::conn::{Conn, Outcome};
 use super::done::{reason, Done};
 use super::error::Failure;
@@ -207,7 +208,7 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
     }
     // What routing and the hash key read of the request, built once.
     let req = view(&conn.buf, head);
-    let (pool, _cache) = match choose(conn, head, &req) {
+    let (pool, cache) = match choose(conn, head, &req) {
         Ok(Target::Pool { pool, cache }) => (pool, cache.cloned()),
         Ok(Target::Static(conf)) => {
             let conf = conf.clone();
@@ -215,23 +216,68 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
         }
         Err(f) => return fail(conn, f, head.head_len as u64, started),
     };
-    let out = std::mem::take(&mut conn.out);
     let view = conn.view.clone();
+    // The route's cache, else the pool's.
+    let cache = cache.or_else(|| view.conns.get(pool).and_then(|c| c.conf.cache.clone()));
+    let mut plan = None;
+    if let Some(c) = &cache {
+        if cached::is_purge(&conn.buf, head) {
+            return cached::purge(conn, client, head, c, started).await;
+        }
+        let timeout = view.conns[pool].conf.response_timeout;
+        match cached::before(conn, client, head, c, timeout, started).await {
+            cached::Before::Answered(outcome) => return outcome,
+            cached::Before::Forward(p) => plan = Some(p),
+        }
+    }
+    let out = std::mem::take(&mut conn.out);
     let shared = &view.conns[pool].shared;
     let strip = sticky::strip_name(shared);
-    let (mut x, consumed) =
-        match Exchange::begin(&conn.buf, head, &conn.fe, conn.peer, pool, out, strip) {
-            Ok(v) => v,
-            Err(f) => return fail(conn, f, head.head_len as u64, started),
-        };
-    x.sticky = sticky::resolve(shared, &conn.buf, head, conn.peer);
+    // A background refresh: the client was answered from the cache and its head is gone
+    // from the buffer; the plan kept a copy.
+    let bg_head = plan
+        .as_ref()
+        .filter(|p| p.background.is_some())
+        .map(|p| p.head_bytes.clone());
+    let background = bg_head.is_some();
+    let src: &[u8] = bg_head.as_deref().unwrap_or(&conn.buf);
+    let req = self::view(src, head);
+    let (mut x, consumed) = match Exchange::begin(src, head, &conn.fe, conn.peer, pool, out, strip)
+    {
+        Ok(v) => v,
+        Err(f) if background => {
+            tracing::debug!(failure = ?f, "cache refresh not sent");
+            return plan
+                .and_then(|mut p| p.background.take())
+                .unwrap_or(Outcome::Close { linger: false });
+        }
+        Err(f) => return fail(conn, f, head.head_len as u64, started),
+    };
+    x.sticky = sticky::resolve(shared, src, head, conn.peer);
     x.hash = pick::hash(&view.conns[pool].conf, &req, conn.peer);
-    conn.buf.drain(..consumed);
+    if !background {
+        conn.buf.drain(..consumed);
+    }
+    if let Some(p) = plan.as_ref() {
+        if matches!(p.mode, cached::Mode::Fetch | cached::Mode::Revalidate) {
+            let validators = p
+                .entry
+                .as_deref()
+                .filter(|_| p.mode == cached::Mode::Revalidate);
+            cached::rewrite_request(&mut x.out, validators);
+            x.whole = true;
+        }
+        if background {
+            // Nothing of this exchange may reach the client: no interim responses either.
+            x.req.http10 = true;
+        }
+    }
     let mut ours = 0;
     let mut done = Done {
         pool: Some(pool),
         ..Done::failed(started, Failure::ClientGone, 0, 0)
     };
+    let mut counted = false;
     let outcome = match forward::forward(conn, client, &mut x, &view).await {
         Ok((up, resp, inflight)) => {
             done.first_byte = Some(started.elapsed());
@@ -241,7 +287,48 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
             // No retry after this point: the request buffer serves the response head.
             std::mem::swap(&mut conn.out, &mut x.out);
             let status = resp.status;
-            let outcome = respond(conn, client, &mut x, up, resp, &view).await;
+            let (up, resp, label) = match plan.as_mut() {
+                None => (up, resp, ""),
+                Some(p) => {
+                    let timeout = view.conns[x.pool].conf.response_timeout;
+                    match cached::respond(conn, client, &mut x, up, resp, p, timeout, started).await
+                    {
+                        cached::After::Relay(up, resp, label) => (up, resp, label),
+                        cached::After::Done(outcome, st, whole) => {
+                            // Answered from the stored copy (`serve` counted it), or done in
+                            // the background, or relayed here past the size limit.
+                            counted = st == 0;
+                            if let Some(o) = p.background.take() {
+                                inflight
+                                    .server()
+                                    .add_bytes(inflight.shard(), x.sent + x.answered);
+                                drop(inflight);
+                                return o;
+                            }
+                            done.status = if st == 0 { status } else { st };
+                            done.reason = if whole {
+                                reason::OK
+                            } else {
+                                reason::INCOMPLETE
+                            };
+                            inflight
+                                .server()
+                                .add_bytes(inflight.shard(), x.sent + x.answered);
+                            if !counted {
+                                done.bytes_in = x.sent;
+                                done.bytes_out = x.answered;
+                                done.server = x.server;
+                                done.retries = x.retries;
+                                conn.finish(&done);
+                            }
+                            return outcome;
+                        }
+                    }
+                }
+            };
+            let status_header = cache.as_ref().is_some_and(|c| c.status_header);
+            let outcome =
+                respond(conn, client, &mut x, up, resp, &view, label, status_header).await;
             done.reason = if status == 101 {
                 reason::UPGRADED
             } else if x.response_complete {
@@ -254,6 +341,26 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
                 .server()
                 .add_bytes(inflight.shard(), x.sent + x.answered);
             outcome
+        }
+        Err(f) if plan.as_ref().is_some_and(|p| p.background.is_some()) => {
+            // A background refresh failed: the client already has its answer.
+            tracing::debug!(failure = ?f, "cache refresh failed");
+            if let Some(p) = plan.as_mut() {
+                if let Some(e) = &p.entry {
+                    e.updating.set(false);
+                }
+                if let Some(o) = p.background.take() {
+                    return o;
+                }
+            }
+            return Outcome::Close { linger: false };
+        }
+        Err(f) if plan.as_ref().is_some_and(|p| p.stale_on_error()) => {
+            // The origin is unreachable: a stale copy that allows it answers instead.
+            let Some(p) = plan.as_mut() else {
+                return f.into();
+            };
+            return p.answer_stale(conn, client, started).await;
         }
         Err(f) => {
             tracing::debug!(peer = %conn.peer, side = ?f.side(), failure = ?f, "exchange failed");
@@ -269,7 +376,9 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
     done.server = x.server;
     done.retries = x.retries;
     done.sticky = x.sticky.ticket.named;
-    conn.finish(&done);
+    if !counted {
+        conn.finish(&done);
+    }
     if conn.out.capacity() < x.out.capacity() {
         conn.out = x.out;
     }
@@ -325,6 +434,7 @@ fn view<'a>(buf: &'a [u8], head: &'a RequestHead) -> RequestView<'a> {
 }
 
 /// Relay the response (head in `up.buf`) to the client, then decide what both connections do.
+#[allow(clippy::too_many_arguments)]
 async fn respond(
     conn: &mut Conn<'_>,
     client: &mut TcpStream,
@@ -332,6 +442,8 @@ async fn respond(
     mut up: Upstream,
     resp: ResponseHead,
     view: &ShardView,
+    label: &str,
+    status_header: bool,
 ) -> Outcome {
     let http = conn.http;
     let cache = &view.conns[x.pool];
@@ -358,6 +470,7 @@ async fn respond(
     let keep = x.client_keeps(&resp, conn.closing());
     conn.out.clear();
     write_response_head(&up.buf, &resp, keep, x.req.http10, false, &mut conn.out);
+    cached::add_label(&mut conn.out, label, status_header);
     if let Some(server) = x.sticky.insert {
         sticky::insert(
             &cache.shared,

@@ -34,6 +34,7 @@
 //! ```
 
 mod answer;
+mod cached;
 mod conn;
 pub(crate) mod done;
 mod error;
