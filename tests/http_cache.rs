@@ -959,6 +959,38 @@ fn client_conditional_request_answered_from_cache() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// §4.3.2 with §4.3.1: a client's If-None-Match matching the ETag of a stale entry: the cache
+/// revalidates, and the origin's 304 becomes a 304 to the client.
+#[test]
+fn client_conditional_request_on_stale_entry() {
+    let o = Origin::start();
+    o.on(
+        "/cs",
+        etag_script("cs", "\"s1\"", "max-age=1", "max-age=3600"),
+    );
+    let p = proxy(&o);
+    get(&p, "/cs");
+    sleep_ms(1600);
+    let r = get_h(&p, "/cs", &[("If-None-Match", "\"s1\"")]);
+    assert_eq!(
+        r.status,
+        304,
+        "conditional GET on a stale entry: {}",
+        r.summary()
+    );
+    assert!(r.body.is_empty());
+    let reqs = o.reqs("/cs");
+    assert_eq!(reqs.len(), 2, "the stale entry was not revalidated");
+    assert_eq!(reqs[1].header("if-none-match"), Some("\"s1\""));
+    expect(
+        &get(&p, "/cs"),
+        200,
+        "cs-1",
+        &["HIT"],
+        "plain GET afterwards",
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Request directives (§5.2.1)
 
@@ -1623,6 +1655,76 @@ fn coalesced_waiters_get_a_large_body_intact() {
     );
 }
 
+/// A coalesced fetch survives its first client going away: the waiter still gets the answer.
+#[test]
+fn coalesced_fetch_survives_the_first_client_leaving() {
+    let o = Origin::start();
+    o.on("/left", |r| {
+        Reply::ok(format!("left-{}", r.n))
+            .h("Cache-Control", "max-age=3600")
+            .delay(Duration::from_millis(500))
+    });
+    let p = proxy(&o);
+    let mut first = Conn::connect(p.addr("web"));
+    first.send(&req("GET", "/left", HOST, &[], b""));
+    sleep_ms(100);
+    let waiter = thread::spawn({
+        let addr = p.addr("web");
+        move || {
+            let mut c = Conn::connect(addr);
+            c.send(&req("GET", "/left", HOST, &[], b""));
+            c.try_read_response()
+        }
+    });
+    sleep_ms(100);
+    drop(first);
+    let r = waiter.join().unwrap();
+    let r = r.unwrap_or_else(|e| panic!("the waiter got no answer: {e}"));
+    assert_eq!(r.status, 200, "{}", r.summary());
+    assert!(r.body_str().starts_with("left-"), "{}", r.summary());
+}
+
+/// Coalesced requests for an answer that is not stored (500 without freshness, `no-store`)
+/// all get an answer, none hangs.
+#[test]
+fn coalesced_requests_for_unstorable_answers_all_complete() {
+    let o = Origin::start();
+    o.on("/err", |r| {
+        Reply::new(500, format!("err-{}", r.n)).delay(Duration::from_millis(300))
+    });
+    o.on("/nostore", |r| {
+        Reply::ok(format!("nostore-{}", r.n))
+            .h("Cache-Control", "no-store")
+            .delay(Duration::from_millis(300))
+    });
+    let p = proxy(&o);
+    let addr = p.addr("web");
+    let mut failures = Vec::new();
+    for (path, status) in [("/err", 500), ("/nostore", 200)] {
+        let barrier = Arc::new(Barrier::new(5));
+        let handles: Vec<_> = (0..5)
+            .map(|_| {
+                let b = barrier.clone();
+                thread::spawn(move || {
+                    let mut c = Conn::connect(addr);
+                    c.set_read_timeout(Duration::from_secs(5));
+                    b.wait();
+                    c.send(&req("GET", path, HOST, &[], b""));
+                    c.try_read_response()
+                })
+            })
+            .collect();
+        for h in handles {
+            match h.join().unwrap() {
+                Ok(r) if r.status == status => {}
+                Ok(r) => failures.push(format!("{path}: {}", r.summary())),
+                Err(e) => failures.push(format!("{path}: no answer ({e})")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// `PURGE /path` from an allowed address evicts the entry (200), 404 when nothing is stored.
 #[test]
 fn purge_method_evicts() {
@@ -1637,6 +1739,34 @@ fn purge_method_evicts() {
     let r = send(&p, "PURGE", "/never-stored", &[], b"");
     assert_eq!(r.status, 404, "PURGE of nothing: {}", r.summary());
     assert_eq!(o.count("/never-stored"), 0, "PURGE reached the origin");
+}
+
+/// PURGE evicts every Vary variant of the URL.
+#[test]
+fn purge_evicts_every_variant() {
+    let o = Origin::start();
+    o.on("/pv", |r| {
+        Reply::ok(format!("{}-{}", r.header("x-v").unwrap_or("none"), r.n))
+            .h("Cache-Control", "max-age=3600")
+            .h("Vary", "X-V")
+    });
+    let p = proxy(&o);
+    for v in ["a", "b"] {
+        get_h(&p, "/pv", &[("X-V", v)]);
+        let r = get_h(&p, "/pv", &[("X-V", v)]);
+        assert_eq!(xcache(&r), "HIT", "variant {v}: {}", r.summary());
+    }
+    let r = send(&p, "PURGE", "/pv", &[], b"");
+    assert_eq!(r.status, 200, "PURGE: {}", r.summary());
+    for v in ["a", "b"] {
+        let r = get_h(&p, "/pv", &[("X-V", v)]);
+        assert_eq!(
+            xcache(&r),
+            "MISS",
+            "variant {v} after PURGE: {}",
+            r.summary()
+        );
+    }
 }
 
 /// PURGE from a client outside `purge_from` is refused with 403 and evicts nothing.
@@ -1728,6 +1858,61 @@ fn chunked_origin_response_is_cached_with_content_length() {
         r2.summary()
     );
     assert_eq!(r2.header("content-length"), Some("20000"));
+}
+
+/// §3.3, §3.4: an answer cut short by the origin (Content-Length not reached, chunked body
+/// without its last chunk) is incomplete and is not stored as if complete.
+#[test]
+fn truncated_origin_answers_are_not_stored() {
+    let o = Origin::start();
+    o.on("/cut-len", |r| {
+        let reply = Reply::ok(pattern(0, 10_000)).h("Cache-Control", "max-age=3600");
+        if r.n == 1 {
+            reply.truncate(5_000)
+        } else {
+            reply
+        }
+    });
+    o.on("/cut-chunked", |r| {
+        let reply = Reply::ok(pattern(0, 10_000))
+            .h("Cache-Control", "max-age=3600")
+            .chunked();
+        if r.n == 1 {
+            reply.truncate(5_000)
+        } else {
+            reply
+        }
+    });
+    let p = proxy(&o);
+    let mut failures = Vec::new();
+    for path in ["/cut-len", "/cut-chunked"] {
+        let mut c = Conn::connect(p.addr("web"));
+        c.set_read_timeout(Duration::from_secs(5));
+        c.send(&req("GET", path, HOST, &[], b""));
+        if let Ok(r) = c.try_read_response() {
+            if r.status == 200 && r.body == pattern(0, 10_000) {
+                failures.push(format!(
+                    "{path}: a truncated answer reached the client whole?"
+                ));
+            }
+        }
+        drop(c);
+        sleep_ms(100);
+        let mut c = Conn::connect(p.addr("web"));
+        c.set_read_timeout(Duration::from_secs(5));
+        c.send(&req("GET", path, HOST, &[], b""));
+        match c.try_read_response() {
+            Ok(r) if r.status == 200 && r.body == pattern(0, 10_000) => {}
+            Ok(r) => failures.push(format!(
+                "{path} after a truncated answer: {} with {} body bytes, X-Cache {}",
+                r.head.start_line,
+                r.body.len(),
+                xcache(&r)
+            )),
+            Err(e) => failures.push(format!("{path} after a truncated answer: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// A 1 MiB object is served intact from the cache (SHA-256 compared).

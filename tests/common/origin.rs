@@ -46,6 +46,8 @@ pub struct Reply {
     pub delay: Duration,
     /// Send the body with `Transfer-Encoding: chunked` instead of a Content-Length.
     pub chunked: bool,
+    /// Close the connection after this many bytes of the encoded answer (a truncated answer).
+    pub truncate: Option<usize>,
 }
 
 impl Reply {
@@ -56,6 +58,7 @@ impl Reply {
             body: body.into(),
             delay: Duration::ZERO,
             chunked: false,
+            truncate: None,
         }
     }
 
@@ -80,6 +83,12 @@ impl Reply {
 
     pub fn chunked(mut self) -> Reply {
         self.chunked = true;
+        self
+    }
+
+    /// Writes only the first `bytes` bytes of the encoded answer (head included), then closes.
+    pub fn truncate(mut self, bytes: usize) -> Reply {
+        self.truncate = Some(bytes);
         self
     }
 
@@ -218,11 +227,13 @@ fn serve(_ctx: &ConnCtx, stream: TcpStream, st: &OriginState) {
             thread::sleep(reply.delay);
         }
         let close = req.head.has_token("connection", "close");
-        if io
-            .write_all(&encode(&reply, req.method == "HEAD", close))
-            .is_err()
-            || close
-        {
+        let mut out = encode(&reply, req.method == "HEAD", close);
+        if let Some(n) = reply.truncate {
+            out.truncate(n);
+            let _ = io.write_all(&out);
+            return;
+        }
+        if io.write_all(&out).is_err() || close {
             return;
         }
     }
