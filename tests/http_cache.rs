@@ -817,6 +817,33 @@ fn etag_revalidation_304_updates_stored_headers() {
     assert_eq!(o.count("/etag"), 2);
 }
 
+/// §3.2: Content-Length is excepted from the header update a 304 makes: a 304 that (wrongly)
+/// says `Content-Length: 0` leaves the stored body and its length alone.
+#[test]
+fn content_length_of_a_304_does_not_replace_the_stored_one() {
+    let o = Origin::start();
+    o.on("/cl304", |r| {
+        if r.header("if-none-match") == Some("\"l1\"") {
+            Reply::not_modified()
+                .h("Cache-Control", "max-age=3600")
+                .h("ETag", "\"l1\"")
+                .h("Content-Length", "0")
+        } else {
+            Reply::ok("twelve bytes")
+                .h("Cache-Control", "max-age=1")
+                .h("ETag", "\"l1\"")
+        }
+    });
+    let p = proxy(&o);
+    get(&p, "/cl304");
+    sleep_ms(1600);
+    let r = get(&p, "/cl304");
+    expect(&r, 200, "twelve bytes", &["REVALIDATED"], "GET once stale");
+    let r = get(&p, "/cl304");
+    expect(&r, 200, "twelve bytes", &["HIT"], "GET after the 304");
+    assert_eq!(r.header("content-length"), Some("12"), "{}", r.summary());
+}
+
 /// §4.3.1: a stale entry with only Last-Modified is revalidated with If-Modified-Since (the
 /// Last-Modified value); a 304 revalidates it.
 #[test]
@@ -1913,6 +1940,64 @@ fn truncated_origin_answers_are_not_stored() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The cache's `size` bounds what it holds: least recently used entries make room, and `show
+/// cache` never reports more bytes than the size.
+#[test]
+fn cache_size_bounds_memory_with_lru_eviction() {
+    let o = Origin::start();
+    for i in 0..6 {
+        o.on(&format!("/lru{i}"), move |_| {
+            Reply::ok(pattern(i, 300 * 1024)).h("Cache-Control", "max-age=3600")
+        });
+    }
+    let p = proxy_with(
+        &o,
+        r#"{ size = "1MiB", max_object = "512KiB" }"#,
+        r#"purge_from = ["127.0.0.1/32"]"#,
+    );
+    for i in 0..6 {
+        let r = get(&p, &format!("/lru{i}"));
+        assert_eq!(r.body, pattern(i, 300 * 1024), "/lru{i}");
+    }
+    let r = get(&p, "/lru5");
+    assert_eq!(
+        xcache(&r),
+        "HIT",
+        "most recent entry evicted: {}",
+        r.summary()
+    );
+    assert_eq!(r.body, pattern(5, 300 * 1024));
+    let r = get(&p, "/lru0");
+    assert_eq!(
+        xcache(&r),
+        "MISS",
+        "1.8 MB stored in a 1 MiB cache: {}",
+        r.summary()
+    );
+    let (code, out) = p.ctl("show cache");
+    assert_eq!(code, 0, "{out}");
+    // A header line naming the columns, then one line per zone.
+    let mut lines = out.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    if let Some(col) = header.iter().position(|c| *c == "bytes") {
+        for l in lines {
+            let bytes: u64 = l
+                .split_whitespace()
+                .nth(col)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no bytes column in {l:?}:\n{out}"));
+            assert!(
+                bytes <= 1 << 20,
+                "cache holds {bytes} bytes > 1 MiB:\n{out}"
+            );
+        }
+    }
 }
 
 /// A 1 MiB object is served intact from the cache (SHA-256 compared).
