@@ -1165,6 +1165,63 @@ fn request_directives_count_upstream_age() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// §5.2.2.8 `proxy-revalidate` and §5.2.2.10 `s-maxage` (which "incorporates the semantics of
+/// proxy-revalidate"): a shared cache does not serve them stale, even to `max-stale`.
+#[test]
+fn proxy_revalidate_and_s_maxage_forbid_stale_in_a_shared_cache() {
+    let o = Origin::start();
+    o.on(
+        "/prv",
+        numbered("prv", &[("Cache-Control", "max-age=1, proxy-revalidate")]),
+    );
+    o.on("/smx", numbered("smx", &[("Cache-Control", "s-maxage=1")]));
+    let p = proxy(&o);
+    get(&p, "/prv");
+    get(&p, "/smx");
+    sleep_ms(1600);
+    let mut failures = Vec::new();
+    for path in ["/prv", "/smx"] {
+        let r = get_h(&p, path, &[("Cache-Control", "max-stale=60")]);
+        if o.count(path) != 2 {
+            failures.push(format!(
+                "{path} served stale for max-stale: {}",
+                r.summary()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// §5.2.1.7: `only-if-cached` never gets a stale entry it did not allow (504, origin not
+/// contacted); with `max-stale` it does.
+#[test]
+fn only_if_cached_and_stale_entries() {
+    let o = Origin::start();
+    o.on("/oics", numbered("oics", &[("Cache-Control", "max-age=1")]));
+    let p = proxy(&o);
+    get(&p, "/oics");
+    sleep_ms(1600);
+    let r = get_h(&p, "/oics", &[("Cache-Control", "only-if-cached")]);
+    assert_eq!(
+        r.status,
+        504,
+        "only-if-cached on a stale entry: {}",
+        r.summary()
+    );
+    let r = get_h(
+        &p,
+        "/oics",
+        &[("Cache-Control", "only-if-cached, max-stale=60")],
+    );
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (200, "oics-1"),
+        "only-if-cached, max-stale on a stale entry: {}",
+        r.summary()
+    );
+    assert_eq!(o.count("/oics"), 1, "only-if-cached reached the origin");
+}
+
 /// §5.2.1.7: `only-if-cached`: a stored answer if there is one, else 504 without contacting
 /// the origin.
 #[test]
