@@ -437,6 +437,46 @@ fn cache_control_parsing() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// §5.2 (cache-tests cc-parse, the required ones): a `max-age=` inside a quoted extension value
+/// is not a directive; a single-quoted value is invalid; leading zeros are a valid number.
+#[test]
+fn cache_control_quoted_strings_and_odd_values() {
+    let o = Origin::start();
+    let cases: [(&str, &str, bool); 4] = [
+        (
+            "/ccq/before",
+            "extension=\"max-age=3600\", max-age=1",
+            false,
+        ),
+        ("/ccq/after", "max-age=1, extension=\"max-age=3600\"", false),
+        ("/ccq/single", "max-age='3600'", false),
+        ("/ccq/zeros", "max-age=003600", true),
+    ];
+    for (path, cc, _) in cases {
+        o.on(path, move |r| {
+            Reply::ok(format!("q-{}", r.n)).h("Cache-Control", cc)
+        });
+    }
+    let p = proxy(&o);
+    for (path, _, _) in cases {
+        get(&p, path);
+    }
+    sleep_ms(1600);
+    let mut failures = Vec::new();
+    for (path, cc, reused) in cases {
+        let r = get(&p, path);
+        if (o.count(path) == 1) != reused {
+            failures.push(format!(
+                "Cache-Control: {cc} (1.6 s later): expected {}, origin saw {}, got {}",
+                if reused { "reuse" } else { "no reuse" },
+                o.count(path),
+                r.summary()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// §4 (the cache key is the target URI): a different query or Host is a different entry.
 #[test]
 fn cache_key_is_host_path_and_query() {
