@@ -163,6 +163,42 @@ fn age_includes_upstream_age_and_time_in_cache() {
     );
 }
 
+/// §4.2.3: the apparent age (response time minus `Date`) counts: an answer dated 100 s ago is
+/// served with an Age of at least 100, and one dated 100 s ago with `max-age=60` is stale.
+#[test]
+fn apparent_age_from_date_counts() {
+    let o = Origin::start();
+    let date = http_date(-100);
+    let d2 = date.clone();
+    o.on("/dated", move |r| {
+        Reply::ok(format!("dated-{}", r.n))
+            .h("Cache-Control", "max-age=3600")
+            .h("Date", &d2)
+    });
+    o.on("/dated-stale", move |r| {
+        Reply::ok(format!("ds-{}", r.n))
+            .h("Cache-Control", "max-age=60")
+            .h("Date", &date)
+    });
+    let p = proxy(&o);
+    get(&p, "/dated");
+    let r = get(&p, "/dated");
+    expect(&r, 200, "dated-1", &["HIT"], "second GET");
+    let a = age(&r);
+    assert!(
+        (100..=103).contains(&a),
+        "Age {a} for an answer dated 100 s ago"
+    );
+    get(&p, "/dated-stale");
+    let r = get(&p, "/dated-stale");
+    assert_eq!(
+        o.count("/dated-stale"),
+        2,
+        "max-age=60 dated 100 s ago reused: {}",
+        r.summary()
+    );
+}
+
 /// §4.2.3: an upstream `Age` already past the lifetime makes the response stale on arrival.
 #[test]
 fn upstream_age_beyond_lifetime_is_stale() {
@@ -990,6 +1026,7 @@ fn no_cache_and_must_revalidate_responses_are_always_revalidated() {
 fn client_conditional_request_answered_from_cache() {
     let o = Origin::start();
     let lm = http_date(-86_400);
+    let older = http_date(-2 * 86_400);
     let lm2 = lm.clone();
     o.on("/cond", move |r| {
         Reply::ok(format!("cond-{}", r.n))
@@ -1006,6 +1043,8 @@ fn client_conditional_request_answered_from_cache() {
         (vec![("If-None-Match", "\"x\", \"k1\"")], 304),
         (vec![("If-None-Match", "\"other\"")], 200),
         (vec![("If-Modified-Since", lm.as_str())], 304),
+        (vec![("If-None-Match", "*")], 304),
+        (vec![("If-Modified-Since", older.as_str())], 200),
     ];
     for (headers, want) in &cases {
         let r = get_h(&p, "/cond", headers);
