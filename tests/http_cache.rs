@@ -1379,6 +1379,71 @@ fn stale_while_revalidate_serves_stale_and_refreshes() {
     );
 }
 
+/// RFC 5861 §3 with §4.3: the background revalidation is conditional when the entry has an
+/// ETag, and its 304 freshens the entry (the next request is a HIT with the stored body); a
+/// background fetch that fails leaves the stale entry usable within the window.
+#[test]
+fn stale_while_revalidate_background_304_and_failure() {
+    let o = Origin::start();
+    o.on("/swr304", |r| {
+        if r.header("if-none-match") == Some("\"w1\"") {
+            Reply::not_modified()
+                .h("Cache-Control", "max-age=3600")
+                .h("ETag", "\"w1\"")
+        } else {
+            Reply::ok(format!("swr304-{}", r.n))
+                .h("Cache-Control", "max-age=1, stale-while-revalidate=30")
+                .h("ETag", "\"w1\"")
+        }
+    });
+    o.on("/swrfail", |r| {
+        if r.n == 1 {
+            Reply::ok("swrfail-1").h("Cache-Control", "max-age=1, stale-while-revalidate=30")
+        } else {
+            Reply::new(503, "down")
+        }
+    });
+    let p = proxy(&o);
+    get(&p, "/swr304");
+    get(&p, "/swrfail");
+    sleep_ms(1600);
+    expect(
+        &get(&p, "/swr304"),
+        200,
+        "swr304-1",
+        &["STALE"],
+        "/swr304 once stale",
+    );
+    expect(
+        &get(&p, "/swrfail"),
+        200,
+        "swrfail-1",
+        &["STALE"],
+        "/swrfail once stale",
+    );
+    assert_eq!(o.wait_count("/swr304", 2, Duration::from_secs(3)), 2);
+    assert_eq!(o.wait_count("/swrfail", 2, Duration::from_secs(3)), 2);
+    assert_eq!(
+        o.reqs("/swr304")[1].header("if-none-match"),
+        Some("\"w1\""),
+        "background revalidation not conditional"
+    );
+    sleep_ms(200);
+    expect(
+        &get(&p, "/swr304"),
+        200,
+        "swr304-1",
+        &["HIT"],
+        "/swr304 after the background 304",
+    );
+    let r = get(&p, "/swrfail");
+    assert!(
+        r.status == 200 && r.body_str() == "swrfail-1" && xcache(&r) == "STALE",
+        "/swrfail after a failed background fetch: {}",
+        r.summary()
+    );
+}
+
 /// RFC 5861 §4: stale-if-error: a stale entry is served when the origin answers 5xx.
 #[test]
 fn stale_if_error_on_5xx() {
