@@ -391,23 +391,28 @@ fn heuristic_freshness_only_with_last_modified_and_cacheable_status() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// §3: a status that is not cacheable by default is stored when it has explicit freshness;
-/// without it, it is not.
-#[test]
-fn other_statuses_stored_only_with_explicit_freshness() {
-    let o = Origin::start();
-    let cases: [(&str, u16, Option<&str>, bool); 5] = [
-        ("/st/302-fresh", 302, Some("max-age=3600"), true),
-        ("/st/307-fresh", 307, Some("max-age=3600"), true),
-        ("/st/500-fresh", 500, Some("max-age=3600"), true),
-        ("/st/500", 500, None, false),
-        ("/st/200", 200, None, false),
-    ];
-    for (path, status, cc, _) in cases {
-        o.on(path, move |r| {
-            let mut reply = Reply::new(status, format!("s{status}-{}", r.n));
+/// The status codes of cache-tests' status.mjs.
+const STATUSES: [u16; 18] = [
+    200, 203, 204, 299, 301, 302, 303, 307, 308, 400, 404, 410, 499, 500, 502, 503, 504, 599,
+];
+
+/// Scripts `/st/{kind}/{status}` answering `status` with `cc` as Cache-Control (if any) and
+/// `expires` as Expires (if any).
+fn status_paths(o: &Origin, kind: &str, cc: Option<&'static str>, expires: Option<String>) {
+    for status in STATUSES {
+        let expires = expires.clone();
+        o.on(&format!("/st/{kind}/{status}"), move |r| {
+            let body = if status == 204 {
+                String::new()
+            } else {
+                format!("s{status}-{}", r.n)
+            };
+            let mut reply = Reply::new(status, body);
             if let Some(cc) = cc {
                 reply = reply.h("Cache-Control", cc);
+            }
+            if let Some(e) = &expires {
+                reply = reply.h("Expires", e);
             }
             if (300..400).contains(&status) {
                 reply = reply.h("Location", "/elsewhere");
@@ -415,16 +420,57 @@ fn other_statuses_stored_only_with_explicit_freshness() {
             reply
         });
     }
+}
+
+/// §3: any final status is storable with explicit freshness (shardgate's brief: "other statuses
+/// only with explicit freshness"; cache-tests status-*-fresh, kind "optimal"); without explicit
+/// freshness or Last-Modified, none is reused.
+#[test]
+fn other_statuses_stored_only_with_explicit_freshness() {
+    let o = Origin::start();
+    status_paths(&o, "fresh", Some("max-age=3600"), None);
+    status_paths(&o, "none", None, None);
     let p = proxy(&o);
     let mut failures = Vec::new();
-    for (path, status, cc, reused) in cases {
-        get(&p, path);
-        let r = get(&p, path);
-        if (o.count(path) == 1) != reused || r.status != status {
+    for (kind, reused) in [("fresh", true), ("none", false)] {
+        for status in STATUSES {
+            let path = format!("/st/{kind}/{status}");
+            get(&p, &path);
+            let r = get(&p, &path);
+            if (o.count(&path) == 1) != reused || r.status != status {
+                failures.push(format!(
+                    "{status} {}: expected {}, origin saw {} requests, 2nd {}",
+                    if reused {
+                        "with max-age=3600"
+                    } else {
+                        "without freshness"
+                    },
+                    if reused { "reuse" } else { "no reuse" },
+                    o.count(&path),
+                    r.summary()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// §4.2 (cache-tests status-*-stale, required): a stale answer of any status (Expires in the
+/// past) is not reused without the origin.
+#[test]
+fn stale_answers_of_any_status_are_not_reused() {
+    let o = Origin::start();
+    status_paths(&o, "stale", None, Some(http_date(-5000)));
+    let p = proxy(&o);
+    let mut failures = Vec::new();
+    for status in STATUSES {
+        let path = format!("/st/stale/{status}");
+        get(&p, &path);
+        let r = get(&p, &path);
+        if o.count(&path) != 2 {
             failures.push(format!(
-                "{status} with Cache-Control {cc:?}: expected {}, origin saw {} requests, 2nd {}",
-                if reused { "reuse" } else { "no reuse" },
-                o.count(path),
+                "stale {status} reused: origin saw {}, 2nd {}",
+                o.count(&path),
                 r.summary()
             ));
         }
