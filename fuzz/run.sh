@@ -27,7 +27,7 @@ TARGET_DIR="${FUZZ_TARGET_DIR:-$FUZZ_DIR/target}"
 # -a: debug assertions and overflow checks in every crate; --sanitizer none: stable Rust.
 BUILD_FLAGS=(--sanitizer none -a --target-dir "$TARGET_DIR")
 
-ALL_TARGETS=(http_request_head http_response_head chunked chunked_canonical mysql_observer sticky_cookie dns_response upgrade_message access_log_line traffic_log_recover admin_basic_auth)
+ALL_TARGETS=(http_request_head http_response_head chunked chunked_canonical mysql_observer sticky_cookie dns_response upgrade_message access_log_line traffic_log_recover admin_basic_auth static_path http_fields)
 if [ "$#" -gt 0 ]; then
     TARGETS=("$@")
 else

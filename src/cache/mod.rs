@@ -156,6 +156,12 @@ impl Registry {
         list.push((shard, zone.to_owned(), stats));
     }
 
+    /// Drop shard `shard`'s counters of the zones `keep` refuses (a reload removed them).
+    pub fn forget(&self, shard: usize, keep: impl Fn(&str) -> bool) {
+        let mut list = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|(s, z, _)| *s != shard || keep(z));
+    }
+
     /// Every zone's counters, by name, summed over shards.
     pub fn totals(&self) -> Vec<(String, ZoneTotals)> {
         let list = self.stats.lock().unwrap_or_else(|e| e.into_inner());

@@ -36,7 +36,7 @@ pub struct OpenFile {
     pub size: u64,
     /// Modification time, seconds since the epoch.
     pub mtime: u64,
-    /// `"mtime-size"` in hex, quoted (strong; the way nginx makes it).
+    /// `"inode-mtime.nanos-size"` in hex, quoted (strong).
     pub etag: String,
     /// The whole file, when it is small.
     pub bytes: Option<Bytes>,
@@ -207,11 +207,17 @@ fn try_open(root: &std::path::Path, rel: &[u8]) -> io::Result<Found> {
         None
     };
     let size = bytes.as_ref().map_or(size, |b| b.len() as u64);
+    // Strong validator (RFC 9110 §8.8.1): it must change whenever the bytes may have, so it
+    // carries the inode (a file replaced by rename, or a `.br` sibling, is another file) and
+    // the modification time to the nanosecond (two writes within one second), not just
+    // seconds and size as nginx's does.
+    let nanos = st.st_mtime_nsec.max(0) as u64;
+    let etag = format!("\"{:x}-{mtime:x}.{nanos:x}-{size:x}\"", st.st_ino);
     Ok(Found::File(Rc::new(OpenFile {
         fd,
         size,
         mtime,
-        etag: format!("\"{mtime:x}-{size:x}\""),
+        etag,
         bytes,
     })))
 }

@@ -125,6 +125,8 @@ pub struct ShardCtx {
     pub shard: Rc<Shard>,
     pub shared: Arc<Shared>,
     view: RefCell<Rc<ShardView>>,
+    /// Called with each new view (the protocols drop what the config no longer has).
+    on_refresh: RefCell<Vec<Box<dyn Fn(&ShardView)>>>,
 }
 
 impl ShardCtx {
@@ -133,6 +135,7 @@ impl ShardCtx {
             view: RefCell::new(Rc::new(ShardView::build(shard, shared.current(), None))),
             shard: shard.clone(),
             shared,
+            on_refresh: RefCell::new(Vec::new()),
         })
     }
 
@@ -161,7 +164,11 @@ impl ShardCtx {
                 .any(|f| next.http_front(&f.conf.name).is_none());
             (next, lost)
         };
-        *self.view.borrow_mut() = Rc::new(next);
+        let next = Rc::new(next);
+        *self.view.borrow_mut() = next.clone();
+        for hook in self.on_refresh.borrow().iter() {
+            hook(&next);
+        }
         if lost_front {
             // Idle connections of a removed frontend close now, not at their keep-alive timeout.
             self.shard.drain.nudge();
@@ -170,6 +177,11 @@ impl ShardCtx {
 
     pub fn id(&self) -> usize {
         self.shard.id
+    }
+
+    /// Run `hook` with every view this shard builds from now on.
+    pub fn on_refresh(&self, hook: Box<dyn Fn(&ShardView)>) {
+        self.on_refresh.borrow_mut().push(hook);
     }
 
     /// The shard's drain (and shed) signal.

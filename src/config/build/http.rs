@@ -299,10 +299,14 @@ impl Builder<'_> {
         if !root.is_absolute() {
             return Err(self.err(k("root"), format!("{:?} must be an absolute path", st.root)));
         }
+        // A root that is not there yet is allowed (the site may be deployed after the
+        // config, as nginx allows): requests get 404 until it exists. A file is a mistake.
         match std::fs::metadata(&root) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(self.err(k("root"), format!("{:?} is not a directory", st.root))),
-            Err(e) => return Err(self.err(k("root"), format!("{:?}: {e}", st.root))),
+            Err(e) => {
+                tracing::warn!(event = "static_root_missing", file = self.origin, key = %k("root"), root = %st.root, error = %e, "static root cannot be read; its requests get 404 until it can");
+            }
         }
         let index = st
             .index

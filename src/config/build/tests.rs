@@ -303,7 +303,7 @@ fn validation_errors_name_file_and_key() {
         ("[[http.route]]\nhost = \"x\"\n", "http[0].route[0].pool: missing: a route needs pool (proxy) or static"),
         ("[[http.route]]\nhost = \"x\"\npool = \"app\"\nstatic = { root = \"/tmp\" }\n", "http[0].route[0].static: a route has either pool or static"),
         ("[[http.route]]\nhost = \"x\"\nstatic = { root = \"tmp\" }\n", "http[0].route[0].static.root: \"tmp\" must be an absolute path"),
-        ("[[http.route]]\nhost = \"x\"\nstatic = { root = \"/nonexistent-dir-x\" }\n", "http[0].route[0].static.root: \"/nonexistent-dir-x\": No such file"),
+        ("[[http.route]]\nhost = \"x\"\nstatic = { root = \"/etc/hostname\" }\n", "http[0].route[0].static.root: \"/etc/hostname\" is not a directory"),
         ("[[http.route]]\nhost = \"x\"\nstatic = { root = \"/tmp\", index = [\"a/b\"] }\n", "http[0].route[0].static.index[0]: \"a/b\" is not a file name"),
         ("[[http.route]]\nhost = \"x\"\nstatic = { root = \"/tmp\" }\ncache = { size = \"1m\" }\n", "http[0].route[0].cache: a static route is not cached"),
         ("[[http.route]]\nhost = \"x\"\npool = \"app\"\ncache = { size = \"1k\" }\n", "http[0].route[0].cache.size: 1024 bytes is too small"),

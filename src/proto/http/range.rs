@@ -100,6 +100,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)]
     fn ranges() {
         use Ranges::*;
         let p = |v: &str| resolve(v.as_bytes(), 10);

@@ -101,7 +101,18 @@ impl Plan {
         };
         self.zone.stats.stale.add(1);
         let z = self.zone.clone();
-        serve(conn, client, 0, &self.ask, &e, "STALE", &z, started).await
+        serve(
+            conn,
+            client,
+            0,
+            &self.ask,
+            &e,
+            "STALE",
+            &z,
+            started,
+            Via::default(),
+        )
+        .await
     }
 }
 
@@ -360,7 +371,18 @@ pub async fn before(
                     Before::Forward(p) => p,
                     Before::Answered(o) => return Before::Answered(o),
                 };
-                let out = serve(conn, client, head.head_len, &ask, &e, "STALE", &z, started).await;
+                let out = serve(
+                    conn,
+                    client,
+                    head.head_len,
+                    &ask,
+                    &e,
+                    "STALE",
+                    &z,
+                    started,
+                    Via::default(),
+                )
+                .await;
                 p.background = Some(out);
                 return Before::Forward(p);
             }
@@ -382,7 +404,18 @@ pub async fn before(
             }
         };
         count(&z, outcome);
-        let out = serve(conn, client, head.head_len, &ask, &e, outcome, &z, started).await;
+        let out = serve(
+            conn,
+            client,
+            head.head_len,
+            &ask,
+            &e,
+            outcome,
+            &z,
+            started,
+            Via::default(),
+        )
+        .await;
         return Before::Answered(out);
     }
 }
@@ -457,6 +490,26 @@ async fn finish_answer(
     }
 }
 
+/// The exchange behind an answer from the cache: none for a hit; the pool and server that
+/// were asked for one stored or refreshed on the way (so their metrics count it).
+#[derive(Clone, Copy, Default)]
+pub struct Via {
+    pub pool: Option<usize>,
+    pub server: Option<usize>,
+    pub first_byte: Option<std::time::Duration>,
+    /// Request bytes sent to the server.
+    pub sent: u64,
+}
+
+fn via(x: &Exchange) -> Via {
+    Via {
+        pool: Some(x.pool),
+        server: x.server,
+        first_byte: None,
+        sent: x.sent,
+    }
+}
+
 /// Answer from a stored entry (the request head, `head_len` bytes, still starts `conn.buf`),
 /// honouring the client's conditionals and a single range; counts the exchange.
 #[allow(clippy::too_many_arguments)]
@@ -469,6 +522,7 @@ pub async fn serve(
     label: &str,
     z: &Zone,
     started: Instant,
+    via: Via,
 ) -> Outcome {
     conn.buf.drain(..head_len.min(conn.buf.len()));
     let keep = !ask.close && !conn.closing();
@@ -492,12 +546,16 @@ pub async fn serve(
     }
     conn.finish(&Done {
         started,
-        first_byte: Some(started.elapsed()),
+        first_byte: via.first_byte.or(Some(started.elapsed())),
         status,
-        bytes_in: head_len as u64,
+        bytes_in: if via.pool.is_some() {
+            via.sent
+        } else {
+            head_len as u64
+        },
         bytes_out: answered,
-        pool: None,
-        server: None,
+        pool: via.pool,
+        server: via.server,
         retries: 0,
         sticky: None,
         reason: if ok { reason::OK } else { reason::INCOMPLETE },
@@ -849,6 +907,7 @@ pub enum After {
 }
 
 /// After the origin's response head: store, merge, fall back, or hand back for relaying.
+#[allow(clippy::too_many_arguments)]
 pub async fn respond(
     conn: &mut Conn<'_>,
     client: &mut TcpStream,
@@ -887,7 +946,7 @@ pub async fn respond(
                 return After::Done(Outcome::KeepAlive, 0, true);
             }
             z.stats.revalidated.add(1);
-            return answered(conn, client, plan, &e, "REVALIDATED", started).await;
+            return answered(conn, client, plan, &e, "REVALIDATED", started, via(x)).await;
         }
     }
     // An error from the origin: a stale entry that allows it answers instead.
@@ -898,7 +957,7 @@ pub async fn respond(
                     return After::Done(Outcome::KeepAlive, 0, true);
                 }
                 z.stats.stale.add(1);
-                return answered(conn, client, plan, &old, "STALE", started).await;
+                return answered(conn, client, plan, &old, "STALE", started, via(x)).await;
             }
         }
     }
@@ -969,7 +1028,7 @@ pub async fn respond(
                 if let (false, Some(old)) = (background, plan.entry.clone()) {
                     if policy::stale_if_error(&old.stored, &plan.req, old.age_ms(now_ms())) {
                         z.stats.stale.add(1);
-                        return answered(conn, client, plan, &old, "STALE", started).await;
+                        return answered(conn, client, plan, &old, "STALE", started, via(x)).await;
                     }
                 }
                 if let Some(e) = &plan.entry {
@@ -1004,7 +1063,7 @@ pub async fn respond(
                 return After::Done(Outcome::KeepAlive, 0, true);
             }
             let label = plan.label;
-            answered(conn, client, plan, &e, label, started).await
+            answered(conn, client, plan, &e, label, started, via(x)).await
         }
         None => {
             // Over the limit: the client gets the response as it came, the rest relayed.
@@ -1073,9 +1132,10 @@ async fn answered(
     e: &Rc<Entry>,
     label: &str,
     started: Instant,
+    via: Via,
 ) -> After {
     let z = plan.zone.clone();
-    let out = serve(conn, client, 0, &plan.ask, e, label, &z, started).await;
+    let out = serve(conn, client, 0, &plan.ask, e, label, &z, started, via).await;
     // `serve` counted the exchange: the caller must not count it again.
     After::Done(out, 0, true)
 }

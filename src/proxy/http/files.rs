@@ -165,11 +165,14 @@ fn decide(
         Found::Dir if !clean.dir => {
             // A directory asked for without its slash: send the client to the slash form,
             // so relative links in its index resolve (nginx does the same).
-            let mut loc = head.path.of(buf).to_vec();
+            // Built from the cleaned path, never from the raw one: `//host` would send the
+            // browser to another site.
+            let mut loc = Vec::with_capacity(rel.len() + 8);
             loc.push(b'/');
-            let query =
-                &head.origin.of(buf)[head.path.of(buf).len().min(head.origin.of(buf).len())..];
-            loc.extend_from_slice(query);
+            encode_path(&rel, &mut loc);
+            loc.push(b'/');
+            let (origin, path) = (head.origin.of(buf), head.path.of(buf));
+            loc.extend_from_slice(&origin[path.len().min(origin.len())..]);
             return (simple(out, 301, &[("Location", &loc)]), None);
         }
         Found::Dir => {
@@ -365,6 +368,19 @@ fn respond_file(
             answer::connection(out, keep, http10);
             out.extend_from_slice(b"\r\n");
             (206, Some((f, pieces)))
+        }
+    }
+}
+
+/// Percent-encode a cleaned path for a `Location`: unreserved characters, sub-delims, `:`,
+/// `@` and `/` stay, everything else is escaped.
+fn encode_path(rel: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in rel {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
         }
     }
 }

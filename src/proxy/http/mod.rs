@@ -120,6 +120,29 @@ impl HttpShard {
                 http.relay_bufs.borrow_mut().clear();
             }
         }));
+        // A reload that removes a cache frees that cache's memory on this shard at once.
+        let weak = Rc::downgrade(&http);
+        http.ctx.on_refresh(Box::new(move |view| {
+            if let Some(http) = weak.upgrade() {
+                let config = &view.gen.config;
+                let names: Vec<&str> = config
+                    .http
+                    .iter()
+                    .flat_map(|f| &f.routes)
+                    .filter_map(|r| match &r.target {
+                        crate::config::RouteTarget::Pool { cache, .. } => cache.as_deref(),
+                        crate::config::RouteTarget::Static(_) => None,
+                    })
+                    .chain(config.pools.iter().filter_map(|p| p.cache.as_deref()))
+                    .map(|c| c.zone.as_str())
+                    .collect();
+                http.caches.retain(|z| names.contains(&z));
+                http.ctx
+                    .shared
+                    .caches
+                    .forget(http.ctx.id(), |z| names.contains(&z));
+            }
+        }));
         http
     }
 
