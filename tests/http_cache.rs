@@ -422,18 +422,16 @@ fn status_paths(o: &Origin, kind: &str, cc: Option<&'static str>, expires: Optio
     }
 }
 
-/// §3: any final status is storable with explicit freshness (shardgate's brief: "other statuses
-/// only with explicit freshness"; cache-tests status-*-fresh, kind "optimal"); without explicit
-/// freshness or Last-Modified, none is reused.
-#[test]
-fn other_statuses_stored_only_with_explicit_freshness() {
+/// Stores each status of `statuses` under `/st/fresh/N` (max-age=3600) and `/st/none/N` (no
+/// freshness) and checks that the fresh ones are reused and the others not.
+fn check_status_reuse(statuses: &[u16]) {
     let o = Origin::start();
     status_paths(&o, "fresh", Some("max-age=3600"), None);
     status_paths(&o, "none", None, None);
     let p = proxy(&o);
     let mut failures = Vec::new();
     for (kind, reused) in [("fresh", true), ("none", false)] {
-        for status in STATUSES {
+        for &status in statuses {
             let path = format!("/st/{kind}/{status}");
             get(&p, &path);
             let r = get(&p, &path);
@@ -453,6 +451,21 @@ fn other_statuses_stored_only_with_explicit_freshness() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// §3: a status the cache knows is storable with explicit freshness (cache-tests
+/// status-*-fresh); without explicit freshness or Last-Modified it is not reused.
+#[test]
+fn known_statuses_stored_only_with_explicit_freshness() {
+    check_status_reuse(&[200, 203, 204, 301, 302, 303, 307, 308, 404, 410]);
+}
+
+/// §3: any final status is storable with explicit freshness, errors and unknown codes included
+/// (the brief: "other statuses only with explicit freshness"; cache-tests status-*-fresh, kind
+/// "optimal"). RFC 9111 permits but does not require storing them.
+#[test]
+fn error_and_unknown_statuses_stored_with_explicit_freshness() {
+    check_status_reuse(&[299, 400, 499, 500, 502, 503, 504, 599]);
 }
 
 /// §4.2 (cache-tests status-*-stale, required): a stale answer of any status (Expires in the
@@ -1515,6 +1528,32 @@ fn stale_if_error_on_5xx() {
     assert_eq!(o.count("/sie"), 2, "the cache did not try the origin first");
 }
 
+/// RFC 5861 §4: `stale-if-error` may come with the request too.
+#[test]
+fn stale_if_error_in_the_request() {
+    let o = Origin::start();
+    o.on("/siereq", |r| {
+        if r.n == 1 {
+            Reply::ok("siereq-1").h("Cache-Control", "max-age=1")
+        } else {
+            Reply::new(500, "broken")
+        }
+    });
+    let p = proxy(&o);
+    get(&p, "/siereq");
+    sleep_ms(1600);
+    let r = get_h(&p, "/siereq", &[("Cache-Control", "stale-if-error=60")]);
+    expect(
+        &r,
+        200,
+        "siereq-1",
+        &["STALE"],
+        "request stale-if-error=60, origin 500",
+    );
+    let r = get(&p, "/siereq");
+    assert_eq!(r.status, 500, "without stale-if-error: {}", r.summary());
+}
+
 /// RFC 5861 §4: stale-if-error: a stale entry is served when the origin is down.
 #[test]
 fn stale_if_error_when_origin_down() {
@@ -2415,6 +2454,16 @@ fn range_requests_and_partial_content() {
         && r.header("content-range") == Some("bytes 10-14/20"))
         || (r.status == 200 && r.body_str() == full);
     assert!(ok, "Range on a stored answer: {}", r.summary());
+    // RFC 9110 §15.5.17: an unsatisfiable range gets 416 with `Content-Range: bytes */20` (or
+    // the Range is ignored: 200).
+    let r = get_h(&p, "/rng", &[("Range", "bytes=100-200")]);
+    let ok = (r.status == 416 && r.header("content-range") == Some("bytes */20"))
+        || (r.status == 200 && r.body_str() == full);
+    assert!(
+        ok,
+        "unsatisfiable Range on a stored answer: {}",
+        r.summary()
+    );
 }
 
 #[test]
