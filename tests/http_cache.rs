@@ -2144,6 +2144,52 @@ fn ctl_purge_and_show_cache() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// `ctl purge` names a URL exactly (query included) and a prefix only on its host.
+#[test]
+fn ctl_purge_is_exact_per_query_and_host() {
+    let o = Origin::start();
+    o.on("/q", |r| {
+        Reply::ok(format!("{}-{}", r.target, r.n)).h("Cache-Control", "max-age=3600")
+    });
+    o.on("/dir/x", |r| {
+        Reply::ok(format!("x-{}", r.n)).h("Cache-Control", "max-age=3600")
+    });
+    let p = proxy(&o);
+    let get_host = |path: &str, host: &str| {
+        let mut c = Conn::connect(p.addr("web"));
+        c.send(&req("GET", path, host, &[], b""));
+        c.read_response()
+    };
+    for (path, host) in [
+        ("/q?a=1", HOST),
+        ("/q?a=2", HOST),
+        ("/dir/x", HOST),
+        ("/dir/x", "other.test"),
+    ] {
+        get_host(path, host);
+    }
+    let (code, out, err) = p.ctl_full(&format!("purge http://{HOST}/q?a=1"));
+    assert_eq!(code, 0, "{out} {err}");
+    let (code, out, err) = p.ctl_full(&format!("purge prefix http://{HOST}/dir/"));
+    assert_eq!(code, 0, "{out} {err}");
+    let mut failures = Vec::new();
+    for (path, host, cache) in [
+        ("/q?a=1", HOST, "MISS"),
+        ("/q?a=2", HOST, "HIT"),
+        ("/dir/x", HOST, "MISS"),
+        ("/dir/x", "other.test", "HIT"),
+    ] {
+        let r = get_host(path, host);
+        if xcache(&r) != cache {
+            failures.push(format!(
+                "{host}{path}: expected {cache}, got {}",
+                r.summary()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bodies, HEAD, Range
 
