@@ -2190,6 +2190,84 @@ fn ctl_purge_is_exact_per_query_and_host() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// With 2 shards (each its own cache; the one test that is not single-shard), a PUT, a `ctl
+/// purge` and a `PURGE` still evict the URL everywhere: the client sees one cache (§4.4). 16
+/// kept-open connections spread over the shards; after each eviction, exactly as many of
+/// them miss as there were shards holding a copy.
+#[test]
+fn evictions_reach_every_shard() {
+    let o = Origin::start();
+    o.on("/everywhere", |r| {
+        if r.method == "GET" {
+            Reply::ok(format!("e-{}", r.n)).h("Cache-Control", "max-age=3600")
+        } else {
+            Reply::ok("done")
+        }
+    });
+    let cfg = daemon(2)
+        + r#"
+[[http]]
+name = "web"
+listen = ["127.0.0.1:{port:web}"]
+purge_from = ["127.0.0.1/32"]
+
+  [[http.route]]
+  pool = "app"
+  cache = { size = "64MiB", max_object = "8MiB" }
+
+[pool.app]
+servers = [ { name = "app", addr = "{app}" } ]
+"#;
+    let p = Proxy::start_with(&cfg, &[("app", o.addr_string())]);
+    let mut conns: Vec<Conn> = (0..16).map(|_| Conn::connect(p.addr("web"))).collect();
+    let misses = |conns: &mut [Conn]| -> usize {
+        conns
+            .iter_mut()
+            .map(|c| {
+                c.send(&req("GET", "/everywhere", HOST, &[], b""));
+                c.read_response()
+            })
+            .filter(|r| xcache(r) != "HIT")
+            .count()
+    };
+    let holders = misses(&mut conns);
+    assert_eq!(holders, 2, "16 connections did not reach both shards");
+    let mut failures = Vec::new();
+    let evictions: [(&str, Box<dyn Fn()>); 3] = [
+        (
+            "PUT",
+            Box::new(|| {
+                let r = send(&p, "PUT", "/everywhere", &[], b"new");
+                assert_eq!(r.status, 200, "PUT: {}", r.summary());
+            }),
+        ),
+        (
+            "ctl purge",
+            Box::new(|| {
+                let (code, out) = p.ctl(&format!("purge http://{HOST}/everywhere"));
+                assert_eq!(code, 0, "ctl purge: {out}");
+            }),
+        ),
+        (
+            "PURGE",
+            Box::new(|| {
+                let r = send(&p, "PURGE", "/everywhere", &[], b"");
+                assert!(r.status == 200 || r.status == 404, "PURGE: {}", r.summary());
+            }),
+        ),
+    ];
+    for (what, evict) in evictions.iter() {
+        evict();
+        let m = misses(&mut conns);
+        if m != holders {
+            failures.push(format!(
+                "after {what}: {m} of 16 connections missed, {holders} shard(s) held a copy"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bodies, HEAD, Range
 
