@@ -7,7 +7,8 @@
 //! directives, plus shardgate's own: coalescing, PURGE, `ctl purge`, `show cache`, limits.
 //!
 //! Every proxy runs with `shards = 1` (`daemon(1)`): the cache is per shard, so one shard means
-//! one cache serves every connection of a test. Lifetimes are 1-2 s (`max-age=1`) or an hour,
+//! one cache serves every connection of a test (the one exception, `evictions_reach_every_shard`,
+//! checks that evictions reach both caches of a 2-shard daemon). Lifetimes are 1-2 s (`max-age=1`) or an hour,
 //! and the sleeps that make an entry stale are at most 2.5 s; each test has its own origin and
 //! daemon, so they run in parallel.
 
