@@ -288,7 +288,8 @@ impl Zone {
         self.catch_up();
         let map = self.map.borrow();
         let variants = map.get(key)?;
-        let e = variants.iter().find(|e| {
+        // The most recent matching variant (§4.1), which is the last stored.
+        let e = variants.iter().rev().find(|e| {
             e.vary
                 .iter()
                 .all(|(name, v)| request_value(name).as_deref() == v.as_deref())
