@@ -154,6 +154,12 @@ fn age_includes_upstream_age_and_time_in_cache() {
     expect(&r, 200, "aged-1", &["HIT"], "GET of a stored response");
     let a = age(&r);
     assert!((30..=32).contains(&a), "Age {a}, expected 30..=32");
+    assert_eq!(
+        r.head.header_all("age").len(),
+        1,
+        "the origin's Age and the cache's both sent: {}",
+        r.summary()
+    );
     sleep_ms(1300);
     let r = get(&p, "/aged");
     expect(&r, 200, "aged-1", &["HIT"], "GET 1.3 s later");
@@ -2296,6 +2302,11 @@ fn chunked_origin_response_is_cached_with_content_length() {
         r2.summary()
     );
     assert_eq!(r2.header("content-length"), Some("20000"));
+    assert!(
+        r2.header("transfer-encoding").is_none(),
+        "Transfer-Encoding kept on a Content-Length answer: {}",
+        r2.summary()
+    );
 }
 
 /// §3.3, §3.4: an answer cut short by the origin (Content-Length not reached, chunked body
