@@ -499,7 +499,7 @@ fn stale_answers_of_any_status_are_not_reused() {
 }
 
 /// §5.2: directive names are case-insensitive and several Cache-Control fields combine;
-/// `max-age=0` is stale at once.
+/// `max-age=0` is stale at once, and so is an invalid `max-age=-1` (§4.2.1).
 #[test]
 fn cache_control_parsing() {
     let o = Origin::start();
@@ -518,12 +518,14 @@ fn cache_control_parsing() {
         ),
     );
     o.on("/cc/zero", numbered("z", &[("Cache-Control", "max-age=0")]));
+    o.on("/cc/neg", numbered("n", &[("Cache-Control", "max-age=-1")]));
     let p = proxy(&o);
     let mut failures = Vec::new();
     for (path, reused) in [
         ("/cc/upper", true),
         ("/cc/split", true),
         ("/cc/zero", false),
+        ("/cc/neg", false),
     ] {
         get(&p, path);
         let r = get(&p, path);
