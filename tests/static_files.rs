@@ -1699,7 +1699,8 @@ fn static_requests_are_counted() {
         let r = c.get("/assets/ten.txt", "www.example.com");
         assert_eq!(r.status, 200);
     }
-    let asks: [(&str, &str, &[(&str, &str)], u16); 5] = [
+    type Ask<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16);
+    let asks: [Ask; 5] = [
         ("GET", "/assets/nope", &[], 404),
         ("GET", "/assets/alpha.txt", &[("Range", "bytes=0-1")], 206),
         ("GET", "/assets/ten.txt", &[("If-None-Match", &etag)], 304),

@@ -121,12 +121,15 @@ impl ShardView {
 
 /// One shard as the protocols see it: its core, the process-wide state, and its view of the
 /// running config.
+/// Run with each new view a shard builds.
+pub type RefreshHook = Box<dyn Fn(&ShardView)>;
+
 pub struct ShardCtx {
     pub shard: Rc<Shard>,
     pub shared: Arc<Shared>,
     view: RefCell<Rc<ShardView>>,
     /// Called with each new view (the protocols drop what the config no longer has).
-    on_refresh: RefCell<Vec<Box<dyn Fn(&ShardView)>>>,
+    on_refresh: RefCell<Vec<RefreshHook>>,
 }
 
 impl ShardCtx {
@@ -180,7 +183,7 @@ impl ShardCtx {
     }
 
     /// Run `hook` with every view this shard builds from now on.
-    pub fn on_refresh(&self, hook: Box<dyn Fn(&ShardView)>) {
+    pub fn on_refresh(&self, hook: RefreshHook) {
         self.on_refresh.borrow_mut().push(hook);
     }
 

@@ -162,6 +162,68 @@ pub async fn write_all<S: Stream, B: IoBuf + 'static>(
     }
 }
 
+/// A response head and a body shared with a cache, written together by `writev` so the body
+/// is not copied into the head's buffer.
+pub struct HeadBody {
+    head: Vec<u8>,
+    /// Only held: the second iovec points into it.
+    #[allow(dead_code)]
+    body: bytes::Bytes,
+    /// Boxed so the pointer the runtime reads stays put while it owns the value.
+    iov: Box<[libc::iovec; 2]>,
+}
+
+impl HeadBody {
+    pub fn new(head: Vec<u8>, body: bytes::Bytes) -> HeadBody {
+        let iov = Box::new([
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: body.as_ptr() as *mut libc::c_void,
+                iov_len: body.len(),
+            },
+        ]);
+        HeadBody { head, body, iov }
+    }
+}
+
+// SAFETY: the iovecs point into `head` and `body`, which are never changed while the value
+// lives (the fields are private and nothing mutates them), and into the boxed array, whose
+// address does not move when the value does.
+unsafe impl monoio::buf::IoVecBuf for HeadBody {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov.as_ptr()
+    }
+    fn read_iovec_len(&self) -> usize {
+        2
+    }
+}
+
+/// Write `head` then `body` in as few `writev` calls as the socket takes, bounded by `timeout`
+/// as [`write_all`] is. Gives the head's buffer back.
+pub async fn write_head_body<S: Stream>(
+    stream: &mut S,
+    head: Vec<u8>,
+    body: bytes::Bytes,
+    timeout: Duration,
+) -> (io::Result<()>, Vec<u8>) {
+    let fd = stream.raw_fd();
+    let mut fut = pin!(stream.write_vectored_all(HeadBody::new(head, body)));
+    match self::timeout(timeout, fut.as_mut()).await {
+        Some((r, b)) => (r.map(|_| ()), b.head),
+        None => {
+            shutdown_fd(fd);
+            let (_, b) = fut.await;
+            (
+                Err(io::Error::new(io::ErrorKind::TimedOut, "send timeout")),
+                b.head,
+            )
+        }
+    }
+}
+
 /// Close after a last answer: shut our side down, then read and discard what the peer still
 /// sends for at most `linger`, so the kernel does not answer unread data with a reset that
 /// could destroy the answer on its way. `buf` is a buffer the connection already has (reused:

@@ -35,7 +35,9 @@ pub use clock::{ms_of, now_ms, now_us, LogLimit};
 pub use drain::Drain;
 pub use driver::{run_shard, Driver};
 pub use gate::{client_key, Gate};
-pub use io::{linger_close, read_idle, read_into, shutdown_fd, timeout, write_all, Read};
+pub use io::{
+    linger_close, read_idle, read_into, shutdown_fd, timeout, write_all, write_head_body, Read,
+};
 pub use net::{
     accept, accept_now, bind_reuseport, connect, idle_is_quiet, is_local_exhaustion,
     prepare_accepted, socket_option, AcceptCanceller, ConnectError,

@@ -248,6 +248,7 @@ fn example_sections_come_in_order() {
             "[[http.route]]",
             "[[http.route]]",
             "[[http.route]]",
+            "[[http.route]]",
             "[[mysql]]",
             "[pool.api]",
             "[pool.api.health]",

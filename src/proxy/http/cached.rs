@@ -528,22 +528,10 @@ pub async fn serve(
     let keep = !ask.close && !conn.closing();
     let (status, body) = write_entry(&mut conn.out, ask, e, label, z.conf.status_header, keep);
     let mut answered = 0;
-    let mut ok = true;
-    if body.len() < 16 * 1024 {
-        let (s, f) = (body.start, body.end);
-        conn.out.extend_from_slice(&e.body[s..f]);
-        ok = conn.send_out(client, &mut answered).await.is_ok();
-    } else {
-        ok &= conn.send_out(client, &mut answered).await.is_ok();
-        if ok {
-            let slice = e.body.slice(body.clone());
-            let (r, _) = rt::write_all(client, slice, conn.fe.conf.send_timeout).await;
-            ok = r.is_ok();
-            if ok {
-                answered += body.len() as u64;
-            }
-        }
-    }
+    let ok = conn
+        .send_out_with(client, e.body.slice(body), &mut answered)
+        .await
+        .is_ok();
     conn.finish(&Done {
         started,
         first_byte: via.first_byte.or(Some(started.elapsed())),

@@ -431,6 +431,28 @@ impl Conn<'_> {
         r
     }
 
+    /// Send what `out` holds, then `body`, to the client within `send_timeout` (one `writev`
+    /// when the socket takes it all; small bodies are copied after the head instead).
+    pub async fn send_out_with(
+        &mut self,
+        client: &mut TcpStream,
+        body: bytes::Bytes,
+        answered: &mut u64,
+    ) -> io::Result<()> {
+        if body.len() < 2048 {
+            self.out.extend_from_slice(&body);
+            return self.send_out(client, answered).await;
+        }
+        let out = std::mem::take(&mut self.out);
+        let len = (out.len() + body.len()) as u64;
+        let (r, out) = rt::write_head_body(client, out, body, self.fe.conf.send_timeout).await;
+        if r.is_ok() {
+            *answered += len;
+        }
+        self.out = out;
+        r
+    }
+
     /// Count one finished exchange in its site's traffic.
     pub fn record_site(&mut self, bytes_in: u64, bytes_out: u64, us: u64) {
         let (key, counters) = &mut self.site_seen;

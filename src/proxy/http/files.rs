@@ -67,13 +67,27 @@ pub async fn serve(
     }
     conn.out = out;
     let mut answered = 0;
-    let mut ok = conn.send_out(client, &mut answered).await.is_ok();
-    let first_byte = started.elapsed();
-    if ok && head.method != Method::Head {
-        if let Some((file, parts)) = body {
-            ok = send_parts(conn, client, &file, &parts, &mut answered).await;
+    // One piece of a file held in memory goes out with the head in one writev.
+    let in_memory = match &body {
+        Some((f, parts)) if parts.len() == 1 && parts[0].0.is_empty() => f
+            .bytes
+            .as_ref()
+            .map(|b| b.slice(parts[0].1.start as usize..parts[0].1.end as usize)),
+        _ => None,
+    };
+    let ok = match (in_memory, body) {
+        (_, _) if head.method == Method::Head => conn.send_out(client, &mut answered).await.is_ok(),
+        (Some(bytes), _) => conn
+            .send_out_with(client, bytes, &mut answered)
+            .await
+            .is_ok(),
+        (None, None) => conn.send_out(client, &mut answered).await.is_ok(),
+        (None, Some((file, parts))) => {
+            conn.send_out(client, &mut answered).await.is_ok()
+                && send_parts(conn, client, &file, &parts, &mut answered).await
         }
-    }
+    };
+    let first_byte = started.elapsed();
     conn.finish(&Done {
         started,
         first_byte: Some(first_byte),
@@ -316,10 +330,6 @@ fn respond_file(
             if head_only {
                 return (200, None);
             }
-            if let Some(b) = &f.bytes {
-                out.extend_from_slice(b);
-                return (200, None);
-            }
             let whole = 0..f.size;
             (200, Some((f, vec![(Vec::new(), whole)])))
         }
@@ -333,10 +343,6 @@ fn respond_file(
             field_num(out, "Content-Length", r.end - r.start);
             answer::connection(out, keep, http10);
             out.extend_from_slice(b"\r\n");
-            if let Some(b) = &f.bytes {
-                out.extend_from_slice(&b[r.start as usize..r.end as usize]);
-                return (206, None);
-            }
             (206, Some((f, vec![(Vec::new(), r)])))
         }
         Ranges::Parts(parts) => {
