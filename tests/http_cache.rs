@@ -732,6 +732,9 @@ fn authorization_requests_stored_only_with_public_s_maxage_or_must_revalidate() 
                 r2.summary()
             ));
         }
+        if o.reqs(path)[0].header("authorization") != Some(auth[0].1) {
+            failures.push(format!("{path}: Authorization not forwarded to the origin"));
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
