@@ -93,7 +93,8 @@ impl Entry {
 
     /// Current age (§4.2.3), ms.
     pub fn age_ms(&self, now_ms: u64) -> u64 {
-        self.initial_age_ms + now_ms.saturating_sub(self.response_ms)
+        self.initial_age_ms
+            .saturating_add(now_ms.saturating_sub(self.response_ms))
     }
 
     fn size(&self, key: &[u8]) -> usize {
@@ -221,6 +222,21 @@ pub struct Zone {
     clock: Cell<u64>,
     purge_seen: Cell<u64>,
     registry: Arc<Registry>,
+    /// Bytes reserved by fills under way ([`Zone::fill`]).
+    filling: Cell<usize>,
+}
+
+/// A reservation of fill memory; given back when dropped.
+pub struct Fill {
+    zone: Rc<Zone>,
+    bytes: usize,
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        let z = &self.zone;
+        z.filling.set(z.filling.get().saturating_sub(self.bytes));
+    }
 }
 
 impl Zone {
@@ -238,6 +254,7 @@ impl Zone {
             stats,
             clock: Cell::new(0),
             registry,
+            filling: Cell::new(0),
         }
     }
 
@@ -366,6 +383,33 @@ impl Zone {
         self.entries.set(self.entries.get() - gone);
         self.publish();
         gone
+    }
+
+    /// Is `e` still the stored copy it was (not purged, evicted or replaced)?
+    pub fn is_stored(&self, key: &[u8], e: &Rc<Entry>) -> bool {
+        self.map
+            .borrow()
+            .get(key)
+            .is_some_and(|v| v.iter().any(|o| Rc::ptr_eq(o, e)))
+    }
+
+    /// How many purges have been queued (compared before storing a fetch that took a while).
+    pub fn purges(&self) -> u64 {
+        self.registry.gen.load(Ordering::Acquire)
+    }
+
+    /// Reserve `bytes` of this shard's budget for bodies being read to be stored (a quarter
+    /// of the zone's size): `None` when it is spent, and the answer is relayed unstored.
+    pub fn fill(self: &Rc<Self>, bytes: usize) -> Option<Fill> {
+        let limit = (self.budget / 4).max(self.max_object() as usize);
+        if self.filling.get() + bytes > limit {
+            return None;
+        }
+        self.filling.set(self.filling.get() + bytes);
+        Some(Fill {
+            zone: self.clone(),
+            bytes,
+        })
     }
 
     /// Remove one entry (a stored variant that turned out unusable).
@@ -557,13 +601,13 @@ impl Zones {
     }
 }
 
-/// The cache key of a request: the host (lower-case, without port) and the target.
+/// The cache key of a request: the host (lower-case, with its port unless it is 80) and the
+/// target.
 pub fn key(host: &[u8], target: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    let name = match memchr::memrchr(b':', host) {
-        Some(i) if !host[i..].contains(&b']') => &host[..i],
-        _ => host,
-    };
+    // The port stays in the key (the origin sees it in Host and may echo it); only the
+    // default one goes, so `example.com` and `example.com:80` are one object.
+    let name = host.strip_suffix(b":80").unwrap_or(host);
     out.extend(name.iter().map(u8::to_ascii_lowercase));
     out.extend_from_slice(if target.is_empty() { b"/" } else { target });
 }
@@ -604,6 +648,7 @@ mod tests {
     fn conf(size: u64) -> Arc<CacheConf> {
         Arc::new(CacheConf {
             zone: "z".into(),
+            pool: "p".into(),
             size,
             max_object: size,
             status_header: true,
@@ -692,9 +737,13 @@ mod tests {
     fn keys_and_vary_values() {
         let mut k = Vec::new();
         key(b"Example.COM:8080", b"/a?b", &mut k);
+        assert_eq!(k, b"example.com:8080/a?b");
+        key(b"Example.COM:80", b"/a?b", &mut k);
         assert_eq!(k, b"example.com/a?b");
         key(b"[::1]:80", b"", &mut k);
         assert_eq!(k, b"[::1]/");
+        key(b"v.example:1337'x", b"/", &mut k);
+        assert_eq!(k, b"v.example:1337'x/");
         let v = |s: &[&str]| vary_value("Accept-Encoding", s.iter().map(|x| x.as_bytes()));
         assert_eq!(v(&["gzip, deflate"]), v(&["deflate,GZIP"]));
         assert_ne!(v(&["gzip"]), v(&["br"]));

@@ -197,8 +197,11 @@ pub fn usable(stored: &Stored, req: &Request, age_ms: u64) -> Use {
 /// After the origin failed (5xx or unreachable), may the stale response be used (RFC 5861
 /// `stale-if-error`, from the response or the request)?
 pub fn stale_if_error(stored: &Stored, req: &Request, age_ms: u64) -> bool {
-    let strict =
-        stored.cc.must_revalidate || stored.cc.proxy_revalidate || stored.cc.s_maxage.is_some();
+    // no-cache: never used without a successful validation (§5.2.2.4), errors included.
+    let strict = stored.cc.must_revalidate
+        || stored.cc.proxy_revalidate
+        || stored.cc.s_maxage.is_some()
+        || stored.cc.no_cache;
     if strict {
         return false;
     }
@@ -332,5 +335,13 @@ mod tests {
             cc: cc("no-cache"),
         };
         assert_eq!(usable(&nc, &none, 0), Use::Validate);
+        let nc_sie = Stored {
+            lifetime: 100,
+            cc: cc("no-cache, stale-if-error=600"),
+        };
+        assert!(
+            !stale_if_error(&nc_sie, &none, 200_000),
+            "no-cache forbids it"
+        );
     }
 }

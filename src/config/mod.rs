@@ -185,6 +185,8 @@ pub struct StaticConf {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConf {
     pub zone: String,
+    /// The pool it fronts: a reload that points the route at another pool starts it empty.
+    pub pool: String,
     /// Bytes of stored answers (heads and bodies) per process, split evenly between shards.
     pub size: u64,
     /// Larger answers are not stored.

@@ -32,7 +32,9 @@ const MAX_ENTRIES: usize = 4096;
 /// An open regular file and what its responses say about it.
 #[derive(Debug)]
 pub struct OpenFile {
-    pub fd: OwnedFd,
+    /// Kept only for a file too large for memory (a small one's bytes are read at once and
+    /// its descriptor closed, so the file cache does not hold thousands of descriptors).
+    pub fd: Option<OwnedFd>,
     pub size: u64,
     /// Modification time, seconds since the epoch.
     pub mtime: u64,
@@ -54,6 +56,9 @@ pub enum Found {
 struct Entry {
     found: Found,
     checked: Instant,
+    /// Holds the route's config alive, so its address (the key) cannot be reused by another
+    /// root while the entry exists.
+    _conf: std::sync::Arc<StaticConf>,
 }
 
 /// One shard's open files, keyed by (route, relative path).
@@ -90,6 +95,7 @@ impl FileCache {
                 Entry {
                     found: found.clone(),
                     checked: now,
+                    _conf: conf.clone(),
                 },
             );
         }
@@ -214,7 +220,7 @@ fn try_open(root: &std::path::Path, rel: &[u8]) -> io::Result<Found> {
     let nanos = st.st_mtime_nsec.max(0) as u64;
     let etag = format!("\"{:x}-{mtime:x}.{nanos:x}-{size:x}\"", st.st_ino);
     Ok(Found::File(Rc::new(OpenFile {
-        fd,
+        fd: if bytes.is_some() { None } else { Some(fd) },
         size,
         mtime,
         etag,

@@ -175,7 +175,7 @@ impl Builder<'_> {
             (Some(pool), None) => RouteTarget::Pool {
                 pool: find_pool(pool, k("pool"))?,
                 cache: match &r.cache {
-                    Some(c) => Some(self.cache(&k("cache"), key.to_owned(), c)?),
+                    Some(c) => Some(self.cache(&k("cache"), key.to_owned(), pool, c)?),
                     None => None,
                 },
             },
@@ -337,6 +337,7 @@ impl Builder<'_> {
         &self,
         key: &str,
         zone: String,
+        pool: &str,
         c: &CacheFile,
     ) -> Result<Arc<CacheConf>, ConfigError> {
         let k = |name: &str| format!("{key}.{name}");
@@ -359,6 +360,7 @@ impl Builder<'_> {
         }
         Ok(Arc::new(CacheConf {
             zone,
+            pool: pool.to_owned(),
             size,
             max_object,
             status_header: c.status_header.unwrap_or(true),

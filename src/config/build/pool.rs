@@ -169,7 +169,7 @@ impl Builder<'_> {
             }
         }
         let cache = match &p.cache {
-            Some(c) => Some(self.cache(&k("cache"), key.clone(), c)?),
+            Some(c) => Some(self.cache(&k("cache"), key.clone(), name, c)?),
             None => None,
         };
         Ok(Pool {

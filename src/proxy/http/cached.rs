@@ -77,6 +77,8 @@ pub struct Plan {
     pub background: Option<Outcome>,
     /// The `X-Cache` value for an answer passed through.
     pub label: &'static str,
+    /// The purge count when the plan was made: a purge meanwhile keeps the fetch unstored.
+    pub purges: u64,
 }
 
 impl Plan {
@@ -291,6 +293,7 @@ pub async fn before(
             headers: head.headers.clone(),
             background: None,
             label,
+            purges: z.purges(),
         }))
     };
     match head.method {
@@ -321,6 +324,12 @@ pub async fn before(
                 let label = if req.authorization { "BYPASS" } else { "MISS" };
                 count(&z, label);
                 return plan(&conn.buf, Mode::Bypass, label, None, None, ask, req);
+            }
+            if ask.range.is_some() || has_preconditions(&view(&conn.buf, head)) {
+                // Nothing stored to answer a range or a precondition from: they go to the
+                // origin as sent (§4.3.2), and what comes back is not stored.
+                z.stats.miss.add(1);
+                return plan(&conn.buf, Mode::Bypass, "MISS", None, None, ask, req);
             }
             if waited {
                 z.stats.miss.add(1);
@@ -418,6 +427,13 @@ pub async fn before(
         .await;
         return Before::Answered(out);
     }
+}
+
+/// `If-Match`, `If-Unmodified-Since` or `If-Range`: preconditions meant for the origin.
+fn has_preconditions(v: &RequestView) -> bool {
+    ["if-match", "if-unmodified-since", "if-range"]
+        .iter()
+        .any(|n| v.header_values(n).next().is_some())
 }
 
 fn count(z: &Zone, label: &str) {
@@ -738,10 +754,12 @@ fn facts(buf: &[u8], status: u16, headers: &[HeaderSpan]) -> Facts {
     }
     let etag = vals("etag").next().map(Bytes::copy_from_slice);
     let last_modified = vals("last-modified").next().and_then(date::parse);
+    // §1.2.2: delta-seconds beyond 2^31 are 2^31 (and a huge Age cannot overflow later).
     let age = vals("age")
         .next()
         .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok())
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .min(1 << 31);
     let connection_named = vals("connection")
         .flat_map(split_list)
         .map(|n| n.to_ascii_lowercase())
@@ -824,7 +842,12 @@ fn entry_for(plan: &Plan, head_buf: &[u8], resp: &ResponseHead, f: &Facts, body:
 
 /// A 304 merged into the stored entry (§4.3.4): the 304's fields replace the stored ones of
 /// the same name; the body stays.
-fn merged(plan: &Plan, old: &Entry, head_buf: &[u8], resp: &ResponseHead) -> Entry {
+fn merged(
+    plan: &Plan,
+    old: &Entry,
+    head_buf: &[u8],
+    resp: &ResponseHead,
+) -> (Option<Entry>, Option<Entry>) {
     let f = facts(head_buf, resp.status, &resp.headers);
     let mut fields = Vec::with_capacity(old.fields.len() + resp.head_len);
     let mut new_fields = Vec::new();
@@ -867,21 +890,61 @@ fn merged(plan: &Plan, old: &Entry, head_buf: &[u8], resp: &ResponseHead) -> Ent
         _ => f,
     };
     let response_ms = now_ms();
+    let build = |fields: Vec<u8>| {
+        Entry::new(
+            old.status,
+            old.reason.clone(),
+            Bytes::from(fields),
+            old.body.clone(),
+            response_ms,
+            policy::initial_age_ms(&mf.resp, plan.request_ms, response_ms),
+            policy::Stored {
+                lifetime: policy::lifetime(&mf.resp, response_ms / 1000),
+                cc: mf.resp.cc,
+            },
+            mf.etag.clone().or_else(|| old.etag.clone()),
+            mf.resp.last_modified.or(old.last_modified),
+            old.vary.clone(),
+            old.auth_ok,
+        )
+    };
+    // What may be stored: the merged response must still be storable (§3; Set-Cookie aside,
+    // which is simply never stored), and without the cookie.
+    let mut facts_no_cookie = mf.resp;
+    facts_no_cookie.set_cookie = false;
+    let storable = policy::not_storable(&plan.req, &facts_no_cookie).is_none();
+    let has_cookie = mf.resp.set_cookie;
+    let stored = storable.then(|| {
+        let without: Vec<u8> = fields
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|l| {
+                let name = l.split(|&b| b == b':').next().unwrap_or_default();
+                !name.eq_ignore_ascii_case(b"set-cookie")
+            })
+            .flatten()
+            .copied()
+            .collect();
+        build(without)
+    });
+    // This client's answer differs from the stored copy only when it carries a cookie.
+    let mine = (has_cookie || stored.is_none()).then(|| build(fields));
+    (mine, stored)
+}
+
+/// A copy of an entry (for an answer that must not share the stored one).
+fn clone_entry(e: &Entry) -> Entry {
     Entry::new(
-        old.status,
-        old.reason.clone(),
-        Bytes::from(fields),
-        old.body.clone(),
-        response_ms,
-        policy::initial_age_ms(&mf.resp, plan.request_ms, response_ms),
-        policy::Stored {
-            lifetime: policy::lifetime(&mf.resp, response_ms / 1000),
-            cc: mf.resp.cc,
-        },
-        mf.etag.or_else(|| old.etag.clone()),
-        mf.resp.last_modified.or(old.last_modified),
-        old.vary.clone(),
-        old.auth_ok,
+        e.status,
+        e.reason.clone(),
+        e.fields.clone(),
+        e.body.clone(),
+        e.response_ms,
+        e.initial_age_ms,
+        e.stored,
+        e.etag.clone(),
+        e.last_modified,
+        e.vary.clone(),
+        e.auth_ok,
     )
 }
 
@@ -922,7 +985,20 @@ pub async fn respond(
     if let (304, Some(old)) = (status, plan.entry.clone()) {
         if plan.mode == Mode::Revalidate {
             let reusable = up.buf.len() == resp.head_len && !resp.close;
-            let e = z.insert(&plan.key, merged(plan, &old, &up.buf, &resp));
+            // The answer for this client keeps the 304's Set-Cookie; the stored copy never
+            // does, and a 304 that makes the response private or no-store ends the entry.
+            let (mine, stored) = merged(plan, &old, &up.buf, &resp);
+            let keep = z.is_stored(&plan.key, &old) && z.purges() == plan.purges;
+            let e = match stored {
+                Some(st) if keep => {
+                    let st = z.insert(&plan.key, st);
+                    mine.map_or(st, Rc::new)
+                }
+                st => {
+                    z.remove_entry(&plan.key, &old);
+                    Rc::new(mine.or(st).unwrap_or_else(|| clone_entry(&old)))
+                }
+            };
             // Requests waiting for this fetch may look again now.
             plan.lead.take();
             if reusable {
@@ -942,6 +1018,7 @@ pub async fn respond(
         if let Some(old) = plan.entry.clone() {
             if policy::stale_if_error(&old.stored, &plan.req, old.age_ms(now_ms())) {
                 if background {
+                    old.updating.set(false);
                     return After::Done(Outcome::KeepAlive, 0, true);
                 }
                 z.stats.stale.add(1);
@@ -950,7 +1027,19 @@ pub async fn respond(
         }
     }
     let f = facts(&up.buf, status, &resp.headers);
-    let why_not = policy::not_storable(&plan.req, &f.resp);
+    let why_not = policy::not_storable(&plan.req, &f.resp).or_else(|| {
+        // The origin saw these as the proxy wrote them, not as the client sent them: a
+        // variant keyed on the client's value would be served to the wrong clients.
+        f.vary
+            .iter()
+            .any(|n| {
+                matches!(
+                    &**n,
+                    "x-forwarded-for" | "x-forwarded-proto" | "forwarded" | "x-real-ip"
+                ) || n.contains('_')
+            })
+            .then_some("Vary on a field the proxy rewrites")
+    });
     let max = z.max_object();
     let fits = match resp.framing {
         Framing::None => true,
@@ -969,6 +1058,7 @@ pub async fn respond(
                 z.remove_entry(&plan.key, old);
             }
         }
+        plan.lead.take();
         if background {
             if let Some(e) = &plan.entry {
                 e.updating.set(false);
@@ -977,7 +1067,22 @@ pub async fn respond(
         }
         return After::Relay(up, resp, plan.label);
     }
-    // Read the whole body into memory (up to the limit).
+    // Read the whole body into memory (up to the limit), within the shard's budget for fills
+    // under way: beyond it, the answer is relayed as it comes instead.
+    let reserve = match resp.framing {
+        Framing::Length(n) => n as usize,
+        _ => max as usize,
+    };
+    let Some(_fill) = z.fill(reserve) else {
+        plan.lead.take();
+        if background {
+            if let Some(e) = &plan.entry {
+                e.updating.set(false);
+            }
+            return After::Done(Outcome::KeepAlive, 0, true);
+        }
+        return After::Relay(up, resp, plan.label);
+    };
     let mut raw: Vec<u8> = up.buf[resp.head_len..].to_vec();
     let mut body = BodyLeft::response(resp.framing);
     let mut scratch = Vec::new();
@@ -997,7 +1102,14 @@ pub async fn respond(
                     }
                 }
                 Err(_) => {
-                    return After::Done(Outcome::Close { linger: false }, 502, false);
+                    if let Some(e) = &plan.entry {
+                        e.updating.set(false);
+                    }
+                    if background {
+                        return After::Done(Outcome::KeepAlive, 0, true);
+                    }
+                    // Nothing went to the client yet: it gets a 502.
+                    return After::Done(Outcome::Answer(502), 502, false);
                 }
             }
             if taken > limit {
@@ -1022,7 +1134,10 @@ pub async fn respond(
                 if let Some(e) = &plan.entry {
                     e.updating.set(false);
                 }
-                return After::Done(Outcome::Close { linger: false }, 502, false);
+                if background {
+                    return After::Done(Outcome::KeepAlive, 0, true);
+                }
+                return After::Done(Outcome::Answer(502), 502, false);
             }
         }
     }
@@ -1040,7 +1155,12 @@ pub async fn respond(
         Some(d) => {
             let e = entry_for(plan, &up.buf, &resp, &f, Bytes::from(d));
             let reusable = !extra && !resp.close;
-            let e = z.insert(&plan.key, e);
+            // A purge that arrived while this was fetched may name it: answer, do not store.
+            let e = if z.purges() == plan.purges {
+                z.insert(&plan.key, e)
+            } else {
+                Rc::new(e)
+            };
             plan.lead.take();
             if reusable {
                 if let Some(c) = conn.view.conns.get(x.pool) {
@@ -1055,6 +1175,7 @@ pub async fn respond(
         }
         None => {
             // Over the limit: the client gets the response as it came, the rest relayed.
+            plan.lead.take();
             if let Some(e) = &plan.entry {
                 e.updating.set(false);
             }
@@ -1075,6 +1196,21 @@ pub async fn respond(
             conn.out.extend_from_slice(&raw[..taken]);
             if conn.send_out(client, &mut x.answered).await.is_err() {
                 return After::Done(Outcome::Close { linger: false }, status, false);
+            }
+            if complete {
+                // All of it was read (a chunked body whose decoded size turned out too large):
+                // nothing is left to relay.
+                if !extra && !resp.close {
+                    if let Some(c) = conn.view.conns.get(x.pool) {
+                        c.checkin(up, false);
+                    }
+                }
+                let outcome = if keep {
+                    Outcome::KeepAlive
+                } else {
+                    Outcome::Close { linger: true }
+                };
+                return After::Done(outcome, status, true);
             }
             let Some(mut b) = body else {
                 return After::Done(Outcome::Close { linger: false }, status, false);
@@ -1164,7 +1300,8 @@ fn invalidate(conn: &Conn, plan: &Plan, buf: &[u8], resp: &ResponseHead) {
                     let slash = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
                     let mut k = Vec::new();
                     cache::key(&rest[..slash], &rest[slash..], &mut k);
-                    k.starts_with(host).then(|| k[host.len()..].to_vec())
+                    (k.starts_with(host) && k.get(host.len()) == Some(&b'/'))
+                        .then(|| k[host.len()..].to_vec())
                 })
         };
         if let Some(t) = target {

@@ -421,9 +421,12 @@ async fn send_parts(
         if !conn.out.is_empty() && conn.send_out(client, answered).await.is_err() {
             return false;
         }
-        if file.bytes.is_none() && r.end > r.start {
+        if let (None, Some(fd)) = (&file.bytes, &file.fd) {
+            if r.end <= r.start {
+                continue;
+            }
             use std::os::fd::AsRawFd;
-            let fd = file.fd.as_raw_fd();
+            let fd = fd.as_raw_fd();
             let len = r.end - r.start;
             let res = rt::sendfile_exact(
                 fd,
