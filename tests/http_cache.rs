@@ -2245,31 +2245,21 @@ servers = [ { name = "app", addr = "{app}" } ]
     let holders = misses(&mut conns);
     assert_eq!(holders, 2, "16 connections did not reach both shards");
     let mut failures = Vec::new();
-    let evictions: [(&str, Box<dyn Fn()>); 3] = [
-        (
-            "PUT",
-            Box::new(|| {
+    for what in ["PUT", "ctl purge", "PURGE"] {
+        match what {
+            "PUT" => {
                 let r = send(&p, "PUT", "/everywhere", &[], b"new");
                 assert_eq!(r.status, 200, "PUT: {}", r.summary());
-            }),
-        ),
-        (
-            "ctl purge",
-            Box::new(|| {
+            }
+            "ctl purge" => {
                 let (code, out) = p.ctl(&format!("purge http://{HOST}/everywhere"));
                 assert_eq!(code, 0, "ctl purge: {out}");
-            }),
-        ),
-        (
-            "PURGE",
-            Box::new(|| {
+            }
+            _ => {
                 let r = send(&p, "PURGE", "/everywhere", &[], b"");
                 assert!(r.status == 200 || r.status == 404, "PURGE: {}", r.summary());
-            }),
-        ),
-    ];
-    for (what, evict) in evictions.iter() {
-        evict();
+            }
+        }
         let m = misses(&mut conns);
         if m != holders {
             failures.push(format!(
