@@ -110,8 +110,10 @@ fn by_requests_splits_by_weight_on_two_shards() {
 
 #[test]
 fn p2c_splits_by_weight_on_two_shards() {
-    // Mostly idle servers: the first drawn wins, drawn by weight.
-    weighted_split("p2c", 0.05);
+    // Mostly idle servers: the first drawn wins, drawn by weight. On a loaded machine the
+    // servers are not idle and p2c evens out their in-flight counts, which flattens the split
+    // (a CI run beside a benchmark measured c at 0.443): the tolerance allows for that.
+    weighted_split("p2c", 0.1);
 }
 
 #[test]
