@@ -14,6 +14,7 @@ pub mod client;
 pub mod dns;
 pub mod loadgen;
 pub mod observe;
+pub mod origin;
 pub mod prom;
 pub mod proxy;
 pub mod scripted;
