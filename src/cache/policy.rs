@@ -13,8 +13,8 @@ pub fn heuristically_cacheable(status: u16) -> bool {
     )
 }
 
-/// Statuses this cache understands (§3: a cache must not store a status it does not
-/// understand, unless `must-understand`... it then must not store at all).
+/// Statuses this cache understands, for `must-understand` (§5.2.2.3): only those may be
+/// stored when the response carries it.
 fn understood(status: u16) -> bool {
     matches!(
         status,
@@ -59,8 +59,14 @@ pub fn not_storable(req: &Request, resp: &Response) -> Option<&'static str> {
     if resp.cc.private {
         return Some("private");
     }
-    if !understood(resp.status) {
-        return Some("status not understood");
+    // §3: a final status; 206 and 304 are not stored whole responses (partial content is
+    // not kept here); any other status may be stored with explicit freshness, unless
+    // `must-understand` asks for a status this cache knows.
+    if resp.status < 200 || resp.status == 206 || resp.status == 304 {
+        return Some("not a storable status");
+    }
+    if resp.cc.must_understand && !understood(resp.status) {
+        return Some("must-understand with a status not understood");
     }
     if resp.vary_star {
         return Some("Vary: *");
@@ -243,7 +249,14 @@ mod tests {
         assert!(not_storable(&req, &resp(500, "")).is_some());
         assert_eq!(not_storable(&req, &resp(302, "max-age=5")), None);
         assert!(not_storable(&req, &resp(302, "")).is_some());
-        assert!(not_storable(&req, &resp(299, "max-age=5")).is_some());
+        assert_eq!(
+            not_storable(&req, &resp(299, "max-age=5")),
+            None,
+            "explicit freshness"
+        );
+        assert_eq!(not_storable(&req, &resp(503, "max-age=5")), None);
+        assert!(not_storable(&req, &resp(299, "max-age=5, must-understand")).is_some());
+        assert!(not_storable(&req, &resp(206, "max-age=5")).is_some());
         let mut sc = resp(200, "max-age=10");
         sc.set_cookie = true;
         assert!(not_storable(&req, &sc).is_some());

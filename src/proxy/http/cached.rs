@@ -302,7 +302,10 @@ pub async fn before(
             z.stats.bypass.add(1);
             return plan(&conn.buf, Mode::Bypass, "BYPASS", None, None, ask, req);
         }
-        _ => return plan(&conn.buf, Mode::Invalidate, "", None, None, ask, req),
+        _ => {
+            z.stats.bypass.add(1);
+            return plan(&conn.buf, Mode::Invalidate, "BYPASS", None, None, ask, req);
+        }
     }
     if req.cc.no_store {
         z.stats.bypass.add(1);
@@ -319,11 +322,10 @@ pub async fn before(
             if req.cc.only_if_cached {
                 return Before::Answered(answer_504(conn, client, head, &z, started).await);
             }
-            if req.authorization || head.method == Method::Head {
-                // Not stored for this request, and a HEAD response has no body to store.
-                let label = if req.authorization { "BYPASS" } else { "MISS" };
-                count(&z, label);
-                return plan(&conn.buf, Mode::Bypass, label, None, None, ask, req);
+            if head.method == Method::Head {
+                // A HEAD response has no body to store.
+                z.stats.miss.add(1);
+                return plan(&conn.buf, Mode::Bypass, "MISS", None, None, ask, req);
             }
             if ask.range.is_some() || has_preconditions(&view(&conn.buf, head)) {
                 // Nothing stored to answer a range or a precondition from: they go to the
@@ -975,7 +977,7 @@ pub async fn respond(
         if (200..400).contains(&status) {
             invalidate(conn, plan, &up.buf, &resp);
         }
-        return After::Relay(up, resp, "");
+        return After::Relay(up, resp, plan.label);
     }
     if plan.mode == Mode::Bypass {
         return After::Relay(up, resp, plan.label);

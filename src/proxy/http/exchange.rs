@@ -362,6 +362,16 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
             };
             return p.answer_stale(conn, client, started).await;
         }
+        Err(f) if plan.as_ref().is_some_and(|p| p.entry.is_some()) && f.status().is_some() => {
+            // A stored answer that may not be served stale (must-revalidate, no-cache, or
+            // past its stale-if-error) and an origin that cannot be asked: 504 (RFC 9111
+            // §4.2.4, §5.2.2.2), not the stale copy.
+            tracing::debug!(peer = %conn.peer, failure = ?f, "stale entry, origin unreachable");
+            done.status = 504;
+            done.reason = f.name();
+            ours = answered_len(conn, 504);
+            Outcome::Answer(504)
+        }
         Err(f) => {
             tracing::debug!(peer = %conn.peer, side = ?f.side(), failure = ?f, "exchange failed");
             done.status = f.status().unwrap_or(0);
