@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use super::answer::{self, field, field_num};
 use super::conn::{Conn, Outcome};
-use super::done::{reason, Done};
+use super::done::Done;
 use super::exchange::Exchange;
 use super::relay::BodyLeft;
 use crate::cache::{self, policy, Entry, FlightGuard, Joined, Purge, Zone};
@@ -225,23 +225,10 @@ pub async fn purge(
     conn.out.push(b'\n');
     let mut answered = 0;
     let ok = conn.send_out(client, &mut answered).await.is_ok();
-    conn.finish(&Done {
-        started,
-        first_byte: Some(started.elapsed()),
-        status,
-        bytes_in: head.head_len as u64,
-        bytes_out: answered,
-        pool: None,
-        server: None,
-        retries: 0,
-        sticky: None,
-        reason: if ok { reason::OK } else { reason::INCOMPLETE },
-    });
-    match (ok, keep) {
-        (true, true) => Outcome::KeepAlive,
-        (true, false) => Outcome::Close { linger: true },
-        _ => Outcome::Close { linger: false },
-    }
+    conn.finish_ours(
+        &Done::ours(started, status, head.head_len as u64, answered, ok),
+        keep,
+    )
 }
 
 /// Look the request up before it goes to the origin.
@@ -489,23 +476,7 @@ async fn finish_answer(
 ) -> Outcome {
     let mut answered = 0;
     let ok = conn.send_out(client, &mut answered).await.is_ok();
-    conn.finish(&Done {
-        started,
-        first_byte: Some(started.elapsed()),
-        status,
-        bytes_in,
-        bytes_out: answered,
-        pool: None,
-        server: None,
-        retries: 0,
-        sticky: None,
-        reason: if ok { reason::OK } else { reason::INCOMPLETE },
-    });
-    match (ok, keep) {
-        (true, true) => Outcome::KeepAlive,
-        (true, false) => Outcome::Close { linger: true },
-        _ => Outcome::Close { linger: false },
-    }
+    conn.finish_ours(&Done::ours(started, status, bytes_in, answered, ok), keep)
 }
 
 /// The exchange behind an answer from the cache: none for a hit; the pool and server that
@@ -550,27 +521,14 @@ pub async fn serve(
         .send_out_with(client, e.body.slice(body), &mut answered)
         .await
         .is_ok();
-    conn.finish(&Done {
-        started,
-        first_byte: via.first_byte.or(Some(started.elapsed())),
-        status,
-        bytes_in: if via.pool.is_some() {
-            via.sent
-        } else {
-            head_len as u64
-        },
-        bytes_out: answered,
-        pool: via.pool,
-        server: via.server,
-        retries: 0,
-        sticky: None,
-        reason: if ok { reason::OK } else { reason::INCOMPLETE },
-    });
-    match (ok, keep) {
-        (true, true) => Outcome::KeepAlive,
-        (true, false) => Outcome::Close { linger: true },
-        _ => Outcome::Close { linger: false },
+    let mut done = Done::ours(started, status, head_len as u64, answered, ok);
+    if via.pool.is_some() {
+        done.bytes_in = via.sent;
     }
+    done.first_byte = via.first_byte.or(done.first_byte);
+    done.pool = via.pool;
+    done.server = via.server;
+    conn.finish_ours(&done, keep)
 }
 
 /// Write the head of an answer from `e` to `out`; returns the status and the byte range of

@@ -69,7 +69,42 @@ impl Done {
     }
 }
 
+impl Done {
+    /// An answer the proxy made itself (a static file, the cache, PURGE): no server asked.
+    pub fn ours(started: Instant, status: u16, bytes_in: u64, bytes_out: u64, whole: bool) -> Done {
+        Done {
+            started,
+            first_byte: Some(started.elapsed()),
+            status,
+            bytes_in,
+            bytes_out,
+            pool: None,
+            server: None,
+            retries: 0,
+            sticky: None,
+            reason: if whole {
+                reason::OK
+            } else {
+                reason::INCOMPLETE
+            },
+        }
+    }
+}
+
 impl Conn<'_> {
+    /// Count an answer of ours and say what the connection does next: another request if the
+    /// answer went out whole and the connection is kept, a lingering close if it went out
+    /// whole, an abrupt one if not (only closing tells the client it is truncated).
+    pub fn finish_ours(&mut self, d: &Done, keep: bool) -> super::conn::Outcome {
+        use super::conn::Outcome;
+        self.finish(d);
+        match (d.reason == reason::OK, keep) {
+            (true, true) => Outcome::KeepAlive,
+            (true, false) => Outcome::Close { linger: true },
+            (false, _) => Outcome::Close { linger: false },
+        }
+    }
+
     /// Count one finished exchange: its site's traffic, the frontend's metrics, the server's.
     pub fn finish(&mut self, d: &Done) {
         let total_us = d.started.elapsed().as_micros() as u64;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::answer::{self, field, field_num};
 use super::conn::{Conn, Outcome};
-use super::done::{reason, Done};
+use super::done::Done;
 use crate::config::StaticConf;
 use crate::files::{self, mime, path, Found, OpenFile};
 use crate::proto::http::range::{self, Ranges};
@@ -88,23 +88,9 @@ pub async fn serve(
         }
     };
     let first_byte = started.elapsed();
-    conn.finish(&Done {
-        started,
-        first_byte: Some(first_byte),
-        status,
-        bytes_in: head.head_len as u64,
-        bytes_out: answered,
-        pool: None,
-        server: None,
-        retries: 0,
-        sticky: None,
-        reason: if ok { reason::OK } else { reason::INCOMPLETE },
-    });
-    match (ok, keep) {
-        (true, true) => Outcome::KeepAlive,
-        (true, false) => Outcome::Close { linger: true },
-        (false, _) => Outcome::Close { linger: false },
-    }
+    let mut done = Done::ours(started, status, head.head_len as u64, answered, ok);
+    done.first_byte = Some(first_byte);
+    conn.finish_ours(&done, keep)
 }
 
 /// A body still to send after the head: the file and the byte ranges of it (with, for a
