@@ -168,13 +168,14 @@ impl Registry {
         let list = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<(String, ZoneTotals)> = Vec::new();
         for (_, zone, s) in list.iter() {
-            let t = match out.iter_mut().find(|(z, _)| z == zone) {
-                Some((_, t)) => t,
+            let i = match out.iter().position(|(z, _)| z == zone) {
+                Some(i) => i,
                 None => {
                     out.push((zone.clone(), ZoneTotals::default()));
-                    &mut out.last_mut().expect("just pushed").1
+                    out.len() - 1
                 }
             };
+            let t = &mut out[i].1;
             t.hit += s.hit.get();
             t.miss += s.miss.get();
             t.stale += s.stale.get();
