@@ -56,59 +56,63 @@ pub enum Found {
 struct Entry {
     found: Found,
     checked: Instant,
-    /// Holds the route's config alive, so its address (the key) cannot be reused by another
-    /// root while the entry exists.
-    _conf: std::sync::Arc<StaticConf>,
 }
 
-/// One shard's open files, keyed by (route, relative path).
+/// One route's files. Holding its config keeps the config's address (the route's key) from
+/// being reused by another root while the entries exist.
+struct RouteFiles {
+    _conf: std::sync::Arc<StaticConf>,
+    files: HashMap<Vec<u8>, Entry>,
+}
+
+/// One shard's open files, per route, by relative path.
 #[derive(Default)]
 pub struct FileCache {
-    map: HashMap<(usize, Vec<u8>), Entry>,
+    routes: HashMap<usize, RouteFiles>,
+    /// Entries over every route.
+    entries: usize,
 }
 
 impl FileCache {
     /// What `rel` (a [`path::clean`]ed path, or one with a variant suffix) names under the
-    /// route's root, from the cache while its entry is younger than `file_cache_valid`.
+    /// route's root, from the cache while its entry is younger than `file_cache_valid`. A hit
+    /// allocates nothing.
     pub fn lookup(&mut self, conf: &std::sync::Arc<StaticConf>, rel: &[u8]) -> Found {
-        let key_id = std::sync::Arc::as_ptr(conf) as usize;
+        let id = std::sync::Arc::as_ptr(conf) as usize;
         let now = Instant::now();
-        // The key is built only to look up; a hit costs this one small copy.
-        let key = (key_id, rel.to_vec());
-        if let Some(e) = self.map.get(&key) {
-            if now.duration_since(e.checked) < conf.file_cache_valid {
+        let valid = conf.file_cache_valid;
+        if let Some(e) = self.routes.get(&id).and_then(|r| r.files.get(rel)) {
+            if now.duration_since(e.checked) < valid {
                 return e.found.clone();
             }
         }
         let found = open(&conf.root, rel);
-        if conf.file_cache_valid > Duration::ZERO {
-            if self.map.len() >= MAX_ENTRIES {
-                let valid = conf.file_cache_valid;
-                self.map
-                    .retain(|_, e| now.duration_since(e.checked) < valid);
-                if self.map.len() >= MAX_ENTRIES {
-                    self.map.clear();
+        if valid > Duration::ZERO {
+            if self.entries >= MAX_ENTRIES {
+                let mut left = 0;
+                for r in self.routes.values_mut() {
+                    r.files.retain(|_, e| now.duration_since(e.checked) < valid);
+                    left += r.files.len();
+                }
+                self.entries = left;
+                if left >= MAX_ENTRIES {
+                    self.routes.clear();
+                    self.entries = 0;
                 }
             }
-            self.map.insert(
-                key,
-                Entry {
-                    found: found.clone(),
-                    checked: now,
-                    _conf: conf.clone(),
-                },
-            );
+            let route = self.routes.entry(id).or_insert_with(|| RouteFiles {
+                _conf: conf.clone(),
+                files: HashMap::new(),
+            });
+            let entry = Entry {
+                found: found.clone(),
+                checked: now,
+            };
+            if route.files.insert(rel.to_vec(), entry).is_none() {
+                self.entries += 1;
+            }
         }
         found
-    }
-
-    /// Entries held (for `show stats`).
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 

@@ -291,7 +291,7 @@ pub fn write_response_head(
 }
 
 /// The reason phrase of the status line at the start of `buf` (empty if there is none).
-fn reason(buf: &[u8], head_len: usize) -> &[u8] {
+pub(crate) fn reason(buf: &[u8], head_len: usize) -> &[u8] {
     let head = buf.get(..head_len).unwrap_or(buf);
     let end = memchr::memchr(b'\r', head).unwrap_or(0);
     match head.get(12) {
@@ -300,7 +300,7 @@ fn reason(buf: &[u8], head_len: usize) -> &[u8] {
     }
 }
 
-fn push_status(out: &mut Vec<u8>, status: u16) {
+pub(crate) fn push_status(out: &mut Vec<u8>, status: u16) {
     let s = status.min(999);
     out.extend_from_slice(&[
         b'0' + (s / 100) as u8,
@@ -309,7 +309,7 @@ fn push_status(out: &mut Vec<u8>, status: u16) {
     ]);
 }
 
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut n = n;

@@ -2,18 +2,42 @@
 //! fields, the connection field, the body's length. Proxied heads are written by
 //! `proto::http::write` from the server's head instead.
 
+pub(crate) use crate::proto::http::write::push_decimal;
+
 /// Append `HTTP/1.1 NNN Reason\r\n`.
 pub fn status_line(out: &mut Vec<u8>, status: u16) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    let s = status.min(999);
-    out.extend_from_slice(&[
-        b'0' + (s / 100) as u8,
-        b'0' + (s / 10 % 10) as u8,
-        b'0' + (s % 10) as u8,
-        b' ',
-    ]);
+    crate::proto::http::write::push_status(out, status);
+    out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+/// A short plain-text answer of ours, whole: status line, `Date`, the `extra` fields, and the
+/// reason phrase as the body (not sent for a HEAD request).
+pub fn text(
+    out: &mut Vec<u8>,
+    status: u16,
+    extra: &[(&str, &[u8])],
+    keep: bool,
+    http10: bool,
+    head_only: bool,
+) {
+    out.clear();
+    status_line(out, status);
+    date(out);
+    for (n, v) in extra {
+        field(out, n, v);
+    }
+    let text = reason(status);
+    field(out, "Content-Type", b"text/plain; charset=utf-8");
+    field_num(out, "Content-Length", text.len() as u64 + 1);
+    connection(out, keep, http10);
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+    }
 }
 
 /// The reason phrase we write for a status (RFC 9110 §15).
@@ -53,20 +77,6 @@ pub fn field_num(out: &mut Vec<u8>, name: &str, n: u64) {
     out.extend_from_slice(b": ");
     push_decimal(out, n);
     out.extend_from_slice(b"\r\n");
-}
-
-pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Append `Date: <now>\r\n`.

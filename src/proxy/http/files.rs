@@ -118,22 +118,7 @@ fn decide(
     let one = |name: &str| req.header_values(name).next();
     let head_only = head.method == Method::Head;
     let simple = |out: &mut Vec<u8>, status: u16, extra: &[(&str, &[u8])]| {
-        answer::status_line(out, status);
-        answer::date(out);
-        for (n, v) in extra {
-            field(out, n, v);
-        }
-        let text = answer::reason(status);
-        if status != 304 {
-            field(out, "Content-Type", b"text/plain; charset=utf-8");
-            field_num(out, "Content-Length", text.len() as u64 + 1);
-        }
-        answer::connection(out, keep, http10);
-        out.extend_from_slice(b"\r\n");
-        if status != 304 && !head_only {
-            out.extend_from_slice(text.as_bytes());
-            out.push(b'\n');
-        }
+        answer::text(out, status, extra, keep, http10, head_only);
         status
     };
     if !matches!(head.method, Method::Get | Method::Head) {
