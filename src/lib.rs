@@ -15,6 +15,8 @@
 //!   `admin` serves the admin web page, its JSON API and `/metrics` (`[admin]`).
 //! - [`log`]: the access log (formatted on the shards, written by one thread) and the traffic
 //!   log (per-site and per-user periods from the counters, on its own thread).
+//! - `tls`: TLS termination with rustls (certificates by SNI, shared ticket keys); the session
+//!   and its cancel-safe socket I/O are in `rt`.
 //! - `upgrade` hands listeners, idle connections and counters to a new binary.
 //!
 //! Only what the binary, the fuzz targets and the benchmarks need is public.
@@ -42,6 +44,7 @@ mod rt;
 mod shard;
 mod shared;
 mod stats;
+mod tls;
 mod upgrade;
 
 /// The traffic log's recovery of an existing file, and the admin listener's `Authorization:

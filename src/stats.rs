@@ -83,6 +83,16 @@ pub struct ShardStats {
     pub panics: Counter,
     /// Access log lines thrown away because the writer was behind (`src/log/`).
     pub access_log_dropped: Counter,
+    /// TLS handshakes that completed, full and resumed (by session ticket).
+    pub tls_full: Counter,
+    pub tls_resumed: Counter,
+    /// Handshakes that failed, by [`TLS_FAILURES`] reason (in that order).
+    pub tls_failed: [Counter; TLS_FAILURES.len()],
+    /// PROXY headers accepted; connections refused for a bad or missing header, or from a
+    /// peer outside `trusted_proxies`.
+    pub proxy_accepted: Counter,
+    pub proxy_bad: Counter,
+    pub proxy_untrusted: Counter,
     /// Per frontend (by name, so that counts survive a reload that reorders or renames
     /// others), every site this shard has counted (see the module head).
     pub sites: Mutex<Vec<(Arc<str>, Vec<SiteEntry>)>>,
@@ -133,6 +143,30 @@ impl ShardStats {
             Some((_, list)) => list.push(entry),
             None => sites.push((fe.into(), vec![entry])),
         }
+    }
+}
+
+/// Why TLS handshakes fail, as counted (`rt::HandshakeError::reason`, plus the two the
+/// preamble decides: a plain HTTP request on a TLS port, and the handshake timeout).
+pub const TLS_FAILURES: [&str; 8] = [
+    "timeout",
+    "plain_http",
+    "closed",
+    "peer_alert",
+    "incompatible",
+    "no_certificate",
+    "bad_certificate",
+    "bad_message",
+];
+
+impl ShardStats {
+    /// Count a failed handshake by its reason.
+    pub fn tls_failure(&self, reason: &str) {
+        let i = TLS_FAILURES
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(TLS_FAILURES.len() - 1);
+        self.tls_failed[i].add(1);
     }
 }
 
@@ -239,6 +273,25 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
         out,
         "access_log.dropped: {}",
         sum(|s| &s.access_log_dropped) + crate::log::writer_dropped()
+    );
+    let _ = writeln!(out, "tls.mode: user space (rustls)");
+    let _ = writeln!(out, "tls.kernel_tls: {}", crate::tls::ktls_support());
+    let _ = writeln!(out, "tls.handshakes.full: {}", sum(|s| &s.tls_full));
+    let _ = writeln!(out, "tls.handshakes.resumed: {}", sum(|s| &s.tls_resumed));
+    for (i, reason) in TLS_FAILURES.iter().enumerate() {
+        let n: u64 = shards.iter().map(|s| s.0.tls_failed[i].get()).sum();
+        let _ = writeln!(out, "tls.failed.{reason}: {n}");
+    }
+    let _ = writeln!(
+        out,
+        "proxy_protocol.accepted: {}",
+        sum(|s| &s.proxy_accepted)
+    );
+    let _ = writeln!(out, "proxy_protocol.bad: {}", sum(|s| &s.proxy_bad));
+    let _ = writeln!(
+        out,
+        "proxy_protocol.untrusted: {}",
+        sum(|s| &s.proxy_untrusted)
     );
     let _ = writeln!(out, "memory.held_bytes: {}", crate::mem::held());
     let _ = writeln!(out, "memory.limit_bytes: {}", crate::mem::limit());

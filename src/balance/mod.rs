@@ -144,6 +144,8 @@ pub struct ServerShared {
     /// Connections in use across all shards, at most (`None`: only the per-shard bound).
     pub max_connections: Option<u32>,
     pub agent_port: Option<u16>,
+    /// Connections to it start with a PROXY header.
+    pub send_proxy: Option<crate::config::ProxyVersion>,
     /// Given as `host:port` and not resolved yet: takes nothing.
     pub unresolved: bool,
     /// The weight the config file gave (the last file applied to this record); a reload
@@ -191,6 +193,7 @@ impl ServerShared {
             backup: s.backup,
             max_connections: s.max_connections,
             agent_port: s.agent_port,
+            send_proxy: s.send_proxy,
             unresolved: s.host.is_some() && s.addr.ip().is_unspecified(),
             conf_weight: AtomicU32::new(s.weight),
             base_requests: 0,
@@ -411,6 +414,7 @@ impl ServerShared {
             && self.backup == s.backup
             && self.max_connections == s.max_connections
             && self.agent_port == s.agent_port
+            && self.send_proxy == s.send_proxy
     }
 
     /// The record for a server whose identity changed (`same_identity` false): new address
@@ -832,6 +836,7 @@ pub(crate) fn test_server(i: usize, weight: u32) -> Server {
         backup: false,
         max_connections: None,
         agent_port: None,
+        send_proxy: None,
     }
 }
 

@@ -136,6 +136,55 @@ pub struct HttpFile {
     /// Client networks (CIDR) whose `PURGE` requests evict cached answers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub purge_from: Vec<String>,
+    /// Terminate TLS on this frontend's listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFile>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_proxy: Option<bool>,
+    /// The peers (CIDR) allowed to send a PROXY header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+    /// Answer every request with a redirect to the same URL over https (a port, or `true`
+    /// for 443).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_https: Option<RedirectFile>,
+}
+
+/// `redirect_https = true` or `redirect_https = 8443`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RedirectFile {
+    On(bool),
+    Port(i64),
+}
+
+/// `tls = { certs = [...], ... }` of a frontend.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub certs: Vec<CertFile>,
+    /// `"auto"` or `"off"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ktls: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout: Option<Scalar>,
+    /// `Strict-Transport-Security` value added to every answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<String>,
+    /// TLS versions offered, e.g. `["1.2", "1.3"]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Vec<String>>,
+}
+
+/// One certificate: a PEM chain, its key, an optional DER OCSP response to staple.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFile {
+    pub cert: String,
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ocsp: Option<String>,
 }
 
 /// `access_log = { path = "...", format = "combined", sample = 0.1 }` of an `[[http]]`.
@@ -278,6 +327,9 @@ pub struct ServerFile {
     pub max_connections: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_port: Option<i64>,
+    /// Start every connection to this server with a PROXY header: `"v1"` or `"v2"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_proxy: Option<String>,
 }
 
 impl ServerFile {
@@ -291,6 +343,7 @@ impl ServerFile {
             backup: None,
             max_connections: None,
             agent_port: None,
+            send_proxy: None,
         }
     }
 }
@@ -381,6 +434,15 @@ pub struct MysqlFile {
     pub client_write_timeout: Option<Scalar>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<i64>,
+    /// Offer TLS to clients (SSLRequest after the greeting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFile>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_proxy: Option<bool>,
+    /// The peers (CIDR) allowed to send a PROXY header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// A value that may be written as a string or a number (durations, sizes). The builder

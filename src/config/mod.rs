@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use build::AcceptProxy;
 pub use cidr::Cidr;
 
 pub use build::{from_file, from_str, load, load_with_file, parse, ConfigError};
@@ -153,6 +154,12 @@ pub struct HttpFrontend {
     pub access_log: Option<AccessLog>,
     /// Clients whose `PURGE` requests are obeyed (others get 403).
     pub purge_from: Vec<Cidr>,
+    /// Terminate TLS on this frontend's listeners.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Connections start with a PROXY header, from these peers only.
+    pub accept_proxy: Option<AcceptProxy>,
+    /// Answer every request with a redirect to https on this port.
+    pub redirect_https: Option<u16>,
 }
 
 /// Where a route sends the requests it matches.
@@ -378,6 +385,15 @@ pub struct Server {
     pub max_connections: Option<u32>,
     /// Agent check port: the server reports its weight or state there.
     pub agent_port: Option<u16>,
+    /// Start every connection to it with a PROXY header naming the client.
+    pub send_proxy: Option<ProxyVersion>,
+}
+
+/// A PROXY protocol version (HAProxy's spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    V1,
+    V2,
 }
 
 #[derive(Debug, Clone)]
@@ -391,4 +407,8 @@ pub struct MysqlFrontend {
     pub client_write_timeout: Duration,
     /// Client connections this frontend holds at once (all shards); beyond it → MySQL ERR 1040.
     pub max_connections: usize,
+    /// Offer TLS to clients (the greeting says CLIENT_SSL).
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Connections start with a PROXY header, from these peers only.
+    pub accept_proxy: Option<AcceptProxy>,
 }

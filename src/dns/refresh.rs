@@ -150,6 +150,7 @@ fn discover(
             backup: t.priority > best,
             max_connections: None,
             agent_port: None,
+            send_proxy: None,
         });
     }
     if out.is_empty() && !targets.is_empty() {
@@ -309,6 +310,7 @@ mod tests {
                 backup: false,
                 max_connections: None,
                 agent_port: None,
+                send_proxy: None,
             }],
         );
         ov.apply(&mut c);

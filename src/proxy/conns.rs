@@ -36,8 +36,10 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::balance::{PoolShared, ServerShared};
-use crate::config::Pool;
-use crate::rt::{self, Gate, TcpStream};
+use crate::config::{Pool, ProxyVersion};
+use crate::proto::proxy_protocol;
+use crate::proxy::ClientAddrs;
+use crate::rt::{self, Gate, Socket};
 
 /// Read buffer each upstream connection carries: a response head and a body of up to ~32 KiB
 /// arrive in one read and leave in one write. Pages never touched are never resident, so small
@@ -167,14 +169,19 @@ impl ServerSlots {
 
 /// A kept-alive connection waiting for its next request (it holds no slot).
 struct Idle {
-    stream: TcpStream,
+    stream: Socket,
+    /// The client this connection's PROXY header named (servers with `send_proxy`): only
+    /// that client's requests may reuse it, as HAProxy keeps such connections private.
+    proxied_for: Option<ClientAddrs>,
     buf: Vec<u8>,
     since: Instant,
 }
 
 /// One connection to a backend server in use; its slot is held until `slot` is dropped.
 pub struct Upstream {
-    pub stream: TcpStream,
+    pub stream: Socket,
+    /// See [`Idle::proxied_for`].
+    pub proxied_for: Option<ClientAddrs>,
     pub buf: Vec<u8>,
     pub server: usize,
     /// Served an earlier request (so a failure may just mean the server closed it while idle).
@@ -257,14 +264,18 @@ impl ConnCache {
     /// A slot for `server`, then an idle connection if one is fresh enough, else a new one.
     /// `fresh` skips the idle stack (used for the one retry after a reused connection failed).
     /// `client` is the key the request queues under when every slot is busy
-    /// ([`rt::client_key`]: queued clients take turns).
+    /// ([`rt::client_key`]: queued clients take turns); `addrs` are the client's addresses, for
+    /// the PROXY header of a server with `send_proxy`.
     pub async fn checkout(
         &self,
         server: usize,
         fresh: bool,
         wait: Duration,
         client: u128,
+        addrs: &ClientAddrs,
     ) -> Result<Upstream, CheckoutError> {
+        let send_proxy = self.shared.servers[server].send_proxy;
+        let tag = send_proxy.map(|_| *addrs);
         let slots = &self.servers[server];
         let queued_at = slots.global.as_ref().map(|_| Instant::now());
         let acquired = if slots.gate.has_free() {
@@ -290,15 +301,24 @@ impl ConnCache {
         if !fresh {
             let max_age = self.conf.idle_timeout;
             loop {
-                let popped = slots.idle.borrow_mut().pop();
+                let popped = {
+                    let mut idle = slots.idle.borrow_mut();
+                    // The newest connection this client may use (any, without PROXY headers).
+                    match idle.iter().rposition(|i| i.proxied_for == tag) {
+                        Some(at) => Some(idle.remove(at)),
+                        None => None,
+                    }
+                };
                 match popped {
                     // Too old, or the server closed it or sent something meanwhile: closed by
                     // dropping it.
                     Some(idle)
-                        if idle.since.elapsed() < max_age && rt::idle_is_quiet(&idle.stream) =>
+                        if idle.since.elapsed() < max_age
+                            && rt::idle_is_quiet(idle.stream.tcp()) =>
                     {
                         return Ok(Upstream {
                             stream: idle.stream,
+                            proxied_for: idle.proxied_for,
                             buf: idle.buf,
                             server,
                             reused: true,
@@ -311,17 +331,31 @@ impl ConnCache {
             }
         }
         let addr = self.shared.servers[server].addr;
-        match rt::connect(addr, self.conf.connect_timeout).await {
-            Ok(stream) => Ok(Upstream {
-                stream,
-                buf: Vec::with_capacity(UPSTREAM_BUF),
-                server,
-                reused: false,
-                slot,
-            }),
-            Err(rt::ConnectError::Local(e)) => Err(CheckoutError::Local(e)),
-            Err(rt::ConnectError::Peer(e)) => Err(CheckoutError::Connect(e)),
+        let mut stream = match rt::connect(addr, self.conf.connect_timeout).await {
+            Ok(stream) => Socket::Tcp(stream),
+            Err(rt::ConnectError::Local(e)) => return Err(CheckoutError::Local(e)),
+            Err(rt::ConnectError::Peer(e)) => return Err(CheckoutError::Connect(e)),
+        };
+        if let Some(v) = send_proxy {
+            let mut head = Vec::with_capacity(64);
+            match v {
+                ProxyVersion::V1 => proxy_protocol::write_v1(addrs.0, addrs.1, &mut head),
+                ProxyVersion::V2 => proxy_protocol::write_v2(addrs.0, addrs.1, &mut head),
+            }
+            // Sent alone, before the request: the server reads it before anything else.
+            let (r, _) = rt::write_all(&mut stream, head, self.conf.connect_timeout).await;
+            if let Err(e) = r {
+                return Err(CheckoutError::Connect(e));
+            }
         }
+        Ok(Upstream {
+            stream,
+            proxied_for: tag,
+            buf: Vec::with_capacity(UPSTREAM_BUF),
+            server,
+            reused: false,
+            slot,
+        })
     }
 
     /// Close every idle connection (shedding load near the memory ceiling).
@@ -338,6 +372,7 @@ impl ConnCache {
     pub fn checkin(&self, up: Upstream, shedding: bool) {
         let Upstream {
             stream,
+            proxied_for,
             mut buf,
             server,
             slot,
@@ -358,6 +393,7 @@ impl ConnCache {
                 buf.clear();
                 idle.push(Idle {
                     stream,
+                    proxied_for,
                     buf,
                     since: Instant::now(),
                 });

@@ -16,9 +16,14 @@ use crate::shard::Shard;
 use crate::shared::{Generation, Shared};
 use crate::stats::ShardStats;
 
+/// A client connection's (source, destination) addresses: its own, or those its PROXY header
+/// named.
+pub type ClientAddrs = (SocketAddr, SocketAddr);
+
 pub mod conns;
 pub mod http;
 pub mod mysql;
+pub mod preamble;
 
 /// What a listening address serves in a view: an HTTP or a MySQL frontend, by index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -27,28 +27,33 @@ mod gate;
 mod io;
 mod net;
 mod pace;
+mod socket;
 mod splice;
 mod stream;
 mod task;
+mod tls;
 
 pub use clock::{ms_of, now_ms, now_us, LogLimit};
 pub use drain::Drain;
 pub use driver::{run_shard, Driver};
 pub use gate::{client_key, Gate};
 pub use io::{
-    linger_close, read_idle, read_into, shutdown_fd, timeout, write_all, write_head_body, Read,
+    linger_close, read_idle, read_into, shutdown_fd, shutdown_write, timeout, write_all,
+    write_head_body, Read,
 };
 pub use net::{
     accept, accept_now, bind_reuseport, connect, idle_is_quiet, is_local_exhaustion,
     prepare_accepted, socket_option, AcceptCanceller, ConnectError,
 };
 pub use pace::Pace;
+pub use socket::Socket;
 pub use splice::{
     recv_watching, send_watching, sendfile_exact, splice_exact, splice_until_eof, PipePool,
     SpliceError, PIPE_POOL, SPLICE_MIN,
 };
 pub use stream::Stream;
 pub use task::catch_panic;
+pub use tls::TlsStream;
 
 pub use monoio::io::{CancelHandle, Canceller, Splitable};
 pub use monoio::net::{TcpListener, TcpStream};

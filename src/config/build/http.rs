@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use super::value::parse_size;
 use super::{Builder, ConfigError};
-use crate::config::file::{AccessLogFile, CacheFile, HttpFile, RouteFile, Scalar, StaticFile};
+use crate::config::file::{
+    AccessLogFile, CacheFile, HttpFile, RedirectFile, RouteFile, Scalar, StaticFile,
+};
 use crate::config::{
     AccessLog, CacheConf, Cidr, Glob, HostPattern, HttpFrontend, Route, RouteTarget, StaticConf,
 };
@@ -100,7 +102,28 @@ impl Builder<'_> {
             None => None,
             Some(a) => Some(self.access_log(&k("access_log"), a)?),
         };
+        let tls = match &h.tls {
+            Some(t) => Some(self.tls(key, t, &[b"http/1.1"], true)?),
+            None => None,
+        };
+        let accept_proxy = self.accept_proxy(key, h.accept_proxy, &h.trusted_proxies)?;
+        let redirect_https = match &h.redirect_https {
+            None | Some(RedirectFile::On(false)) => None,
+            Some(RedirectFile::On(true)) => Some(443),
+            Some(RedirectFile::Port(p)) => {
+                Some(self.int(&k("redirect_https"), Some(*p), 443, 1, 65535)? as u16)
+            }
+        };
+        if redirect_https.is_some() && tls.is_some() {
+            return Err(self.err(
+                k("redirect_https"),
+                "this frontend already speaks TLS; redirect_https belongs on the plain one",
+            ));
+        }
         Ok(HttpFrontend {
+            tls,
+            accept_proxy,
+            redirect_https,
             access_log,
             purge_from,
             name: h.name.clone(),

@@ -23,6 +23,7 @@ mod pool;
 mod syntax;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod value;
 
 use std::collections::HashSet;
@@ -34,6 +35,7 @@ use super::file::FileConfig;
 use super::Config;
 use syntax::toml_error;
 
+pub use tls::AcceptProxy;
 pub use value::{parse_duration, parse_size};
 
 /// A configuration that cannot be used, with where and why.

@@ -14,7 +14,14 @@ impl Builder<'_> {
         listen: Vec<SocketAddr>,
         find_pool: &dyn Fn(&str, String) -> Result<usize, ConfigError>,
     ) -> Result<MysqlFrontend, ConfigError> {
+        let tls = match &m.tls {
+            Some(t) => Some(self.tls(key, t, &[], false)?),
+            None => None,
+        };
+        let accept_proxy = self.accept_proxy(key, m.accept_proxy, &m.trusted_proxies)?;
         Ok(MysqlFrontend {
+            tls,
+            accept_proxy,
             name: m.name.clone(),
             listen,
             pool: find_pool(&m.pool, format!("{key}.pool"))?,

@@ -85,7 +85,9 @@ impl Builder<'_> {
                     Some(self.int(&format!("{sk}.agent_port"), Some(n), 0, 1, 65535)? as u16)
                 }
             };
+            let send_proxy = self.send_proxy(&sk, s.send_proxy.as_deref())?;
             servers.push(Server {
+                send_proxy,
                 name: s.name.clone(),
                 addr,
                 host,

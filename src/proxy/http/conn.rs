@@ -31,8 +31,10 @@ use crate::proto::http::parse::parse_request;
 use crate::proto::http::scan::HeadScan;
 use crate::proto::http::{HeaderSpan, Method, RequestHead, Status};
 use crate::proxy::conns::Upstream;
+use crate::proxy::preamble::{self, Edge, Ready, PLAIN_HTTP_ON_TLS};
+use crate::proxy::ClientAddrs;
 use crate::proxy::ShardView;
-use crate::rt::{self, Read, TcpStream};
+use crate::rt::{self, Read, Socket, TcpStream};
 use crate::shard::ConnGuard;
 use crate::stats::{Counter, ShardStats, SiteCounters};
 
@@ -121,6 +123,8 @@ pub struct Conn<'h> {
     pub view: Rc<ShardView>,
     pub fe: Rc<HttpFront>,
     pub peer: IpAddr,
+    /// The client's (source, destination) addresses: the socket's, or its PROXY header's.
+    pub addrs: ClientAddrs,
     /// Bytes read from the client not yet consumed: the current head (until the exchange
     /// takes it), or the next pipelined request.
     pub buf: Vec<u8>,
@@ -167,7 +171,7 @@ pub async fn serve(
     http: Rc<HttpShard>,
     view: Rc<ShardView>,
     fe: usize,
-    mut client: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     guard: ConnGuard,
     adopted: bool,
@@ -176,12 +180,40 @@ pub async fn serve(
         return;
     };
     let st = http.ctx.stats();
+    let buf = Vec::with_capacity(CLIENT_BUF);
+    let conf = &front.conf;
+    let Ready {
+        socket: mut client,
+        addrs,
+        buf,
+    } = if adopted || (conf.tls.is_none() && conf.accept_proxy.is_none()) {
+        // No edge work: the local address is asked for only if a server needs it.
+        let local = stream.local_addr().unwrap_or(peer);
+        Ready {
+            socket: Socket::Tcp(stream),
+            addrs: (peer, local),
+            buf,
+        }
+    } else {
+        let local = stream.local_addr().unwrap_or(peer);
+        let edge = Edge {
+            accept_proxy: conf.accept_proxy.as_ref(),
+            tls: conf.tls.as_deref(),
+            timeout: conf.client_header_timeout,
+            plain_answer: Some(PLAIN_HTTP_ON_TLS),
+        };
+        match preamble::run(stream, peer, local, &edge, buf, st).await {
+            Some(r) => r,
+            None => return,
+        }
+    };
     let mut conn = Conn {
         http: &http,
         view,
-        fe: front,
-        peer: peer.ip(),
-        buf: Vec::with_capacity(CLIENT_BUF),
+        fe: front.clone(),
+        peer: addrs.0.ip(),
+        addrs,
+        buf,
         scan: HeadScan::default(),
         headers: Vec::new(),
         resp_headers: Vec::new(),
@@ -220,17 +252,24 @@ pub async fn serve(
         Outcome::Close { linger: true } => {
             rt::linger_close(client, std::mem::take(&mut conn.buf), LINGER).await
         }
-        Outcome::Handover => {
-            let name = conn.fe.conf.name.clone();
-            crate::upgrade::hand_over(&http.ctx.shared, client, &name, peer);
-        }
+        Outcome::Handover => match client {
+            Socket::Tcp(tcp) => {
+                let name = conn.fe.conf.name.clone();
+                crate::upgrade::hand_over(&http.ctx.shared, tcp, &name, peer);
+            }
+            // A TLS session cannot move to another process: closed (the client reconnects,
+            // as it would after any idle close).
+            Socket::Tls(mut tls) => {
+                let _ = rt::timeout(LINGER, tls.close_notify()).await;
+            }
+        },
         Outcome::Close { linger: false } | Outcome::KeepAlive => {}
     }
     drop(guard);
 }
 
 impl Conn<'_> {
-    async fn run(&mut self, client: &mut TcpStream, gauge: &mut PhaseGauge<'_>) -> Outcome {
+    async fn run(&mut self, client: &mut Socket, gauge: &mut PhaseGauge<'_>) -> Outcome {
         let mut first = true;
         loop {
             let head = match self.read_head(client, gauge, first).await {
@@ -271,7 +310,7 @@ impl Conn<'_> {
     /// bytes trickle in: a slowloris gets no more.
     async fn read_head(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut Socket,
         gauge: &mut PhaseGauge<'_>,
         first: bool,
     ) -> Result<RequestHead, Outcome> {
@@ -329,7 +368,7 @@ impl Conn<'_> {
             let buf = std::mem::take(&mut self.buf);
             let (r, b) = if idle {
                 let c = self.canceller.get_or_insert_with(rt::Canceller::new);
-                rt::read_idle(client, buf, spare, timeout, drain, c).await
+                client.read_idle(buf, spare, timeout, drain, c).await
             } else {
                 rt::read_into(client, buf, spare, timeout).await
             };
@@ -423,7 +462,7 @@ impl Conn<'_> {
     }
 
     /// Send what `out` holds to the client within `send_timeout`, counting it as answered.
-    pub async fn send_out(&mut self, client: &mut TcpStream, answered: &mut u64) -> io::Result<()> {
+    pub async fn send_out(&mut self, client: &mut Socket, answered: &mut u64) -> io::Result<()> {
         let out = std::mem::take(&mut self.out);
         let (r, out) = rt::write_all(client, out, self.fe.conf.send_timeout).await;
         *answered += out.len() as u64;
@@ -435,7 +474,7 @@ impl Conn<'_> {
     /// when the socket takes it all; small bodies are copied after the head instead).
     pub async fn send_out_with(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut Socket,
         body: bytes::Bytes,
         answered: &mut u64,
     ) -> io::Result<()> {

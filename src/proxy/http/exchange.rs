@@ -27,7 +27,7 @@ use crate::proto::http::{Framing, Method, RequestHead, ResponseHead};
 use crate::proxy::conns::Upstream;
 use crate::proxy::ShardView;
 use crate::route::{self, RequestView, Target};
-use crate::rt::{Pace, TcpStream};
+use crate::rt::{Pace, Socket};
 
 /// What the exchange needs to remember of the request head once its bytes are gone.
 #[derive(Clone, Copy, Debug)]
@@ -90,7 +90,11 @@ impl Exchange {
     ) -> Result<(Exchange, usize), Failure> {
         let info = ForwardInfo {
             client_ip,
-            proto: "http",
+            proto: if fe.conf.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             strip_expect: head.expect_continue,
             underscores: fe.conf.underscores_in_headers,
         };
@@ -194,7 +198,7 @@ impl Exchange {
 }
 
 /// Serve the request whose head starts `conn.buf`.
-pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead) -> Outcome {
+pub async fn run(conn: &mut Conn<'_>, client: &mut Socket, head: &RequestHead) -> Outcome {
     let started = Instant::now();
     let host = head.absolute_authority.or(head.host);
     crate::stats::site_key(host.map(|s| s.of(&conn.buf)), &mut conn.site);
@@ -205,6 +209,9 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut TcpStream, head: &RequestHead
     if crate::mem::level() >= crate::mem::Level::Refusing {
         conn.http.ctx.stats().shed_refused.add(1);
         return fail(conn, Failure::Overloaded, head.head_len as u64, started);
+    }
+    if let Some(port) = conn.fe.conf.redirect_https {
+        return super::edge::redirect_https(conn, client, head, port, started).await;
     }
     // What routing and the hash key read of the request, built once.
     let req = view(&conn.buf, head);
@@ -447,7 +454,7 @@ fn view<'a>(buf: &'a [u8], head: &'a RequestHead) -> RequestView<'a> {
 #[allow(clippy::too_many_arguments)]
 async fn respond(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     x: &mut Exchange,
     mut up: Upstream,
     resp: ResponseHead,
@@ -481,6 +488,7 @@ async fn respond(
     conn.out.clear();
     write_response_head(&up.buf, &resp, keep, x.req.http10, false, &mut conn.out);
     cached::add_label(&mut conn.out, label, status_header);
+    super::edge::hsts(&mut conn.out, &conn.fe);
     if let Some(server) = x.sticky.insert {
         sticky::insert(
             &cache.shared,

@@ -18,7 +18,7 @@ use crate::files::{self, mime, path, Found, OpenFile};
 use crate::proto::http::range::{self, Ranges};
 use crate::proto::http::{date, Framing, Method, RequestHead};
 use crate::route::RequestView;
-use crate::rt::{self, Pace, TcpStream};
+use crate::rt::{Pace, Socket};
 
 /// The multipart boundary (a fixed token: a part's bytes cannot be mistaken for it, since
 /// every part's length is given in the head before it is read... by a reader that counts;
@@ -49,7 +49,7 @@ struct Chosen {
 /// Serve `head` (at the start of `conn.buf`) from `conf`'s root.
 pub async fn serve(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     head: &RequestHead,
     conf: &Arc<StaticConf>,
     started: Instant,
@@ -60,6 +60,7 @@ pub async fn serve(
     let mut out = std::mem::take(&mut conn.out);
     out.clear();
     let (status, body) = decide(conn, head, conf, &mut out, keep, http10);
+    super::edge::hsts(&mut out, &conn.fe);
     // The request (a body, if one came, is not read: the connection closes after the answer).
     conn.buf.drain(..head.head_len);
     if has_body {
@@ -375,7 +376,7 @@ fn content_range(out: &mut Vec<u8>, r: &Range<u64>, len: u64) {
 /// by `sendfile` otherwise).
 async fn send_parts(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     file: &OpenFile,
     parts: &[(Vec<u8>, Range<u64>)],
     answered: &mut u64,
@@ -399,16 +400,18 @@ async fn send_parts(
             use std::os::fd::AsRawFd;
             let fd = fd.as_raw_fd();
             let len = r.end - r.start;
-            let res = rt::sendfile_exact(
-                fd,
-                r.start,
-                len,
-                client,
-                send_timeout,
-                Some(&pace),
-                answered,
-            )
-            .await;
+            let mut scratch = Vec::new();
+            let res = client
+                .send_file(
+                    fd,
+                    r.start,
+                    len,
+                    send_timeout,
+                    Some(&pace),
+                    &mut scratch,
+                    answered,
+                )
+                .await;
             if let Err(e) = res {
                 tracing::debug!(peer = %conn.peer, error = %e, "static file send failed");
                 return false;

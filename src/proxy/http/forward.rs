@@ -25,7 +25,7 @@ use crate::proto::http::write::write_response_head;
 use crate::proto::http::{ResponseHead, Status};
 use crate::proxy::conns::{CheckoutError, ConnCache, Upstream};
 use crate::proxy::ShardView;
-use crate::rt::{self, Pace, Read, TcpStream};
+use crate::rt::{self, Pace, Read, Socket};
 
 /// Largest response head accepted from a server.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -35,7 +35,7 @@ const MAX_RESPONSE_HEADERS: usize = 200;
 /// perhaps followed by body bytes), the parsed head, and the in-flight mark of the server.
 pub async fn forward<'v>(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     x: &mut Exchange,
     view: &'v ShardView,
 ) -> Result<(Upstream, ResponseHead, InFlight<'v>), Failure> {
@@ -59,7 +59,7 @@ pub async fn forward<'v>(
 
 async fn try_servers<'v>(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     x: &mut Exchange,
     cache: &'v ConnCache,
     candidates: &[usize],
@@ -82,6 +82,7 @@ async fn try_servers<'v>(
                 fresh,
                 cache.conf.queue_timeout,
                 rt::client_key(conn.peer),
+                &conn.addrs,
             )
             .await
         {
@@ -140,7 +141,7 @@ async fn try_servers<'v>(
 /// had gone out).
 async fn attempt(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     x: &mut Exchange,
     up: &mut Upstream,
     timeout: Duration,
@@ -220,7 +221,7 @@ fn is_interim(h: &ResponseHead) -> bool {
 /// of `up.buf`, and remove it from there.
 async fn pass_interim(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     x: &mut Exchange,
     up: &mut Upstream,
     h: &ResponseHead,
@@ -242,7 +243,7 @@ async fn pass_interim(
 /// ends the streaming (`false`); [`read_response_head`] then reads what it is.
 async fn take_interim(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     x: &mut Exchange,
     up: &mut Upstream,
     timeout: Duration,
@@ -278,7 +279,7 @@ enum Buffered {
 /// ones, until a final head, an incomplete one, or garbage.
 async fn pass_buffered_interims(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     x: &mut Exchange,
     up: &mut Upstream,
 ) -> Result<Buffered, Failure> {
@@ -307,7 +308,7 @@ async fn pass_buffered_interims(
 /// the client as they come. Also returns when the wait began (the request was sent).
 async fn read_response_head(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     x: &mut Exchange,
     up: &mut Upstream,
     timeout: Duration,

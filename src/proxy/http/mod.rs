@@ -37,6 +37,7 @@ mod answer;
 mod cached;
 mod conn;
 pub(crate) mod done;
+mod edge;
 mod error;
 mod exchange;
 mod files;

@@ -10,7 +10,7 @@ use monoio::buf::IoBuf;
 
 use crate::proto::http::body::ChunkedDecoder;
 use crate::proto::http::{Framing, ParseError};
-use crate::rt::{self, Pace, PipePool, Read, Stream, TcpStream};
+use crate::rt::{self, Pace, PipePool, Read, Socket, Stream};
 
 /// What remains of a body being relayed.
 #[derive(Debug)]
@@ -172,8 +172,8 @@ impl Relay<'_> {
     #[allow(clippy::too_many_arguments)]
     pub async fn run(
         &self,
-        src: &mut TcpStream,
-        dst: &mut TcpStream,
+        src: &mut Socket,
+        dst: &mut Socket,
         body: &mut BodyLeft,
         rbuf: Vec<u8>,
         wbuf: &mut Vec<u8>,
@@ -186,8 +186,8 @@ impl Relay<'_> {
                 let before = *moved;
                 let res = rt::splice_exact(
                     self.pipes,
-                    src,
-                    dst,
+                    src.tcp(),
+                    dst.tcp(),
                     *n,
                     self.read_timeout,
                     self.write_timeout,
@@ -227,8 +227,8 @@ impl Relay<'_> {
     #[allow(clippy::too_many_arguments)]
     async fn copy(
         &self,
-        src: &mut TcpStream,
-        dst: &mut TcpStream,
+        src: &mut Socket,
+        dst: &mut Socket,
         body: &mut BodyLeft,
         mut rbuf: Vec<u8>,
         wbuf: &mut Vec<u8>,
@@ -241,7 +241,7 @@ impl Relay<'_> {
             let m = Pace::meter(src_pace, self.read_timeout, *moved);
             let r = match self.dir {
                 // Readiness and a non-blocking recv: a wake-up takes nothing from the client.
-                Dir::Request => rt::recv_watching(src, &mut rbuf, m.limit, dst).await,
+                Dir::Request => src.recv_watching(&mut rbuf, m.limit, dst.tcp()).await,
                 Dir::Response => {
                     let (r, b) = rt::read_into(src, rbuf, 0, m.limit).await;
                     rbuf = b;
@@ -272,7 +272,7 @@ impl Relay<'_> {
                     } else {
                         &rbuf[..k]
                     };
-                    match rt::send_watching(dst, data, m.limit, true, moved).await {
+                    match dst.send_watching(data, m.limit, moved).await {
                         Ok(()) => None,
                         Err(rt::SpliceError::Woken | rt::SpliceError::WokenMidway) => {
                             Some(RelayEnd::Woken { resumable: false })

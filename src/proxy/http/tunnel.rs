@@ -10,19 +10,19 @@ use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::HttpShard;
 use crate::config::HttpFrontend;
 use crate::proxy::conns::Upstream;
-use crate::rt::{self, Stream, TcpStream};
+use crate::rt::{self, Read, Socket, Stream};
 
 /// Tunnel `client` and `up` until done; `client_leftover` (bytes the client sent after the
 /// upgrade request) goes to the server first.
 pub async fn run(
     http: &HttpShard,
     conf: &HttpFrontend,
-    client: TcpStream,
+    mut client: Socket,
     up: Upstream,
     client_leftover: Vec<u8>,
 ) {
@@ -41,15 +41,20 @@ pub async fn run(
             return;
         }
     }
+    let idle = conf.tunnel_timeout;
+    let (Socket::Tcp(client), Socket::Tcp(upstream)) = (&client, &upstream) else {
+        // TLS on a side: its bytes pass through user space.
+        copy_both(&mut client, &mut upstream, idle).await;
+        return;
+    };
     let pipes = &http.ctx.shard.pipes;
     let activity = Cell::new(Instant::now());
     let (cfd, ufd) = (client.raw_fd(), upstream.raw_fd());
-    let idle = conf.tunnel_timeout;
     let mut up_dir = pin!(rt::splice_until_eof(
-        pipes, &client, &upstream, idle, &activity
+        pipes, client, upstream, idle, &activity
     ));
     let mut down_dir = pin!(rt::splice_until_eof(
-        pipes, &upstream, &client, idle, &activity
+        pipes, upstream, client, idle, &activity
     ));
     let (mut up_done, mut down_done) = (false, false);
     poll_fn(|cx| {
@@ -75,6 +80,67 @@ pub async fn run(
         }
     })
     .await;
+}
+
+/// Tunnel by copying: wait for either side to send (both reads are cancel-safe, so the one
+/// that loses the race keeps its bytes), pass what came to the other side, and half-close a
+/// side once its peer has finished sending. Ends when both have, on an error, or after `idle`
+/// without a byte either way.
+async fn copy_both(a: &mut Socket, b: &mut Socket, idle: Duration) {
+    let (mut abuf, mut bbuf) = (Vec::with_capacity(16 * 1024), Vec::with_capacity(16 * 1024));
+    let (mut a_open, mut b_open) = (true, true);
+    while a_open || b_open {
+        abuf.clear();
+        bbuf.clear();
+        // Which side sent (true: `a`), and how its read ended.
+        let got = {
+            let mut ra = pin!(async {
+                if a_open {
+                    a.recv(&mut abuf).await
+                } else {
+                    std::future::pending().await
+                }
+            });
+            let mut rb = pin!(async {
+                if b_open {
+                    b.recv(&mut bbuf).await
+                } else {
+                    std::future::pending().await
+                }
+            });
+            rt::timeout(
+                idle,
+                poll_fn(|cx| {
+                    if let Poll::Ready(r) = ra.as_mut().poll(cx) {
+                        return Poll::Ready((true, r));
+                    }
+                    rb.as_mut().poll(cx).map(|r| (false, r))
+                }),
+            )
+            .await
+        };
+        let Some((from_a, r)) = got else {
+            return;
+        };
+        let (src_open, dst, data) = if from_a {
+            (&mut a_open, &mut *b, &abuf)
+        } else {
+            (&mut b_open, &mut *a, &bbuf)
+        };
+        match r {
+            Read::Data => {
+                let (w, _) = rt::write_all(dst, data.clone(), idle).await;
+                if w.is_err() {
+                    return;
+                }
+            }
+            Read::Eof => {
+                *src_open = false;
+                rt::shutdown_write(dst).await;
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Keeps `tunnels.open` right however the tunnel ends.

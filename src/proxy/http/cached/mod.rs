@@ -35,7 +35,7 @@ use crate::proto::http::range::{self, Ranges};
 use crate::proto::http::{date, Framing, HeaderSpan, Method, RequestHead, ResponseHead};
 use crate::proxy::conns::Upstream;
 use crate::route::RequestView;
-use crate::rt::{self, Read, TcpStream};
+use crate::rt::{self, Read, Socket};
 
 mod respond;
 mod serve;
@@ -110,7 +110,7 @@ impl Plan {
     pub async fn answer_stale(
         &mut self,
         conn: &mut Conn<'_>,
-        client: &mut TcpStream,
+        client: &mut Socket,
         started: Instant,
     ) -> Outcome {
         let Some(e) = self.entry.clone() else {
@@ -189,7 +189,7 @@ pub fn zone(conn: &Conn, conf: &Arc<CacheConf>) -> Rc<Zone> {
 /// a client outside `purge_from`. The purge also goes to every other shard's zones.
 pub async fn purge(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     head: &RequestHead,
     conf: &Arc<CacheConf>,
     started: Instant,
@@ -237,7 +237,7 @@ pub async fn purge(
 /// Look the request up before it goes to the origin.
 pub async fn before(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     head: &RequestHead,
     conf: &Arc<CacheConf>,
     timeout: std::time::Duration,
@@ -443,7 +443,7 @@ fn count(z: &Zone, label: &str) {
 /// `only-if-cached` with nothing usable stored: 504 (§5.2.1.7).
 async fn answer_504(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     head: &RequestHead,
     z: &Zone,
     started: Instant,
@@ -461,9 +461,9 @@ async fn answer_504(
     finish_answer(conn, client, keep, 504, head.head_len as u64, started).await
 }
 
-async fn finish_answer(
+pub(super) async fn finish_answer(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     keep: bool,
     status: u16,
     bytes_in: u64,

@@ -16,7 +16,7 @@ pub enum After {
 #[allow(clippy::too_many_arguments)]
 pub async fn respond(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     x: &mut Exchange,
     mut up: Upstream,
     resp: ResponseHead,
@@ -248,6 +248,7 @@ pub async fn respond(
                 &mut conn.out,
             );
             add_label(&mut conn.out, plan.label, z.conf.status_header);
+            crate::proxy::http::edge::hsts(&mut conn.out, &conn.fe);
             conn.out.extend_from_slice(&raw[..taken]);
             if conn.send_out(client, &mut x.answered).await.is_err() {
                 return After::Done(Outcome::Close { linger: false }, status, false);
@@ -306,7 +307,7 @@ pub async fn respond(
 /// Answer the client from `e` after a fetch (the request's head is gone from `conn.buf`).
 pub(super) async fn answered(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     plan: &Plan,
     e: &Rc<Entry>,
     label: &str,

@@ -27,7 +27,7 @@ pub(super) fn via(x: &Exchange) -> Via {
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     conn: &mut Conn<'_>,
-    client: &mut TcpStream,
+    client: &mut Socket,
     head_len: usize,
     ask: &Ask,
     e: &Entry,

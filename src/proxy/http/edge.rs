@@ -1,0 +1,88 @@
+//! What a frontend at the edge adds to HTTP: the redirect of a plain frontend to https
+//! (`redirect_https`), and HSTS on a TLS frontend's answers (`tls.hsts`).
+
+use std::time::Instant;
+
+use super::answer;
+use super::conn::{Conn, Outcome};
+use crate::proto::http::{Framing, Method, RequestHead};
+use crate::rt::Socket;
+
+/// Answer with a redirect to the same URL over https on `port`: 301 for GET and HEAD, 308 for
+/// other methods (which keeps the method and body, RFC 9110 §15.4.9), as nginx's usual
+/// `return 301 https://$host$request_uri` does for browsers. A request without a Host gets 400.
+pub async fn redirect_https(
+    conn: &mut Conn<'_>,
+    client: &mut Socket,
+    head: &RequestHead,
+    port: u16,
+    started: Instant,
+) -> Outcome {
+    let has_body = !matches!(head.framing, Framing::None | Framing::Length(0));
+    let keep = !head.close && !has_body && !conn.closing();
+    let http10 = head.minor_version == 0;
+    let head_only = head.method == Method::Head;
+    let host = head
+        .absolute_authority
+        .or(head.host)
+        .map(|s| s.of(&conn.buf))
+        .filter(|h| !h.is_empty());
+    let status = match host {
+        None => {
+            answer::text(&mut conn.out, 400, &[], false, http10, head_only);
+            400
+        }
+        Some(host) => {
+            // The host without its port, then ours (omitted for 443).
+            let name = match host.iter().rposition(|&b| b == b':') {
+                Some(i) if !host.ends_with(b"]") => &host[..i],
+                _ => host,
+            };
+            let mut location = Vec::with_capacity(name.len() + head.head_len + 16);
+            location.extend_from_slice(b"https://");
+            location.extend_from_slice(name);
+            if port != 443 {
+                location.push(b':');
+                answer::push_decimal(&mut location, port as u64);
+            }
+            let origin = head.origin.of(&conn.buf);
+            if origin.first() != Some(&b'/') {
+                location.push(b'/');
+            }
+            location.extend_from_slice(origin);
+            let status = if matches!(head.method, Method::Get | Method::Head) {
+                301
+            } else {
+                308
+            };
+            answer::text(
+                &mut conn.out,
+                status,
+                &[("Location", &location)],
+                keep,
+                http10,
+                head_only,
+            );
+            status
+        }
+    };
+    conn.buf.drain(..head.head_len);
+    if has_body {
+        conn.buf.clear();
+    }
+    let keep = keep && status != 400;
+    super::cached::finish_answer(conn, client, keep, status, head.head_len as u64, started).await
+}
+
+/// Add the frontend's `Strict-Transport-Security` to the response head that ends `out`.
+pub fn hsts(out: &mut Vec<u8>, fe: &super::HttpFront) {
+    let Some(value) = fe.conf.tls.as_ref().and_then(|t| t.hsts.as_deref()) else {
+        return;
+    };
+    if !out.ends_with(b"\r\n\r\n") {
+        return;
+    }
+    out.truncate(out.len() - 2);
+    answer::field(out, "Strict-Transport-Security", value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}

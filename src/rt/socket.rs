@@ -1,0 +1,317 @@
+//! A client connection's socket: plain TCP, or TLS over TCP. The data path holds a [`Socket`]
+//! and asks it for what differs: whether bytes may be spliced ([`Stream::splice_fd`]), and the
+//! few waits that race a read against something else ([`Socket::recv_watching`],
+//! [`Socket::read_idle`]), which plain TCP does with readiness and TLS with its own
+//! cancel-safe reads.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::BufResult;
+
+use super::tls::TlsStream;
+use super::{sleep, Drain, Pace, Read, SpliceError, Stream, TcpStream};
+
+pub enum Socket {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Socket {
+    /// The TCP socket underneath (readiness, socket options, shutdown).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Socket::Tcp(t) => t,
+            Socket::Tls(t) => t.tcp(),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Socket::Tls(_))
+    }
+
+    /// Append what the peer sends into `buf`'s spare capacity, waiting at most `limit`; when
+    /// `watch` turns readable first, [`Read::Woken`] and nothing was taken (plain: no `recv`
+    /// was made; TLS: what arrived stays in the session).
+    pub async fn recv_watching(
+        &mut self,
+        buf: &mut Vec<u8>,
+        limit: Duration,
+        watch: &TcpStream,
+    ) -> Read {
+        match self {
+            Socket::Tcp(t) => super::recv_watching(t, buf, limit, watch).await,
+            Socket::Tls(t) => {
+                if buf.capacity() == buf.len() {
+                    buf.reserve(16 * 1024);
+                }
+                let timer = sleep(limit);
+                let other = async {
+                    let mut woken = pin!(watch.readable(false));
+                    let mut timer = pin!(timer);
+                    poll_fn(|cx| {
+                        if woken.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Read::Woken);
+                        }
+                        timer.as_mut().poll(cx).map(|_| Read::TimedOut)
+                    })
+                    .await
+                };
+                read_racing(t, buf, other).await
+            }
+        }
+    }
+
+    /// Append what the peer sends into `buf`'s spare capacity, waiting as long as it takes.
+    /// Cancel-safe: dropped before it ends, nothing was taken (plain: readiness, then a
+    /// non-blocking `recv`; TLS: the session keeps what arrived).
+    pub async fn recv(&mut self, buf: &mut Vec<u8>) -> Read {
+        if buf.capacity() == buf.len() {
+            buf.reserve(16 * 1024);
+        }
+        match self {
+            Socket::Tcp(t) => loop {
+                let spare = buf.spare_capacity_mut();
+                // SAFETY: recv(2) writes at most `spare.len()` bytes into memory we own.
+                let n = unsafe {
+                    libc::recv(
+                        t.as_raw_fd(),
+                        spare.as_mut_ptr() as *mut libc::c_void,
+                        spare.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n > 0 {
+                    // SAFETY: the kernel initialised `n` bytes past the old length.
+                    unsafe { buf.set_len(buf.len() + n as usize) };
+                    return Read::Data;
+                }
+                if n == 0 {
+                    return Read::Eof;
+                }
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::WouldBlock => {
+                        if let Err(e) = t.readable(false).await {
+                            return Read::Err(e);
+                        }
+                    }
+                    _ => return Read::Err(e),
+                }
+            },
+            Socket::Tls(t) => read_racing(t, buf, std::future::pending()).await,
+        }
+    }
+
+    /// Send all of `data` (see [`super::send_watching`]): over plain TCP, a server turning
+    /// readable while it is not taking bytes ends the send ([`SpliceError::WokenMidway`]); over
+    /// TLS the records are sent whole, within `limit`.
+    pub async fn send_watching(
+        &mut self,
+        data: &[u8],
+        limit: Duration,
+        sent: &mut u64,
+    ) -> Result<(), SpliceError> {
+        match self {
+            Socket::Tcp(t) => super::send_watching(t, data, limit, true, sent).await,
+            Socket::Tls(t) => match super::timeout(limit, t.write_plain(data)).await {
+                Some(Ok(n)) => {
+                    *sent += n as u64;
+                    Ok(())
+                }
+                _ => Err(SpliceError::Dest),
+            },
+        }
+    }
+
+    /// Send `len` bytes of the file `file` from `offset`: by `sendfile(2)` over plain TCP, read
+    /// into `scratch` and encrypted over TLS. Each wait is bounded by `limit` (metered by
+    /// `pace`); `moved` counts what was sent.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_file(
+        &mut self,
+        file: RawFd,
+        offset: u64,
+        len: u64,
+        limit: Duration,
+        pace: Option<&Pace>,
+        scratch: &mut Vec<u8>,
+        moved: &mut u64,
+    ) -> io::Result<()> {
+        let t = match self {
+            Socket::Tcp(t) => {
+                return super::sendfile_exact(file, offset, len, t, limit, pace, moved).await
+            }
+            Socket::Tls(t) => t,
+        };
+        // One TLS record's worth at a time.
+        const STEP: usize = 16 * 1024;
+        scratch.clear();
+        scratch.reserve(STEP);
+        let (mut at, end) = (offset, offset + len);
+        while at < end {
+            let want = STEP.min((end - at) as usize);
+            // SAFETY: pread(2) writes at most `want` bytes into the buffer's spare capacity
+            // (at least STEP), which we read only up to what it reports.
+            let n = unsafe {
+                libc::pread(
+                    file,
+                    scratch.as_mut_ptr() as *mut libc::c_void,
+                    want,
+                    at as libc::off_t,
+                )
+            };
+            if n <= 0 {
+                return Err(if n == 0 {
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its length")
+                } else {
+                    io::Error::last_os_error()
+                });
+            }
+            // SAFETY: `n` bytes were just initialised.
+            unsafe { scratch.set_len(n as usize) };
+            let m = Pace::meter(pace, limit, *moved);
+            match super::timeout(m.limit, t.write_plain(scratch)).await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(io::ErrorKind::TimedOut.into()),
+            }
+            drop(m);
+            *moved += n as u64;
+            at += n as u64;
+            scratch.clear();
+        }
+        Ok(())
+    }
+
+    /// The idle wait of a keep-alive connection (see [`super::read_idle`]). Over TLS a drain
+    /// ends the wait with nothing lost too (the session keeps what arrived), but such a
+    /// connection cannot be handed to another process: the caller closes it.
+    pub async fn read_idle(
+        &mut self,
+        mut buf: Vec<u8>,
+        min_spare: usize,
+        timeout: Duration,
+        drain: &Drain,
+        canceller: &mut monoio::io::Canceller,
+    ) -> (Read, Vec<u8>) {
+        match self {
+            Socket::Tcp(t) => super::read_idle(t, buf, min_spare, timeout, drain, canceller).await,
+            Socket::Tls(t) => {
+                if buf.capacity() - buf.len() < min_spare.max(1) {
+                    buf.reserve(min_spare.max(1024));
+                }
+                let other = async {
+                    let mut timer = pin!(sleep(timeout));
+                    let mut drained = drain.wait();
+                    poll_fn(|cx| {
+                        if timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Read::TimedOut);
+                        }
+                        if drained.poll_drained(cx) {
+                            return Poll::Ready(Read::Drained);
+                        }
+                        Poll::Pending
+                    })
+                    .await
+                };
+                let r = read_racing(t, &mut buf, other).await;
+                (r, buf)
+            }
+        }
+    }
+}
+
+/// Read decrypted bytes into `buf`'s spare capacity unless `other` ends first (its answer is
+/// returned then, and what arrived stays in the session: TLS reads are cancel-safe).
+async fn read_racing(
+    t: &mut TlsStream,
+    buf: &mut Vec<u8>,
+    other: impl Future<Output = Read>,
+) -> Read {
+    let len = buf.len();
+    let got = {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: read_plain only writes into the slice (never reads it) and reports how much
+        // it wrote; `buf` is not touched while the slice lives (this block).
+        let dst =
+            unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr() as *mut u8, spare.len()) };
+        let mut read = pin!(t.read_plain(dst));
+        let mut other = pin!(other);
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                return Poll::Ready(match r {
+                    Ok(0) => (Read::Eof, 0),
+                    Ok(n) => (Read::Data, n),
+                    Err(e) => (Read::Err(e), 0),
+                });
+            }
+            other.as_mut().poll(cx).map(|r| (r, 0))
+        })
+        .await
+    };
+    // SAFETY: read_plain initialised `got.1` bytes past the old length.
+    unsafe { buf.set_len(len + got.1) };
+    got.0
+}
+
+impl Stream for Socket {
+    fn splice_fd(&self) -> Option<RawFd> {
+        match self {
+            Socket::Tcp(t) => Some(t.as_raw_fd()),
+            Socket::Tls(_) => None,
+        }
+    }
+    fn raw_fd(&self) -> RawFd {
+        self.tcp().as_raw_fd()
+    }
+}
+
+impl AsyncReadRent for Socket {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Socket::Tcp(t) => t.read(buf).await,
+            Socket::Tls(t) => t.read(buf).await,
+        }
+    }
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Socket::Tcp(t) => t.readv(buf).await,
+            Socket::Tls(t) => t.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for Socket {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Socket::Tcp(t) => t.write(buf).await,
+            Socket::Tls(t) => t.write(buf).await,
+        }
+    }
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Socket::Tcp(t) => t.writev(buf).await,
+            Socket::Tls(t) => t.writev(buf).await,
+        }
+    }
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(t) => t.flush().await,
+            Socket::Tls(t) => t.flush().await,
+        }
+    }
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(t) => t.shutdown().await,
+            Socket::Tls(t) => t.shutdown().await,
+        }
+    }
+}
