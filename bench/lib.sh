@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Helpers shared by bench/compare.sh and bench/mysql-compare.sh: reading a proxy's CPU time
+# Helpers shared by the bench/*.sh harnesses: reading a proxy's CPU time
 # (the figure both report per request / per query), waiting for it to settle, checking ports,
 # stopping what a script started. Sourced, never run.
 
@@ -41,6 +41,12 @@ settle() {
     done
 }
 
+# Direct children of a process (nginx: the master's workers).
+children_of() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
+
+# All PIDs of a target's process tree, one level deep (nginx: master + worker).
+tree_pids() { local p=$1; echo "$p"; children_of "$p"; }
+
 stop_pid() {
     local p=$1 i
     kill -0 "$p" 2>/dev/null || return 0
@@ -52,11 +58,20 @@ stop_pid() {
 # True when nothing listens on TCP port $1.
 port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
 
-# Wait (at most 10 s) until $1 answers 2xx.
+# Stop a process and the children it had (collected first: they may be re-parented once it goes).
+stop_tree() {
+    local p=$1 kids k
+    kids=$(children_of "$p")
+    stop_pid "$p"
+    for k in $kids; do stop_pid "$k"; done
+}
+
+# Wait (at most 10 s) until $1 answers 2xx; further arguments go to curl (e.g. -k for https).
 wait_http() {
     local url=$1 i
+    shift
     for ((i = 0; i < 100; i++)); do
-        curl -sf -o /dev/null --max-time 1 "$url" && return 0
+        curl -sf -o /dev/null --max-time 1 "$@" "$url" && return 0
         sleep 0.1
     done
     return 1
