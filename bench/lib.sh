@@ -19,11 +19,13 @@ cpu_ns() {
 # Recorded next to cpu_ns as a cross-check.
 tick_ns() {
     local p sum=0 hz f
+    local -a fld
     hz=$(getconf CLK_TCK)
     for p in "$@"; do
+        # After "pid (comm) ": state is field 0, utime 11, stime 12 (stat(5) fields 14 and 15).
         f=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null) || continue
-        set -- $f
-        sum=$((sum + ${12} + ${13}))
+        read -r -a fld <<< "$f"
+        sum=$((sum + fld[11] + fld[12]))
     done
     echo $((sum * 1000000000 / hz))
 }
