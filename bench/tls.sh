@@ -8,19 +8,21 @@
 # client completed), not throughput: the client side is one core.
 #
 # Workloads (each a run of DUR seconds per target per rep):
-#   full     new TLS 1.3 connections, full handshake each (no resumption), one GET each:
-#            HS_CLIENTS parallel `openssl s_time -new -tls1_3 -www /`
-#   resumed  the same, every connection resuming its process's TLS 1.3 session ticket:
-#            `openssl s_time -reuse`; s_time prints one mark per connection, `r` for a resumed
-#            session and `*` for a full handshake, so resumption is checked on every connection
-#   ka-tiny  keep-alive requests over TLS, 64 connections, the backend's 3-byte body: wrk --latency
-#   ka-1m    the same with a 1 MiB body
+#   plain-new  baseline without TLS: new plain-HTTP connections, one GET each, on a second
+#              listener of the same process: wrk -t1 -cHS_CLIENTS -H 'Connection: close'
+#   full       new TLS 1.3 connections, a full handshake each (no resumption), one GET each:
+#              HS_CLIENTS parallel `openssl s_time -new -tls1_3 -www /`
+#   resumed    the same, every connection resuming its process's TLS 1.3 session ticket:
+#              `openssl s_time -reuse`; s_time prints one mark per connection, `r` for a resumed
+#              session and `*` for a full handshake, so resumption is checked on every connection
+#   ka-tiny    keep-alive GETs over TLS, KA_CONNS connections, 3-byte body: wrk --latency
+#   ka-1m      the same with a 1 MiB body
 #
 # Usage:  bench/tls.sh                  full run (3 reps, 5 s per point, ~3 minutes)
 #         QUICK=1 bench/tls.sh          smoke run (2 reps, 2 s per point)
 # Knobs (environment): REPS, DUR (seconds per point), TARGETS="haproxy nginx shardgate",
-#   WORKLOADS="full resumed ka-tiny ka-1m", CERT=ecdsa|rsa (P-256 or RSA-2048; both are generated,
-#   this one is served), HS_CLIENTS (parallel s_time processes, default 4), KA_CONNS (default 64),
+#   WORKLOADS="plain-new full resumed ka-tiny ka-1m", CERT=ecdsa|rsa (P-256 or RSA-2048; both
+#   are generated, this one is served), HS_CLIENTS (parallel s_time processes, default 4), KA_CONNS (default 64),
 #   SHARDGATE_BIN (default target/release/shardgate of this checkout; relative paths are taken
 #   from the repository root; the shardgate target is skipped, with the reason, when the binary is
 #   missing or `--check` rejects bench/configs/tls-shardgate.toml), OUT=DIR (results directory).
@@ -42,7 +44,7 @@ else
     REPS=${REPS:-3}; DUR=${DUR:-5}
 fi
 TARGETS=${TARGETS:-"haproxy nginx shardgate"}
-WORKLOADS=${WORKLOADS:-"full resumed ka-tiny ka-1m"}
+WORKLOADS=${WORKLOADS:-"plain-new full resumed ka-tiny ka-1m"}
 CERT=${CERT:-ecdsa}
 HS_CLIENTS=${HS_CLIENTS:-4}
 KA_CONNS=${KA_CONNS:-64}
@@ -53,7 +55,9 @@ SIDE_CPU=1
 BACKEND_PORT=29200
 STATUS_PORT=29201
 declare -A PORT=([shardgate]=28440 [haproxy]=28441 [nginx]=28442)
-declare -A PATHQ=([full]=/ [resumed]=/ [ka-tiny]=/ [ka-1m]=/1m)
+# The same targets' plain-HTTP listeners, for the plain-new baseline.
+declare -A PLAIN_PORT=([shardgate]=28450 [haproxy]=28451 [nginx]=28452)
+declare -A PATHQ=([plain-new]=/ [full]=/ [resumed]=/ [ka-tiny]=/ [ka-1m]=/1m)
 BODY_1M=1048576
 SKIPPED=""
 
@@ -64,7 +68,7 @@ log() { printf '[tls %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 case $CERT in ecdsa | rsa) ;; *) die "CERT=$CERT: expected ecdsa or rsa" ;; esac
-for wl in $WORKLOADS; do [[ -n ${PATHQ[$wl]:-} ]] || die "unknown workload '$wl' (full resumed ka-tiny ka-1m)"; done
+for wl in $WORKLOADS; do [[ -n ${PATHQ[$wl]:-} ]] || die "unknown workload '$wl' (plain-new full resumed ka-tiny ka-1m)"; done
 for t in $TARGETS; do [[ -n ${PORT[$t]:-} ]] || die "unknown target '$t' (haproxy nginx shardgate)"; done
 
 # ---------------------------------------------------------------------------------------------
@@ -159,7 +163,7 @@ check_shardgate() {
 # ---------------------------------------------------------------------------------------------
 start_all() {
     local p t
-    for p in "${PORT[@]}" $BACKEND_PORT $STATUS_PORT; do
+    for p in "${PORT[@]}" "${PLAIN_PORT[@]}" $BACKEND_PORT $STATUS_PORT; do
         # SO_REUSEPORT listeners (shardgate, HAProxy) would silently share a busy port.
         port_free "$p" || die "port $p is already in use: $(ss -Hltnp "sport = :$p" | head -n 1)"
     done
@@ -193,6 +197,7 @@ start_all() {
     done
     for t in $TARGETS; do
         wait_http "https://127.0.0.1:${PORT[$t]}/" -k || die "$t did not start (raw/$t.log)"
+        wait_http "http://127.0.0.1:${PLAIN_PORT[$t]}/" || die "$t: no plain-HTTP listener (raw/$t.log)"
     done
 }
 
@@ -210,6 +215,7 @@ verify() {
         port=${PORT[$t]}
         echo "== $t (127.0.0.1:$port)" >> "$f"
         [[ $(curl -sk --max-time 5 "https://127.0.0.1:$port/") == ok ]] || die "$t: GET / over TLS is not the backend's 'ok'"
+        [[ $(curl -s --max-time 5 "http://127.0.0.1:${PLAIN_PORT[$t]}/") == ok ]] || die "$t: GET / on the plain listener is not 'ok'"
         curl -sk --max-time 10 "https://127.0.0.1:$port/1m" | cmp -s - "$RUN/backend/html/1m" \
             || die "$t does not relay the 1 MiB body intact"
         echo "bodies: tiny and 1 MiB intact" >> "$f"
@@ -284,6 +290,12 @@ run_one() {
                     -www "${PATHQ[$wl]}" > "$raw.c$i.txt" 2>&1 &
                 CLIENT_PIDS+=($!)
             done
+            ;;
+        plain-new)
+            # As many connections at a time as the s_time processes of full/resumed keep open.
+            taskset -c $SIDE_CPU wrk -t1 -c"$HS_CLIENTS" -d"${DUR}s" --latency -H 'Connection: close' \
+                "http://127.0.0.1:${PLAIN_PORT[$target]}${PATHQ[$wl]}" > "$raw.txt" 2>&1 &
+            CLIENT_PIDS+=($!)
             ;;
         ka-*)
             taskset -c $SIDE_CPU wrk -t1 -c"$KA_CONNS" -d"${DUR}s" --latency \
@@ -380,10 +392,11 @@ def fmt(v, d=0):
     return "–" if v is None else f"{v:,.{d}f}"
 
 targets = [t for t in ("haproxy", "nginx", "shardgate") if any(r["target"] == t for r in rows)]
-wls = [w for w in ("full", "resumed", "ka-tiny", "ka-1m") if any(r["workload"] == w for r in rows)]
+wls = [w for w in ("plain-new", "full", "resumed", "ka-tiny", "ka-1m") if any(r["workload"] == w for r in rows)]
 reps = sorted({r["rep"] for r in rows}, key=int)
 sel = lambda wl, t: [r for r in rows if r["workload"] == wl and r["target"] == t]
 LABEL = {
+    "plain-new": "new plain-HTTP connection + 1 GET (no TLS), per connection",
     "full": "full handshake (TLS 1.3, new session) + 1 GET, per connection",
     "resumed": "resumed handshake (TLS 1.3 ticket) + 1 GET, per connection",
     "ka-tiny": "keep-alive GET, 3-byte body, per request",
@@ -401,6 +414,7 @@ print(f"\nMedians of {len(reps)} interleaved reps. CPU = the proxy's on-CPU time
       "completed. \"per core\" = 1e6 ÷ CPU µs: operations one core of this machine would sustain. "
       "\"÷ best peer\" = this target's median CPU µs ÷ the lowest median of the other targets "
       "(< 1: cheaper than all of them). Rates are the client's (one core, shared with the backend).\n")
+print("Workloads: " + "; ".join(f"`{w}` = {LABEL[w]}" for w in wls) + ".\n")
 print("| workload | target | rate /s | CPU µs/op | per core /s | ÷ best peer | p50 / p99 ms | notes |")
 print("|---|---|---|---|---|---|---|---|")
 for wl in wls:
@@ -419,7 +433,7 @@ for wl in wls:
             rate_s += f" ({r_med * body / 2**20:,.0f} MiB/s)"
         lat = "–"
         notes = []
-        if wl.startswith("ka"):
+        if wl.startswith("ka") or wl == "plain-new":
             lat = f"{fmt(med(num(r['p50_ms']) for r in rs), 2)} / {fmt(med(num(r['p99_ms']) for r in rs), 2)}"
         else:
             full = sum(num(r["full_hs"]) or 0 for r in rs)
@@ -433,6 +447,22 @@ for wl in wls:
         if bad:
             notes.append("client failed in rep " + ",".join(bad))
         print(f"| {wl} | {t} | {rate_s} | {fmt(m, 1)} | {per_core} | {ratio} | {lat} | {'; '.join(notes)} |")
+
+# What TLS adds to a new connection: the median of full (resumed) minus the median of
+# plain-new, which has the same TCP accept/close and proxied GET without TLS.
+if "plain-new" in wls and ("full" in wls or "resumed" in wls):
+    print("\nTLS share of a new connection: CPU µs of `full` / `resumed` minus `plain-new` (same TCP "
+          "connection and GET without TLS; the clients differ: s_time vs wrk):\n")
+    print("| target | plain-new µs | full − plain µs | full handshakes per core /s | resumed − plain µs | resumed per core /s |")
+    print("|---|---|---|---|---|---|")
+    for t in targets:
+        base = med(us(r) for r in sel("plain-new", t))
+        cells = [fmt(base, 1)]
+        for wl in ("full", "resumed"):
+            m = med(us(r) for r in sel(wl, t))
+            d = m - base if m is not None and base is not None else None
+            cells += [fmt(d, 1), fmt(1e6 / d) if d and d > 0 else "–"]
+        print(f"| {t} | " + " | ".join(cells) + " |")
 
 if "shardgate" in targets:
     others = [o for o in targets if o != "shardgate"]
