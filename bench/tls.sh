@@ -207,10 +207,10 @@ start_all() {
 # A relay or certificate failure stops the run; a failed resumption is reported and flagged.
 # verify.txt has the details, verify.tsv one line per target for the summary.
 verify() {
-    local t port f sess out got brief http10 resumed
+    local t port f sess out got brief http10 resumed tk_full tk_res
     f=$OUT/verify.txt
     echo "certificate: $CERT, sha256 fingerprint $FINGERPRINT" > "$f"
-    printf 'target\tprotocol\tciphersuite\tgroup\thttp10\tresumed\n' > "$OUT/verify.tsv"
+    printf 'target\tprotocol\tciphersuite\tgroup\thttp10\tresumed\ttickets_full\ttickets_resumed\n' > "$OUT/verify.tsv"
     for t in $TARGETS; do
         port=${PORT[$t]}
         echo "== $t (127.0.0.1:$port)" >> "$f"
@@ -243,11 +243,16 @@ verify() {
             | timeout 5 openssl s_client -connect "127.0.0.1:$port" -servername bench.local -tls1_3 \
                 -sess_out "$sess" -ign_eof 2>&1) || true
         echo "first connection:  $(grep -E -m1 '^(New|Reused),' <<< "$out")" >> "$f"
+        # Tickets the server issues after a full handshake (each costs it an encryption).
+        tk_full=$(grep -c 'New Session Ticket arrived' <<< "$out" || true)
+        echo "  session tickets received: $tk_full" >> "$f"
         out=$(printf 'GET / HTTP/1.1\r\nHost: bench.local\r\nConnection: close\r\n\r\n' \
             | timeout 5 openssl s_client -connect "127.0.0.1:$port" -servername bench.local -tls1_3 \
                 -sess_in "$sess" -ign_eof 2>&1) || true
         got=$(grep -E -m1 '^(New|Reused),' <<< "$out" || echo "no handshake line")
         echo "second connection: $got" >> "$f"
+        tk_res=$(grep -c 'New Session Ticket arrived' <<< "$out" || true)
+        echo "  session tickets received: $tk_res" >> "$f"
         if [[ $got == Reused,* ]]; then
             resumed=yes
             echo "resumption: yes" >> "$f"
@@ -256,10 +261,10 @@ verify() {
             echo "resumption: NO (the 'resumed' workload measures full handshakes for this target)" >> "$f"
             log "warning: $t did not resume a TLS 1.3 session ticket (verify.txt)"
         fi
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$t" \
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" \
             "$(sed -n 's/^Protocol version: //p' <<< "$brief")" "$(sed -n 's/^Ciphersuite: //p' <<< "$brief")" \
             "$(sed -n -E 's/^(Server Temp Key|Negotiated TLS1.3 group): //p' <<< "$brief" | head -n 1)" \
-            "$http10" "$resumed" >> "$OUT/verify.tsv"
+            "$http10" "$resumed" "$tk_full" "$tk_res" >> "$OUT/verify.tsv"
     done
 }
 
@@ -499,10 +504,12 @@ if os.path.exists(vp):
     print("\nVerified before measuring (verify.txt; every target served our certificate and relayed both bodies "
           "intact). \"resumes\": a ticket from one `openssl s_client` connection resumed the next; "
           "the `resumed` rows' \"resumed %\" counts s_time's per-connection marks during the runs.\n")
-    print("| target | protocol | ciphersuite | key exchange | s_time's HTTP/1.0 request | resumes |")
-    print("|---|---|---|---|---|---|")
+    print("| target | protocol | ciphersuite | key exchange | s_time's HTTP/1.0 request | resumes "
+          "| tickets issued after a full / resumed handshake |")
+    print("|---|---|---|---|---|---|---|")
     for v in csv.DictReader(open(vp), delimiter="\t"):
-        print(f"| {v['target']} | {v['protocol']} | {v['ciphersuite']} | {v['group']} | {v['http10']} | {v['resumed']} |")
+        print(f"| {v['target']} | {v['protocol']} | {v['ciphersuite']} | {v['group']} | {v['http10']} "
+              f"| {v['resumed']} | {v.get('tickets_full', '?')} / {v.get('tickets_resumed', '?')} |")
 PY
 }
 
