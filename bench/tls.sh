@@ -575,7 +575,11 @@ main() {
     if [[ -n ${PID[shardgate]:-} ]]; then
         "$RUN/bin/shardgate" ctl --socket "$RUN/ctl.sock" 'show stats' > "$OUT/raw/shardgate-stats.txt" 2>&1 || true
     fi
-    echo "loadavg after: $(cat /proc/loadavg)" >> "$OUT/meta.txt"
+    {
+        # Other people's work during the run shows here (their builds share the cores).
+        echo "loadavg after: $(cat /proc/loadavg)"
+        echo "busiest processes after:"; ps -eo pid,pcpu,psr,comm --sort=-pcpu | sed -n '2,8p' | sed 's/^/  /'
+    } >> "$OUT/meta.txt"
     cp -f "$RUN/backend/logs/error.log" "$OUT/raw/backend-error.log" 2>/dev/null || true
     cp -f "$RUN/nginx/logs/error.log" "$OUT/raw/nginx-error.log" 2>/dev/null || true
     # Recorded results name no path outside the repository: the checkout becomes ".".
