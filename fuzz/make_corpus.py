@@ -148,6 +148,36 @@ write("upgrade_message", "counters", b"counters\nt=stat\trequests\t12\nt=site\tw
 write("upgrade_message", "conns", b"conns\nfe=web\npeer=127.0.0.1:5555\nfe=web\npeer=[::1]:80\n")
 write("upgrade_message", "failed", b"failed\nreason=/etc/sg.toml: pool.app.servers[0].addr: bad\\nsecond line\n")
 
+# proxy_header: the first bytes a client sent, as is: valid v1 and v2 headers (each followed by
+# the proxied protocol's first bytes) and near misses.
+SIG = b"\r\n\r\n\0\r\nQUIT\n"
+ONES = b"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+
+
+def pp2(ver_cmd, fam, body):
+    return SIG + bytes([ver_cmd, fam]) + struct.pack(">H", len(body)) + body
+
+
+TCP4 = bytes([192, 168, 0, 1, 10, 0, 0, 2]) + struct.pack(">HH", 56324, 443)
+TCP6 = bytes(15) + b"\x01" + bytes.fromhex("20010db8000000000000000000000001") + struct.pack(">HH", 1, 2)
+write("proxy_header", "v1_tcp4", b"PROXY TCP4 192.168.0.1 10.0.0.2 56324 443\r\nGET / HTTP/1.1\r\n\r\n")
+write("proxy_header", "v1_tcp6_max", b"PROXY TCP6 " + ONES + b" " + ONES + b" 65535 65535\r\n")
+write("proxy_header", "v1_tcp6_mapped", b"PROXY TCP6 ::ffff:1.2.3.4 2001:db8::1 0 80\r\n\x03")
+write("proxy_header", "v1_unknown", b"PROXY UNKNOWN\r\n")
+write("proxy_header", "v1_unknown_max", b"PROXY UNKNOWN " + ONES + b" " + ONES + b" 65535 65535\r\n")
+write("proxy_header", "v1_lf_only", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n")
+write("proxy_header", "v1_port_65536", b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n")
+write("proxy_header", "v1_two_spaces", b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n")
+write("proxy_header", "v1_family_mismatch", b"PROXY TCP4 ::1 ::1 1 2\r\n")
+write("proxy_header", "v2_tcp4", pp2(0x21, 0x11, TCP4) + b"\x16\x03\x01")
+write("proxy_header", "v2_tcp6_tlv", pp2(0x21, 0x21, TCP6 + b"\x04\x00\x03abc\x01\x00\x02h2"))
+write("proxy_header", "v2_local", pp2(0x20, 0x00, b""))
+write("proxy_header", "v2_unix", pp2(0x21, 0x31, bytes(216)))
+write("proxy_header", "v2_dgram", pp2(0x21, 0x12, TCP4))
+write("proxy_header", "v2_short_block", pp2(0x21, 0x21, TCP4))
+write("proxy_header", "v2_bad_version", pp2(0x11, 0x11, TCP4))
+write("proxy_header", "not_proxy_http", b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+
 
 if __name__ == "__main__":
     for t in sorted(os.listdir(CORPUS)):

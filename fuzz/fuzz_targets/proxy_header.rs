@@ -1,0 +1,83 @@
+//! The PROXY protocol header parser (`proto::proxy_protocol::parse`) on arbitrary bytes, and its
+//! writers on what it returns. Input: the bytes a client sent first, as is.
+//!
+//! Invariants: never panics; a header is at most `MAX_HEADER` bytes (a v1 line at most
+//! `V1_MAX` and ending in CRLF, a v2 header exactly 16 + its declared length) and parsing
+//! exactly its bytes gives the same answer, so nothing after it is ever consumed; every strict
+//! prefix of it is `Incomplete`; once a prefix is refused every longer one is refused the same
+//! way (refusal is final, a caller may act on it); `Incomplete` only below the size limits;
+//! both addresses are of one family, and re-encoding them with `write_v1` and `write_v2` parses
+//! back to the same addresses.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shardgate::proto::proxy_protocol::{
+    parse, write_v1, write_v2, Error, Parsed, MAX_HEADER, V1_MAX,
+};
+
+/// The first `k` at which the answer is not `Incomplete`, and that answer (at most `data.len()`).
+fn first_answer(data: &[u8]) -> Option<(usize, Result<Parsed, Error>)> {
+    (0..=data.len()).find_map(|k| match parse(&data[..k]) {
+        Ok(Parsed::Incomplete) => None,
+        r => Some((k, r)),
+    })
+}
+
+fn check_reencode(src: std::net::SocketAddr, dst: std::net::SocketAddr) {
+    assert_eq!(src.is_ipv4(), dst.is_ipv4(), "mixed families {src} {dst}");
+    for v1 in [true, false] {
+        let mut out = Vec::new();
+        if v1 {
+            write_v1(src, dst, &mut out);
+            assert!(out.len() <= V1_MAX);
+        } else {
+            write_v2(src, dst, &mut out);
+        }
+        assert_eq!(
+            parse(&out),
+            Ok(Parsed::Header { len: out.len(), addrs: Some((src, dst)) }),
+            "re-encoded {src} {dst} (v1: {v1})"
+        );
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let data = &data[..data.len().min(2 * MAX_HEADER)];
+    let whole = parse(data);
+    let first = first_answer(data);
+    match whole {
+        Ok(Parsed::Header { len, addrs }) => {
+            assert!(len <= data.len() && len <= MAX_HEADER && len > 0);
+            assert_eq!(parse(&data[..len]), whole);
+            // Every strict prefix is Incomplete: the first answer comes at exactly `len`.
+            assert_eq!(first, Some((len, whole)));
+            if data[0] == b'P' {
+                assert!(len <= V1_MAX && data[..len].ends_with(b"\r\n"), "{data:?}");
+                assert!(data[..len - 2].iter().all(|&b| b != b'\n'));
+            } else {
+                assert_eq!(len, 16 + usize::from(u16::from_be_bytes([data[14], data[15]])));
+            }
+            if let Some((src, dst)) = addrs {
+                check_reencode(src, dst);
+            }
+        }
+        Ok(Parsed::Incomplete) => {
+            assert_eq!(first, None);
+            assert!(data.len() < MAX_HEADER);
+            if data.first() == Some(&b'P') {
+                assert!(data.len() < V1_MAX);
+            }
+        }
+        Err(e) => {
+            // Refusal is final: from the first refused prefix on, the same error.
+            let (k, r) = first.expect("the whole buffer is refused");
+            assert_eq!(r, Err(e), "first refusal at {k} differs from the whole's");
+            for j in k..data.len().min(k + 64) {
+                assert_eq!(parse(&data[..j]), Err(e), "refusal at {k} not final at {j}");
+            }
+            if e == Error::NotProxy {
+                assert!(k <= 12, "NotProxy decided late, at {k}");
+            }
+        }
+    }
+});
