@@ -62,9 +62,6 @@ declare -A BASE_RSS=()
 CLIENT_PID=""
 SAMPLER_PID=""
 
-children_of() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
-
-
 cleanup() {
     local rc=$? name p kids
     trap - EXIT INT TERM
@@ -80,11 +77,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# All PIDs of a target's process tree (nginx: master + worker).
-tree_pids() { local p=$1; echo "$p"; children_of "$p"; }
-
-
 
 open_fds() {
     local p sum=0 n

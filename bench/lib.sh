@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Helpers shared by bench/compare.sh and bench/mysql-compare.sh: reading a proxy's CPU time
+# Helpers shared by the bench/*.sh harnesses: reading a proxy's CPU time
 # (the figure both report per request / per query), waiting for it to settle, checking ports,
 # stopping what a script started. Sourced, never run.
 
@@ -19,11 +19,13 @@ cpu_ns() {
 # Recorded next to cpu_ns as a cross-check.
 tick_ns() {
     local p sum=0 hz f
+    local -a fld
     hz=$(getconf CLK_TCK)
     for p in "$@"; do
+        # After "pid (comm) ": state is field 0, utime 11, stime 12 (stat(5) fields 14 and 15).
         f=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null) || continue
-        set -- $f
-        sum=$((sum + ${12} + ${13}))
+        read -r -a fld <<< "$f"
+        sum=$((sum + fld[11] + fld[12]))
     done
     echo $((sum * 1000000000 / hz))
 }
@@ -41,6 +43,12 @@ settle() {
     done
 }
 
+# Direct children of a process (nginx: the master's workers).
+children_of() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
+
+# All PIDs of a target's process tree, one level deep (nginx: master + worker).
+tree_pids() { local p=$1; echo "$p"; children_of "$p"; }
+
 stop_pid() {
     local p=$1 i
     kill -0 "$p" 2>/dev/null || return 0
@@ -52,11 +60,20 @@ stop_pid() {
 # True when nothing listens on TCP port $1.
 port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
 
-# Wait (at most 10 s) until $1 answers 2xx.
+# Stop a process and the children it had (collected first: they may be re-parented once it goes).
+stop_tree() {
+    local p=$1 kids k
+    kids=$(children_of "$p")
+    stop_pid "$p"
+    for k in $kids; do stop_pid "$k"; done
+}
+
+# Wait (at most 10 s) until $1 answers 2xx; further arguments go to curl (e.g. -k for https).
 wait_http() {
     local url=$1 i
+    shift
     for ((i = 0; i < 100; i++)); do
-        curl -sf -o /dev/null --max-time 1 "$url" && return 0
+        curl -sf -o /dev/null --max-time 1 "$@" "$url" && return 0
         sleep 0.1
     done
     return 1

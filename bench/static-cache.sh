@@ -73,7 +73,6 @@ declare -A VERIFIED=()
 CLIENT_PID=""
 SAMPLER_PID=""
 
-children_of() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
 # A process and all its descendants (nginx: master, worker, cache manager and loader;
 # Varnish: manager and child).
 desc_pids() {
