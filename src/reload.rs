@@ -59,6 +59,31 @@ pub fn reload(shared: &Shared) -> Result<Applied, String> {
     applied
 }
 
+/// Read the certificate files of the running config's TLS frontends again and apply the
+/// result as a new generation (the TOML file is not read: only the certificates change).
+pub fn reload_certs(shared: &Shared) -> Result<Applied, String> {
+    let _one = shared.runtime.lock().unwrap_or_else(|e| e.into_inner());
+    let current = shared.current();
+    let mut config = current.config.clone();
+    let source = config.source.display().to_string();
+    let fresh = |key: String, t: &std::sync::Arc<crate::tls::ServerTls>| {
+        t.reloaded()
+            .map(std::sync::Arc::new)
+            .map_err(|m| format!("{source}: {key}.tls.certs: {m}"))
+    };
+    for (i, fe) in config.http.iter_mut().enumerate() {
+        if let Some(t) = &fe.tls {
+            fe.tls = Some(fresh(format!("http[{i}]"), t)?);
+        }
+    }
+    for (i, fe) in config.mysql.iter_mut().enumerate() {
+        if let Some(t) = &fe.tls {
+            fe.tls = Some(fresh(format!("mysql[{i}]"), t)?);
+        }
+    }
+    apply(shared, config, current.file.clone(), "reload certs".into())
+}
+
 /// Apply a validated config as the next generation (see the module documentation).
 pub fn apply(
     shared: &Shared,

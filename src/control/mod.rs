@@ -160,6 +160,19 @@ const COMMANDS: &[Command] = &[
         json: None,
     },
     Command {
+        name: "reload certs",
+        args: "",
+        help: "read every TLS certificate, key and OCSP file of the running config again and use them for new handshakes (open connections keep theirs); refused whole if a file is bad",
+        run: |s, _| {
+            let applied = crate::reload::reload_certs(s).map_err(|e| {
+                tracing::error!(event = "reload_refused", error = %e, "certificate reload refused; the running certificates stay");
+                e
+            })?;
+            Ok((applied.answer(), Action::None))
+        },
+        json: None,
+    },
+    Command {
         name: "show cache",
         args: "",
         help: "every HTTP cache zone, summed over shards: entries, bytes, hits, misses, stale, revalidated, expired, bypassed, hit ratio, stored, evicted, purged, coalesced",

@@ -32,10 +32,6 @@ impl Socket {
         }
     }
 
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Socket::Tls(_))
-    }
-
     /// Append what the peer sends into `buf`'s spare capacity, waiting at most `limit`; when
     /// `watch` turns readable first, [`Read::Woken`] and nothing was taken (plain: no `recv`
     /// was made; TLS: what arrived stays in the session).

@@ -247,23 +247,6 @@ impl TlsStream {
             }
         }
     }
-
-    /// The server name the client asked for (SNI), if any.
-    pub fn sni(&self) -> Option<&str> {
-        match &self.conn {
-            Connection::Server(c) => c.server_name(),
-            Connection::Client(_) => None,
-        }
-    }
-
-    /// The ALPN protocol agreed on, if any.
-    pub fn alpn(&self) -> Option<&[u8]> {
-        self.conn.alpn_protocol()
-    }
-
-    pub fn version(&self) -> Option<rustls::ProtocolVersion> {
-        self.conn.protocol_version()
-    }
 }
 
 impl AsyncReadRent for TlsStream {
