@@ -304,10 +304,9 @@ impl ConnCache {
                 let popped = {
                     let mut idle = slots.idle.borrow_mut();
                     // The newest connection this client may use (any, without PROXY headers).
-                    match idle.iter().rposition(|i| i.proxied_for == tag) {
-                        Some(at) => Some(idle.remove(at)),
-                        None => None,
-                    }
+                    idle.iter()
+                        .rposition(|i| i.proxied_for == tag)
+                        .map(|at| idle.remove(at))
                 };
                 match popped {
                     // Too old, or the server closed it or sent something meanwhile: closed by
