@@ -35,7 +35,10 @@ fn check_reencode(src: std::net::SocketAddr, dst: std::net::SocketAddr) {
         }
         assert_eq!(
             parse(&out),
-            Ok(Parsed::Header { len: out.len(), addrs: Some((src, dst)) }),
+            Ok(Parsed::Header {
+                len: out.len(),
+                addrs: Some((src, dst))
+            }),
             "re-encoded {src} {dst} (v1: {v1})"
         );
     }
@@ -55,7 +58,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(len <= V1_MAX && data[..len].ends_with(b"\r\n"), "{data:?}");
                 assert!(data[..len - 2].iter().all(|&b| b != b'\n'));
             } else {
-                assert_eq!(len, 16 + usize::from(u16::from_be_bytes([data[14], data[15]])));
+                assert_eq!(
+                    len,
+                    16 + usize::from(u16::from_be_bytes([data[14], data[15]]))
+                );
             }
             if let Some((src, dst)) = addrs {
                 check_reencode(src, dst);
