@@ -57,6 +57,10 @@ fn v2_oracle(h: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
     let port = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
     match (h[12], h[13]) {
         (0x21, 0x11) => {
+            assert!(
+                h.len() >= 28,
+                "TCP4 header without its 12-byte address block"
+            );
             let ip = |at: usize| IpAddr::from([h[at], h[at + 1], h[at + 2], h[at + 3]]);
             Some((
                 SocketAddr::new(ip(16), port(24)),
@@ -64,6 +68,10 @@ fn v2_oracle(h: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
             ))
         }
         (0x21, 0x21) => {
+            assert!(
+                h.len() >= 52,
+                "TCP6 header without its 36-byte address block"
+            );
             let ip = |at: usize| {
                 let b: [u8; 16] = h[at..at + 16].try_into().expect("16 bytes");
                 IpAddr::from(b)
