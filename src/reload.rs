@@ -59,7 +59,7 @@ pub fn reload(shared: &Shared) -> Result<Applied, String> {
     applied
 }
 
-/// Read the certificate files of the running config's TLS frontends again and apply the
+/// Read the certificate files of the running config's TLS frontends and pools again and apply the
 /// result as a new generation (the TOML file is not read: only the certificates change).
 pub fn reload_certs(shared: &Shared) -> Result<Applied, String> {
     let _one = shared.runtime.lock().unwrap_or_else(|e| e.into_inner());
@@ -79,6 +79,15 @@ pub fn reload_certs(shared: &Shared) -> Result<Applied, String> {
     for (i, fe) in config.mysql.iter_mut().enumerate() {
         if let Some(t) = &fe.tls {
             fe.tls = Some(fresh(format!("mysql[{i}]"), t)?);
+        }
+    }
+    // The pools' CA bundles and client certificates too.
+    for p in config.pools.iter_mut() {
+        if let Some(t) = &p.tls {
+            let again = t
+                .reloaded()
+                .map_err(|m| format!("{source}: pool.{}.tls: {m}", p.name))?;
+            p.tls = Some(std::sync::Arc::new(again));
         }
     }
     apply(shared, config, current.file.clone(), "reload certs".into())

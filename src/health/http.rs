@@ -63,9 +63,14 @@ impl Probe {
         self
     }
 
-    pub(super) async fn check(&self, addr: SocketAddr, timeout: Duration) -> Outcome {
+    pub(super) async fn check(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        proxy: Option<crate::config::ProxyVersion>,
+    ) -> Outcome {
         let deadline = Instant::now() + timeout;
-        let tcp = match super::connect(addr, timeout).await {
+        let tcp = match super::connect(addr, timeout, proxy).await {
             Ok(s) => s,
             Err(o) => return o,
         };

@@ -32,6 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::balance::{Active, ServerShared};
+use crate::config::ProxyVersion;
 use crate::config::{Health, HealthMethod};
 use crate::rt;
 use crate::shared::{Generation, Shared};
@@ -180,11 +181,16 @@ impl Probe {
         }
     }
 
-    async fn run(&self, addr: SocketAddr, timeout: Duration) -> Outcome {
+    async fn run(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        proxy: Option<ProxyVersion>,
+    ) -> Outcome {
         match self {
-            Probe::Tcp => tcp::check(addr, timeout).await,
-            Probe::Http(p) => p.check(addr, timeout).await,
-            Probe::Mysql(p) => p.check(addr, timeout).await,
+            Probe::Tcp => tcp::check(addr, timeout, proxy).await,
+            Probe::Http(p) => p.check(addr, timeout, proxy).await,
+            Probe::Mysql(p) => p.check(addr, timeout, proxy).await,
         }
     }
 }
@@ -266,7 +272,7 @@ async fn check_loop(
             return;
         }
         let started = Instant::now();
-        let outcome = probe.run(ss.addr, h.timeout).await;
+        let outcome = probe.run(ss.addr, h.timeout, ss.send_proxy).await;
         let took = started.elapsed();
         record(&p.name, ss, h, &mut rf, outcome, took);
         // Interval from the start of one check to the start of the next.
@@ -331,12 +337,29 @@ fn connect_failure(e: &std::io::Error, timeout: Duration) -> String {
 }
 
 /// Connect for a check: the stream, or the outcome that ends the check.
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<rt::TcpStream, Outcome> {
-    match rt::connect(addr, timeout).await {
-        Ok(s) => Ok(s),
-        Err(rt::ConnectError::Local(e)) => Err(Outcome::Skip(e.to_string())),
-        Err(rt::ConnectError::Peer(e)) => Err(Outcome::Fail(connect_failure(&e, timeout))),
+/// Connect for a check; to a server with `send_proxy`, a PROXY header saying the connection
+/// is the proxy's own (v2 LOCAL, v1 UNKNOWN) goes first, as HAProxy's `check-send-proxy`.
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    proxy: Option<ProxyVersion>,
+) -> Result<rt::TcpStream, Outcome> {
+    let mut s = match rt::connect(addr, timeout).await {
+        Ok(s) => s,
+        Err(rt::ConnectError::Local(e)) => return Err(Outcome::Skip(e.to_string())),
+        Err(rt::ConnectError::Peer(e)) => return Err(Outcome::Fail(connect_failure(&e, timeout))),
+    };
+    if let Some(v) = proxy {
+        let mut head = Vec::with_capacity(32);
+        match v {
+            ProxyVersion::V1 => head.extend_from_slice(b"PROXY UNKNOWN\r\n"),
+            ProxyVersion::V2 => crate::proto::proxy_protocol::write_v2_local(&mut head),
+        }
+        if let (Err(e), _) = rt::write_all(&mut s, head, timeout).await {
+            return Err(Outcome::Fail(format!("PROXY header: {e}")));
+        }
     }
+    Ok(s)
 }
 
 #[cfg(test)]

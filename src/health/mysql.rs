@@ -60,8 +60,13 @@ impl Probe {
         }
     }
 
-    pub(super) async fn check(&self, addr: SocketAddr, timeout: Duration) -> Outcome {
-        let stream = match super::connect(addr, timeout).await {
+    pub(super) async fn check(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        proxy: Option<crate::config::ProxyVersion>,
+    ) -> Outcome {
+        let stream = match super::connect(addr, timeout, proxy).await {
             Ok(s) => s,
             Err(o) => return o,
         };

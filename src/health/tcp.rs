@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use super::Outcome;
 
-pub(super) async fn check(addr: SocketAddr, timeout: Duration) -> Outcome {
-    match super::connect(addr, timeout).await {
+pub(super) async fn check(
+    addr: SocketAddr,
+    timeout: Duration,
+    proxy: Option<crate::config::ProxyVersion>,
+) -> Outcome {
+    match super::connect(addr, timeout, proxy).await {
         Ok(stream) => {
             drop(stream);
             Outcome::Pass("connected".into())

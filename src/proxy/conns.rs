@@ -170,9 +170,10 @@ impl ServerSlots {
 /// A kept-alive connection waiting for its next request (it holds no slot).
 struct Idle {
     stream: Socket,
-    /// The client this connection's PROXY header named (servers with `send_proxy`): only
-    /// that client's requests may reuse it, as HAProxy keeps such connections private.
-    proxied_for: Option<ClientAddrs>,
+    /// The client connection (its number on this shard) this connection's PROXY header was
+    /// sent for (servers with `send_proxy`): only its requests may reuse it, as HAProxy keeps
+    /// such connections private.
+    proxied_for: Option<u64>,
     buf: Vec<u8>,
     since: Instant,
 }
@@ -181,7 +182,7 @@ struct Idle {
 pub struct Upstream {
     pub stream: Socket,
     /// See [`Idle::proxied_for`].
-    pub proxied_for: Option<ClientAddrs>,
+    pub proxied_for: Option<u64>,
     pub buf: Vec<u8>,
     pub server: usize,
     /// Served an earlier request (so a failure may just mean the server closed it while idle).
@@ -275,17 +276,18 @@ impl ConnCache {
     /// `fresh` skips the idle stack (used for the one retry after a reused connection failed).
     /// `client` is the key the request queues under when every slot is busy
     /// ([`rt::client_key`]: queued clients take turns); `addrs` are the client's addresses, for
-    /// the PROXY header of a server with `send_proxy`.
+    /// the PROXY header of a server with `send_proxy`, and `conn` its connection's number on
+    /// this shard (such connections serve that client connection only).
     pub async fn checkout(
         &self,
         server: usize,
         fresh: bool,
         wait: Duration,
         client: u128,
-        addrs: &ClientAddrs,
+        (addrs, conn): (&ClientAddrs, u64),
     ) -> Result<Upstream, CheckoutError> {
         let send_proxy = self.shared.servers[server].send_proxy;
-        let tag = send_proxy.map(|_| *addrs);
+        let tag = send_proxy.map(|_| conn);
         let slots = &self.servers[server];
         let queued_at = slots.global.as_ref().map(|_| Instant::now());
         let acquired = if slots.gate.has_free() {
@@ -313,6 +315,11 @@ impl ConnCache {
             loop {
                 let popped = {
                     let mut idle = slots.idle.borrow_mut();
+                    // The oldest go first once too old, whoever they were kept for: one kept
+                    // for a client that has left (send_proxy) is never asked for again.
+                    while idle.first().is_some_and(|i| i.since.elapsed() >= max_age) {
+                        idle.remove(0);
+                    }
                     // The newest connection this client may use (any, without PROXY headers).
                     idle.iter()
                         .rposition(|i| i.proxied_for == tag)
@@ -321,10 +328,10 @@ impl ConnCache {
                 match popped {
                     // Too old, or the server closed it or sent something meanwhile: closed by
                     // dropping it.
-                    Some(idle)
-                        if idle.since.elapsed() < max_age
-                            && rt::idle_is_quiet(idle.stream.tcp()) =>
-                    {
+                    Some(mut idle) => {
+                        if idle.since.elapsed() >= max_age || idle.stream.data_ready() {
+                            continue;
+                        }
                         return Ok(Upstream {
                             stream: idle.stream,
                             proxied_for: idle.proxied_for,
@@ -334,7 +341,6 @@ impl ConnCache {
                             slot,
                         });
                     }
-                    Some(_) => continue,
                     None => break,
                 }
             }
@@ -424,6 +430,11 @@ impl ConnCache {
             } else {
                 self.conf.max_idle_per_server + slots.gate.queued()
             };
+            // A connection kept for one client (PROXY header) takes the place of the oldest
+            // rather than being closed: the newest is the likeliest to be asked for.
+            if idle.len() >= room && room > 0 && proxied_for.is_some() {
+                idle.remove(0);
+            }
             if idle.len() < room {
                 buf.clear();
                 idle.push(Idle {

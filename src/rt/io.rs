@@ -253,6 +253,14 @@ pub async fn shutdown_write<S: Stream>(stream: &mut S) {
     let _ = stream.shutdown().await;
 }
 
+/// Half-close a socket's sending side by descriptor (the peer reads EOF after what was sent).
+pub fn shutdown_write_fd(fd: RawFd) {
+    // SAFETY: shutdown(2) on a descriptor we own; an invalid fd only yields EBADF.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_WR);
+    }
+}
+
 /// Shut a socket down in both directions by descriptor: pending and future reads and writes on
 /// it end at once (used to stop a connection whose operations another task is awaiting).
 pub fn shutdown_fd(fd: RawFd) {

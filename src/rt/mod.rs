@@ -23,6 +23,7 @@
 mod clock;
 mod drain;
 mod driver;
+mod duplex;
 mod gate;
 mod io;
 mod net;
@@ -36,9 +37,10 @@ mod tls;
 pub use clock::{ms_of, now_ms, now_us, LogLimit};
 pub use drain::Drain;
 pub use driver::{run_shard, Driver};
+pub use duplex::{duplex, End as DuplexEnd, Hooks as DuplexHooks, NoHooks};
 pub use gate::{client_key, Gate};
 pub use io::{
-    linger_close, read_idle, read_into, shutdown_fd, shutdown_write, timeout, write_all,
+    linger_close, read_idle, read_into, shutdown_fd, shutdown_write_fd, timeout, write_all,
     write_head_body, Read,
 };
 pub use net::{

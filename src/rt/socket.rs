@@ -39,28 +39,138 @@ impl Socket {
         &mut self,
         buf: &mut Vec<u8>,
         limit: Duration,
-        watch: &TcpStream,
+        watch: &mut Socket,
     ) -> Read {
-        match self {
-            Socket::Tcp(t) => super::recv_watching(t, buf, limit, watch).await,
-            Socket::Tls(t) => {
-                if buf.capacity() == buf.len() {
-                    buf.reserve(16 * 1024);
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let r = match self {
+                Socket::Tcp(t) => super::recv_watching(t, buf, left, watch.tcp()).await,
+                Socket::Tls(t) => {
+                    if buf.capacity() == buf.len() {
+                        buf.reserve(16 * 1024);
+                    }
+                    let other = async {
+                        let mut woken = pin!(watch.tcp().readable(false));
+                        let mut timer = pin!(sleep(left));
+                        poll_fn(|cx| {
+                            if woken.as_mut().poll(cx).is_ready() {
+                                return Poll::Ready(Read::Woken);
+                            }
+                            timer.as_mut().poll(cx).map(|_| Read::TimedOut)
+                        })
+                        .await
+                    };
+                    read_racing(t, buf, other).await
                 }
-                let timer = sleep(limit);
-                let other = async {
-                    let mut woken = pin!(watch.readable(false));
-                    let mut timer = pin!(timer);
-                    poll_fn(|cx| {
-                        if woken.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Read::Woken);
-                        }
-                        timer.as_mut().poll(cx).map(|_| Read::TimedOut)
-                    })
-                    .await
-                };
-                read_racing(t, buf, other).await
+            };
+            // Readable is not always an answer over TLS: a session ticket or a key update
+            // wakes the wait too. Those are taken into the session and the wait goes on.
+            if matches!(r, Read::Woken) && !watch.data_ready() {
+                continue;
             }
+            return r;
+        }
+    }
+
+    /// Non-blocking: append what the peer has sent into `buf`'s spare capacity; `Ok(0)` at
+    /// EOF, `WouldBlock` when nothing is there now.
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if buf.capacity() == buf.len() {
+            buf.reserve(16 * 1024);
+        }
+        let len = buf.len();
+        let spare = buf.spare_capacity_mut();
+        let n = match self {
+            Socket::Tcp(t) => {
+                // SAFETY: recv(2) writes at most `spare.len()` bytes into memory we own.
+                let n = unsafe {
+                    libc::recv(
+                        t.as_raw_fd(),
+                        spare.as_mut_ptr() as *mut libc::c_void,
+                        spare.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                n as usize
+            }
+            Socket::Tls(t) => {
+                // SAFETY: try_read_plain only writes into the slice and says how much.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(spare.as_mut_ptr() as *mut u8, spare.len())
+                };
+                t.try_read_plain(dst)?
+            }
+        };
+        // SAFETY: `n` bytes past the old length were just initialised.
+        unsafe { buf.set_len(len + n) };
+        Ok(n)
+    }
+
+    /// Non-blocking: send what the socket (or the TLS session) takes of `data`.
+    pub fn try_send(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(t) => {
+                // SAFETY: send(2) from a live slice; MSG_NOSIGNAL: EPIPE instead of a signal.
+                let n = unsafe {
+                    libc::send(
+                        t.as_raw_fd(),
+                        data.as_ptr() as *const libc::c_void,
+                        data.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(n as usize)
+            }
+            Socket::Tls(t) => t.try_write_plain(data),
+        }
+    }
+
+    /// Non-blocking: send what TLS still holds; true when nothing waits (always, in plain).
+    pub fn try_flush(&mut self) -> io::Result<bool> {
+        match self {
+            Socket::Tcp(_) => Ok(true),
+            Socket::Tls(t) => t.try_flush(),
+        }
+    }
+
+    /// Does TLS hold records for the socket?
+    pub fn has_pending_output(&self) -> bool {
+        match self {
+            Socket::Tcp(_) => false,
+            Socket::Tls(t) => t.has_pending_output(),
+        }
+    }
+
+    /// Has the peer said something a read would return (data, EOF or an error)? Plain: the
+    /// socket is readable. TLS: application data or the end, not a session ticket or a key
+    /// update (those are taken into the session here). Non-blocking and cancel-safe.
+    pub fn data_ready(&mut self) -> bool {
+        match self {
+            Socket::Tcp(t) => !super::idle_is_quiet(t),
+            Socket::Tls(t) => t.data_ready(),
+        }
+    }
+
+    /// Half-close our sending side now (TLS: `close_notify` queued; the socket is shut down
+    /// for writing once it has left, see [`Socket::finish_shutdown`]).
+    pub fn start_shutdown(&mut self) {
+        match self {
+            Socket::Tcp(t) => super::shutdown_write_fd(t.as_raw_fd()),
+            Socket::Tls(t) => t.queue_close_notify(),
+        }
+    }
+
+    /// After [`Socket::start_shutdown`] and a flush: shut the socket's sending side down.
+    pub fn finish_shutdown(&mut self) {
+        if let Socket::Tls(t) = self {
+            super::shutdown_write_fd(t.tcp().as_raw_fd());
         }
     }
 
@@ -111,19 +221,48 @@ impl Socket {
     /// TLS the records are sent whole, within `limit`.
     pub async fn send_watching(
         &mut self,
-        data: &[u8],
+        mut data: &[u8],
         limit: Duration,
         sent: &mut u64,
     ) -> Result<(), SpliceError> {
-        match self {
-            Socket::Tcp(t) => super::send_watching(t, data, limit, true, sent).await,
-            Socket::Tls(t) => match super::timeout(limit, t.write_plain(data)).await {
-                Some(Ok(n)) => {
-                    *sent += n as u64;
-                    Ok(())
+        if let Socket::Tcp(t) = self {
+            return super::send_watching(t, data, limit, true, sent).await;
+        }
+        // TLS: non-blocking writes; while the server does not take more, its answering
+        // (application data, not a session ticket) ends the send as it does in plain.
+        loop {
+            let flushed = self.try_flush().map_err(|_| SpliceError::Dest)?;
+            if flushed && data.is_empty() {
+                return Ok(());
+            }
+            if flushed {
+                match self.try_send(data) {
+                    Ok(n) => {
+                        data = &data[n..];
+                        *sent += n as u64;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Err(SpliceError::Dest),
                 }
-                _ => Err(SpliceError::Dest),
-            },
+            }
+            if self.data_ready() {
+                return Err(SpliceError::WokenMidway);
+            }
+            let tcp = self.tcp();
+            let mut w = pin!(tcp.writable(false));
+            let mut r = pin!(tcp.readable(false));
+            let mut timer = pin!(sleep(limit));
+            let woke = poll_fn(|cx| {
+                if w.as_mut().poll(cx).is_ready() || r.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
+                timer.as_mut().poll(cx).map(|_| false)
+            })
+            .await;
+            if !woke {
+                return Err(SpliceError::Dest);
+            }
         }
     }
 

@@ -76,6 +76,9 @@ fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
+/// How long a closing session waits for the peer to take its `close_notify`.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why a handshake failed, as the counters name it.
 #[derive(Debug)]
 pub enum HandshakeError {
@@ -255,15 +258,107 @@ impl TlsStream {
         Ok(total)
     }
 
-    /// Send `close_notify`, then half-close the socket.
+    /// Send `close_notify`, then half-close the socket. Bounded: a peer that does not read
+    /// for [`CLOSE_WAIT`] gets the socket shut down without it.
     pub async fn close_notify(&mut self) -> io::Result<()> {
         self.conn.send_close_notify();
-        let r = self.flush_tls().await;
+        let r = super::timeout(CLOSE_WAIT, self.flush_tls())
+            .await
+            .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()));
         // SAFETY: shutdown(2) of our own socket's sending side.
         unsafe {
             libc::shutdown(self.tcp.as_raw_fd(), libc::SHUT_WR);
         }
         r
+    }
+
+    /// Non-blocking: decrypted bytes into `dst`; `Ok(0)` at EOF; `WouldBlock` when none are
+    /// there now (what the socket had was taken into the session first).
+    pub fn try_read_plain(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.conn.reader().read(dst) {
+                Ok(n) => return Ok(n),
+                Err(e) if would_block(&e) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            if self.eof {
+                return Ok(0);
+            }
+            self.pull()?;
+        }
+    }
+
+    /// Take what the socket holds into the session and process it (non-blocking);
+    /// `WouldBlock` when the socket had nothing.
+    fn pull(&mut self) -> io::Result<()> {
+        match self.conn.read_tls(&mut Fd(self.tcp.as_raw_fd())) {
+            Ok(0) => {
+                self.eof = true;
+                Ok(())
+            }
+            Ok(_) => self
+                .conn
+                .process_new_packets()
+                .map(|_| ())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Has the peer said something a read would return (data, EOF, an error), counting only
+    /// application data? Takes records the socket holds into the session (a session ticket,
+    /// a key update) without returning any data: cancel-safe, non-blocking.
+    pub fn data_ready(&mut self) -> bool {
+        loop {
+            match self.conn.process_new_packets() {
+                Ok(st) if st.plaintext_bytes_to_read() > 0 => return true,
+                Ok(_) => {}
+                Err(_) => return true,
+            }
+            if self.eof {
+                return true;
+            }
+            match self.pull() {
+                Ok(()) => {}
+                Err(e) if would_block(&e) => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Non-blocking: send queued records; true when none are left.
+    pub fn try_flush(&mut self) -> io::Result<bool> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut Fd(self.tcp.as_raw_fd())) {
+                Ok(_) => {}
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Non-blocking: encrypt what the session takes of `data` (only once earlier records
+    /// have left, so at most one buffer's worth waits) and send what the socket takes.
+    /// `WouldBlock` when earlier records still wait for the socket.
+    pub fn try_write_plain(&mut self, data: &[u8]) -> io::Result<usize> {
+        if !self.try_flush()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.conn.writer().write(data)?;
+        self.try_flush()?;
+        Ok(n)
+    }
+
+    /// Records queued and not yet in the socket.
+    pub fn has_pending_output(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// Queue `close_notify` (sent by the next flush).
+    pub fn queue_close_notify(&mut self) {
+        self.conn.send_close_notify();
     }
 
     pub fn tcp(&self) -> &TcpStream {

@@ -16,6 +16,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSuppo
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
 
 /// Debian's bundle of the system's trusted CAs (package ca-certificates).
 pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -29,6 +30,12 @@ pub struct ClientTls {
     pub sni: Option<ServerName<'static>>,
     pub verify: bool,
     pub ca: Option<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
+    alpn: Vec<Vec<u8>>,
+    /// SHA-256 over the settings and the bytes of every file read: two configs are the same
+    /// only if their files are (a CA or client certificate replaced under the same name is
+    /// a change, which a reload applies and `reload certs` picks up).
+    fingerprint: [u8; 32],
 }
 
 impl fmt::Debug for ClientTls {
@@ -43,7 +50,7 @@ impl fmt::Debug for ClientTls {
 
 impl PartialEq for ClientTls {
     fn eq(&self, other: &ClientTls) -> bool {
-        self.sni == other.sni && self.verify == other.verify && self.ca == other.ca
+        self.fingerprint == other.fingerprint
     }
 }
 
@@ -58,6 +65,27 @@ impl ClientTls {
         client_cert: Option<(&Path, &Path)>,
         alpn: &[&[u8]],
     ) -> Result<ClientTls, String> {
+        let mut print = Sha256::new();
+        print.update([u8::from(verify)]);
+        let mut hash_file = |p: &Path| -> Result<(), String> {
+            let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            print.update((bytes.len() as u64).to_le_bytes());
+            print.update(&bytes);
+            Ok(())
+        };
+        if verify {
+            hash_file(ca.unwrap_or(Path::new(SYSTEM_CA)))?;
+        }
+        if let Some((c, k)) = client_cert {
+            hash_file(c)?;
+            hash_file(k)?;
+        }
+        print.update(sni.unwrap_or("").as_bytes());
+        for a in alpn {
+            print.update([a.len() as u8]);
+            print.update(a);
+        }
+        let fingerprint: [u8; 32] = print.finalize().into();
         let provider = Arc::new(super::provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -111,7 +139,25 @@ impl ClientTls {
             sni,
             verify,
             ca: ca.map(Path::to_path_buf),
+            client_cert: client_cert.map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
+            alpn: alpn.iter().map(|a| a.to_vec()).collect(),
+            fingerprint,
         })
+    }
+
+    /// The same settings with every file read again (`reload certs`).
+    pub fn reloaded(&self) -> Result<ClientTls, String> {
+        let sni = self.sni.as_ref().map(|n| n.to_str().into_owned());
+        let alpn: Vec<&[u8]> = self.alpn.iter().map(|a| a.as_slice()).collect();
+        ClientTls::build(
+            self.verify,
+            self.ca.as_deref(),
+            sni.as_deref(),
+            self.client_cert
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path())),
+            &alpn,
+        )
     }
 
     /// This pool's config for one shard: the same settings with a session cache of its own.

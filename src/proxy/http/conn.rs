@@ -125,6 +125,11 @@ pub struct Conn<'h> {
     pub peer: IpAddr,
     /// The client's (source, destination) addresses: the socket's, or its PROXY header's.
     pub addrs: ClientAddrs,
+    /// The client connection is TLS.
+    pub tls: bool,
+    /// This connection's number on the shard (upstream connections carrying its PROXY
+    /// header are kept for it alone).
+    pub id: u64,
     /// Bytes read from the client not yet consumed: the current head (until the exchange
     /// takes it), or the next pipelined request.
     pub buf: Vec<u8>,
@@ -213,6 +218,8 @@ pub async fn serve(
         fe: front.clone(),
         peer: addrs.0.ip(),
         addrs,
+        tls: matches!(client, Socket::Tls(_)),
+        id: http.next_conn_id(),
         buf,
         scan: HeadScan::default(),
         headers: Vec::new(),
@@ -253,7 +260,9 @@ pub async fn serve(
             rt::linger_close(client, std::mem::take(&mut conn.buf), LINGER).await
         }
         Outcome::Handover => match client {
-            Socket::Tcp(tcp) => {
+            // The new process would see the balancer's address instead of the PROXY header's:
+            // such connections are closed like TLS ones.
+            Socket::Tcp(tcp) if conn.fe.conf.accept_proxy.is_none() => {
                 let name = conn.fe.conf.name.clone();
                 crate::upgrade::hand_over(&http.ctx.shared, tcp, &name, peer);
             }
@@ -262,6 +271,7 @@ pub async fn serve(
             Socket::Tls(mut tls) => {
                 let _ = rt::timeout(LINGER, tls.close_notify()).await;
             }
+            Socket::Tcp(_) => {}
         },
         Outcome::Close { linger: false } | Outcome::KeepAlive => {}
     }

@@ -74,9 +74,11 @@ pub async fn redirect_https(
     super::cached::finish_answer(conn, client, keep, status, head.head_len as u64, started).await
 }
 
-/// Add the frontend's `Strict-Transport-Security` to the response head that ends `out`.
-pub fn hsts(out: &mut Vec<u8>, fe: &super::HttpFront) {
-    let Some(value) = fe.conf.tls.as_ref().and_then(|t| t.hsts.as_deref()) else {
+/// Add the frontend's `Strict-Transport-Security` to the response head that ends `out`, on a
+/// connection that is TLS (`tls`).
+pub fn hsts(out: &mut Vec<u8>, fe: &super::HttpFront, tls: bool) {
+    let value = fe.conf.tls.as_ref().and_then(|t| t.hsts.as_deref());
+    let Some(value) = value.filter(|_| tls) else {
         return;
     };
     if !out.ends_with(b"\r\n\r\n") {

@@ -78,23 +78,20 @@ pub struct Exchange {
 impl Exchange {
     /// Rewrite `head` for the server and take the body bytes that follow it in `buf`. Returns
     /// the exchange and how many bytes at the start of `buf` belong to this request.
-    /// `strip_cookie`: a cookie taken out of the request (sticky `insert_cookie`).
+    /// `strip_cookie`: a cookie taken out of the request (sticky `insert_cookie`); `https`:
+    /// the client connection is TLS (X-Forwarded-Proto).
     pub fn begin(
         buf: &[u8],
         head: &RequestHead,
         fe: &HttpFront,
-        client_ip: IpAddr,
+        (client_ip, https): (IpAddr, bool),
         pool: usize,
         mut out: Vec<u8>,
         strip_cookie: Option<&[u8]>,
     ) -> Result<(Exchange, usize), Failure> {
         let info = ForwardInfo {
             client_ip,
-            proto: if fe.conf.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            },
+            proto: if https { "https" } else { "http" },
             strip_expect: head.expect_continue,
             underscores: fe.conf.underscores_in_headers,
         };
@@ -249,17 +246,17 @@ pub async fn run(conn: &mut Conn<'_>, client: &mut Socket, head: &RequestHead) -
     let background = bg_head.is_some();
     let src: &[u8] = bg_head.as_deref().unwrap_or(&conn.buf);
     let req = self::view(src, head);
-    let (mut x, consumed) = match Exchange::begin(src, head, &conn.fe, conn.peer, pool, out, strip)
-    {
-        Ok(v) => v,
-        Err(f) if background => {
-            tracing::debug!(failure = ?f, "cache refresh not sent");
-            return plan
-                .and_then(|mut p| p.background.take())
-                .unwrap_or(Outcome::Close { linger: false });
-        }
-        Err(f) => return fail(conn, f, head.head_len as u64, started),
-    };
+    let (mut x, consumed) =
+        match Exchange::begin(src, head, &conn.fe, (conn.peer, conn.tls), pool, out, strip) {
+            Ok(v) => v,
+            Err(f) if background => {
+                tracing::debug!(failure = ?f, "cache refresh not sent");
+                return plan
+                    .and_then(|mut p| p.background.take())
+                    .unwrap_or(Outcome::Close { linger: false });
+            }
+            Err(f) => return fail(conn, f, head.head_len as u64, started),
+        };
     x.sticky = sticky::resolve(shared, src, head, conn.peer);
     x.hash = pick::hash(&view.conns[pool].conf, &req, conn.peer);
     if !background {
@@ -488,7 +485,7 @@ async fn respond(
     conn.out.clear();
     write_response_head(&up.buf, &resp, keep, x.req.http10, false, &mut conn.out);
     cached::add_label(&mut conn.out, label, status_header);
-    super::edge::hsts(&mut conn.out, &conn.fe);
+    super::edge::hsts(&mut conn.out, &conn.fe, conn.tls);
     if let Some(server) = x.sticky.insert {
         sticky::insert(
             &cache.shared,
@@ -583,7 +580,7 @@ mod tests {
             buf,
             &head,
             fe,
-            "10.0.0.1".parse().unwrap(),
+            ("10.0.0.1".parse().unwrap(), false),
             0,
             Vec::new(),
             None,

@@ -60,7 +60,7 @@ pub async fn serve(
     let mut out = std::mem::take(&mut conn.out);
     out.clear();
     let (status, body) = decide(conn, head, conf, &mut out, keep, http10);
-    super::edge::hsts(&mut out, &conn.fe);
+    super::edge::hsts(&mut out, &conn.fe, conn.tls);
     // The request (a body, if one came, is not read: the connection closes after the answer).
     conn.buf.drain(..head.head_len);
     if has_body {

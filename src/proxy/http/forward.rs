@@ -82,7 +82,7 @@ async fn try_servers<'v>(
                 fresh,
                 cache.conf.queue_timeout,
                 rt::client_key(conn.peer),
-                &conn.addrs,
+                (&conn.addrs, conn.id),
             )
             .await
         {

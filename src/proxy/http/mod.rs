@@ -99,6 +99,8 @@ pub struct HttpShard {
     pub files: RefCell<crate::files::FileCache>,
     /// This shard's part of every HTTP cache, by zone name.
     pub caches: crate::cache::Zones,
+    /// The last client connection number given out.
+    conn_ids: std::cell::Cell<u64>,
 }
 
 impl HttpShard {
@@ -108,6 +110,7 @@ impl HttpShard {
             relay_bufs: RefCell::new(Vec::new()),
             files: RefCell::new(crate::files::FileCache::default()),
             caches: Default::default(),
+            conn_ids: std::cell::Cell::new(0),
             ctx,
         });
         // Shedding load near the memory ceiling: close idle upstream connections (each holds
@@ -160,6 +163,13 @@ impl HttpShard {
         adopted: bool,
     ) {
         conn::serve(self, view, fe, stream, peer, guard, adopted).await
+    }
+
+    /// A number for a new client connection, unique on this shard.
+    pub fn next_conn_id(&self) -> u64 {
+        let id = self.conn_ids.get() + 1;
+        self.conn_ids.set(id);
+        id
     }
 
     fn relay_buf(&self) -> Vec<u8> {

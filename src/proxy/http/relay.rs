@@ -241,7 +241,7 @@ impl Relay<'_> {
             let m = Pace::meter(src_pace, self.read_timeout, *moved);
             let r = match self.dir {
                 // Readiness and a non-blocking recv: a wake-up takes nothing from the client.
-                Dir::Request => src.recv_watching(&mut rbuf, m.limit, dst.tcp()).await,
+                Dir::Request => src.recv_watching(&mut rbuf, m.limit, dst).await,
                 Dir::Response => {
                     let (r, b) = rt::read_into(src, rbuf, 0, m.limit).await;
                     rbuf = b;

@@ -10,12 +10,12 @@ use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::HttpShard;
 use crate::config::HttpFrontend;
 use crate::proxy::conns::Upstream;
-use crate::rt::{self, Read, Socket, Stream};
+use crate::rt::{self, Socket, Stream};
 
 /// Tunnel `client` and `up` until done; `client_leftover` (bytes the client sent after the
 /// upgrade request) goes to the server first.
@@ -43,8 +43,8 @@ pub async fn run(
     }
     let idle = conf.tunnel_timeout;
     let (Socket::Tcp(client), Socket::Tcp(upstream)) = (&client, &upstream) else {
-        // TLS on a side: its bytes pass through user space.
-        copy_both(&mut client, &mut upstream, idle).await;
+        // TLS on a side: its bytes pass through user space, both ways in this task.
+        rt::duplex(&mut client, &mut upstream, idle, &mut rt::NoHooks).await;
         return;
     };
     let pipes = &http.ctx.shard.pipes;
@@ -80,46 +80,6 @@ pub async fn run(
         }
     })
     .await;
-}
-
-/// Tunnel by copying: wait for either side to send (both reads are cancel-safe, so the one
-/// that loses the race keeps its bytes), pass what came to the other side, and half-close a
-/// side once its peer has finished sending. Ends when both have, on an error, or after `idle`
-/// without a byte either way.
-async fn copy_both(a: &mut Socket, b: &mut Socket, idle: Duration) {
-    let (mut abuf, mut bbuf) = (Vec::with_capacity(16 * 1024), Vec::with_capacity(16 * 1024));
-    let (mut a_open, mut b_open) = (true, true);
-    while a_open || b_open {
-        abuf.clear();
-        bbuf.clear();
-        // Which side sent (true: `a`), and how its read ended.
-        let got = rt::timeout(
-            idle,
-            rt::recv_either(a, &mut abuf, a_open, b, &mut bbuf, b_open),
-        )
-        .await;
-        let Some((from_a, r)) = got else {
-            return;
-        };
-        let (src_open, dst, data) = if from_a {
-            (&mut a_open, &mut *b, &abuf)
-        } else {
-            (&mut b_open, &mut *a, &bbuf)
-        };
-        match r {
-            Read::Data => {
-                let (w, _) = rt::write_all(dst, data.clone(), idle).await;
-                if w.is_err() {
-                    return;
-                }
-            }
-            Read::Eof => {
-                *src_open = false;
-                rt::shutdown_write(dst).await;
-            }
-            _ => return,
-        }
-    }
 }
 
 /// Keeps `tunnels.open` right however the tunnel ends.

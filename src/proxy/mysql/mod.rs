@@ -188,8 +188,11 @@ pub async fn serve_client(
     };
     let conf = &front.conf;
     // A PROXY header first, if the frontend takes one (TLS starts later, after the greeting).
-    let (mut client, peer, early) = match &conf.accept_proxy {
-        None => (client, peer, Vec::new()),
+    let (mut client, addrs, early) = match &conf.accept_proxy {
+        None => {
+            let local = client.local_addr().unwrap_or(peer);
+            (client, (peer, local), Vec::new())
+        }
         Some(ap) => {
             let local = client.local_addr().unwrap_or(peer);
             let edge = Edge {
@@ -206,7 +209,7 @@ pub async fn serve_client(
                     socket: Socket::Tcp(c),
                     addrs,
                     buf,
-                }) => (c, addrs.0, buf),
+                }) => (c, addrs, buf),
                 _ => return,
             }
         }
@@ -232,7 +235,7 @@ pub async fn serve_client(
     let mut observer = Observer::new();
 
     let (server_ix, server, greeting, _place) =
-        match connect_backend(&shard, &view, pool_ix, counters, peer).await {
+        match connect_backend(&shard, &view, pool_ix, counters, addrs).await {
             Ok(v) => v,
             Err(NoBackend::Unreachable) => {
                 counters.no_server.add(1);
@@ -319,19 +322,17 @@ pub async fn serve_client(
         .and_then(|c| c.tls_config())
         .zip(pool_conf(&view, pool_ix).and_then(|p| p.tls.as_ref()))
         .map(|(config, t)| (config, t.name_for(None, ss.addr)));
-    let started = if conf.tls.is_none() && back.is_none() {
-        tls::Start::Pumps(Socket::Tcp(client), server, early)
-    } else {
-        tls::start(
-            &session,
-            Socket::Tcp(client),
-            server,
-            conf.tls.as_deref(),
-            back,
-            early,
-        )
-        .await
-    };
+    // The client's first packet is read whole before anything is relayed (see tls::start:
+    // a PROXY header a client sends itself must never reach a server that trusts ours).
+    let started = tls::start(
+        &session,
+        Socket::Tcp(client),
+        server,
+        conf.tls.as_deref(),
+        back,
+        early,
+    )
+    .await;
     match started {
         tls::Start::Pumps(Socket::Tcp(client), Socket::Tcp(mut server), first) => {
             // What the client sent before the pumps start (its first packet, when TLS was
@@ -407,6 +408,30 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
+/// Connect to a server; to one with `send_proxy`, the client's PROXY header goes first.
+async fn connect_proxied(
+    ss: &ServerShared,
+    (src, dst): crate::proxy::ClientAddrs,
+    timeout: Duration,
+) -> Result<TcpStream, rt::ConnectError> {
+    let mut stream = rt::connect(ss.addr, timeout).await?;
+    if let Some(v) = ss.send_proxy {
+        let mut head = Vec::with_capacity(64);
+        match v {
+            crate::config::ProxyVersion::V1 => {
+                crate::proto::proxy_protocol::write_v1(src, dst, &mut head)
+            }
+            crate::config::ProxyVersion::V2 => {
+                crate::proto::proxy_protocol::write_v2(src, dst, &mut head)
+            }
+        }
+        if let (Err(e), _) = rt::write_all(&mut stream, head, timeout).await {
+            return Err(rt::ConnectError::Peer(e));
+        }
+    }
+    Ok(stream)
+}
+
 /// Send a pre-handshake ERR (no SQL state, as servers do before the greeting) and close.
 async fn refuse(mut client: TcpStream, code: u16, msg: &str) {
     let mut out = Vec::with_capacity(64 + msg.len());
@@ -427,8 +452,9 @@ async fn connect_backend<'s>(
     view: &'s ShardView,
     pool_ix: usize,
     counters: &FrontCounters,
-    peer: SocketAddr,
+    addrs: crate::proxy::ClientAddrs,
 ) -> Result<(usize, TcpStream, Vec<u8>, Place<'s>), NoBackend> {
+    let peer = addrs.0;
     let pool = &view.gen.pools[pool_ix];
     let conf = &view.gen.config.pools[pool_ix];
     let (mut order, mut scratch) = (Vec::new(), Vec::new());
@@ -464,7 +490,7 @@ async fn connect_backend<'s>(
                 full = true;
                 continue;
             };
-            let failure = match rt::connect(ss.addr, conf.connect_timeout).await {
+            let failure = match connect_proxied(ss, addrs, conf.connect_timeout).await {
                 Ok(mut stream) => match read_greeting(&mut stream, conf.connect_timeout).await {
                     Ok(g) => {
                         if ss.mark_up() {

@@ -22,9 +22,13 @@
 use std::time::{Duration, Instant};
 
 use super::{Dir, Session};
-use crate::proto::mysql::{caps, handshake, packet::complete_packet_len};
+use crate::proto::mysql::packet::{complete_packet_len, err_packet};
+use crate::proto::mysql::{caps, handshake};
 use crate::rt::{self, Read, Socket, TlsStream};
 use crate::tls::ServerTls;
+
+/// Bound on a login relayed with shifted sequence numbers, after the handshakes.
+const LOGIN_TIME: Duration = Duration::from_secs(60);
 
 /// How the session goes on, once the greeting has been sent to the client.
 pub enum Start {
@@ -44,8 +48,8 @@ pub type Backend = (
     rustls::pki_types::ServerName<'static>,
 );
 
-/// Read the client's first packet and set up TLS on each side that has it (see the module
-/// head). `buf` holds what was already read from the client.
+/// Read the client's first packet (numbered 1, or the session is refused) and set up TLS on
+/// each side that has it (see the module head). `buf` holds what was already read from the client.
 pub async fn start(
     session: &Session<'_>,
     mut client: Socket,
@@ -56,11 +60,16 @@ pub async fn start(
 ) -> Start {
     let limit = front.map_or(Duration::from_secs(10), |t| t.handshake_timeout);
     let deadline = Instant::now() + limit;
+    // The login after the handshakes: a server's PAM or LDAP check may take its time.
+    let login_limit = LOGIN_TIME;
     let st = session.shard.stats();
     // The first packet, whole.
     let first_len = loop {
         if let Some(n) = complete_packet_len(&buf) {
             break n;
+        }
+        if buf.len() >= 4 && buf[3] != 1 {
+            break 0;
         }
         if buf.len() > 64 * 1024 && back.is_none() {
             return Start::Pumps(client, server, buf);
@@ -72,6 +81,13 @@ pub async fn start(
             return Start::Closed;
         }
     };
+    // A client's first packet is numbered 1. Anything else is not a MySQL client: among
+    // others a PROXY header of its own ("PROX" reads as sequence 'X', the v2 signature as
+    // 0x0D), which a server trusting shardgate's headers would take for real.
+    if first_len == 0 || buf[3] != 1 {
+        tracing::debug!("MySQL client's first packet is not numbered 1: closed");
+        return Start::Closed;
+    }
     let ssl = handshake::parse_response(&buf[4..first_len], (first_len - 4) as u64)
         .map(|r| r.ssl_request)
         .unwrap_or(false);
@@ -137,7 +153,8 @@ pub async fn start(
             let Some(mut server) = connect(server, b, left()).await else {
                 return Start::Closed;
             };
-            let ok = login_shifted(session, &mut client, &mut server, buf, 1, true, left()).await;
+            let ok =
+                login_shifted(session, &mut client, &mut server, buf, 1, true, login_limit).await;
             if ok {
                 Start::Relay(client, server)
             } else {
@@ -208,7 +225,8 @@ fn set_ssl(p: &mut [u8], on: bool) {
 
 /// Relay the login with sequence numbers shifted by `shift` towards the server (and back the
 /// other way), until the server's OK or ERR; the client's first packet (its response, maybe
-/// already in `cbuf`) gets CLIENT_SSL set to `server_tls`. True when the login succeeded.
+/// already in `cbuf`) gets CLIENT_SSL set to `server_tls`. True when the login succeeded;
+/// bytes either side sent after it (a client's first command) are passed on before that.
 async fn login_shifted(
     session: &Session<'_>,
     client: &mut Socket,
@@ -240,13 +258,22 @@ async fn login_shifted(
         while let Some(n) = complete_packet_len(&sbuf) {
             let mut p: Vec<u8> = sbuf.drain(..n).collect();
             p[3] = p[3].wrapping_add_signed(-shift);
+            // caching_sha2_password's "perform full authentication": the client, on TLS,
+            // would send its password in the clear over our plain link to the server.
+            if !server_tls && p.get(4..) == Some(&[0x01, 0x04][..]) {
+                let mut err = Vec::new();
+                let msg = "shardgate: this account's full authentication needs TLS to the server (set tls on the pool)";
+                err_packet(&mut err, p[3], 1251, b"08004", msg);
+                let _ = rt::write_all(client, err, limit).await;
+                return false;
+            }
             let kind = p.get(4).copied();
             session.observe(&p, Dir::ServerToClient);
             if rt::write_all(client, p, limit).await.0.is_err() {
                 return false;
             }
             match kind {
-                Some(0x00) => return sbuf.is_empty(),
+                Some(0x00) => return pass_rest(session, client, server, cbuf, sbuf, limit).await,
                 Some(0xFF) => return false,
                 _ => {}
             }
@@ -263,57 +290,68 @@ async fn login_shifted(
     }
 }
 
+/// After the login: what either side already sent goes on, unshifted (commands number their
+/// packets from 0 again).
+async fn pass_rest(
+    session: &Session<'_>,
+    client: &mut Socket,
+    server: &mut Socket,
+    cbuf: Vec<u8>,
+    sbuf: Vec<u8>,
+    limit: Duration,
+) -> bool {
+    if !cbuf.is_empty() {
+        session.observe(&cbuf, Dir::ClientToServer);
+        if rt::write_all(server, cbuf, limit).await.0.is_err() {
+            return false;
+        }
+    }
+    if !sbuf.is_empty() {
+        session.observe(&sbuf, Dir::ServerToClient);
+        if rt::write_all(client, sbuf, limit).await.0.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 impl Session<'_> {
-    /// After a TLS login: relay both ways in one task (a TLS session cannot be split), both
-    /// reads cancel-safe so the side that loses a race keeps its bytes. Ends like the two
-    /// pumps of a plain session: either side closing or failing, or the sweeper shutting the
-    /// sockets down.
+    /// With TLS on a side: relay both ways in one task (a TLS session cannot be split into
+    /// two pumps), full duplex, observed and held back exactly as the pumps are. Ends like
+    /// them: either side closing or failing, or the sweeper shutting the sockets down.
     pub async fn relay_tls(&self, client: &mut Socket, server: &mut Socket) {
-        let (mut cbuf, mut sbuf) = (
-            Vec::with_capacity(super::RELAY_BUF),
-            Vec::with_capacity(super::RELAY_BUF),
-        );
-        let ended = loop {
-            cbuf.clear();
-            sbuf.clear();
-            let read_client = !self.client_must_wait();
-            let got =
-                rt::recv_either(client, &mut cbuf, read_client, server, &mut sbuf, true).await;
-            let got = (
-                if got.0 {
+        struct Watch<'a, 's>(&'a Session<'s>);
+        impl rt::DuplexHooks for Watch<'_, '_> {
+            fn may_read(&self, from_client: bool) -> bool {
+                !from_client || !self.0.client_must_wait()
+            }
+            fn data(&mut self, from_client: bool, bytes: &[u8]) {
+                let dir = if from_client {
                     Dir::ClientToServer
                 } else {
                     Dir::ServerToClient
-                },
-                got.1,
-            );
-            let (dir, r) = got;
-            if !matches!(r, Read::Data) {
-                break dir;
+                };
+                self.0.observe(bytes, dir);
             }
-            let data = match dir {
-                Dir::ClientToServer => &cbuf,
-                Dir::ServerToClient => &sbuf,
-            };
-            self.observe(data, dir);
-            let ok = match dir {
-                Dir::ClientToServer => {
-                    let (w, _) =
-                        rt::write_all(server, data.clone(), Duration::from_secs(3600)).await;
-                    w.is_ok()
+            fn waiting_on(&mut self, to_client: bool, waiting: bool) {
+                let since = &self.0.ctl.client_write_since_ms;
+                if !to_client {
+                    return;
                 }
-                Dir::ServerToClient => {
-                    self.ctl.client_write_since_ms.set(rt::now_ms());
-                    let (w, _) =
-                        rt::write_all(client, data.clone(), Duration::from_secs(3600)).await;
-                    self.ctl.client_write_since_ms.set(0);
-                    w.is_ok()
+                if !waiting {
+                    since.set(0);
+                } else if since.get() == 0 {
+                    since.set(rt::now_ms());
                 }
-            };
-            if !ok {
-                break dir;
             }
-        };
-        self.ended(ended);
+        }
+        // Idle sessions are the sweeper's business (client_idle_timeout).
+        const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+        let end = rt::duplex(client, server, NEVER, &mut Watch(self)).await;
+        self.ctl.client_write_since_ms.set(0);
+        self.ended(match end {
+            rt::DuplexEnd::Failed(false) => Dir::ServerToClient,
+            _ => Dir::ClientToServer,
+        });
     }
 }

@@ -248,7 +248,7 @@ pub async fn respond(
                 &mut conn.out,
             );
             add_label(&mut conn.out, plan.label, z.conf.status_header);
-            crate::proxy::http::edge::hsts(&mut conn.out, &conn.fe);
+            crate::proxy::http::edge::hsts(&mut conn.out, &conn.fe, conn.tls);
             conn.out.extend_from_slice(&raw[..taken]);
             if conn.send_out(client, &mut x.answered).await.is_err() {
                 return After::Done(Outcome::Close { linger: false }, status, false);
