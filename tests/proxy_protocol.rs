@@ -945,3 +945,237 @@ fn config_errors_name_file_and_key() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A MariaDB honouring PROXY headers from 127.0.0.1 (`proxy_protocol_networks`), and shardgate
+/// with three MySQL frontends in front of it: `plain` (pool `v1out`, the server with
+/// `send_proxy = "v1"`), `pp` (accept_proxy from 127.0.0.1, pool `v2out`, `send_proxy = "v2"`)
+/// and `nohdr` (no PROXY anything). `None` when MariaDB cannot be installed.
+fn mysql_setup(test: &str) -> Option<(mysql_support::MariaDb, Proxy)> {
+    let db = mysql_support::MariaDb::start(test, 1)?;
+    db.sql(0, "SET GLOBAL proxy_protocol_networks = '127.0.0.1/32'");
+    let port = db.ports[0];
+    let cfg = daemon(2)
+        + &format!(
+            r#"
+[[mysql]]
+name = "plain"
+listen = ["127.0.0.1:{{port:plain}}"]
+pool = "v1out"
+
+[[mysql]]
+name = "pp"
+listen = ["127.0.0.1:{{port:pp}}"]
+pool = "v2out"
+accept_proxy = true
+trusted_proxies = ["127.0.0.1/32"]
+
+[[mysql]]
+name = "nohdr"
+listen = ["127.0.0.1:{{port:nohdr}}"]
+pool = "nohdr"
+
+[pool.v1out]
+servers = [ {{ name = "m", addr = "127.0.0.1:{port}", send_proxy = "v1" }} ]
+
+[pool.v2out]
+servers = [ {{ name = "m", addr = "127.0.0.1:{port}", send_proxy = "v2" }} ]
+
+[pool.nohdr]
+servers = [ {{ name = "m", addr = "127.0.0.1:{port}" }} ]
+"#
+        );
+    let p = Proxy::start(&cfg);
+    Some((db, p))
+}
+
+/// `SELECT USER()` through 127.0.0.1:`port` as sg_a: `sg_a@` the address MariaDB saw.
+fn mysql_user(port: u16) -> String {
+    let out = mysql_support::cli(
+        port,
+        "sg_a",
+        "pw_a",
+        None,
+        &["-N", "-B", "-e", "SELECT USER()"],
+        None,
+    );
+    assert!(out.status.success(), "{}", mysql_support::stderr(&out));
+    mysql_support::stdout(&out).trim().to_string()
+}
+
+fn relay(target: SocketAddr, opts: FwdOpts) -> Forwarder {
+    Forwarder::start_opts(sa("127.0.0.1:0"), vec![target], opts)
+}
+
+/// MySQL `send_proxy`: a client on 127.0.0.3 through a plain frontend is `sg_a@127.0.0.3` to
+/// MariaDB (the header shardgate sends names it); without `send_proxy` MariaDB sees shardgate
+/// (127.0.0.1). MariaDB honouring a header sent straight to it checks the setup.
+#[test]
+fn mysql_send_proxy_gives_mariadb_the_client_address() {
+    let Some((db, p)) = mysql_setup("mysql_send_proxy_gives_mariadb_the_client_address") else {
+        return;
+    };
+    let direct = relay(
+        sa(&format!("127.0.0.1:{}", db.ports[0])),
+        FwdOpts {
+            claim: Some(sa("127.0.0.7:7777")),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        mysql_user(direct.addr.port()),
+        "sg_a@127.0.0.7",
+        "MariaDB ignores PROXY headers: the test setup is broken"
+    );
+    let from_3 = |front: &str| {
+        relay(
+            p.addr(front),
+            FwdOpts {
+                no_header: true,
+                bind: Some("127.0.0.3"),
+                ..Default::default()
+            },
+        )
+    };
+    let nohdr = from_3("nohdr");
+    assert_eq!(
+        mysql_user(nohdr.addr.port()),
+        "sg_a@127.0.0.1",
+        "no send_proxy"
+    );
+    let plain = from_3("plain");
+    assert_eq!(
+        mysql_user(plain.addr.port()),
+        "sg_a@127.0.0.3",
+        "plain frontend, server with send_proxy = \"v1\""
+    );
+}
+
+/// MySQL `accept_proxy`: the server speaks first, so shardgate must not send its greeting
+/// before the client's header has been read; the greeting (protocol 10) follows the header.
+/// Untrusted and bad peers are closed without a greeting; all three counted.
+#[test]
+fn mysql_accept_proxy_reads_the_header_before_the_greeting() {
+    let Some((_db, p)) = mysql_setup("mysql_accept_proxy_reads_the_header_before_the_greeting")
+    else {
+        return;
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = stats(&p);
+    let mut s = TcpStream::connect(p.addr("pp")).unwrap();
+    let (got, closed) = read_to_close(&mut s, Duration::from_millis(500));
+    assert!(
+        !closed && got.is_empty(),
+        "greeting sent before any PROXY header: closed {closed}, got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    s.write_all(&v1(sa("127.0.0.6:6666"), sa("127.0.0.1:3306")))
+        .unwrap();
+    let mut greeting = [0u8; 5];
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.read_exact(&mut greeting).unwrap();
+    assert_eq!(greeting[4], 10, "not a MySQL greeting: {greeting:?}");
+    drop(s);
+    let mut s = connect_from("127.0.0.2", p.addr("pp")).unwrap();
+    let _ = s.write_all(&v2_local());
+    let (got, closed) = read_to_close(&mut s, Duration::from_secs(3));
+    assert!(
+        closed && got.is_empty(),
+        "untrusted: closed {closed}, got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let mut s = TcpStream::connect(p.addr("pp")).unwrap();
+    let _ = s.write_all(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n");
+    let (got, closed) = read_to_close(&mut s, Duration::from_secs(3));
+    assert!(
+        closed && got.is_empty(),
+        "bad header: closed {closed}, got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let after = stats(&p);
+    for (k, n) in [("untrusted", 1), ("bad", 1), ("accepted", 1)] {
+        let key = format!("proxy_protocol.{k}");
+        assert_eq!(
+            stat(&after, &key) - stat(&before, &key),
+            n,
+            "{key}: {after:?}"
+        );
+    }
+}
+
+/// MySQL, header in and header out: the address of the client's header (v2 and v1 in) is the
+/// one MariaDB sees through `send_proxy = "v2"`.
+#[test]
+fn mysql_header_address_is_passed_on_to_mariadb() {
+    let Some((_db, p)) = mysql_setup("mysql_header_address_is_passed_on_to_mariadb") else {
+        return;
+    };
+    let before = stats(&p);
+    let v2_in = relay(
+        p.addr("pp"),
+        FwdOpts {
+            claim: Some(sa("127.0.0.4:4444")),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        mysql_user(v2_in.addr.port()),
+        "sg_a@127.0.0.4",
+        "v2 in, v2 out"
+    );
+    let v1_in = relay(
+        p.addr("pp"),
+        FwdOpts {
+            v1: true,
+            claim: Some(sa("127.0.0.5:5555")),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        mysql_user(v1_in.addr.port()),
+        "sg_a@127.0.0.5",
+        "v1 in, v2 out"
+    );
+    // Read by shardgate, not passed through for MariaDB to parse.
+    let after = stats(&p);
+    assert_eq!(
+        stat(&after, "proxy_protocol.accepted") - stat(&before, "proxy_protocol.accepted"),
+        2,
+        "the MySQL frontend did not read the headers itself: {after:?}"
+    );
+}
+
+/// Attacker: a client of a MySQL frontend without accept_proxy sends its own PROXY header
+/// before the handshake. It must not get to choose the address MariaDB sees (MariaDB trusts
+/// shardgate's address for headers, as it must for `send_proxy`): the session fails or MariaDB
+/// sees shardgate's own address, never the claimed one.
+#[test]
+fn mysql_client_cannot_smuggle_a_header_through_a_plain_frontend() {
+    let Some((_db, p)) =
+        mysql_setup("mysql_client_cannot_smuggle_a_header_through_a_plain_frontend")
+    else {
+        return;
+    };
+    for (v1_hdr, claim) in [(true, "10.9.9.9:999"), (false, "10.8.8.8:888")] {
+        let smuggler = relay(
+            p.addr("nohdr"),
+            FwdOpts {
+                v1: v1_hdr,
+                claim: Some(sa(claim)),
+                ..Default::default()
+            },
+        );
+        let out = mysql_support::cli(
+            smuggler.addr.port(),
+            "sg_a",
+            "pw_a",
+            None,
+            &["-N", "-B", "-e", "SELECT USER()"],
+            None,
+        );
+        let seen = mysql_support::stdout(&out).trim().to_string();
+        assert!(
+            !out.status.success() || seen == "sg_a@127.0.0.1",
+            "a client's own PROXY header (v1: {v1_hdr}) went through shardgate: MariaDB sees {seen}"
+        );
+    }
+}

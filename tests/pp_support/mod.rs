@@ -388,16 +388,28 @@ struct FwdState {
     sent: Vec<AtomicUsize>,
     next: AtomicUsize,
     stop: AtomicBool,
-    /// v1 instead of v2.
-    v1: bool,
+    opts: FwdOpts,
+}
+
+/// How a [`Forwarder`] talks to its targets.
+#[derive(Clone, Debug, Default)]
+pub struct FwdOpts {
+    /// A v1 header instead of v2.
+    pub v1: bool,
+    /// No header at all (a plain TCP relay).
+    pub no_header: bool,
+    /// The source the header claims instead of the client's real one.
+    pub claim: Option<SocketAddr>,
+    /// The local address the forwarder connects from (any port).
+    pub bind: Option<&'static str>,
 }
 
 impl Forwarder {
     pub fn start(listen: SocketAddr, targets: Vec<SocketAddr>) -> Forwarder {
-        Forwarder::start_version(listen, targets, false)
+        Forwarder::start_opts(listen, targets, FwdOpts::default())
     }
 
-    pub fn start_version(listen: SocketAddr, targets: Vec<SocketAddr>, v1: bool) -> Forwarder {
+    pub fn start_opts(listen: SocketAddr, targets: Vec<SocketAddr>, opts: FwdOpts) -> Forwarder {
         let listener =
             TcpListener::bind(listen).unwrap_or_else(|e| panic!("forwarder bind {listen}: {e}"));
         let addr = listener.local_addr().unwrap();
@@ -407,7 +419,7 @@ impl Forwarder {
             targets,
             next: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
-            v1,
+            opts,
         });
         let st = state.clone();
         thread::spawn(move || {
@@ -454,7 +466,13 @@ fn forward(st: &FwdState, client: TcpStream) {
         if st.drained[i].load(Ordering::SeqCst) {
             continue;
         }
-        if let Ok(s) = TcpStream::connect_timeout(&st.targets[i], Duration::from_secs(2)) {
+        let conn = match st.opts.bind {
+            Some(ip) => connect_from(ip, st.targets[i]),
+            None => TcpStream::connect_timeout(&st.targets[i], Duration::from_secs(2)),
+        };
+        if let Ok(s) = conn {
+            let _ = s.set_read_timeout(None);
+            let _ = s.set_write_timeout(None);
             st.sent[i].fetch_add(1, Ordering::SeqCst);
             upstream = Some(s);
             break;
@@ -466,10 +484,13 @@ fn forward(st: &FwdState, client: TcpStream) {
     };
     let _ = up.set_nodelay(true);
     let _ = client.set_nodelay(true);
-    let header = if st.v1 {
-        v1(peer, local)
+    let src = st.opts.claim.unwrap_or(peer);
+    let header = if st.opts.no_header {
+        Vec::new()
+    } else if st.opts.v1 {
+        v1(src, local)
     } else {
-        v2(peer, local, &[])
+        v2(src, local, &[])
     };
     if up.write_all(&header).is_err() {
         return;
