@@ -440,6 +440,12 @@ impl Forwarder {
         self.state.drained[i].store(true, Ordering::SeqCst);
     }
 
+    /// Puts target `i` back in the rotation (a tier whose health check has not noticed yet that
+    /// it is gone: its connects fail and the next target is tried).
+    pub fn undrain(&self, i: usize) {
+        self.state.drained[i].store(false, Ordering::SeqCst);
+    }
+
     /// Connections handed to target `i` so far.
     pub fn sent(&self, i: usize) -> usize {
         self.state.sent[i].load(Ordering::SeqCst)
