@@ -291,3 +291,43 @@ fn a_stopped_instance_refuses_connections() {
         assert_eq!(slow.as_deref(), Some("HTTP/1.1 200 OK"));
     }
 }
+
+/// The per-instance example of docs/operations.md ("Several instances behind an L4 tier") is
+/// accepted by `--check` as written; `instance()` above runs the same settings on loopback.
+#[test]
+fn operations_doc_example_is_valid() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    let section = &doc[doc
+        .find("## Several instances behind an L4 tier")
+        .expect("section missing")..];
+    let start = section
+        .find("```toml\n")
+        .expect("no toml block in the section")
+        + 8;
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    for key in [
+        "accept_proxy = true",
+        "trusted_proxies",
+        "client_header_timeout",
+        "stop_timeout",
+    ] {
+        assert!(block.contains(key), "the example lacks {key}");
+    }
+    let dir = common::proxy::temp_dir("ops-doc");
+    let file = dir.join("instance.toml");
+    std::fs::write(&file, block).unwrap();
+    let out = std::process::Command::new(common::proxy::BIN)
+        .arg("--config")
+        .arg(&file)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{block}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
