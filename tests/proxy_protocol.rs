@@ -1196,3 +1196,99 @@ fn mysql_client_cannot_smuggle_a_header_through_a_plain_frontend() {
         );
     }
 }
+
+/// `accept_proxy` with `tls`: header first, then the handshake (HAProxy's order). curl speaks
+/// HTTPS through a forwarder that prepends a v2 header claiming 203.0.113.77: the backend sees
+/// that address. The header's bound on a TLS frontend is `handshake_timeout` (1 s here), not
+/// `client_header_timeout` (30 s); a ClientHello without a header is refused (`bad`).
+#[test]
+fn accept_proxy_with_tls_reads_the_header_before_the_handshake() {
+    let dir = common::proxy::temp_dir("pp-tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pp.test",
+            "-addext",
+            "subjectAltName=DNS:pp.test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = Backend::start("app");
+    let p = Proxy::start_with(
+        &accept_proxy_config(
+            &format!(
+                "client_header_timeout = \"30s\"\ntls = {{ certs = [ {{ cert = \"{}\", key = \"{}\" }} ], handshake_timeout = \"1s\" }}",
+                cert.display(),
+                key.display()
+            ),
+            "servers = [ { name = \"app\", addr = \"{app}\" } ]",
+        ),
+        &[("app", b.addr_string())],
+    );
+    let web = p.addr("web");
+    let fwd = Forwarder::start_opts(
+        sa("127.0.0.1:0"),
+        vec![web],
+        FwdOpts {
+            claim: Some(sa("203.0.113.77:7777")),
+            ..Default::default()
+        },
+    );
+    let url = format!("https://pp.test:{}/tls-through-header", fwd.addr.port());
+    let resolve = format!("pp.test:{}:127.0.0.1", fwd.addr.port());
+    let (code, body, err) = common::curl(&["-k", "--resolve", &resolve, &url]);
+    assert_eq!(code, 0, "curl: {err}");
+    assert_eq!(String::from_utf8_lossy(&body), "app");
+    assert_eq!(xff_for(&b, "/tls-through-header"), "203.0.113.77");
+
+    let before = stats(&p);
+    // Half a header, then silence: closed by handshake_timeout (1 s), not the 30 s one.
+    let mut s = TcpStream::connect(web).unwrap();
+    s.write_all(&v2(sa("203.0.113.1:1"), sa("5.6.7.8:443"), &[])[..10])
+        .unwrap();
+    let t0 = Instant::now();
+    let (got, closed) = read_to_close(&mut s, Duration::from_secs(5));
+    assert!(
+        closed && got.is_empty(),
+        "partial header on TLS: closed {closed}, got {got:?}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        t0.elapsed()
+    );
+    // A client that starts TLS without a header: refused.
+    let (code, _, _) = common::curl(&[
+        "-k",
+        "--resolve",
+        &format!("pp.test:{}:127.0.0.1", web.port()),
+        &format!("https://pp.test:{}/no-header", web.port()),
+    ]);
+    assert_ne!(code, 0, "a TLS client without a PROXY header was served");
+    let after = stats(&p);
+    assert_eq!(
+        stat(&after, "proxy_protocol.bad") - stat(&before, "proxy_protocol.bad"),
+        2,
+        "{after:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
