@@ -731,12 +731,12 @@ fn incoming_header_addresses_are_sent_upstream() {
             r.body_str()
         );
         let rec = be.used_conns();
-        let out_ok = rec
-            .iter()
-            .all(|c| match (out_version, c.header.as_ref().unwrap()) {
-                ("v1", Header::V1(Some(_))) | ("v2", Header::V2(Some(_))) => true,
-                _ => false,
-            });
+        let out_ok = rec.iter().all(|c| {
+            matches!(
+                (out_version, c.header.as_ref().unwrap()),
+                ("v1", Header::V1(Some(_))) | ("v2", Header::V2(Some(_)))
+            )
+        });
         assert!(out_ok, "{rec:?}");
     }
 }
