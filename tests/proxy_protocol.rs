@@ -144,6 +144,8 @@ fn every_header_form_sets_the_client_address() {
         ),
         // v2 PROXY command with AF_UNSPEC: the receiver uses the real connection addresses.
         ("v2-unspec", v2_raw(0x21, 0x00, &[]), "127.0.0.1"),
+        // AF_UNIX stream (0x31, 216-byte block): no IP address to use, the connection's own.
+        ("v2-unix", v2_raw(0x21, 0x31, &[b'/'; 216]), "127.0.0.1"),
         // A LOCAL header may carry an address block: it is discarded.
         (
             "v2-local-with-addrs",
@@ -1291,4 +1293,77 @@ fn accept_proxy_with_tls_reads_the_header_before_the_handshake() {
         "{after:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Attacker: once a connection's header is read, a second PROXY line later on the same
+/// connection is not a header (it is a bad HTTP request): it never changes the client address
+/// of later requests.
+#[test]
+fn a_second_header_mid_connection_changes_nothing() {
+    let b = Backend::start("app");
+    let p = Proxy::start_with(
+        &accept_proxy_config("", "servers = [ { name = \"app\", addr = \"{app}\" } ]"),
+        &[("app", b.addr_string())],
+    );
+    let mut c = common::Conn::connect(p.addr("web"));
+    c.send(&with_req(
+        &v1(sa("203.0.113.10:1"), sa("198.51.100.1:80")),
+        "/first",
+    ));
+    assert_eq!(c.read_response().status, 200);
+    c.send(&with_req(
+        &v1(sa("6.6.6.6:1"), sa("198.51.100.1:80")),
+        "/second",
+    ));
+    c.send(&with_req(
+        &v2(sa("6.6.6.7:1"), sa("198.51.100.1:80"), &[]),
+        "/third",
+    ));
+    let (_, _) = c.read_until_end(Duration::from_secs(3));
+    assert_eq!(xff_for(&b, "/first"), "203.0.113.10");
+    for h in b.heads() {
+        let xff = h.header("x-forwarded-for").unwrap_or("");
+        assert!(
+            !xff.contains("6.6.6."),
+            "{}: X-Forwarded-For {xff}",
+            h.start_line
+        );
+    }
+}
+
+/// `trusted_proxies` follows a reload: once 127.0.0.1 is no longer listed its connections are
+/// refused unread; listed again, accepted.
+#[test]
+fn trusted_proxies_follow_a_reload() {
+    let b = Backend::start("app");
+    let pool = "servers = [ { name = \"app\", addr = \"{app}\" } ]";
+    let vars = [("app", b.addr_string())];
+    let cfg = accept_proxy_config("", pool);
+    let mut p = Proxy::start_with(&cfg, &vars);
+    let web = p.addr("web");
+    let send = || {
+        let mut s = TcpStream::connect(web).unwrap();
+        let _ = s.write_all(&with_req(
+            &v1(sa("203.0.113.20:1"), sa("198.51.100.1:80")),
+            "/r",
+        ));
+        read_to_close(&mut s, Duration::from_secs(3)).0
+    };
+    assert!(send().starts_with(b"HTTP/1.1 200"));
+    p.rewrite(
+        &cfg.replace("[\"127.0.0.1/32\"]", "[\"10.0.0.0/8\"]"),
+        &vars,
+    );
+    let (code, out) = p.ctl("reload");
+    assert_eq!(code, 0, "{out}");
+    let before = stat(&stats(&p), "proxy_protocol.untrusted");
+    assert!(
+        send().is_empty(),
+        "127.0.0.1 still trusted after the reload"
+    );
+    assert_eq!(stat(&stats(&p), "proxy_protocol.untrusted") - before, 1);
+    p.rewrite(&cfg, &vars);
+    let (code, out) = p.ctl("reload");
+    assert_eq!(code, 0, "{out}");
+    assert!(send().starts_with(b"HTTP/1.1 200"));
 }
