@@ -244,7 +244,7 @@ fn two_instances_behind_an_l4_tier() {
 #[test]
 fn a_stopped_instance_refuses_connections() {
     let backend = Backend::start("app");
-    for round in 0..3 {
+    for round in 0..6 {
         let port = common::free_port();
         let mut p = instance("127.0.0.11", port, &backend);
         let addr: SocketAddr = format!("127.0.0.11:{port}").parse().unwrap();
