@@ -1,7 +1,6 @@
 //! The handshake itself: certificate choice by SNI and by what the client can verify, versions,
 //! ALPN, session resumption across shards and reloads, OCSP stapling, chains.
 
-use crate::common::*;
 use crate::support::*;
 use std::time::Duration;
 

@@ -200,10 +200,11 @@ pub fn tcp(addr: SocketAddr) -> TcpStream {
 }
 
 impl TlsConn {
-    /// Connects and completes the handshake with SNI `sni`.
+    /// Connects and completes a full handshake with SNI `sni` (a fresh client config each
+    /// time: no session to resume, so the peer certificate is the one sent now).
     #[track_caller]
     pub fn connect(addr: SocketAddr, sni: &str) -> TlsConn {
-        TlsConn::try_connect_with(addr, sni, default_client())
+        TlsConn::try_connect_with(addr, sni, client_config(&["http/1.1"], &[]))
             .unwrap_or_else(|e| panic!("TLS handshake with {addr} (SNI {sni}): {e}"))
     }
 
@@ -432,6 +433,7 @@ pub fn which_cert(der: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------
 // openssl s_client and curl
 
+#[allow(dead_code)]
 pub struct SClient {
     pub code: i32,
     pub out: String,
@@ -472,6 +474,17 @@ impl SClient {
 /// `openssl s_client -connect 127.0.0.1:PORT -CAfile ca.pem ARGS`, feeding `stdin` then EOF
 /// (after `linger`, so the server's post-handshake messages are read).
 pub fn s_client(port: u16, args: &[&str], stdin: &[u8], linger: Duration) -> SClient {
+    s_client_limit(port, args, stdin, linger, Duration::from_secs(20))
+}
+
+/// [`s_client`] with a bound on its whole run (panics when it outlives it).
+pub fn s_client_limit(port: u16, args: &[&str], stdin: &[u8], linger: Duration, limit: Duration) -> SClient {
+    s_client_steps(port, args, &[stdin], linger, limit)
+}
+
+/// [`s_client_limit`] writing each of `steps` separately, `linger` apart (s_client reads a
+/// command letter such as `K` or `R` only at the start of a read).
+pub fn s_client_steps(port: u16, args: &[&str], steps: &[&[u8]], linger: Duration, limit: Duration) -> SClient {
     let ca = certs().ca().display().to_string();
     let connect = format!("127.0.0.1:{port}");
     let mut child = Command::new("openssl")
@@ -483,14 +496,17 @@ pub fn s_client(port: u16, args: &[&str], stdin: &[u8], linger: Duration) -> SCl
         .spawn()
         .expect("spawn openssl s_client");
     let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
+    let steps: Vec<Vec<u8>> = steps.iter().map(|s| s.to_vec()).collect();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        let _ = input.write_all(&stdin);
-        std::thread::sleep(linger);
+        for step in steps {
+            let _ = input.write_all(&step);
+            let _ = input.flush();
+            std::thread::sleep(linger);
+        }
         drop(input);
     });
-    let out = run_bounded(child, Duration::from_secs(20), "openssl s_client");
+    let out = run_bounded(child, limit, &format!("openssl s_client {args:?}"));
     SClient {
         code: out.status.code().unwrap_or(-1),
         out: String::from_utf8_lossy(&out.stdout).into_owned(),
