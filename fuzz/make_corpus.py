@@ -176,6 +176,9 @@ write("proxy_header", "v2_unix", pp2(0x21, 0x31, bytes(216)))
 write("proxy_header", "v2_dgram", pp2(0x21, 0x12, TCP4))
 write("proxy_header", "v2_short_block", pp2(0x21, 0x21, TCP4))
 write("proxy_header", "v2_bad_version", pp2(0x11, 0x11, TCP4))
+write("proxy_header", "v2_tcp4_block_11", pp2(0x21, 0x11, TCP4[:11]))
+write("proxy_header", "v2_tcp6_block_35", pp2(0x21, 0x21, TCP6[:35]))
+write("proxy_header", "v2_local_any_family", pp2(0x20, 0x22, b"\x01\x02\x03"))
 write("proxy_header", "not_proxy_http", b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 
 

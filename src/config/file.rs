@@ -177,6 +177,28 @@ pub struct TlsFile {
     pub versions: Option<Vec<String>>,
 }
 
+/// `tls = { verify, ca, sni, client_cert = { cert, key } }` of a pool.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolTlsFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<ClientCertFile>,
+}
+
+/// A client certificate and its key (PEM).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertFile {
+    pub cert: String,
+    pub key: String,
+}
+
 /// One certificate: a PEM chain, its key, an optional DER OCSP response to staple.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -293,6 +315,9 @@ pub struct PoolFile {
     /// Cache this pool's answers (RFC 9111), whichever route or default sends requests here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheFile>,
+    /// Speak TLS to the servers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<PoolTlsFile>,
     /// Optional in the file only so that a pool with `discover` may leave it out; the builder
     /// decides whether an empty list is acceptable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

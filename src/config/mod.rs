@@ -364,6 +364,8 @@ pub struct Pool {
     /// `[pool.NAME.cache]`: every request sent to this pool goes through this cache, unless
     /// its route has its own.
     pub cache: Option<Arc<CacheConf>>,
+    /// TLS to the servers.
+    pub tls: Option<Arc<crate::tls::ClientTls>>,
     pub servers: Vec<Server>,
 }
 

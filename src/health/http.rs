@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use regex::bytes::Regex;
+use rustls::pki_types::ServerName;
 
 use super::Outcome;
 use crate::config::{Health, HealthMethod};
@@ -29,6 +30,11 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 100;
 
 pub(super) struct Probe {
+    /// The pool's TLS: the check speaks HTTPS as requests do.
+    tls: Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        Option<ServerName<'static>>,
+    )>,
     request: Vec<u8>,
     method: Method,
     expect: Vec<(u16, u16)>,
@@ -43,6 +49,7 @@ impl Probe {
             Method::Get
         };
         Probe {
+            tls: None,
             request: request(method, &h.uri, &h.user_agent),
             method,
             expect: h.expect_status.clone(),
@@ -50,11 +57,32 @@ impl Probe {
         }
     }
 
+    /// Check over TLS with the pool's settings (its own session cache: the checker's thread).
+    pub(super) fn with_tls(mut self, tls: Option<&crate::tls::ClientTls>) -> Probe {
+        self.tls = tls.map(|t| (t.for_shard(), t.sni.clone()));
+        self
+    }
+
     pub(super) async fn check(&self, addr: SocketAddr, timeout: Duration) -> Outcome {
         let deadline = Instant::now() + timeout;
-        let mut stream = match super::connect(addr, timeout).await {
+        let tcp = match super::connect(addr, timeout).await {
             Ok(s) => s,
             Err(o) => return o,
+        };
+        let mut stream = match &self.tls {
+            None => rt::Socket::Tcp(tcp),
+            Some((config, sni)) => {
+                // Without `sni`, the server's address is the name verified (as requests do).
+                let name = sni
+                    .clone()
+                    .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rt::timeout(left, rt::TlsStream::connect(tcp, name, config.clone())).await {
+                    Some(Ok(s)) => rt::Socket::Tls(Box::new(s)),
+                    Some(Err(e)) => return Outcome::Fail(format!("TLS handshake: {e}")),
+                    None => return Outcome::Fail(format!("timeout after {timeout:?}")),
+                }
+            }
         };
         let timed_out = || Outcome::Fail(format!("timeout after {timeout:?}"));
         let left = deadline.saturating_duration_since(Instant::now());

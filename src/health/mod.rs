@@ -170,10 +170,12 @@ enum Probe {
 }
 
 impl Probe {
-    fn new(h: &Health) -> Probe {
+    fn new(h: &Health, tls: Option<&crate::tls::ClientTls>) -> Probe {
         match h.method {
             HealthMethod::Tcp => Probe::Tcp,
-            HealthMethod::HttpHead | HealthMethod::HttpGet => Probe::Http(http::Probe::new(h)),
+            HealthMethod::HttpHead | HealthMethod::HttpGet => {
+                Probe::Http(http::Probe::new(h).with_tls(tls))
+            }
             HealthMethod::Mysql => Probe::Mysql(mysql::Probe::new(h)),
         }
     }
@@ -256,7 +258,7 @@ async fn check_loop(
     let Some(h) = &conf.health else { return };
     let p = &gen.pools[pool];
     let ss = &p.servers[server];
-    let probe = Probe::new(h);
+    let probe = Probe::new(h, conf.tls.as_deref());
     let mut rf = RiseFall::starting(h.rise, h.fall, ss.active());
     rt::sleep(stagger).await;
     loop {

@@ -545,8 +545,10 @@ mod tests {
         b
     }
 
+    type Addrs = Option<(SocketAddr, SocketAddr)>;
+
     /// Valid headers of every kind, with what `parse` must return for them.
-    fn valid() -> Vec<(Vec<u8>, Option<(SocketAddr, SocketAddr)>)> {
+    fn valid() -> Vec<(Vec<u8>, Addrs)> {
         let v4 = Some((sa("192.168.0.1:56324"), sa("10.0.0.2:443")));
         let v6 = Some((sa("[2001:db8::1]:12345"), sa("[::1]:80")));
         let ones = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
@@ -689,7 +691,7 @@ mod tests {
                         _ => self.next() as u16,
                     };
                 }
-                if self.next() % 8 == 0 {
+                if self.next().is_multiple_of(8) {
                     g = [0, 0, 0, 0, 0, 0xffff, g[6], g[7]];
                 }
                 Ipv6Addr::from(g).into()
@@ -713,7 +715,7 @@ mod tests {
     fn generated_round_trip() {
         let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
         for i in 0..4000 {
-            let (sv6, dv6) = (rng.next() % 2 == 0, rng.next() % 2 == 0);
+            let (sv6, dv6) = (rng.next().is_multiple_of(2), rng.next().is_multiple_of(2));
             let (src, dst) = (rng.addr(sv6), rng.addr(dv6));
             let want = if sv6 == dv6 {
                 (src, dst)
@@ -897,6 +899,105 @@ mod tests {
                 addrs: None
             })
         );
+    }
+
+    /// Every version/command and family byte: only 0x20/0x21 and, for PROXY, the four stream
+    /// families are accepted; LOCAL takes any family.
+    #[test]
+    fn v2_every_command_and_family_byte() {
+        for ver_cmd in 0..=255u8 {
+            for fam in 0..=255u8 {
+                let r = parse(&v2(ver_cmd, fam, &[0; 216]));
+                let ok = match ver_cmd {
+                    0x20 => true,
+                    0x21 => matches!(fam, 0x00 | 0x11 | 0x21 | 0x31),
+                    _ => false,
+                };
+                assert_eq!(r.is_ok(), ok, "{ver_cmd:#x} {fam:#x}: {r:?}");
+                if !ok {
+                    assert!(is_bad_v2(r));
+                }
+            }
+        }
+    }
+
+    /// One more byte after a valid unfinished line: digits and CR continue it, anything else
+    /// is refused at once.
+    #[test]
+    fn v1_every_next_byte() {
+        let base = b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2";
+        for b in 0..=255u8 {
+            let mut buf = base.to_vec();
+            buf.push(b);
+            let r = parse(&buf);
+            if b.is_ascii_digit() || b == b'\r' {
+                assert_eq!(r, Ok(Parsed::Incomplete), "{b:#x}");
+            } else {
+                assert!(is_bad_v1(r), "{b:#x}: {r:?}");
+            }
+        }
+    }
+
+    /// The hand-written IPv4 reader agrees with `std` (which also refuses leading zeros) on
+    /// short strings of digits and dots, and every prefix of an accepted address is a viable
+    /// prefix.
+    #[test]
+    fn ipv4_matches_std() {
+        let mut rng = XorShift(77);
+        for _ in 0..20000 {
+            let n = 1 + rng.next() % 16;
+            let tok: Vec<u8> = (0..n)
+                .map(|_| b"0123456789...25"[(rng.next() % 15) as usize])
+                .collect();
+            let text = std::str::from_utf8(&tok).unwrap();
+            let want = text.parse::<Ipv4Addr>().ok();
+            assert_eq!(v1::ipv4(&tok), want, "{text}");
+            if want.is_some() {
+                for k in 0..=tok.len() {
+                    assert!(v1::ipv4_prefix(&tok[..k]), "{text} at {k}");
+                }
+            }
+        }
+    }
+
+    /// Every prefix of an IPv6 address `std` accepts passes the early check (so a valid line is
+    /// never refused while it arrives), over printed, padded, upper-case and random forms.
+    #[test]
+    fn ipv6_prefix_is_sound() {
+        let mut rng = XorShift(4242);
+        let mut accepted = 0;
+        for i in 0..20000 {
+            let tok: Vec<u8> = match i % 3 {
+                0 => rng.addr(true).ip().to_string().into_bytes(),
+                1 => {
+                    let g: Vec<String> = (0..8)
+                        .map(|_| format!("{:04X}", rng.next() as u16 & 0x0F0F))
+                        .collect();
+                    g.join(":").into_bytes()
+                }
+                _ => {
+                    let n = 1 + rng.next() % 24;
+                    (0..n)
+                        .map(|_| b"0123:::ab.F1"[(rng.next() % 12) as usize])
+                        .collect()
+                }
+            };
+            let text = std::str::from_utf8(&tok).unwrap();
+            let Ok(ip) = text.parse::<Ipv6Addr>() else {
+                continue;
+            };
+            accepted += 1;
+            for k in 0..=tok.len() {
+                assert!(v1::ipv6_prefix(&tok[..k]), "{text} at {k}");
+            }
+            let line = format!("PROXY TCP6 {text} ::1 1 2\r\n");
+            let want = Ok(Parsed::Header {
+                len: line.len(),
+                addrs: Some((SocketAddr::new(ip.into(), 1), sa("[::1]:2"))),
+            });
+            assert_eq!(parse(line.as_bytes()), want, "{line}");
+        }
+        assert!(accepted > 13000, "{accepted}");
     }
 
     fn is_bad_v2(r: Result<Parsed, Error>) -> bool {

@@ -218,6 +218,8 @@ pub enum CheckoutError {
 pub struct ConnCache {
     pub conf: Pool,
     pub shared: Arc<PoolShared>,
+    /// The pool's TLS config as this shard uses it (its own session cache).
+    tls: Option<Arc<rustls::ClientConfig>>,
     servers: Vec<Rc<ServerSlots>>,
     /// The shard this cache belongs to (its counters in [`PoolShared`]).
     shard: usize,
@@ -234,15 +236,23 @@ impl ConnCache {
         shard: usize,
         old: Option<&ConnCache>,
     ) -> Self {
+        let same_tls = old.is_some_and(|o| o.conf.tls == conf.tls);
         ConnCache {
             shard,
+            tls: match (old, &conf.tls) {
+                (Some(o), Some(_)) if same_tls => o.tls.clone(),
+                (_, Some(t)) => Some(t.for_shard()),
+                (_, None) => None,
+            },
             servers: shared
                 .servers
                 .iter()
                 .map(|s| {
                     let kept = old.and_then(|o| {
-                        let same_bound =
-                            o.conf.max_connections_per_server == conf.max_connections_per_server;
+                        // Idle connections of another TLS setting would be the wrong kind.
+                        let same_bound = o.conf.max_connections_per_server
+                            == conf.max_connections_per_server
+                            && same_tls;
                         let j = o.shared.servers.iter().position(|x| Arc::ptr_eq(x, s))?;
                         same_bound.then(|| o.servers[j].clone())
                     });
@@ -304,10 +314,9 @@ impl ConnCache {
                 let popped = {
                     let mut idle = slots.idle.borrow_mut();
                     // The newest connection this client may use (any, without PROXY headers).
-                    match idle.iter().rposition(|i| i.proxied_for == tag) {
-                        Some(at) => Some(idle.remove(at)),
-                        None => None,
-                    }
+                    idle.iter()
+                        .rposition(|i| i.proxied_for == tag)
+                        .map(|at| idle.remove(at))
                 };
                 match popped {
                     // Too old, or the server closed it or sent something meanwhile: closed by
@@ -347,6 +356,27 @@ impl ConnCache {
             if let Err(e) = r {
                 return Err(CheckoutError::Connect(e));
             }
+        }
+        if let (Some(config), Some(tls)) = (&self.tls, &self.conf.tls) {
+            let Socket::Tcp(tcp) = stream else {
+                return Err(CheckoutError::Connect(io::ErrorKind::InvalidInput.into()));
+            };
+            let name = tls.name_for(None, addr);
+            let shake = rt::TlsStream::connect(tcp, name, config.clone());
+            stream = match rt::timeout(self.conf.connect_timeout, shake).await {
+                Some(Ok(s)) => Socket::Tls(Box::new(s)),
+                Some(Err(e)) => {
+                    let why = format!("TLS handshake: {e}");
+                    return Err(CheckoutError::Connect(io::Error::other(why)));
+                }
+                None => {
+                    let why = "TLS handshake timed out";
+                    return Err(CheckoutError::Connect(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        why,
+                    )));
+                }
+            };
         }
         Ok(Upstream {
             stream,

@@ -46,7 +46,7 @@ pub use net::{
     prepare_accepted, socket_option, AcceptCanceller, ConnectError,
 };
 pub use pace::Pace;
-pub use socket::Socket;
+pub use socket::{recv_either, Socket};
 pub use splice::{
     recv_watching, send_watching, sendfile_exact, splice_exact, splice_until_eof, PipePool,
     SpliceError, PIPE_POOL, SPLICE_MIN,

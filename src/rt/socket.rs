@@ -225,6 +225,41 @@ impl Socket {
     }
 }
 
+/// Wait until `a` or `b` sends, whichever first: its bytes are appended to its buffer and the
+/// answer says which side it was (`true`: `a`) and how its read ended. A side marked closed
+/// (`a_open`/`b_open` false) is not read. Both reads are cancel-safe, so the side that loses
+/// the race keeps everything it had.
+pub async fn recv_either(
+    a: &mut Socket,
+    abuf: &mut Vec<u8>,
+    a_open: bool,
+    b: &mut Socket,
+    bbuf: &mut Vec<u8>,
+    b_open: bool,
+) -> (bool, Read) {
+    let mut ra = pin!(async {
+        if a_open {
+            a.recv(abuf).await
+        } else {
+            std::future::pending().await
+        }
+    });
+    let mut rb = pin!(async {
+        if b_open {
+            b.recv(bbuf).await
+        } else {
+            std::future::pending().await
+        }
+    });
+    poll_fn(|cx| {
+        if let Poll::Ready(r) = ra.as_mut().poll(cx) {
+            return Poll::Ready((true, r));
+        }
+        rb.as_mut().poll(cx).map(|r| (false, r))
+    })
+    .await
+}
+
 /// Read decrypted bytes into `buf`'s spare capacity unless `other` ends first (its answer is
 /// returned then, and what arrived stays in the session: TLS reads are cancel-safe).
 async fn read_racing(

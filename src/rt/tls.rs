@@ -87,6 +87,16 @@ pub enum HandshakeError {
     Tls(rustls::Error),
 }
 
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeError::Closed => f.write_str("closed by the peer"),
+            HandshakeError::Io(e) => write!(f, "{e}"),
+            HandshakeError::Tls(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 impl HandshakeError {
     /// A short, fixed name for counters: never a per-connection detail.
     pub fn reason(&self) -> &'static str {
@@ -132,6 +142,30 @@ impl TlsStream {
             s.conn.read_tls(&mut rest).map_err(HandshakeError::Io)?;
             s.process().await?;
         }
+        loop {
+            s.flush_tls().await.map_err(HandshakeError::Io)?;
+            if !s.conn.is_handshaking() {
+                return Ok(s);
+            }
+            if !s.fill_once().await? {
+                return Err(HandshakeError::Closed);
+            }
+        }
+    }
+
+    /// Perform a client handshake on `tcp` for `name` (a backend server). Unbounded, like
+    /// [`TlsStream::accept`].
+    pub async fn connect(
+        tcp: TcpStream,
+        name: rustls::pki_types::ServerName<'static>,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<TlsStream, HandshakeError> {
+        let conn = rustls::ClientConnection::new(config, name).map_err(HandshakeError::Tls)?;
+        let mut s = TlsStream {
+            tcp,
+            conn: Connection::Client(conn),
+            eof: false,
+        };
         loop {
             s.flush_tls().await.map_err(HandshakeError::Io)?;
             if !s.conn.is_handshaking() {

@@ -12,6 +12,7 @@
 //! Kernel TLS: see [`ktls_support`]. This build always runs TLS in user space.
 
 pub mod certs;
+pub mod client;
 pub mod tickets;
 
 use std::fmt;
@@ -23,6 +24,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::NoServerSessionStorage;
 use rustls::ServerConfig;
 
+pub use client::ClientTls;
 pub use tickets::Ticketer;
 
 /// The crypto provider every TLS config uses.

@@ -174,8 +174,13 @@ impl Builder<'_> {
             Some(c) => Some(self.cache(&k("cache"), key.clone(), name, c)?),
             None => None,
         };
+        let tls = match &p.tls {
+            Some(t) => Some(self.pool_tls(&k("tls"), t)?),
+            None => None,
+        };
         Ok(Pool {
             cache,
+            tls,
             name: name.to_owned(),
             balance,
             hash_key,

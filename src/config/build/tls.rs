@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Builder, ConfigError};
-use crate::config::file::TlsFile;
+use crate::config::file::{PoolTlsFile, TlsFile};
 use crate::config::{Cidr, ProxyVersion};
-use crate::tls::{CertPaths, Ktls, ServerTls, Versions};
+use crate::tls::{CertPaths, ClientTls, Ktls, ServerTls, Versions};
 
 /// Where the frontend's PROXY headers may come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +123,35 @@ impl Builder<'_> {
             alpn.iter().map(|a| a.to_vec()).collect(),
         )
         .map_err(|m| self.err(k("certs"), m))?;
+        Ok(Arc::new(built))
+    }
+
+    /// A pool's `tls = {...}` (towards its servers; HTTP/1.1 offered by ALPN).
+    pub(super) fn pool_tls(
+        &self,
+        key: &str,
+        t: &PoolTlsFile,
+    ) -> Result<Arc<ClientTls>, ConfigError> {
+        let verify = t.verify.unwrap_or(true);
+        let ca = t.ca.as_deref().map(|c| self.near_config(c));
+        if ca.is_some() && !verify {
+            return Err(self.err(
+                format!("{key}.ca"),
+                "verify = false checks no certificate; drop ca or verify",
+            ));
+        }
+        let cc = t
+            .client_cert
+            .as_ref()
+            .map(|c| (self.near_config(&c.cert), self.near_config(&c.key)));
+        let built = ClientTls::build(
+            verify,
+            ca.as_deref(),
+            t.sni.as_deref(),
+            cc.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            &[b"http/1.1"],
+        )
+        .map_err(|m| self.err(key, m))?;
         Ok(Arc::new(built))
     }
 

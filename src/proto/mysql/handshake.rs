@@ -120,6 +120,15 @@ pub fn hide_capabilities(p: &mut [u8]) -> Result<Greeting, HandshakeError> {
     Ok(g)
 }
 
+/// Offer TLS in a greeting payload (set CLIENT_SSL): shardgate itself answers the SSLRequest.
+pub fn offer_ssl(p: &mut [u8]) -> Result<Greeting, HandshakeError> {
+    let g = parse_greeting(p)?;
+    let at = g.caps_lo_at;
+    let v = u16::from_le_bytes([p[at], p[at + 1]]) | caps::SSL as u16;
+    p[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    Ok(g)
+}
+
 /// The parts of a client's HandshakeResponse41 (or SSLRequest) the proxy uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response<'a> {

@@ -93,32 +93,11 @@ async fn copy_both(a: &mut Socket, b: &mut Socket, idle: Duration) {
         abuf.clear();
         bbuf.clear();
         // Which side sent (true: `a`), and how its read ended.
-        let got = {
-            let mut ra = pin!(async {
-                if a_open {
-                    a.recv(&mut abuf).await
-                } else {
-                    std::future::pending().await
-                }
-            });
-            let mut rb = pin!(async {
-                if b_open {
-                    b.recv(&mut bbuf).await
-                } else {
-                    std::future::pending().await
-                }
-            });
-            rt::timeout(
-                idle,
-                poll_fn(|cx| {
-                    if let Poll::Ready(r) = ra.as_mut().poll(cx) {
-                        return Poll::Ready((true, r));
-                    }
-                    rb.as_mut().poll(cx).map(|r| (false, r))
-                }),
-            )
-            .await
-        };
+        let got = rt::timeout(
+            idle,
+            rt::recv_either(a, &mut abuf, a_open, b, &mut bbuf, b_open),
+        )
+        .await;
         let Some((from_a, r)) = got else {
             return;
         };

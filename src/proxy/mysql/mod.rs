@@ -26,6 +26,7 @@
 
 mod health;
 pub mod stats;
+mod tls;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -42,8 +43,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use crate::balance::{Place, ServerShared};
 use crate::proto::mysql::packet::{complete_packet_len, err_packet_pre41};
 use crate::proto::mysql::{com, handshake, Event, Observer};
+use crate::proxy::preamble::{self, Edge, Ready};
 use crate::proxy::{ShardCtx, ShardView};
-use crate::rt::{self, Read, Splitable, TcpStream};
+use crate::rt::{self, Read, Socket, Splitable, TcpStream};
 use crate::shard::ConnGuard;
 use crate::shared::Shared;
 
@@ -176,7 +178,7 @@ pub async fn serve_client(
     shard: Rc<ShardCtx>,
     view: Rc<ShardView>,
     fe: usize,
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     guard: ConnGuard,
 ) {
@@ -185,6 +187,30 @@ pub async fn serve_client(
         return;
     };
     let conf = &front.conf;
+    // A PROXY header first, if the frontend takes one (TLS starts later, after the greeting).
+    let (mut client, peer, early) = match &conf.accept_proxy {
+        None => (client, peer, Vec::new()),
+        Some(ap) => {
+            let local = client.local_addr().unwrap_or(peer);
+            let edge = Edge {
+                accept_proxy: Some(ap),
+                tls: None,
+                timeout: conf
+                    .tls
+                    .as_ref()
+                    .map_or(Duration::from_secs(10), |t| t.handshake_timeout),
+                plain_answer: None,
+            };
+            match preamble::run(client, peer, local, &edge, Vec::new(), shard.stats()).await {
+                Some(Ready {
+                    socket: Socket::Tcp(c),
+                    addrs,
+                    buf,
+                }) => (c, addrs.0, buf),
+                _ => return,
+            }
+        }
+    };
     let my = &shared.mysql_stats[shard.id()];
     let counters = &*front.counters;
     counters.accepted.add(1);
@@ -243,6 +269,9 @@ pub async fn serve_client(
     });
     if greeting.get(4) != Some(&0xFF) {
         let _ = handshake::hide_capabilities(&mut greeting[4..]);
+        if conf.tls.is_some() {
+            let _ = handshake::offer_ssl(&mut greeting[4..]);
+        }
     }
     acct.bytes_out(greeting.len());
     let (res, _) = rt::write_all(&mut client, greeting, conf.client_write_timeout).await;
@@ -283,11 +312,37 @@ pub async fn serve_client(
     };
     session.apply_pending();
 
-    let (cr, cw) = client.into_split();
-    let (sr, sw) = server.into_split();
-    let up = session.pump(cr, sw, Dir::ClientToServer);
-    let down = session.pump(sr, cw, Dir::ServerToClient);
-    monoio::join!(up, down);
+    let mut server = Socket::Tcp(server);
+    let started = match &conf.tls {
+        None => tls::Start::Plain(Socket::Tcp(client), early),
+        Some(t) => tls::start(&session, Socket::Tcp(client), &mut server, t, early).await,
+    };
+    match (started, server) {
+        (tls::Start::Plain(Socket::Tcp(client), first), Socket::Tcp(mut server)) => {
+            // What the client sent before the pumps start (its first packet, when TLS was
+            // offered and declined) goes first.
+            let sent = first.is_empty() || {
+                session.observe(&first, Dir::ClientToServer);
+                rt::write_all(&mut server, first, conf.client_write_timeout)
+                    .await
+                    .0
+                    .is_ok()
+            };
+            if sent {
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let up = session.pump(cr, sw, Dir::ClientToServer);
+                let down = session.pump(sr, cw, Dir::ServerToClient);
+                monoio::join!(up, down);
+            } else {
+                session.ended(Dir::ServerToClient);
+            }
+        }
+        (tls::Start::Tls(mut client), mut server) => {
+            session.relay_tls(&mut client, &mut server).await
+        }
+        _ => session.ended(Dir::ClientToServer),
+    }
 
     // Both directions are done: account what was left open, then let the streams go.
     {
@@ -585,6 +640,12 @@ impl Session<'_> {
                 }
             }
         }
+        self.ended(dir);
+    }
+
+    /// One direction (or the TLS relay, naming the side that ended it) is over: wake the other,
+    /// note which side ended first, and shut both sockets down.
+    fn ended(&self, dir: Dir) {
         // The other pump may be parked waiting for replies that will not come now.
         self.wake_client_reader();
         if self.ctl.first_end.get().is_none() {
