@@ -10,6 +10,8 @@ mod support;
 
 #[path = "tls/config.rs"]
 mod config;
+#[path = "tls/edge.rs"]
+mod edge;
 #[path = "tls/failures.rs"]
 mod failures;
 #[path = "tls/handshake.rs"]
