@@ -58,8 +58,21 @@ impl Certs {
         openssl(
             dir,
             &[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=shardgate test CA",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=shardgate test CA",
             ],
         );
         c.leaf("a-ec", "ec", "a.test", &["a.test", "*.w.test"], "ca", 30);
@@ -70,8 +83,19 @@ impl Certs {
         openssl(
             dir,
             &[
-                "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", "int.key", "-out", "int.csr", "-subj", "/CN=shardgate test intermediate",
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "int.key",
+                "-out",
+                "int.csr",
+                "-subj",
+                "/CN=shardgate test intermediate",
             ],
         );
         std::fs::write(
@@ -83,8 +107,22 @@ impl Certs {
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", "int.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial",
-                &serial, "-days", "30", "-extfile", "int.ext", "-out", "int.pem",
+                "x509",
+                "-req",
+                "-in",
+                "int.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                &serial,
+                "-days",
+                "30",
+                "-extfile",
+                "int.ext",
+                "-out",
+                "int.pem",
             ],
         );
         c.leaf("c", "ec", "c.test", &["c.test"], "int", 30);
@@ -147,8 +185,22 @@ impl Certs {
         openssl(
             &self.dir,
             &[
-                "x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-set_serial", &serial,
-                "-days", &days, "-extfile", &ext_file, "-out", &out,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-set_serial",
+                &serial,
+                "-days",
+                &days,
+                "-extfile",
+                &ext_file,
+                "-out",
+                &out,
             ],
         );
     }
@@ -172,15 +224,34 @@ impl Certs {
         openssl(
             &self.dir,
             &[
-                "ocsp", "-issuer", "ca.pem", "-cert", &format!("{name}.pem"), "-reqout", &req,
+                "ocsp",
+                "-issuer",
+                "ca.pem",
+                "-cert",
+                &format!("{name}.pem"),
+                "-reqout",
+                &req,
                 "-no_nonce",
             ],
         );
         openssl(
             &self.dir,
             &[
-                "ocsp", "-index", &format!("{name}.index"), "-rsigner", "ca.pem", "-rkey", "ca.key",
-                "-CA", "ca.pem", "-reqin", &req, "-respout", out, "-ndays", "1",
+                "ocsp",
+                "-index",
+                &format!("{name}.index"),
+                "-rsigner",
+                "ca.pem",
+                "-rkey",
+                "ca.key",
+                "-CA",
+                "ca.pem",
+                "-reqin",
+                &req,
+                "-respout",
+                out,
+                "-ndays",
+                "1",
             ],
         );
     }

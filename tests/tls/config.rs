@@ -39,25 +39,102 @@ const GOOD: &str = r#"[ { cert = "a-ec.pem", key = "a-ec.key" }, { cert = "a-rsa
 fn check_accepts_relative_paths_and_refuses_each_bad_setting_by_name() {
     let dir = private_certs();
     std::fs::write(dir.join("notder.ocsp"), b"-----BEGIN OCSP-----\n").unwrap();
-    let cfg = write_cfg(&dir, GOOD, r#"handshake_timeout = "2s", hsts = "max-age=63072000; includeSubDomains", versions = ["1.2", "1.3"], ktls = "auto""#, "");
+    let cfg = write_cfg(
+        &dir,
+        GOOD,
+        r#"handshake_timeout = "2s", hsts = "max-age=63072000; includeSubDomains", versions = ["1.2", "1.3"], ktls = "auto""#,
+        "",
+    );
     let (code, out) = check(&cfg);
     assert_eq!(code, 0, "the spec's own example refused: {out}");
 
     let cases: &[(&str, &str, &str, &str, &[&str])] = &[
-        ("missing cert", r#"[ { cert = "missing.pem", key = "a-ec.key" } ]"#, "", "", &["http[0].tls.certs", "missing.pem"]),
-        ("missing key", r#"[ { cert = "a-ec.pem", key = "missing.key" } ]"#, "", "", &["http[0].tls.certs", "missing.key"]),
-        ("key does not match", r#"[ { cert = "mismatch.pem", key = "mismatch.key" } ]"#, "", "", &["http[0].tls.certs", "mismatch"]),
-        ("garbage PEM", r#"[ { cert = "garbage.pem", key = "a-ec.key" } ]"#, "", "", &["http[0].tls.certs", "garbage.pem"]),
-        ("garbage key", r#"[ { cert = "a-ec.pem", key = "garbage.pem" } ]"#, "", "", &["http[0].tls.certs", "garbage.pem"]),
-        ("cert without DNS SAN", r#"[ { cert = "nosan.pem", key = "nosan.key" } ]"#, "", "", &["http[0].tls.certs", "nosan.pem"]),
+        (
+            "missing cert",
+            r#"[ { cert = "missing.pem", key = "a-ec.key" } ]"#,
+            "",
+            "",
+            &["http[0].tls.certs", "missing.pem"],
+        ),
+        (
+            "missing key",
+            r#"[ { cert = "a-ec.pem", key = "missing.key" } ]"#,
+            "",
+            "",
+            &["http[0].tls.certs", "missing.key"],
+        ),
+        (
+            "key does not match",
+            r#"[ { cert = "mismatch.pem", key = "mismatch.key" } ]"#,
+            "",
+            "",
+            &["http[0].tls.certs", "mismatch"],
+        ),
+        (
+            "garbage PEM",
+            r#"[ { cert = "garbage.pem", key = "a-ec.key" } ]"#,
+            "",
+            "",
+            &["http[0].tls.certs", "garbage.pem"],
+        ),
+        (
+            "garbage key",
+            r#"[ { cert = "a-ec.pem", key = "garbage.pem" } ]"#,
+            "",
+            "",
+            &["http[0].tls.certs", "garbage.pem"],
+        ),
+        (
+            "cert without DNS SAN",
+            r#"[ { cert = "nosan.pem", key = "nosan.key" } ]"#,
+            "",
+            "",
+            &["http[0].tls.certs", "nosan.pem"],
+        ),
         ("empty certs", "[]", "", "", &["http[0].tls.certs"]),
-        ("versions 1.1", GOOD, r#"versions = ["1.1"]"#, "", &["http[0].tls.versions[0]"]),
-        ("versions empty", GOOD, r#"versions = []"#, "", &["http[0].tls.versions"]),
-        ("bad hsts", GOOD, r#"hsts = "includeSubDomains""#, "", &["http[0].tls.hsts"]),
+        (
+            "versions 1.1",
+            GOOD,
+            r#"versions = ["1.1"]"#,
+            "",
+            &["http[0].tls.versions[0]"],
+        ),
+        (
+            "versions empty",
+            GOOD,
+            r#"versions = []"#,
+            "",
+            &["http[0].tls.versions"],
+        ),
+        (
+            "bad hsts",
+            GOOD,
+            r#"hsts = "includeSubDomains""#,
+            "",
+            &["http[0].tls.hsts"],
+        ),
         ("ktls on", GOOD, r#"ktls = "on""#, "", &["http[0].tls.ktls"]),
-        ("ocsp not DER", r#"[ { cert = "b.pem", key = "b.key", ocsp = "notder.ocsp" } ]"#, "", "", &["http[0].tls.certs", "notder.ocsp"]),
-        ("ocsp missing", r#"[ { cert = "b.pem", key = "b.key", ocsp = "nope.der" } ]"#, "", "", &["http[0].tls.certs", "nope.der"]),
-        ("redirect_https on TLS", GOOD, "", "redirect_https = true", &["http[0]", "redirect_https"]),
+        (
+            "ocsp not DER",
+            r#"[ { cert = "b.pem", key = "b.key", ocsp = "notder.ocsp" } ]"#,
+            "",
+            "",
+            &["http[0].tls.certs", "notder.ocsp"],
+        ),
+        (
+            "ocsp missing",
+            r#"[ { cert = "b.pem", key = "b.key", ocsp = "nope.der" } ]"#,
+            "",
+            "",
+            &["http[0].tls.certs", "nope.der"],
+        ),
+        (
+            "redirect_https on TLS",
+            GOOD,
+            "",
+            "redirect_https = true",
+            &["http[0]", "redirect_https"],
+        ),
     ];
     let mut failures = Vec::new();
     for (what, certs, extra, front, want) in cases {
@@ -83,7 +160,9 @@ fn paths_relative_to_the_config_directory_at_startup() {
     // The proxy's config is in its own temp dir; the certs are in a sibling dir.
     let dir = private_certs();
     let rel = format!("../{}", dir.file_name().unwrap().to_string_lossy());
-    let certs = format!(r#"[ {{ cert = "{rel}/a-ec.pem", key = "{rel}/a-ec.key" }}, {{ cert = "{rel}/b.pem", key = "{rel}/b.key", ocsp = "{rel}/b.ocsp.der" }} ]"#);
+    let certs = format!(
+        r#"[ {{ cert = "{rel}/a-ec.pem", key = "{rel}/a-ec.key" }}, {{ cert = "{rel}/b.pem", key = "{rel}/b.key", ocsp = "{rel}/b.ocsp.der" }} ]"#
+    );
     let mut s = start_full(1, &certs, "", "", "");
     assert_eq!(leaf_der(&s, "b.test"), der_of(&dir.join("b.pem")));
     assert_healthy(&mut s.proxy);
@@ -114,14 +193,45 @@ fn reload_with_a_broken_cert_is_refused_and_the_old_config_serves() {
     let mut kept = TlsConn::connect(addr, "a.test");
     assert_eq!(kept.get("/", "a.test").status, 200);
     for (what, certs) in [
-        ("garbage", format!(r#"[ {{ cert = "{}", key = "{}" }} ]"#, dir.join("garbage.pem").display(), dir.join("a-ec.key").display())),
-        ("mismatch", format!(r#"[ {{ cert = "{}", key = "{}" }} ]"#, dir.join("mismatch.pem").display(), dir.join("mismatch.key").display())),
-        ("missing", format!(r#"[ {{ cert = "{}", key = "{}" }} ]"#, dir.join("nope.pem").display(), dir.join("a-ec.key").display())),
+        (
+            "garbage",
+            format!(
+                r#"[ {{ cert = "{}", key = "{}" }} ]"#,
+                dir.join("garbage.pem").display(),
+                dir.join("a-ec.key").display()
+            ),
+        ),
+        (
+            "mismatch",
+            format!(
+                r#"[ {{ cert = "{}", key = "{}" }} ]"#,
+                dir.join("mismatch.pem").display(),
+                dir.join("mismatch.key").display()
+            ),
+        ),
+        (
+            "missing",
+            format!(
+                r#"[ {{ cert = "{}", key = "{}" }} ]"#,
+                dir.join("nope.pem").display(),
+                dir.join("a-ec.key").display()
+            ),
+        ),
     ] {
-        proxy.rewrite(&tls_config(1, &certs, "", "", ""), &[("app", backend.addr_string())]);
+        proxy.rewrite(
+            &tls_config(1, &certs, "", "", ""),
+            &[("app", backend.addr_string())],
+        );
         let (code, out, err) = proxy.ctl_full("reload");
-        assert!(code != 0 || out.starts_with("error"), "reload with a {what} cert accepted: {out} {err}");
-        assert_eq!(TlsConn::connect(addr, "b.test").peer_leaf(), der_of(&dir.join("b.pem")), "after refused {what}");
+        assert!(
+            code != 0 || out.starts_with("error"),
+            "reload with a {what} cert accepted: {out} {err}"
+        );
+        assert_eq!(
+            TlsConn::connect(addr, "b.test").peer_leaf(),
+            der_of(&dir.join("b.pem")),
+            "after refused {what}"
+        );
         assert_eq!(kept.get("/", "a.test").status, 200);
     }
     assert_healthy(&mut proxy);
@@ -141,36 +251,75 @@ fn reload_certs_swaps_files_and_refuses_broken_ones() {
 
     // New key and cert (new serial) for a.test, written over the old files.
     let gen = Certs { dir: dir.clone() };
-    gen.leaf("a-ec-new", "ec", "a.test", &["a.test", "*.w.test"], "ca", 30);
+    gen.leaf(
+        "a-ec-new",
+        "ec",
+        "a.test",
+        &["a.test", "*.w.test"],
+        "ca",
+        30,
+    );
     std::fs::copy(dir.join("a-ec-new.key"), dir.join("a-ec.key")).unwrap();
     std::fs::copy(dir.join("a-ec-new.pem"), dir.join("a-ec.pem")).unwrap();
     let new = der_of(&dir.join("a-ec.pem"));
     assert_ne!(new, old);
     // Files alone change nothing.
-    assert_eq!(TlsConn::connect(addr, "a.test").peer_leaf(), old, "cert changed before `reload certs`");
+    assert_eq!(
+        TlsConn::connect(addr, "a.test").peer_leaf(),
+        old,
+        "cert changed before `reload certs`"
+    );
     let (code, out) = proxy.ctl("reload certs");
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("error"), "{out}");
     for i in 0..8 {
-        assert_eq!(TlsConn::connect(addr, "a.test").peer_leaf(), new, "handshake {i} after reload certs");
+        assert_eq!(
+            TlsConn::connect(addr, "a.test").peer_leaf(),
+            new,
+            "handshake {i} after reload certs"
+        );
     }
-    assert_eq!(kept.get("/again", "a.test").status, 200, "keep-alive TLS connection after reload certs");
+    assert_eq!(
+        kept.get("/again", "a.test").status,
+        200,
+        "keep-alive TLS connection after reload certs"
+    );
 
     // A broken file: `error:` and the current cert stays.
-    std::fs::write(dir.join("a-ec.pem"), std::fs::read(dir.join("garbage.pem")).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("a-ec.pem"),
+        std::fs::read(dir.join("garbage.pem")).unwrap(),
+    )
+    .unwrap();
     let (code, out, err) = proxy.ctl_full("reload certs");
-    assert!(out.lines().any(|l| l.starts_with("error:")), "reload certs with a garbage file: code {code}, {out:?} {err:?}");
-    assert!(out.contains("a-ec.pem"), "the error does not name the file: {out:?}");
+    assert!(
+        out.lines().any(|l| l.starts_with("error:")),
+        "reload certs with a garbage file: code {code}, {out:?} {err:?}"
+    );
+    assert!(
+        out.contains("a-ec.pem"),
+        "the error does not name the file: {out:?}"
+    );
     for _ in 0..4 {
-        assert_eq!(TlsConn::connect(addr, "a.test").peer_leaf(), new, "after a refused reload certs");
+        assert_eq!(
+            TlsConn::connect(addr, "a.test").peer_leaf(),
+            new,
+            "after a refused reload certs"
+        );
     }
     // A key that no longer matches: refused too.
     std::fs::copy(dir.join("a-ec-new.pem"), dir.join("a-ec.pem")).unwrap();
     std::fs::copy(dir.join("b.key"), dir.join("a-ec.key")).unwrap();
     let (_, out) = proxy.ctl("reload certs");
-    assert!(out.lines().any(|l| l.starts_with("error:")), "mismatched key accepted: {out:?}");
+    assert!(
+        out.lines().any(|l| l.starts_with("error:")),
+        "mismatched key accepted: {out:?}"
+    );
     assert_eq!(TlsConn::connect(addr, "a.test").peer_leaf(), new);
-    assert_eq!(TlsConn::connect(addr, "b.test").peer_leaf(), der_of(&dir.join("b.pem")));
+    assert_eq!(
+        TlsConn::connect(addr, "b.test").peer_leaf(),
+        der_of(&dir.join("b.pem"))
+    );
     assert_eq!(kept.get("/again", "a.test").status, 200);
     assert_healthy(&mut proxy);
 }
@@ -178,7 +327,9 @@ fn reload_certs_swaps_files_and_refuses_broken_ones() {
 #[test]
 fn reload_keeps_open_tls_connections() {
     let mut s = start(2, "");
-    let mut conns: Vec<TlsConn> = (0..6).map(|_| TlsConn::connect(s.addr(), "a.test")).collect();
+    let mut conns: Vec<TlsConn> = (0..6)
+        .map(|_| TlsConn::connect(s.addr(), "a.test"))
+        .collect();
     for c in &mut conns {
         assert_eq!(c.get("/", "a.test").status, 200);
     }
@@ -187,7 +338,10 @@ fn reload_keeps_open_tls_connections() {
     std::thread::sleep(Duration::from_millis(300));
     for (i, c) in conns.iter_mut().enumerate() {
         let r = c.try_read_after_get("a.test");
-        assert!(matches!(r, Ok(ref r) if r.status == 200), "connection {i} after reload: {r:?}");
+        assert!(
+            matches!(r, Ok(ref r) if r.status == 200),
+            "connection {i} after reload: {r:?}"
+        );
     }
     assert_healthy(&mut s.proxy);
 }
@@ -200,8 +354,14 @@ fn sigterm_lets_an_in_flight_tls_request_finish() {
     std::thread::sleep(Duration::from_millis(300));
     s.proxy.signal(libc::SIGTERM);
     let r = c.try_read(false);
-    assert!(matches!(r, Ok(ref r) if r.status == 200), "in-flight request during SIGTERM: {r:?}");
-    assert!(s.proxy.wait_exit(Duration::from_secs(15)).is_some(), "did not stop");
+    assert!(
+        matches!(r, Ok(ref r) if r.status == 200),
+        "in-flight request during SIGTERM: {r:?}"
+    );
+    assert!(
+        s.proxy.wait_exit(Duration::from_secs(15)).is_some(),
+        "did not stop"
+    );
 }
 
 fn redirect_setup(redirect: &str) -> (Proxy, Backend) {
@@ -232,11 +392,41 @@ fn redirect_https_to_a_port() {
     let plain = p.addr("plain");
     let mut c = Conn::connect(plain);
     let cases: &[(&str, &str, Option<&str>, u16, String)] = &[
-        ("GET", "/a/b?c=d&e", Some("a.test:8080"), 301, format!("https://a.test:{tls}/a/b?c=d&e")),
-        ("HEAD", "/", Some("a.test"), 301, format!("https://a.test:{tls}/")),
-        ("POST", "/form?x=1", Some("A.Test:80"), 308, format!("https://A.Test:{tls}/form?x=1")),
-        ("DELETE", "/thing", Some("a.test"), 308, format!("https://a.test:{tls}/thing")),
-        ("GET", "/v6", Some("[::1]:8080"), 301, format!("https://[::1]:{tls}/v6")),
+        (
+            "GET",
+            "/a/b?c=d&e",
+            Some("a.test:8080"),
+            301,
+            format!("https://a.test:{tls}/a/b?c=d&e"),
+        ),
+        (
+            "HEAD",
+            "/",
+            Some("a.test"),
+            301,
+            format!("https://a.test:{tls}/"),
+        ),
+        (
+            "POST",
+            "/form?x=1",
+            Some("A.Test:80"),
+            308,
+            format!("https://A.Test:{tls}/form?x=1"),
+        ),
+        (
+            "DELETE",
+            "/thing",
+            Some("a.test"),
+            308,
+            format!("https://a.test:{tls}/thing"),
+        ),
+        (
+            "GET",
+            "/v6",
+            Some("[::1]:8080"),
+            301,
+            format!("https://[::1]:{tls}/v6"),
+        ),
     ];
     for (method, target, host, status, loc) in cases {
         let mut bytes = format!("{method} {target} HTTP/1.1\r\n");
@@ -249,10 +439,21 @@ fn redirect_https_to_a_port() {
             bytes.push_str("\r\n");
         }
         c.send(bytes.as_bytes());
-        let r = if *method == "HEAD" { c.read_head_response() } else { c.read_response() };
+        let r = if *method == "HEAD" {
+            c.read_head_response()
+        } else {
+            c.read_response()
+        };
         assert_eq!(r.status, *status, "{method} {target}: {}", r.summary());
-        assert_eq!(r.header("location"), Some(loc.as_str()), "{method} {target}: {}", r.summary());
-        if r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+        assert_eq!(
+            r.header("location"),
+            Some(loc.as_str()),
+            "{method} {target}: {}",
+            r.summary()
+        );
+        if r.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        {
             c = Conn::connect(plain);
         }
     }
@@ -261,7 +462,11 @@ fn redirect_https_to_a_port() {
     c.send(b"GET /x HTTP/1.0\r\n\r\n");
     let r = c.read_response();
     assert_eq!(r.status, 400, "{}", r.summary());
-    assert_eq!(backend.requests(), 0, "a redirect frontend reached the backend");
+    assert_eq!(
+        backend.requests(),
+        0,
+        "a redirect frontend reached the backend"
+    );
     // The redirect target works.
     let (code, out, err) = curl_tls(tls, "a.test", "/a/b?c=d", &[]);
     assert_eq!(code, 0, "{err}");
@@ -271,9 +476,25 @@ fn redirect_https_to_a_port() {
     let resolve_plain = format!("a.test:{}:127.0.0.1", plain.port());
     let url = format!("http://a.test:{}/follow?q=1", plain.port());
     let ca = certs().ca().display().to_string();
-    let (code, out, err) = curl(&["-L", "--cacert", &ca, "--resolve", &resolve_tls, "--resolve", &resolve_plain, "-D", "-", &url]);
+    let (code, out, err) = curl(&[
+        "-L",
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve_tls,
+        "--resolve",
+        &resolve_plain,
+        "-D",
+        "-",
+        &url,
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(String::from_utf8_lossy(&out).contains("x-target: /follow?q=1") || String::from_utf8_lossy(&out).contains("X-Target: /follow?q=1"), "{}", String::from_utf8_lossy(&out));
+    assert!(
+        String::from_utf8_lossy(&out).contains("x-target: /follow?q=1")
+            || String::from_utf8_lossy(&out).contains("X-Target: /follow?q=1"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
     assert_healthy(&mut p);
 }
 
@@ -281,12 +502,22 @@ fn redirect_https_to_a_port() {
 fn redirect_https_true_means_443_without_a_port() {
     let (mut p, _b) = redirect_setup("true");
     let mut c = Conn::connect(p.addr("plain"));
-    for (host, loc) in [("a.test:8080", "https://a.test/x?y=1"), ("a.test", "https://a.test/x?y=1")] {
+    for (host, loc) in [
+        ("a.test:8080", "https://a.test/x?y=1"),
+        ("a.test", "https://a.test/x?y=1"),
+    ] {
         c.send(&req("GET", "/x?y=1", host, &[], b""));
         let r = c.read_response();
         assert_eq!(r.status, 301);
-        assert_eq!(r.header("location"), Some(loc), "Host {host}: {}", r.summary());
-        if r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+        assert_eq!(
+            r.header("location"),
+            Some(loc),
+            "Host {host}: {}",
+            r.summary()
+        );
+        if r.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        {
             c = Conn::connect(p.addr("plain"));
         }
     }
@@ -297,18 +528,36 @@ fn redirect_https_true_means_443_without_a_port() {
 fn handshake_timeout_and_hsts_apply_after_reload() {
     let mut s = start(1, r#"hsts = "max-age=10""#);
     let mut c = TlsConn::connect(s.addr(), "a.test");
-    assert_eq!(c.get("/", "a.test").header("strict-transport-security"), Some("max-age=10"));
-    let cfg = tls_config(1, &std_certs(), r#"hsts = "max-age=20", handshake_timeout = "1s""#, "", "");
+    assert_eq!(
+        c.get("/", "a.test").header("strict-transport-security"),
+        Some("max-age=10")
+    );
+    let cfg = tls_config(
+        1,
+        &std_certs(),
+        r#"hsts = "max-age=20", handshake_timeout = "1s""#,
+        "",
+        "",
+    );
     s.proxy.rewrite(&cfg, &[("app", s.backend.addr_string())]);
     let (code, out) = s.proxy.ctl("reload");
     assert_eq!(code, 0, "{out}");
     let mut c = TlsConn::connect(s.addr(), "a.test");
-    assert_eq!(c.get("/", "a.test").header("strict-transport-security"), Some("max-age=20"));
+    assert_eq!(
+        c.get("/", "a.test").header("strict-transport-security"),
+        Some("max-age=20")
+    );
     let mut silent = tcp(s.addr());
     let t0 = Instant::now();
     let mut b = [0u8; 16];
-    silent.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
     let _ = std::io::Read::read(&mut silent, &mut b);
-    assert!(t0.elapsed() < Duration::from_secs(4), "new handshake_timeout not applied: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "new handshake_timeout not applied: {:?}",
+        t0.elapsed()
+    );
     assert_healthy(&mut s.proxy);
 }

@@ -36,30 +36,60 @@ fn reload_turns_tls_on_and_off_keeping_open_connections() {
     assert_eq!(code, 0, "{out}");
     let mut plain = Conn::connect(addr);
     let r = plain.get("/", "a.test");
-    assert_eq!(r.status, 200, "plain HTTP after TLS was turned off: {}", r.summary());
-    assert_eq!(tls_conn.try_read_after_get("a.test").map(|r| r.status), Ok(200), "TLS connection open across the reload");
+    assert_eq!(
+        r.status,
+        200,
+        "plain HTTP after TLS was turned off: {}",
+        r.summary()
+    );
+    assert_eq!(
+        tls_conn.try_read_after_get("a.test").map(|r| r.status),
+        Ok(200),
+        "TLS connection open across the reload"
+    );
 
     // TLS on again.
-    s.proxy.rewrite(&tls_config(1, &std_certs(), "", "", ""), &[("app", app)]);
+    s.proxy
+        .rewrite(&tls_config(1, &std_certs(), "", "", ""), &[("app", app)]);
     let (code, out) = s.proxy.ctl("reload");
     assert_eq!(code, 0, "{out}");
     let mut again = TlsConn::connect(addr, "b.test");
     assert_eq!(again.get("/", "b.test").status, 200);
-    assert_eq!(plain.get("/", "a.test").status, 200, "plain connection open across the reload");
+    assert_eq!(
+        plain.get("/", "a.test").status,
+        200,
+        "plain connection open across the reload"
+    );
     let mut c = Conn::connect(addr);
     c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-    assert_eq!(c.read_response().status, 400, "plain HTTP on the TLS port again");
+    assert_eq!(
+        c.read_response().status,
+        400,
+        "plain HTTP on the TLS port again"
+    );
     assert_healthy(&mut s.proxy);
 }
 
 #[test]
 fn reload_adds_a_certificate() {
     let mut s = start(1, "");
-    let r = s_client(s.port(), &["-servername", "c.test"], b"", Duration::from_millis(100));
+    let r = s_client(
+        s.port(),
+        &["-servername", "c.test"],
+        b"",
+        Duration::from_millis(100),
+    );
     assert!(r.subject().contains("a.test"), "{}", r.all());
     let certs = std_certs().trim_end_matches(" ]").to_string()
-        + &format!(r#", {{ cert = "{}", key = "{}" }} ]"#, cp("c-chain.pem"), cp("c.key"));
-    s.proxy.rewrite(&tls_config(1, &certs, "", "", ""), &[("app", s.backend.addr_string())]);
+        + &format!(
+            r#", {{ cert = "{}", key = "{}" }} ]"#,
+            cp("c-chain.pem"),
+            cp("c.key")
+        );
+    s.proxy.rewrite(
+        &tls_config(1, &certs, "", "", ""),
+        &[("app", s.backend.addr_string())],
+    );
     let (code, out) = s.proxy.ctl("reload");
     assert_eq!(code, 0, "{out}");
     let mut c = TlsConn::connect(s.addr(), "c.test");
@@ -114,7 +144,11 @@ fn silent_crowd_does_not_delay_a_real_client() {
     let t0 = Instant::now();
     let mut c = TlsConn::connect(s.addr(), "a.test");
     assert_eq!(c.get("/", "a.test").status, 200);
-    assert!(t0.elapsed() < Duration::from_secs(2), "handshake took {:?} behind 150 silent clients", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "handshake took {:?} behind 150 silent clients",
+        t0.elapsed()
+    );
     drop(crowd);
     assert_healthy(&mut s.proxy);
 }
@@ -127,14 +161,23 @@ fn plain_text_variants_on_the_tls_port() {
         ("HEAD", &b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"[..]),
         ("OPTIONS *", &b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"[..]),
         ("HTTP/1.0", &b"GET / HTTP/1.0\r\n\r\n"[..]),
-        ("CONNECT", &b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n"[..]),
+        (
+            "CONNECT",
+            &b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n"[..],
+        ),
     ] {
         let mut c = Conn::connect(s.addr());
         c.send(bytes);
         let (got, _end) = c.read_until_end(Duration::from_secs(3));
         let text = String::from_utf8_lossy(&got);
-        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{what}: {text:?}");
-        assert!(text.ends_with("The plain HTTP request was sent to the HTTPS port\n") || what == "HEAD", "{what}: {text:?}");
+        assert!(
+            text.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{what}: {text:?}"
+        );
+        assert!(
+            text.ends_with("The plain HTTP request was sent to the HTTPS port\n") || what == "HEAD",
+            "{what}: {text:?}"
+        );
     }
     // A request head that comes in pieces.
     let mut c = Conn::connect(s.addr());
@@ -144,8 +187,17 @@ fn plain_text_variants_on_the_tls_port() {
     std::thread::sleep(Duration::from_millis(200));
     c.send(b"st: a\r\n\r\n");
     let (got, _) = c.read_until_end(Duration::from_secs(3));
-    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 400 Bad Request\r\n"), "split head: {:?}", String::from_utf8_lossy(&got));
-    wait_counter(&s.proxy, "tls.failed.plain_http", before + 5, Duration::from_secs(3));
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "split head: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    wait_counter(
+        &s.proxy,
+        "tls.failed.plain_http",
+        before + 5,
+        Duration::from_secs(3),
+    );
     assert_healthy(&mut s.proxy);
 }
 
@@ -162,12 +214,26 @@ fn reload_certs_rereads_and_checks_the_ocsp_file() {
         p("b.ocsp.der")
     );
     let mut s = start_full(1, &certs, "", "", "");
-    let status = |s: &Setup| s_client(s.port(), &["-servername", "b.test", "-status"], b"", Duration::from_millis(100)).all();
+    let status = |s: &Setup| {
+        s_client(
+            s.port(),
+            &["-servername", "b.test", "-status"],
+            b"",
+            Duration::from_millis(100),
+        )
+        .all()
+    };
     assert!(status(&s).contains("OCSP Response Status: successful"));
     std::fs::write(dir.join("b.ocsp.der"), b"not DER at all").unwrap();
     let (_, out) = s.proxy.ctl("reload certs");
-    assert!(out.lines().any(|l| l.starts_with("error:")), "a non-DER OCSP file accepted by reload certs: {out:?}");
-    assert!(status(&s).contains("OCSP Response Status: successful"), "the old staple stays");
+    assert!(
+        out.lines().any(|l| l.starts_with("error:")),
+        "a non-DER OCSP file accepted by reload certs: {out:?}"
+    );
+    assert!(
+        status(&s).contains("OCSP Response Status: successful"),
+        "the old staple stays"
+    );
     assert_healthy(&mut s.proxy);
 }
 
@@ -198,10 +264,102 @@ fn prometheus_counts_handshakes_and_failures() {
         (!vals.is_empty()).then(|| vals.iter().sum())
     };
     let tls: Vec<&str> = text.lines().filter(|l| l.contains("tls")).collect();
-    assert_eq!(line(r#"shardgate_tls_handshakes_total{kind="full"}"#), Some(1.0), "{tls:#?}");
-    assert_eq!(line(r#"shardgate_tls_handshakes_total{kind="resumed"}"#), Some(2.0), "{tls:#?}");
-    assert_eq!(line(r#"shardgate_tls_handshake_failures_total{reason="plain_http"}"#), Some(1.0), "{tls:#?}");
-    assert!(line(r#"shardgate_tls_handshake_failures_total{reason="timeout"}"#).is_some(), "{tls:#?}");
-    assert!(text.contains("# TYPE shardgate_tls_handshakes_total counter"), "{tls:#?}");
+    assert_eq!(
+        line(r#"shardgate_tls_handshakes_total{kind="full"}"#),
+        Some(1.0),
+        "{tls:#?}"
+    );
+    assert_eq!(
+        line(r#"shardgate_tls_handshakes_total{kind="resumed"}"#),
+        Some(2.0),
+        "{tls:#?}"
+    );
+    assert_eq!(
+        line(r#"shardgate_tls_handshake_failures_total{reason="plain_http"}"#),
+        Some(1.0),
+        "{tls:#?}"
+    );
+    assert!(
+        line(r#"shardgate_tls_handshake_failures_total{reason="timeout"}"#).is_some(),
+        "{tls:#?}"
+    );
+    assert!(
+        text.contains("# TYPE shardgate_tls_handshakes_total counter"),
+        "{tls:#?}"
+    );
+    assert_healthy(&mut s.proxy);
+}
+
+#[test]
+fn no_cipher_suite_in_common_is_incompatible() {
+    let mut s = start(1, "");
+    for args in [
+        &["-tls1_3", "-ciphersuites", "TLS_AES_128_CCM_SHA256"][..],
+        &["-tls1_2", "-cipher", "AES128-SHA"][..],
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA"][..],
+        &["-tls1_2", "-cipher", "DHE-RSA-AES128-GCM-SHA256"][..],
+        &["-tls1_3", "-groups", "ffdhe2048"][..],
+    ] {
+        let before = counter(&s.proxy, "tls.failed.incompatible");
+        let mut a = args.to_vec();
+        a.extend(["-servername", "a.test"]);
+        let r = s_client(s.port(), &a, b"", Duration::from_millis(100));
+        assert!(!r.connected(), "{args:?}: {}", r.all());
+        // handshake_failure (40) is the alert for "nothing in common"; not access_denied.
+        assert!(
+            r.all().contains("alert handshake failure"),
+            "{args:?}: wrong alert: {}",
+            r.all()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let st = stats_of(&s.proxy);
+        let after = counter(&s.proxy, "tls.failed.incompatible");
+        assert_eq!(
+            after,
+            before + 1,
+            "{args:?} not counted as incompatible: {:?}",
+            st.iter()
+                .filter(|(k, _)| k.starts_with("tls.failed"))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert_healthy(&mut s.proxy);
+}
+
+#[test]
+fn tunnel_half_close_over_tls() {
+    let mut s = start(1, "");
+    let mut c = TlsConn::connect(s.addr(), "a.test");
+    c.send(&req(
+        "GET",
+        "/ws",
+        "a.test",
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+        b"",
+    ));
+    assert_eq!(c.read_response().status, 101);
+    let mut echoed = c.take_buffered();
+    let payload = pattern(11, 200_000);
+    c.send(&payload);
+    // The client is done sending: close_notify (TLS half-close). The backend echoes to EOF,
+    // then closes; everything must come back, then the server's close_notify.
+    c.tls.conn.send_close_notify();
+    c.tls.flush().unwrap();
+    c.set_read_timeout(Duration::from_secs(10));
+    let rest = c.read_to_end();
+    match rest {
+        Ok(b) => echoed.extend(b),
+        Err(e) => panic!(
+            "tunnel after the client's close_notify: {e} ({} bytes echoed before)",
+            echoed.len()
+        ),
+    }
+    assert_eq!(echoed.len(), payload.len());
+    assert_eq!(echoed, payload);
     assert_healthy(&mut s.proxy);
 }

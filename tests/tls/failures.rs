@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 /// The bytes of a ClientHello for `sni` and the client state that produced it.
 fn client_hello(sni: &str) -> (ClientConnection, Vec<u8>) {
-    let mut conn = ClientConnection::new(default_client(), ServerName::try_from(sni.to_string()).unwrap()).unwrap();
+    let mut conn = ClientConnection::new(
+        default_client(),
+        ServerName::try_from(sni.to_string()).unwrap(),
+    )
+    .unwrap();
     let mut out = Vec::new();
     while conn.wants_write() {
         conn.write_tls(&mut out).unwrap();
@@ -29,7 +33,12 @@ fn read_until_closed(s: &mut std::net::TcpStream, limit: Duration) -> (Vec<u8>, 
         match s.read(&mut buf) {
             Ok(0) => return (got, t0.elapsed(), true),
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return (got, t0.elapsed(), false)
             }
             Err(_) => return (got, t0.elapsed(), true),
@@ -52,11 +61,24 @@ fn plain_http_on_the_tls_port_gets_400_and_close() {
         let mut c = Conn::connect(s.addr());
         c.send(req_bytes);
         let r = c.read_response();
-        assert_eq!(r.head.start_line, "HTTP/1.1 400 Bad Request", "{}", r.summary());
-        assert_eq!(r.body_str(), "The plain HTTP request was sent to the HTTPS port\n");
+        assert_eq!(
+            r.head.start_line,
+            "HTTP/1.1 400 Bad Request",
+            "{}",
+            r.summary()
+        );
+        assert_eq!(
+            r.body_str(),
+            "The plain HTTP request was sent to the HTTPS port\n"
+        );
         c.expect_closed(Duration::from_secs(3));
     }
-    wait_counter(&s.proxy, "tls.failed.plain_http", before + 2, Duration::from_secs(3));
+    wait_counter(
+        &s.proxy,
+        "tls.failed.plain_http",
+        before + 2,
+        Duration::from_secs(3),
+    );
     // The request never reached the backend.
     assert_eq!(s.backend.requests(), 0);
     // Not logged per connection.
@@ -65,9 +87,18 @@ fn plain_http_on_the_tls_port_gets_400_and_close() {
         c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         let _ = c.read_until_end(Duration::from_secs(3));
     }
-    wait_counter(&s.proxy, "tls.failed.plain_http", before + 22, Duration::from_secs(3));
+    wait_counter(
+        &s.proxy,
+        "tls.failed.plain_http",
+        before + 22,
+        Duration::from_secs(3),
+    );
     let grown = s.proxy.log().lines().count() - log_before;
-    assert!(grown < 5, "{grown} log lines for 22 plain-HTTP clients:\n{}", s.proxy.log());
+    assert!(
+        grown < 5,
+        "{grown} log lines for 22 plain-HTTP clients:\n{}",
+        s.proxy.log()
+    );
     assert_healthy(&mut s.proxy);
 }
 
@@ -81,10 +112,17 @@ fn silent_and_half_hello_clients_are_closed_after_handshake_timeout() {
     half.write_all(&hello[..hello.len() / 2]).unwrap();
     let mut header_only = tcp(s.addr());
     header_only.write_all(&hello[..5]).unwrap();
-    for (what, sock) in [("silent", &mut silent), ("half hello", &mut half), ("record header only", &mut header_only)] {
+    for (what, sock) in [
+        ("silent", &mut silent),
+        ("half hello", &mut half),
+        ("record header only", &mut header_only),
+    ] {
         let (_, took, closed) = read_until_closed(sock, Duration::from_secs(6));
         assert!(closed, "{what}: still open after {took:?}");
-        assert!(took < Duration::from_secs(4), "{what}: closed only after {took:?}");
+        assert!(
+            took < Duration::from_secs(4),
+            "{what}: closed only after {took:?}"
+        );
     }
     // Bytes trickling in do not extend the deadline forever.
     let mut slow = tcp(s.addr());
@@ -102,9 +140,18 @@ fn silent_and_half_hello_clients_are_closed_after_handshake_timeout() {
     }
     if closed_at.is_none() {
         let (_, _, closed) = read_until_closed(&mut slow, Duration::from_millis(500));
-        assert!(closed, "a ClientHello trickled at 10 B/s kept the handshake open for {:?}", t0.elapsed());
+        assert!(
+            closed,
+            "a ClientHello trickled at 10 B/s kept the handshake open for {:?}",
+            t0.elapsed()
+        );
     }
-    wait_counter(&s.proxy, "tls.failed.timeout", before + 4, Duration::from_secs(3));
+    wait_counter(
+        &s.proxy,
+        "tls.failed.timeout",
+        before + 4,
+        Duration::from_secs(3),
+    );
     assert_healthy(&mut s.proxy);
 }
 
@@ -114,7 +161,10 @@ fn default_handshake_timeout_is_ten_seconds() {
     let mut silent = tcp(s.addr());
     let (_, took, closed) = read_until_closed(&mut silent, Duration::from_secs(14));
     assert!(closed, "still open after {took:?}");
-    assert!(took >= Duration::from_secs(8) && took < Duration::from_secs(13), "closed after {took:?}");
+    assert!(
+        took >= Duration::from_secs(8) && took < Duration::from_secs(13),
+        "closed after {took:?}"
+    );
     wait_counter(&s.proxy, "tls.failed.timeout", 1, Duration::from_secs(3));
     assert_healthy(&mut s.proxy);
 }
@@ -129,19 +179,31 @@ fn failures_are_counted_by_reason() {
     c.write_all(&hello[..20]).unwrap();
     c.shutdown(Shutdown::Write).unwrap();
     let _ = read_until_closed(&mut c, Duration::from_secs(3));
-    wait_counter(&s.proxy, "tls.failed.closed", before + 1, Duration::from_secs(3));
+    wait_counter(
+        &s.proxy,
+        "tls.failed.closed",
+        before + 1,
+        Duration::from_secs(3),
+    );
 
     // bad_message: a handshake record holding garbage.
     let before = counter(&s.proxy, "tls.failed.bad_message");
     let mut c = tcp(s.addr());
-    c.write_all(b"\x16\x03\x01\x00\x10ABCDEFGHIJKLMNOP").unwrap();
+    c.write_all(b"\x16\x03\x01\x00\x10ABCDEFGHIJKLMNOP")
+        .unwrap();
     let (_, _, closed) = read_until_closed(&mut c, Duration::from_secs(3));
     assert!(closed, "garbage handshake record: connection left open");
-    wait_counter(&s.proxy, "tls.failed.bad_message", before + 1, Duration::from_secs(3));
+    wait_counter(
+        &s.proxy,
+        "tls.failed.bad_message",
+        before + 1,
+        Duration::from_secs(3),
+    );
 
     // bad_message too: a record that is not TLS at all and not HTTP either (binary junk).
     let mut c = tcp(s.addr());
-    c.write_all(&[0x01, 0x02, 0x03, 0x04, 0xff, 0xfe, 0x00, 0x00, 0x10, 0x20]).unwrap();
+    c.write_all(&[0x01, 0x02, 0x03, 0x04, 0xff, 0xfe, 0x00, 0x00, 0x10, 0x20])
+        .unwrap();
     let (_, _, closed) = read_until_closed(&mut c, Duration::from_secs(3));
     assert!(closed, "binary junk: connection left open");
 
@@ -151,15 +213,29 @@ fn failures_are_counted_by_reason() {
     let url = format!("https://a.test:{}/", s.port());
     let (code, _, _) = curl(&["--resolve", &resolve, &url]);
     assert_ne!(code, 0);
-    wait_counter(&s.proxy, "tls.failed.peer_alert", before + 1, Duration::from_secs(3));
+    wait_counter(
+        &s.proxy,
+        "tls.failed.peer_alert",
+        before + 1,
+        Duration::from_secs(3),
+    );
 
     // incompatible: only h2.
     let before = counter(&s.proxy, "tls.failed.incompatible");
     assert!(TlsConn::try_connect_with(s.addr(), "a.test", client_config(&["h2"], &[])).is_err());
-    wait_counter(&s.proxy, "tls.failed.incompatible", before + 1, Duration::from_secs(3));
+    wait_counter(
+        &s.proxy,
+        "tls.failed.incompatible",
+        before + 1,
+        Duration::from_secs(3),
+    );
 
     // None of those is a completed handshake.
-    assert_eq!(counter(&s.proxy, "tls.handshakes.full"), 0, "failed handshakes counted as full");
+    assert_eq!(
+        counter(&s.proxy, "tls.handshakes.full"),
+        0,
+        "failed handshakes counted as full"
+    );
     let mut ok = TlsConn::connect(s.addr(), "a.test");
     assert_eq!(ok.get("/", "a.test").status, 200);
     wait_counter(&s.proxy, "tls.handshakes.full", 1, Duration::from_secs(3));
@@ -177,7 +253,10 @@ fn client_hello_in_one_byte_writes() {
     for sni in ["a.test", "b.test"] {
         let (conn, hello) = client_hello(sni);
         let mut sock = tcp(s.addr());
-        assert_eq!(client::dribble(&mut sock, &hello, Duration::from_millis(1)), hello.len());
+        assert_eq!(
+            client::dribble(&mut sock, &hello, Duration::from_millis(1)),
+            hello.len()
+        );
         let mut c = TlsConn::resume_handshake(conn, sock).unwrap_or_else(|e| panic!("{sni}: {e}"));
         assert_eq!(c.get("/", sni).status, 200);
     }
@@ -193,10 +272,15 @@ fn two_hundred_concurrent_handshakes_all_succeed() {
         .map(|i| {
             let barrier = barrier.clone();
             std::thread::spawn(move || {
-                let cfg = if i % 2 == 0 { default_client() } else { client_config(&["http/1.1"], &["1.2"]) };
+                let cfg = if i % 2 == 0 {
+                    default_client()
+                } else {
+                    client_config(&["http/1.1"], &["1.2"])
+                };
                 let sni = if i % 3 == 0 { "b.test" } else { "a.test" };
                 barrier.wait();
-                let mut c = TlsConn::try_connect_with(addr, sni, cfg).map_err(|e| format!("{i}: {e}"))?;
+                let mut c =
+                    TlsConn::try_connect_with(addr, sni, cfg).map_err(|e| format!("{i}: {e}"))?;
                 let r = c.try_read_after_get(sni).map_err(|e| format!("{i}: {e}"))?;
                 if r.status != 200 {
                     return Err(format!("{i}: {}", r.summary()));
@@ -205,10 +289,18 @@ fn two_hundred_concurrent_handshakes_all_succeed() {
             })
         })
         .collect();
-    let errors: Vec<String> = handles.into_iter().filter_map(|h| h.join().unwrap().err()).collect();
-    assert!(errors.is_empty(), "{} of 200 failed: {errors:?}", errors.len());
+    let errors: Vec<String> = handles
+        .into_iter()
+        .filter_map(|h| h.join().unwrap().err())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} of 200 failed: {errors:?}",
+        errors.len()
+    );
     std::thread::sleep(Duration::from_millis(200));
-    let done = counter(&s.proxy, "tls.handshakes.full") + counter(&s.proxy, "tls.handshakes.resumed");
+    let done =
+        counter(&s.proxy, "tls.handshakes.full") + counter(&s.proxy, "tls.handshakes.resumed");
     assert!(done >= 200, "{done} handshakes counted for 200");
     assert_healthy(&mut s.proxy);
 }
@@ -232,13 +324,18 @@ fn renegotiation_is_refused_without_harm() {
         r.all()
     );
     // A plaintext ClientHello inside an established session: the connection ends.
-    let mut c = TlsConn::try_connect_with(s.addr(), "a.test", client_config(&["http/1.1"], &["1.2"])).unwrap();
+    let mut c =
+        TlsConn::try_connect_with(s.addr(), "a.test", client_config(&["http/1.1"], &["1.2"]))
+            .unwrap();
     assert_eq!(c.get("/", "a.test").status, 200);
     let (_, hello) = client_hello("a.test");
     let _ = c.tls.sock.write_all(&hello);
     let mut sock = c.tls.sock.try_clone().unwrap();
     let (_, took, closed) = read_until_closed(&mut sock, Duration::from_secs(5));
-    assert!(closed, "a plaintext ClientHello inside a session left it open for {took:?}");
+    assert!(
+        closed,
+        "a plaintext ClientHello inside a session left it open for {took:?}"
+    );
     let mut ok = TlsConn::connect(s.addr(), "a.test");
     assert_eq!(ok.get("/", "a.test").status, 200);
     assert_healthy(&mut s.proxy);
@@ -251,12 +348,20 @@ fn tls13_key_update_then_requests_still_work() {
     let r = s_client_steps(
         s.port(),
         &["-tls1_3", "-servername", "a.test", "-msg"],
-        &[b"K\n", b"GET /after-key-update HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"],
+        &[
+            b"K\n",
+            b"GET /after-key-update HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        ],
         Duration::from_millis(800),
         Duration::from_secs(10),
     );
     assert!(r.all().contains("HTTP/1.1 200 OK"), "{}", r.all());
-    assert!(r.all().contains("<<< TLS 1.3, Handshake [length 0005], KeyUpdate"), "the server did not update its keys: {}", r.all());
+    assert!(
+        r.all()
+            .contains("<<< TLS 1.3, Handshake [length 0005], KeyUpdate"),
+        "the server did not update its keys: {}",
+        r.all()
+    );
     assert_healthy(&mut s.proxy);
 }
 
@@ -275,7 +380,10 @@ fn garbage_after_the_handshake_closes_that_connection_only() {
         c.tls.sock.write_all(junk).unwrap();
         let mut sock = c.tls.sock.try_clone().unwrap();
         let (_, took, closed) = read_until_closed(&mut sock, Duration::from_secs(5));
-        assert!(closed, "junk {junk:?} after the handshake: still open after {took:?}");
+        assert!(
+            closed,
+            "junk {junk:?} after the handshake: still open after {took:?}"
+        );
     }
     assert_eq!(other.get("/", "a.test").status, 200);
     assert_healthy(&mut s.proxy);
@@ -306,7 +414,10 @@ fn client_vanishing_mid_response_without_close_notify() {
     loop {
         let open = counter(&s.proxy, "connections.active");
         if open <= 1 || Instant::now() > deadline {
-            assert!(open <= 1, "connections.active = {open} after 10 clients vanished");
+            assert!(
+                open <= 1,
+                "connections.active = {open} after 10 clients vanished"
+            );
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -337,7 +448,10 @@ fn server_side_closes_end_with_close_notify() {
     c.send(&req("GET", "/", "a.test", &[("Connection", "close")], b""));
     assert_eq!(c.read_response().status, 200);
     let rest = c.read_to_end();
-    assert!(matches!(rest, Ok(ref b) if b.is_empty()), "after Connection: close: {rest:?}");
+    assert!(
+        matches!(rest, Ok(ref b) if b.is_empty()),
+        "after Connection: close: {rest:?}"
+    );
     // A body delimited by the close: only close_notify tells it from a truncation.
     let mut c = TlsConn::connect(s.addr(), "a.test");
     c.send(&req("GET", "/close/100000", "a.test", &[], b""));

@@ -36,7 +36,13 @@ fn full_setup() -> (Setup, std::path::PathBuf) {
         "[pool.dead]\nservers = [ {{ name = \"dead\", addr = \"127.0.0.1:{}\" }} ]\n",
         free_port()
     );
-    let s = start_full(2, &std_certs(), &format!(r#"hsts = "{HSTS}""#), &front, &after);
+    let s = start_full(
+        2,
+        &std_certs(),
+        &format!(r#"hsts = "{HSTS}""#),
+        &front,
+        &after,
+    );
     (s, root)
 }
 
@@ -46,12 +52,28 @@ fn backend_sees_x_forwarded_proto_https_only() {
     let mut c = TlsConn::connect(s.addr(), "a.test");
     assert_eq!(c.get("/", "a.test").status, 200);
     let h = s.backend.last_head().unwrap();
-    assert_eq!(h.header_all("x-forwarded-proto"), vec!["https"], "{:?}", h.headers);
+    assert_eq!(
+        h.header_all("x-forwarded-proto"),
+        vec!["https"],
+        "{:?}",
+        h.headers
+    );
     // A client claiming another scheme is not believed.
-    c.send(&req("GET", "/", "a.test", &[("X-Forwarded-Proto", "http")], b""));
+    c.send(&req(
+        "GET",
+        "/",
+        "a.test",
+        &[("X-Forwarded-Proto", "http")],
+        b"",
+    ));
     assert_eq!(c.read_response().status, 200);
     let h = s.backend.last_head().unwrap();
-    assert_eq!(h.header_all("x-forwarded-proto"), vec!["https"], "{:?}", h.headers);
+    assert_eq!(
+        h.header_all("x-forwarded-proto"),
+        vec!["https"],
+        "{:?}",
+        h.headers
+    );
     assert_healthy(&mut s.proxy);
 }
 
@@ -61,21 +83,44 @@ fn hsts_on_proxied_and_static_answers_not_on_errors() {
     let mut c = TlsConn::connect(s.addr(), "a.test");
     let r = c.get("/", "a.test");
     assert_eq!(r.status, 200);
-    assert_eq!(r.head.header_all("strict-transport-security"), vec![HSTS], "proxied: {}", r.summary());
+    assert_eq!(
+        r.head.header_all("strict-transport-security"),
+        vec![HSTS],
+        "proxied: {}",
+        r.summary()
+    );
     let r = c.get("/status/404", "a.test");
     assert_eq!(r.status, 404);
-    assert_eq!(r.head.header_all("strict-transport-security"), vec![HSTS], "proxied 404: {}", r.summary());
+    assert_eq!(
+        r.head.header_all("strict-transport-security"),
+        vec![HSTS],
+        "proxied 404: {}",
+        r.summary()
+    );
     let r = c.get("/assets/small.txt", "a.test");
     assert_eq!(r.status, 200, "{}", r.summary());
-    assert_eq!(r.head.header_all("strict-transport-security"), vec![HSTS], "static: {}", r.summary());
+    assert_eq!(
+        r.head.header_all("strict-transport-security"),
+        vec![HSTS],
+        "static: {}",
+        r.summary()
+    );
     let r = c.get("/dead/x", "a.test");
     assert!(r.status >= 500, "{}", r.summary());
-    assert!(r.header("strict-transport-security").is_none(), "shardgate's own error answer: {}", r.summary());
+    assert!(
+        r.header("strict-transport-security").is_none(),
+        "shardgate's own error answer: {}",
+        r.summary()
+    );
     let mut c = TlsConn::connect(s.addr(), "a.test");
     c.send(b"GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: zz\r\n\r\n");
     let r = c.read_response();
     assert_eq!(r.status, 400);
-    assert!(r.header("strict-transport-security").is_none(), "400: {}", r.summary());
+    assert!(
+        r.header("strict-transport-security").is_none(),
+        "400: {}",
+        r.summary()
+    );
     assert_healthy(&mut s.proxy);
 }
 
@@ -97,13 +142,24 @@ fn keep_alive_and_pipelining() {
     c.send(&batch);
     for i in 0..10 {
         let r = c.read_response();
-        assert_eq!(r.header("x-target"), Some(format!("/p{i}").as_str()), "pipelined {i}");
+        assert_eq!(
+            r.header("x-target"),
+            Some(format!("/p{i}").as_str()),
+            "pipelined {i}"
+        );
     }
     let r = c.read_response();
-    assert_eq!(r.body_str(), format!("{} 14", sha256_hex(b"pipelined body")));
+    assert_eq!(
+        r.body_str(),
+        format!("{} 14", sha256_hex(b"pipelined body"))
+    );
     let r = c.read_response();
     assert_eq!(r.body, pattern(0, 5000));
-    assert_eq!(s.backend.accepted(), 1, "one TLS connection, one upstream connection");
+    assert_eq!(
+        s.backend.accepted(),
+        1,
+        "one TLS connection, one upstream connection"
+    );
     assert_healthy(&mut s.proxy);
 }
 
@@ -124,7 +180,13 @@ fn big_bodies_both_ways_byte_exact() {
     assert_eq!(r.body_str(), format!("{} {n}", sha256_hex(&body)));
     // Chunked upload, many chunk sizes.
     let chunked = wire::encode_chunked(&body, &[1, 17, 4096, 65536, 1 << 20, 3]);
-    c.send(&req("POST", "/echo", "a.test", &[("Transfer-Encoding", "chunked")], b""));
+    c.send(&req(
+        "POST",
+        "/echo",
+        "a.test",
+        &[("Transfer-Encoding", "chunked")],
+        b"",
+    ));
     c.send(&chunked);
     let r = c.read_response();
     assert_eq!(r.body_str(), format!("{} {n}", sha256_hex(&body)));
@@ -135,10 +197,19 @@ fn big_bodies_both_ways_byte_exact() {
 fn expect_100_continue() {
     let mut s = start(1, "");
     let mut c = TlsConn::connect(s.addr(), "a.test");
-    c.send(&req("POST", "/echo", "a.test", &[("Expect", "100-continue"), ("Content-Length", "5")], b""));
+    c.send(&req(
+        "POST",
+        "/echo",
+        "a.test",
+        &[("Expect", "100-continue"), ("Content-Length", "5")],
+        b"",
+    ));
     c.set_read_timeout(Duration::from_secs(5));
     let interim = c.try_read_message_raw();
-    assert!(interim.starts_with("HTTP/1.1 100"), "expected 100 Continue first, got {interim:?}");
+    assert!(
+        interim.starts_with("HTTP/1.1 100"),
+        "expected 100 Continue first, got {interim:?}"
+    );
     c.send(b"hello");
     let r = c.read_response();
     assert_eq!(r.body_str(), format!("{} 5", sha256_hex(b"hello")));
@@ -153,12 +224,20 @@ fn upgrade_tunnel_over_tls() {
         "GET",
         "/ws",
         "a.test",
-        &[("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")],
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ],
         b"",
     ));
     let r = c.read_response();
     assert_eq!(r.status, 101, "{}", r.summary());
-    assert_eq!(r.header("sec-websocket-accept"), Some(websocket_accept("dGhlIHNhbXBsZSBub25jZQ==").as_str()));
+    assert_eq!(
+        r.header("sec-websocket-accept"),
+        Some(websocket_accept("dGhlIHNhbXBsZSBub25jZQ==").as_str())
+    );
     let mut echoed = c.take_buffered();
     let payload = pattern(3, 300_000);
     c.send(&payload);
@@ -184,18 +263,33 @@ fn static_files_range_and_head_over_tls() {
     assert_eq!(sha256_hex(&r.body), pattern_sha256(3 << 20));
     let r = c.get("/assets/small.txt", "a.test");
     assert_eq!(r.body, b"hello static\n");
-    c.send(&req("GET", "/assets/big.bin", "a.test", &[("Range", "bytes=1000000-1000099")], b""));
+    c.send(&req(
+        "GET",
+        "/assets/big.bin",
+        "a.test",
+        &[("Range", "bytes=1000000-1000099")],
+        b"",
+    ));
     let r = c.read_response();
     assert_eq!(r.status, 206, "{}", r.summary());
     assert_eq!(r.body, pattern(1_000_000, 100));
-    c.send(&req("GET", "/assets/big.bin", "a.test", &[("Range", "bytes=-10")], b""));
+    c.send(&req(
+        "GET",
+        "/assets/big.bin",
+        "a.test",
+        &[("Range", "bytes=-10")],
+        b"",
+    ));
     let r = c.read_response();
     assert_eq!(r.status, 206);
     assert_eq!(r.body, pattern((3 << 20) - 10, 10));
     c.send(&req("HEAD", "/assets/big.bin", "a.test", &[], b""));
     let r = c.try_read(true).unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-length"), Some((3usize << 20).to_string().as_str()));
+    assert_eq!(
+        r.header("content-length"),
+        Some((3usize << 20).to_string().as_str())
+    );
     c.send(&req("HEAD", "/download/12345", "a.test", &[], b""));
     let r = c.try_read(true).unwrap();
     assert_eq!(r.status, 200);
@@ -203,9 +297,18 @@ fn static_files_range_and_head_over_tls() {
     let r = c.get("/assets/small.txt", "a.test");
     assert_eq!(r.body, b"hello static\n");
     // curl too.
-    let (code, out, err) = curl_tls(s.port(), "a.test", "/assets/big.bin", &["--http1.1", "-o", "/dev/null", "-w", "%{size_download}"]);
+    let (code, out, err) = curl_tls(
+        s.port(),
+        "a.test",
+        "/assets/big.bin",
+        &["--http1.1", "-o", "/dev/null", "-w", "%{size_download}"],
+    );
     assert_eq!(code, 0, "{err}");
-    assert!(String::from_utf8_lossy(&out).ends_with(&(3usize << 20).to_string()), "{}", String::from_utf8_lossy(&out));
+    assert!(
+        String::from_utf8_lossy(&out).ends_with(&(3usize << 20).to_string()),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
     assert_healthy(&mut s.proxy);
 }
 
@@ -216,7 +319,9 @@ fn early_answer_before_the_request_body() {
         if io.read_head().ok().flatten().is_none() {
             return;
         }
-        let _ = io.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope");
+        let _ = io.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope",
+        );
         std::thread::sleep(Duration::from_millis(300));
     });
     let cfg = tls_config(1, &std_certs(), "", "", "");
@@ -252,7 +357,10 @@ fn client_closing_mid_body() {
 #[test]
 fn curl_tls12_and_tls13_http11() {
     let mut s = start(1, "");
-    for extra in [&["--tlsv1.2", "--tls-max", "1.2", "--http1.1"][..], &["--tlsv1.3", "--http1.1"][..]] {
+    for extra in [
+        &["--tlsv1.2", "--tls-max", "1.2", "--http1.1"][..],
+        &["--tlsv1.3", "--http1.1"][..],
+    ] {
         let mut args = extra.to_vec();
         args.extend(["-H", "X-Test: 1"]);
         let (code, out, err) = curl_tls(s.port(), "a.test", "/q?x=1", &args);

@@ -45,7 +45,13 @@ pub fn std_certs() -> String {
 /// A daemon with `shards` shards and a TLS frontend `web` (`{port:web}`) in front of `app`;
 /// `tls_extra` goes inside the `tls` inline table after `certs`, `front_extra` into the
 /// frontend, `after` at the end of the config.
-pub fn tls_config(shards: u32, certs: &str, tls_extra: &str, front_extra: &str, after: &str) -> String {
+pub fn tls_config(
+    shards: u32,
+    certs: &str,
+    tls_extra: &str,
+    front_extra: &str,
+    after: &str,
+) -> String {
     let sep = if tls_extra.is_empty() { "" } else { ", " };
     format!(
         r#"{daemon}
@@ -82,7 +88,13 @@ pub fn start(shards: u32, tls_extra: &str) -> Setup {
     start_full(shards, &std_certs(), tls_extra, "", "")
 }
 
-pub fn start_full(shards: u32, certs: &str, tls_extra: &str, front_extra: &str, after: &str) -> Setup {
+pub fn start_full(
+    shards: u32,
+    certs: &str,
+    tls_extra: &str,
+    front_extra: &str,
+    after: &str,
+) -> Setup {
     let backend = Backend::start("app");
     let cfg = tls_config(shards, certs, tls_extra, front_extra, after);
     let proxy = Proxy::start_with(&cfg, &[("app", backend.addr_string())]);
@@ -116,7 +128,10 @@ pub fn wait_counter(p: &Proxy, key: &str, want: i64, limit: Duration) -> i64 {
         }
         if Instant::now() > deadline {
             let (_, all) = p.ctl("show stats");
-            let tls: Vec<&str> = all.lines().filter(|l| l.starts_with("tls.") || l.contains("panic")).collect();
+            let tls: Vec<&str> = all
+                .lines()
+                .filter(|l| l.starts_with("tls.") || l.contains("panic"))
+                .collect();
             panic!("`{key}` is {v}, wanted >= {want} within {limit:?}; tls lines: {tls:#?}");
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -182,7 +197,8 @@ pub fn client_config(alpn: &[&str], versions: &[&str]) -> Arc<ClientConfig> {
 
 pub fn default_client() -> Arc<ClientConfig> {
     static CFG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
-    CFG.get_or_init(|| client_config(&["http/1.1"], &[])).clone()
+    CFG.get_or_init(|| client_config(&["http/1.1"], &[]))
+        .clone()
 }
 
 pub struct TlsConn {
@@ -208,15 +224,26 @@ impl TlsConn {
             .unwrap_or_else(|e| panic!("TLS handshake with {addr} (SNI {sni}): {e}"))
     }
 
-    pub fn try_connect_with(addr: SocketAddr, sni: &str, cfg: Arc<ClientConfig>) -> Result<TlsConn, String> {
-        let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    pub fn try_connect_with(
+        addr: SocketAddr,
+        sni: &str,
+        cfg: Arc<ClientConfig>,
+    ) -> Result<TlsConn, String> {
+        let sock =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
         sock.set_nodelay(true).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        sock.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        sock.set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         TlsConn::handshake_on(sock, sni, cfg)
     }
 
-    pub fn handshake_on(mut sock: TcpStream, sni: &str, cfg: Arc<ClientConfig>) -> Result<TlsConn, String> {
+    pub fn handshake_on(
+        mut sock: TcpStream,
+        sni: &str,
+        cfg: Arc<ClientConfig>,
+    ) -> Result<TlsConn, String> {
         let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
         let mut conn = ClientConnection::new(cfg, name).map_err(|e| e.to_string())?;
         while conn.is_handshaking() {
@@ -235,7 +262,10 @@ impl TlsConn {
             buf: Vec::new(),
         };
         while t.tls.conn.is_handshaking() {
-            t.tls.conn.complete_io(&mut t.tls.sock).map_err(|e| e.to_string())?;
+            t.tls
+                .conn
+                .complete_io(&mut t.tls.sock)
+                .map_err(|e| e.to_string())?;
         }
         Ok(t)
     }
@@ -258,12 +288,18 @@ impl TlsConn {
     }
 
     pub fn peer_chain_len(&self) -> usize {
-        self.tls.conn.peer_certificates().map(|c| c.len()).unwrap_or(0)
+        self.tls
+            .conn
+            .peer_certificates()
+            .map(|c| c.len())
+            .unwrap_or(0)
     }
 
     #[track_caller]
     pub fn send(&mut self, bytes: &[u8]) {
-        self.tls.write_all(bytes).unwrap_or_else(|e| panic!("TLS send: {e}"));
+        self.tls
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("TLS send: {e}"));
         self.tls.flush().unwrap();
     }
 
@@ -297,7 +333,10 @@ impl TlsConn {
     fn read_exact_buf(&mut self, n: usize) -> io::Result<Vec<u8>> {
         while self.buf.len() < n {
             if self.fill()? == 0 {
-                return Err(io::Error::new(ErrorKind::UnexpectedEof, "EOF inside a body"));
+                return Err(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "EOF inside a body",
+                ));
             }
         }
         Ok(self.buf.drain(..n).collect())
@@ -310,7 +349,10 @@ impl TlsConn {
                 return Ok(l[..i].to_vec());
             }
             if self.fill()? == 0 {
-                return Err(io::Error::new(ErrorKind::UnexpectedEof, "EOF inside a chunk line"));
+                return Err(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "EOF inside a chunk line",
+                ));
             }
         }
     }
@@ -379,7 +421,8 @@ impl TlsConn {
 
     #[track_caller]
     pub fn read_response(&mut self) -> Response {
-        self.try_read(false).unwrap_or_else(|e| panic!("TLS response: {e}"))
+        self.try_read(false)
+            .unwrap_or_else(|e| panic!("TLS response: {e}"))
     }
 
     #[track_caller]
@@ -478,13 +521,25 @@ pub fn s_client(port: u16, args: &[&str], stdin: &[u8], linger: Duration) -> SCl
 }
 
 /// [`s_client`] with a bound on its whole run (panics when it outlives it).
-pub fn s_client_limit(port: u16, args: &[&str], stdin: &[u8], linger: Duration, limit: Duration) -> SClient {
+pub fn s_client_limit(
+    port: u16,
+    args: &[&str],
+    stdin: &[u8],
+    linger: Duration,
+    limit: Duration,
+) -> SClient {
     s_client_steps(port, args, &[stdin], linger, limit)
 }
 
 /// [`s_client_limit`] writing each of `steps` separately, `linger` apart (s_client reads a
 /// command letter such as `K` or `R` only at the start of a read).
-pub fn s_client_steps(port: u16, args: &[&str], steps: &[&[u8]], linger: Duration, limit: Duration) -> SClient {
+pub fn s_client_steps(
+    port: u16,
+    args: &[&str],
+    steps: &[&[u8]],
+    linger: Duration,
+    limit: Duration,
+) -> SClient {
     let ca = certs().ca().display().to_string();
     let connect = format!("127.0.0.1:{port}");
     let mut child = Command::new("openssl")
@@ -529,7 +584,11 @@ pub fn curl_tls(port: u16, host: &str, path: &str, extra: &[&str]) -> (i32, Vec<
 /// The head lines of curl `-i` output (last response), lowercased names.
 pub fn curl_header(out: &[u8], name: &str) -> Option<String> {
     let text = String::from_utf8_lossy(out);
-    let last_head = text.split("\r\n\r\n").filter(|h| h.starts_with("HTTP/")).last()?.to_string();
+    let last_head = text
+        .split("\r\n\r\n")
+        .filter(|h| h.starts_with("HTTP/"))
+        .last()?
+        .to_string();
     last_head
         .lines()
         .filter_map(|l| l.split_once(':'))
