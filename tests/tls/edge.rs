@@ -363,3 +363,47 @@ fn tunnel_half_close_over_tls() {
     assert_eq!(echoed, payload);
     assert_healthy(&mut s.proxy);
 }
+
+#[test]
+fn hsts_on_cache_hits() {
+    let origin = origin::Origin::start();
+    origin.on("/c", |_| origin::Reply::ok("cached body").h("Cache-Control", "max-age=60"));
+    let front = r#"
+  [[http.route]]
+  pool = "app"
+  path_prefix = "/c"
+  cache = { size = "16MiB", max_object = "1MiB" }
+"#;
+    let cfg = tls_config(1, &std_certs(), r#"hsts = "max-age=99""#, front, "");
+    let mut p = Proxy::start_with(&cfg, &[("app", origin.addr_string())]);
+    let mut c = TlsConn::connect(p.addr("web"), "a.test");
+    let mut wrong = Vec::new();
+    for i in 0..3 {
+        let r = c.get("/c", "a.test");
+        assert_eq!(r.body, b"cached body");
+        if r.head.header_all("strict-transport-security") != vec!["max-age=99"] {
+            wrong.push(format!("answer {i} (X-Cache {:?}): {:?}", r.header("x-cache"), r.head.headers));
+        }
+    }
+    assert!(wrong.is_empty(), "HSTS missing on a cache route:\n{}", wrong.join("\n"));
+    assert_eq!(origin.count("/c"), 1, "not cached");
+    assert_healthy(&mut p);
+}
+
+#[test]
+fn ctl_reload_rereads_changed_cert_files() {
+    let dir = private_certs();
+    let p = |n: &str| dir.join(n).display().to_string();
+    let certs = format!(r#"[ {{ cert = "{}", key = "{}" }} ]"#, p("a-ec.pem"), p("a-ec.key"));
+    let mut s = start_full(1, &certs, "", "", "");
+    let old = der_of(&dir.join("a-ec.pem"));
+    assert_eq!(TlsConn::connect(s.addr(), "a.test").peer_leaf(), old);
+    let gen = crate::common::certs::Certs { dir: dir.clone() };
+    gen.leaf("a-ec-2", "ec", "a.test", &["a.test"], "ca", 30);
+    std::fs::copy(dir.join("a-ec-2.key"), dir.join("a-ec.key")).unwrap();
+    std::fs::copy(dir.join("a-ec-2.pem"), dir.join("a-ec.pem")).unwrap();
+    let (code, out) = s.proxy.ctl("reload");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(TlsConn::connect(s.addr(), "a.test").peer_leaf(), der_of(&dir.join("a-ec-2.pem")), "`ctl reload` with the same TOML and new cert files");
+    assert_healthy(&mut s.proxy);
+}
