@@ -561,3 +561,60 @@ fn handshake_timeout_and_hsts_apply_after_reload() {
     );
     assert_healthy(&mut s.proxy);
 }
+
+#[test]
+fn reload_certs_during_a_stream_of_handshakes() {
+    let dir = private_certs();
+    let backend = Backend::start("app");
+    let cfg = tls_config(2, &certs_in(&dir), "", "", "");
+    let mut proxy = Proxy::start_with(&cfg, &[("app", backend.addr_string())]);
+    let addr = proxy.addr("web");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut errors = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let sni = if n % 2 == 0 { "a.test" } else { "b.test" };
+                    match TlsConn::try_connect_with(addr, sni, client_config(&["http/1.1"], &[])) {
+                        Ok(mut c) => {
+                            if let Err(e) = c.try_read_after_get(sni) {
+                                errors.push(format!("worker {w} #{n}: request: {e}"));
+                            }
+                        }
+                        Err(e) => errors.push(format!("worker {w} #{n}: handshake: {e}")),
+                    }
+                    n += 1;
+                }
+                (n, errors)
+            })
+        })
+        .collect();
+    let gen = Certs { dir: dir.clone() };
+    for i in 0..8 {
+        let name = format!("a-ec-r{i}");
+        gen.leaf(&name, "ec", "a.test", &["a.test", "*.w.test"], "ca", 30);
+        // Write key and cert together (rename), then reload.
+        std::fs::copy(dir.join(format!("{name}.key")), dir.join("a-ec.key.tmp")).unwrap();
+        std::fs::copy(dir.join(format!("{name}.pem")), dir.join("a-ec.pem.tmp")).unwrap();
+        std::fs::rename(dir.join("a-ec.key.tmp"), dir.join("a-ec.key")).unwrap();
+        std::fs::rename(dir.join("a-ec.pem.tmp"), dir.join("a-ec.pem")).unwrap();
+        let (code, out) = proxy.ctl("reload certs");
+        assert!(code == 0 && !out.contains("error"), "reload certs {i}: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    let mut errors = Vec::new();
+    for w in workers {
+        let (n, e) = w.join().unwrap();
+        total += n;
+        errors.extend(e);
+    }
+    assert!(errors.is_empty(), "{} of {total} failed: {errors:?}", errors.len());
+    assert!(total > 20, "only {total} handshakes");
+    assert_eq!(TlsConn::connect(addr, "a.test").peer_leaf(), der_of(&dir.join("a-ec.pem")));
+    assert_healthy(&mut proxy);
+}

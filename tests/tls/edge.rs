@@ -385,6 +385,12 @@ fn hsts_on_cache_hits() {
             wrong.push(format!("answer {i} (X-Cache {:?}): {:?}", r.header("x-cache"), r.head.headers));
         }
     }
+    let seen = origin.reqs("/c");
+    if let Some(first) = seen.first() {
+        if first.header("x-forwarded-proto") != Some("https") {
+            wrong.push(format!("origin saw X-Forwarded-Proto {:?}", first.header("x-forwarded-proto")));
+        }
+    }
     assert!(wrong.is_empty(), "HSTS missing on a cache route:\n{}", wrong.join("\n"));
     assert_eq!(origin.count("/c"), 1, "not cached");
     assert_healthy(&mut p);
