@@ -113,6 +113,9 @@ fn check_accepts_relative_paths_and_refuses_each_bad_setting_by_name() {
             "",
             &["http[0].tls.hsts"],
         ),
+        ("hsts max-age without a value", GOOD, r#"hsts = "max-age=""#, "", &["http[0].tls.hsts"]),
+        ("hsts max-age not a number", GOOD, r#"hsts = "max-age=abc; includeSubDomains""#, "", &["http[0].tls.hsts"]),
+        ("hsts with a CRLF", GOOD, r#"hsts = "max-age=1\r\nSet-Cookie: x=1""#, "", &["http[0].tls.hsts"]),
         ("ktls on", GOOD, r#"ktls = "on""#, "", &["http[0].tls.ktls"]),
         (
             "ocsp not DER",
@@ -617,4 +620,30 @@ fn reload_certs_during_a_stream_of_handshakes() {
     assert!(total > 20, "only {total} handshakes");
     assert_eq!(TlsConn::connect(addr, "a.test").peer_leaf(), der_of(&dir.join("a-ec.pem")));
     assert_healthy(&mut proxy);
+}
+
+#[test]
+fn redirect_https_refuses_malformed_hosts() {
+    let (mut p, backend) = redirect_setup("{port:web}");
+    let tls = p.port("web");
+    let mut wrong = Vec::new();
+    for host in ["a.test/x", "a.test@evil.com", "a b", "a.test?x", "[::1", "[::1]x:80"] {
+        let mut c = Conn::connect(p.addr("plain"));
+        c.send(format!("GET /p HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        let r = c.read_response();
+        if r.status != 400 {
+            wrong.push(format!("Host {host:?}: {} Location {:?}", r.status, r.header("location")));
+        }
+    }
+    // Absolute-form targets: the target's authority wins over Host (RFC 9112 3.2.2).
+    let mut c = Conn::connect(p.addr("plain"));
+    c.send(b"GET http://other.test:8080/p?q HTTP/1.1\r\nHost: a.test\r\n\r\n");
+    let r = c.read_response();
+    let want = format!("https://other.test:{tls}/p?q");
+    if r.header("location") != Some(want.as_str()) {
+        wrong.push(format!("absolute-form: {}", r.summary()));
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(backend.requests(), 0);
+    assert_healthy(&mut p);
 }
