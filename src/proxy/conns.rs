@@ -388,6 +388,11 @@ impl ConnCache {
         })
     }
 
+    /// The pool's TLS config as this shard uses it (MySQL sessions connect on their own).
+    pub fn tls_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.clone()
+    }
+
     /// Close every idle connection (shedding load near the memory ceiling).
     pub fn drop_idle(&self) {
         for s in &self.servers {

@@ -60,9 +60,14 @@ fn skip_loudly(test: &str, why: &str) {
 }
 
 fn script(args: &[&str]) -> Output {
+    script_env(args, &[])
+}
+
+fn script_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let child = Command::new("bash")
         .arg(SCRIPT)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -87,11 +92,16 @@ pub struct MariaDb {
 impl MariaDb {
     /// Start `n` instances, or `None` (after a loud message) when MariaDB cannot be installed.
     pub fn start(test: &str, n: usize) -> Option<MariaDb> {
+        MariaDb::start_env(test, n, &[])
+    }
+
+    /// As [`MariaDb::start`], with environment for the script (e.g. `MARIADB_SSL_DIR`).
+    pub fn start_env(test: &str, n: usize, env: &[(&str, &str)]) -> Option<MariaDb> {
         if let Err(why) = installed() {
             skip_loudly(test, why);
             return None;
         }
-        let out = script(&["start", &n.to_string()]);
+        let out = script_env(&["start", &n.to_string()], env);
         let env = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
         let text =
             std::fs::read_to_string(&env).unwrap_or_else(|e| panic!("{}: {e}", env.display()));

@@ -9,6 +9,7 @@
 #   mariadb.sh start-one ENVFILE I     start instance I again on its port (data kept: < 1 s)
 #   mariadb.sh kill-one ENVFILE I      SIGKILL instance I (a crash under load)
 #
+# With MARIADB_SSL_DIR set (ca.pem, server.pem, server.key in it), started instances speak TLS.
 # The env file is KEY=VALUE lines: MARIADB_DIR, MARIADB_COUNT, then per instance I
 # MARIADB_PORT_I, MARIADB_PID_I, MARIADB_SOCK_I, MARIADB_DATADIR_I, MARIADB_CNF_I.
 # Accounts (all on '%', mysql_native_password): sg_a/pw_a and sg_b/pw_b (all on sbtest.* and
@@ -99,6 +100,12 @@ innodb_log_file_size=16M
 innodb_flush_log_at_trx_commit=2
 innodb_doublewrite=0
 EOF
+    # TLS for the tests that speak it to the server: MARIADB_SSL_DIR holds ca.pem,
+    # server.pem and server.key.
+    if [ -n "${MARIADB_SSL_DIR:-}" ]; then
+        printf 'ssl-ca=%s/ca.pem\nssl-cert=%s/server.pem\nssl-key=%s/server.key\n' \
+            "$MARIADB_SSL_DIR" "$MARIADB_SSL_DIR" "$MARIADB_SSL_DIR" >>"$d.cnf"
+    fi
 }
 
 env_get() { # envfile key

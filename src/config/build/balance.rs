@@ -338,12 +338,7 @@ impl Builder<'_> {
                 "a pool used by a [[mysql]] frontend has no HTTP cache; remove cache",
             ));
         }
-        if pool.tls.is_some() {
-            return Err(self.err(
-                format!("{key}.tls"),
-                "TLS to MySQL servers is not supported yet (TLS towards MySQL clients is: [[mysql]] tls)",
-            ));
-        }
+
         if matches!(
             pool.hash_key,
             Some(HashKey::Uri | HashKey::Header(_) | HashKey::Cookie(_))

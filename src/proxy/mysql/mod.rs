@@ -312,13 +312,28 @@ pub async fn serve_client(
     };
     session.apply_pending();
 
-    let mut server = Socket::Tcp(server);
-    let started = match &conf.tls {
-        None => tls::Start::Plain(Socket::Tcp(client), early),
-        Some(t) => tls::start(&session, Socket::Tcp(client), &mut server, t, early).await,
+    let server = Socket::Tcp(server);
+    let back = view
+        .conns
+        .get(pool_ix)
+        .and_then(|c| c.tls_config())
+        .zip(pool_conf(&view, pool_ix).and_then(|p| p.tls.as_ref()))
+        .map(|(config, t)| (config, t.name_for(None, ss.addr)));
+    let started = if conf.tls.is_none() && back.is_none() {
+        tls::Start::Pumps(Socket::Tcp(client), server, early)
+    } else {
+        tls::start(
+            &session,
+            Socket::Tcp(client),
+            server,
+            conf.tls.as_deref(),
+            back,
+            early,
+        )
+        .await
     };
-    match (started, server) {
-        (tls::Start::Plain(Socket::Tcp(client), first), Socket::Tcp(mut server)) => {
+    match started {
+        tls::Start::Pumps(Socket::Tcp(client), Socket::Tcp(mut server), first) => {
             // What the client sent before the pumps start (its first packet, when TLS was
             // offered and declined) goes first.
             let sent = first.is_empty() || {
@@ -338,7 +353,7 @@ pub async fn serve_client(
                 session.ended(Dir::ServerToClient);
             }
         }
-        (tls::Start::Tls(mut client), mut server) => {
+        tls::Start::Relay(mut client, mut server) => {
             session.relay_tls(&mut client, &mut server).await
         }
         _ => session.ended(Dir::ClientToServer),
@@ -377,6 +392,10 @@ pub async fn serve_client(
         ));
     }
     drop(guard);
+}
+
+fn pool_conf(view: &ShardView, pool: usize) -> Option<&crate::config::Pool> {
+    view.gen.config.pools.get(pool)
 }
 
 /// Decrements a frontend's active gauge however the connection ends.

@@ -26,34 +26,44 @@ use crate::proto::mysql::{caps, handshake, packet::complete_packet_len};
 use crate::rt::{self, Read, Socket, TlsStream};
 use crate::tls::ServerTls;
 
-/// How the client started, once the greeting has been sent to it.
+/// How the session goes on, once the greeting has been sent to the client.
 pub enum Start {
-    /// Plain: these bytes (its first packet, maybe more) go to the server as they are.
-    Plain(Socket, Vec<u8>),
-    /// TLS, and the login went through (the relay goes on over this session).
-    Tls(Socket),
+    /// Plain on both sides: these bytes (the client's first packet, maybe more) go to the
+    /// server as they are, then the two pumps relay.
+    Pumps(Socket, Socket, Vec<u8>),
+    /// TLS on a side and the login went through: one task relays (a TLS session cannot be
+    /// split into two pumps).
+    Relay(Socket, Socket),
     /// Closed: a failed handshake, a failed login (relayed), or a silent client.
     Closed,
 }
 
-/// Read the client's first packet; on an SSLRequest run the handshake and the login (see the
-/// module head). `buf` holds what was already read from the client.
+/// The pool's TLS towards this server: the shard's config and the name to verify.
+pub type Backend = (
+    std::sync::Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+);
+
+/// Read the client's first packet and set up TLS on each side that has it (see the module
+/// head). `buf` holds what was already read from the client.
 pub async fn start(
     session: &Session<'_>,
     mut client: Socket,
-    server: &mut Socket,
-    tls: &ServerTls,
+    mut server: Socket,
+    front: Option<&ServerTls>,
+    back: Option<Backend>,
     mut buf: Vec<u8>,
 ) -> Start {
-    let deadline = Instant::now() + tls.handshake_timeout;
+    let limit = front.map_or(Duration::from_secs(10), |t| t.handshake_timeout);
+    let deadline = Instant::now() + limit;
     let st = session.shard.stats();
     // The first packet, whole.
     let first_len = loop {
         if let Some(n) = complete_packet_len(&buf) {
             break n;
         }
-        if buf.len() > 64 * 1024 {
-            return Start::Plain(client, buf);
+        if buf.len() > 64 * 1024 && back.is_none() {
+            return Start::Pumps(client, server, buf);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let (r, b) = rt::read_into(&mut client, buf, 256, left).await;
@@ -65,69 +75,161 @@ pub async fn start(
     let ssl = handshake::parse_response(&buf[4..first_len], (first_len - 4) as u64)
         .map(|r| r.ssl_request)
         .unwrap_or(false);
-    if !ssl {
-        return Start::Plain(client, buf);
-    }
-    let Socket::Tcp(tcp) = client else {
-        return Start::Closed;
-    };
-    let left = deadline.saturating_duration_since(Instant::now());
-    let shake = TlsStream::accept(tcp, &buf[first_len..], tls.config.clone());
-    let session_tls = match rt::timeout(left, shake).await {
-        None => {
-            st.tls_failure("timeout");
-            return Start::Closed;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    match (ssl, front, back) {
+        // Plain both ways: nothing to do here.
+        (false, _, None) => Start::Pumps(client, server, buf),
+        // TLS asked for but never offered: a confused client.
+        (true, None, _) => Start::Closed,
+        // TLS with the client only: its login is relayed shifted down by one.
+        (true, Some(tls), None) => {
+            let Some(client) = accept(client, &buf[first_len..], tls, left(), st).await else {
+                return Start::Closed;
+            };
+            let mut client = client;
+            let ok = login_shifted(
+                session,
+                &mut client,
+                &mut server,
+                Vec::new(),
+                -1,
+                false,
+                left(),
+            )
+            .await;
+            if ok {
+                Start::Relay(client, server)
+            } else {
+                Start::Closed
+            }
         }
-        Some(Err(e)) => {
-            st.tls_failure(e.reason());
-            return Start::Closed;
+        // TLS on both sides: the SSLRequest goes on to the server as it is, both sides
+        // handshake, and nothing needs shifting.
+        (true, Some(tls), Some(b)) => {
+            // Not shown to the observer: it would take the stream for opaque from here on,
+            // when it is about to see the login in the clear.
+            let sslreq = buf[..first_len].to_vec();
+            if rt::write_all(&mut server, sslreq, left()).await.0.is_err() {
+                return Start::Closed;
+            }
+            let Some(server) = connect(server, b, left()).await else {
+                return Start::Closed;
+            };
+            match accept(client, &buf[first_len..], tls, left(), st).await {
+                Some(client) => Start::Relay(client, server),
+                None => Start::Closed,
+            }
         }
-        Some(Ok(s)) => s,
-    };
-    if session_tls.resumed() {
-        st.tls_resumed.add(1);
-    } else {
-        st.tls_full.add(1);
-    }
-    let mut client = Socket::Tls(Box::new(session_tls));
-    let left = deadline.saturating_duration_since(Instant::now());
-    if login_shifted(
-        session,
-        &mut client,
-        server,
-        left.max(Duration::from_secs(1)),
-    )
-    .await
-    {
-        Start::Tls(client)
-    } else {
-        Start::Closed
+        // TLS with the server only: shardgate sends the SSLRequest the client did not
+        // (the first 32 bytes of its response, CLIENT_SSL set), and the login is relayed
+        // shifted up by one.
+        (false, _, Some(b)) => {
+            if first_len < 4 + 32 {
+                return Start::Closed;
+            }
+            let mut req = Vec::with_capacity(36);
+            req.extend_from_slice(&[32, 0, 0, buf[3]]);
+            req.extend_from_slice(&buf[4..36]);
+            set_ssl(&mut req, true);
+            if rt::write_all(&mut server, req, left()).await.0.is_err() {
+                return Start::Closed;
+            }
+            let Some(mut server) = connect(server, b, left()).await else {
+                return Start::Closed;
+            };
+            let ok = login_shifted(session, &mut client, &mut server, buf, 1, true, left()).await;
+            if ok {
+                Start::Relay(client, server)
+            } else {
+                Start::Closed
+            }
+        }
     }
 }
 
-/// Relay the login over TLS with sequence numbers shifted, until the server's OK or ERR.
-/// True when the login succeeded.
+/// The server side of a handshake with the client, counted.
+async fn accept(
+    client: Socket,
+    prefix: &[u8],
+    tls: &ServerTls,
+    limit: Duration,
+    st: &crate::stats::ShardStats,
+) -> Option<Socket> {
+    let Socket::Tcp(tcp) = client else {
+        return None;
+    };
+    match rt::timeout(limit, TlsStream::accept(tcp, prefix, tls.config.clone())).await {
+        None => {
+            st.tls_failure("timeout");
+            None
+        }
+        Some(Err(e)) => {
+            st.tls_failure(e.reason());
+            None
+        }
+        Some(Ok(s)) => {
+            if s.resumed() {
+                st.tls_resumed.add(1);
+            } else {
+                st.tls_full.add(1);
+            }
+            Some(Socket::Tls(Box::new(s)))
+        }
+    }
+}
+
+/// The client side of a handshake with the server.
+async fn connect(server: Socket, (config, name): Backend, limit: Duration) -> Option<Socket> {
+    let Socket::Tcp(tcp) = server else {
+        return None;
+    };
+    match rt::timeout(limit, TlsStream::connect(tcp, name, config)).await {
+        Some(Ok(s)) => Some(Socket::Tls(Box::new(s))),
+        Some(Err(e)) => {
+            tracing::warn!(event = "mysql_server_tls_failed", error = %e, "TLS handshake with the MySQL server failed");
+            None
+        }
+        None => None,
+    }
+}
+
+/// Set or clear CLIENT_SSL in a HandshakeResponse (or SSLRequest) packet.
+fn set_ssl(p: &mut [u8], on: bool) {
+    if p.len() >= 8 {
+        let mut c = u32::from_le_bytes([p[4], p[5], p[6], p[7]]);
+        if on {
+            c |= caps::SSL as u32;
+        } else {
+            c &= !(caps::SSL as u32);
+        }
+        p[4..8].copy_from_slice(&c.to_le_bytes());
+    }
+}
+
+/// Relay the login with sequence numbers shifted by `shift` towards the server (and back the
+/// other way), until the server's OK or ERR; the client's first packet (its response, maybe
+/// already in `cbuf`) gets CLIENT_SSL set to `server_tls`. True when the login succeeded.
 async fn login_shifted(
     session: &Session<'_>,
     client: &mut Socket,
     server: &mut Socket,
+    mut cbuf: Vec<u8>,
+    shift: i8,
+    server_tls: bool,
     limit: Duration,
 ) -> bool {
-    let (mut cbuf, mut sbuf) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
+    let mut sbuf = Vec::with_capacity(1024);
     let deadline = Instant::now() + limit;
     let mut first = true;
     loop {
         // Whole packets from the client go down, shifted.
         while let Some(n) = complete_packet_len(&cbuf) {
             let mut p: Vec<u8> = cbuf.drain(..n).collect();
-            p[3] = p[3].wrapping_sub(1);
+            p[3] = p[3].wrapping_add_signed(shift);
             if first {
-                // The HandshakeResponse: the server must not expect TLS.
+                // The HandshakeResponse: CLIENT_SSL as the server's side really is.
                 first = false;
-                if p.len() >= 8 {
-                    let c = u32::from_le_bytes([p[4], p[5], p[6], p[7]]) & !(caps::SSL as u32);
-                    p[4..8].copy_from_slice(&c.to_le_bytes());
-                }
+                set_ssl(&mut p, server_tls);
             }
             session.observe(&p, Dir::ClientToServer);
             if rt::write_all(server, p, limit).await.0.is_err() {
@@ -137,7 +239,7 @@ async fn login_shifted(
         // Whole packets from the server go up, shifted; OK or ERR ends the login.
         while let Some(n) = complete_packet_len(&sbuf) {
             let mut p: Vec<u8> = sbuf.drain(..n).collect();
-            p[3] = p[3].wrapping_add(1);
+            p[3] = p[3].wrapping_add_signed(-shift);
             let kind = p.get(4).copied();
             session.observe(&p, Dir::ServerToClient);
             if rt::write_all(client, p, limit).await.0.is_err() {
