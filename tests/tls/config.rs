@@ -113,9 +113,27 @@ fn check_accepts_relative_paths_and_refuses_each_bad_setting_by_name() {
             "",
             &["http[0].tls.hsts"],
         ),
-        ("hsts max-age without a value", GOOD, r#"hsts = "max-age=""#, "", &["http[0].tls.hsts"]),
-        ("hsts max-age not a number", GOOD, r#"hsts = "max-age=abc; includeSubDomains""#, "", &["http[0].tls.hsts"]),
-        ("hsts with a CRLF", GOOD, r#"hsts = "max-age=1\r\nSet-Cookie: x=1""#, "", &["http[0].tls.hsts"]),
+        (
+            "hsts max-age without a value",
+            GOOD,
+            r#"hsts = "max-age=""#,
+            "",
+            &["http[0].tls.hsts"],
+        ),
+        (
+            "hsts max-age not a number",
+            GOOD,
+            r#"hsts = "max-age=abc; includeSubDomains""#,
+            "",
+            &["http[0].tls.hsts"],
+        ),
+        (
+            "hsts with a CRLF",
+            GOOD,
+            r#"hsts = "max-age=1\r\nSet-Cookie: x=1""#,
+            "",
+            &["http[0].tls.hsts"],
+        ),
         ("ktls on", GOOD, r#"ktls = "on""#, "", &["http[0].tls.ktls"]),
         (
             "ocsp not DER",
@@ -605,7 +623,10 @@ fn reload_certs_during_a_stream_of_handshakes() {
         std::fs::rename(dir.join("a-ec.key.tmp"), dir.join("a-ec.key")).unwrap();
         std::fs::rename(dir.join("a-ec.pem.tmp"), dir.join("a-ec.pem")).unwrap();
         let (code, out) = proxy.ctl("reload certs");
-        assert!(code == 0 && !out.contains("error"), "reload certs {i}: {out}");
+        assert!(
+            code == 0 && !out.contains("error"),
+            "reload certs {i}: {out}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -616,9 +637,16 @@ fn reload_certs_during_a_stream_of_handshakes() {
         total += n;
         errors.extend(e);
     }
-    assert!(errors.is_empty(), "{} of {total} failed: {errors:?}", errors.len());
+    assert!(
+        errors.is_empty(),
+        "{} of {total} failed: {errors:?}",
+        errors.len()
+    );
     assert!(total > 20, "only {total} handshakes");
-    assert_eq!(TlsConn::connect(addr, "a.test").peer_leaf(), der_of(&dir.join("a-ec.pem")));
+    assert_eq!(
+        TlsConn::connect(addr, "a.test").peer_leaf(),
+        der_of(&dir.join("a-ec.pem"))
+    );
     assert_healthy(&mut proxy);
 }
 
@@ -627,12 +655,23 @@ fn redirect_https_refuses_malformed_hosts() {
     let (mut p, backend) = redirect_setup("{port:web}");
     let tls = p.port("web");
     let mut wrong = Vec::new();
-    for host in ["a.test/x", "a.test@evil.com", "a b", "a.test?x", "[::1", "[::1]x:80"] {
+    for host in [
+        "a.test/x",
+        "a.test@evil.com",
+        "a b",
+        "a.test?x",
+        "[::1",
+        "[::1]x:80",
+    ] {
         let mut c = Conn::connect(p.addr("plain"));
         c.send(format!("GET /p HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
         let r = c.read_response();
         if r.status != 400 {
-            wrong.push(format!("Host {host:?}: {} Location {:?}", r.status, r.header("location")));
+            wrong.push(format!(
+                "Host {host:?}: {} Location {:?}",
+                r.status,
+                r.header("location")
+            ));
         }
     }
     // Absolute-form targets: the target's authority wins over Host (RFC 9112 3.2.2).

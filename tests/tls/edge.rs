@@ -367,7 +367,9 @@ fn tunnel_half_close_over_tls() {
 #[test]
 fn hsts_on_cache_hits() {
     let origin = origin::Origin::start();
-    origin.on("/c", |_| origin::Reply::ok("cached body").h("Cache-Control", "max-age=60"));
+    origin.on("/c", |_| {
+        origin::Reply::ok("cached body").h("Cache-Control", "max-age=60")
+    });
     let front = r#"
   [[http.route]]
   pool = "app"
@@ -382,16 +384,27 @@ fn hsts_on_cache_hits() {
         let r = c.get("/c", "a.test");
         assert_eq!(r.body, b"cached body");
         if r.head.header_all("strict-transport-security") != vec!["max-age=99"] {
-            wrong.push(format!("answer {i} (X-Cache {:?}): {:?}", r.header("x-cache"), r.head.headers));
+            wrong.push(format!(
+                "answer {i} (X-Cache {:?}): {:?}",
+                r.header("x-cache"),
+                r.head.headers
+            ));
         }
     }
     let seen = origin.reqs("/c");
     if let Some(first) = seen.first() {
         if first.header("x-forwarded-proto") != Some("https") {
-            wrong.push(format!("origin saw X-Forwarded-Proto {:?}", first.header("x-forwarded-proto")));
+            wrong.push(format!(
+                "origin saw X-Forwarded-Proto {:?}",
+                first.header("x-forwarded-proto")
+            ));
         }
     }
-    assert!(wrong.is_empty(), "HSTS missing on a cache route:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "HSTS missing on a cache route:\n{}",
+        wrong.join("\n")
+    );
     assert_eq!(origin.count("/c"), 1, "not cached");
     assert_healthy(&mut p);
 }
@@ -400,7 +413,11 @@ fn hsts_on_cache_hits() {
 fn ctl_reload_rereads_changed_cert_files() {
     let dir = private_certs();
     let p = |n: &str| dir.join(n).display().to_string();
-    let certs = format!(r#"[ {{ cert = "{}", key = "{}" }} ]"#, p("a-ec.pem"), p("a-ec.key"));
+    let certs = format!(
+        r#"[ {{ cert = "{}", key = "{}" }} ]"#,
+        p("a-ec.pem"),
+        p("a-ec.key")
+    );
     let mut s = start_full(1, &certs, "", "", "");
     let old = der_of(&dir.join("a-ec.pem"));
     assert_eq!(TlsConn::connect(s.addr(), "a.test").peer_leaf(), old);
@@ -410,6 +427,10 @@ fn ctl_reload_rereads_changed_cert_files() {
     std::fs::copy(dir.join("a-ec-2.pem"), dir.join("a-ec.pem")).unwrap();
     let (code, out) = s.proxy.ctl("reload");
     assert_eq!(code, 0, "{out}");
-    assert_eq!(TlsConn::connect(s.addr(), "a.test").peer_leaf(), der_of(&dir.join("a-ec-2.pem")), "`ctl reload` with the same TOML and new cert files");
+    assert_eq!(
+        TlsConn::connect(s.addr(), "a.test").peer_leaf(),
+        der_of(&dir.join("a-ec-2.pem")),
+        "`ctl reload` with the same TOML and new cert files"
+    );
     assert_healthy(&mut s.proxy);
 }

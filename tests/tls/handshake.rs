@@ -488,15 +488,34 @@ fn stats_show_the_tls_mode_and_counters() {
 fn a_session_does_not_resume_under_another_name_or_another_process() {
     let mut s = start(1, "");
     let sess = s.proxy.dir.join("sess-a").display().to_string();
-    let r = s_client(s.port(), &["-servername", "a.test", "-sess_out", &sess], b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n", Duration::from_millis(500));
+    let r = s_client(
+        s.port(),
+        &["-servername", "a.test", "-sess_out", &sess],
+        b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        Duration::from_millis(500),
+    );
     assert!(r.connected(), "{}", r.all());
-    let r = s_client(s.port(), &["-servername", "b.test", "-sess_in", &sess], b"", Duration::from_millis(200));
+    let r = s_client(
+        s.port(),
+        &["-servername", "b.test", "-sess_in", &sess],
+        b"",
+        Duration::from_millis(200),
+    );
     assert!(r.connected(), "{}", r.all());
-    assert!(!r.reused(), "a.test's session resumed with SNI b.test: {}", r.all());
+    assert!(
+        !r.reused(),
+        "a.test's session resumed with SNI b.test: {}",
+        r.all()
+    );
     assert!(r.subject().contains("b.test"), "{}", r.all());
     // Another process has other ticket keys: a full handshake, not a failure.
     let mut other = start(1, "");
-    let r = s_client(other.port(), &["-servername", "a.test", "-sess_in", &sess], b"", Duration::from_millis(200));
+    let r = s_client(
+        other.port(),
+        &["-servername", "a.test", "-sess_in", &sess],
+        b"",
+        Duration::from_millis(200),
+    );
     assert!(r.connected() && !r.reused(), "{}", r.all());
     assert_healthy(&mut s.proxy);
     assert_healthy(&mut other.proxy);
