@@ -105,6 +105,27 @@ fn hsts_on_proxied_and_static_answers_not_on_errors() {
         "static: {}",
         r.summary()
     );
+    // Other static answers: a range, a HEAD, a conditional 304.
+    let mut wrong = Vec::new();
+    c.send(&req("GET", "/assets/big.bin", "a.test", &[("Range", "bytes=0-9")], b""));
+    let r = c.read_response();
+    if r.head.header_all("strict-transport-security") != vec![HSTS] {
+        wrong.push(format!("static 206: {}", r.summary()));
+    }
+    c.send(&req("HEAD", "/assets/small.txt", "a.test", &[], b""));
+    let r = c.try_read(true).unwrap();
+    if r.head.header_all("strict-transport-security") != vec![HSTS] {
+        wrong.push(format!("static HEAD: {}", r.summary()));
+    }
+    let r = c.get("/assets/small.txt", "a.test");
+    if let Some(etag) = r.header("etag").map(str::to_string) {
+        c.send(&req("GET", "/assets/small.txt", "a.test", &[("If-None-Match", &etag)], b""));
+        let r = c.read_response();
+        if r.status == 304 && r.head.header_all("strict-transport-security") != vec![HSTS] {
+            wrong.push(format!("static 304: {}", r.summary()));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     let r = c.get("/dead/x", "a.test");
     assert!(r.status >= 500, "{}", r.summary());
     assert!(
