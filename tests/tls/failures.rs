@@ -486,3 +486,47 @@ fn tls13_key_update_is_answered_without_waiting_for_a_response() {
     );
     assert_healthy(&mut s.proxy);
 }
+
+#[test]
+fn client_hello_fragmented_across_records() {
+    let mut s = start(2, "");
+    for piece in [1usize, 7, 100] {
+        let (conn, hello) = client_hello("b.test");
+        assert_eq!(hello[0], 0x16);
+        let body = &hello[5..];
+        let mut out = Vec::new();
+        for chunk in body.chunks(piece) {
+            out.extend_from_slice(&[0x16, hello[1], hello[2]]);
+            out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            out.extend_from_slice(chunk);
+        }
+        let mut sock = tcp(s.addr());
+        sock.write_all(&out).unwrap();
+        let mut c = TlsConn::resume_handshake(conn, sock)
+            .unwrap_or_else(|e| panic!("ClientHello in records of {piece} bytes: {e}"));
+        assert_eq!(which_cert(&c.peer_leaf()), "b", "SNI lost with {piece}-byte records");
+        assert_eq!(c.get("/", "b.test").status, 200);
+    }
+    assert_healthy(&mut s.proxy);
+}
+
+#[test]
+fn request_sent_together_with_the_client_finished() {
+    let mut s = start(2, "");
+    for v in ["1.3", "1.2"] {
+        let cfg = client_config(&["http/1.1"], &[v]);
+        let mut conn = ClientConnection::new(cfg, ServerName::try_from("a.test").unwrap()).unwrap();
+        // Written before the handshake ends: rustls sends it right behind its Finished, in
+        // the same flight.
+        conn.writer().write_all(&req("GET", "/with-finished", "a.test", &[], b"")).unwrap();
+        let sock = tcp(s.addr());
+        let mut c = TlsConn::resume_handshake(conn, sock).unwrap_or_else(|e| panic!("TLS {v}: {e}"));
+        c.set_read_timeout(Duration::from_secs(5));
+        let r = c.try_read(false);
+        assert!(
+            matches!(r, Ok(ref r) if r.header("x-target") == Some("/with-finished")),
+            "TLS {v}: request sent with the Finished: {r:?}"
+        );
+    }
+    assert_healthy(&mut s.proxy);
+}
