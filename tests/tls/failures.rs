@@ -478,9 +478,15 @@ fn tls13_key_update_is_answered_without_waiting_for_a_response() {
         Duration::from_millis(1500),
         Duration::from_secs(10),
     );
-    assert!(r.all().contains(">>> TLS 1.3, Handshake [length 0005], KeyUpdate"), "{}", r.all());
     assert!(
-        r.all().contains("<<< TLS 1.3, Handshake [length 0005], KeyUpdate"),
+        r.all()
+            .contains(">>> TLS 1.3, Handshake [length 0005], KeyUpdate"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.all()
+            .contains("<<< TLS 1.3, Handshake [length 0005], KeyUpdate"),
         "no KeyUpdate from the server within 1.5 s of the client's update_requested: {}",
         r.all()
     );
@@ -504,7 +510,11 @@ fn client_hello_fragmented_across_records() {
         sock.write_all(&out).unwrap();
         let mut c = TlsConn::resume_handshake(conn, sock)
             .unwrap_or_else(|e| panic!("ClientHello in records of {piece} bytes: {e}"));
-        assert_eq!(which_cert(&c.peer_leaf()), "b", "SNI lost with {piece}-byte records");
+        assert_eq!(
+            which_cert(&c.peer_leaf()),
+            "b",
+            "SNI lost with {piece}-byte records"
+        );
         assert_eq!(c.get("/", "b.test").status, 200);
     }
     assert_healthy(&mut s.proxy);
@@ -518,9 +528,12 @@ fn request_sent_together_with_the_client_finished() {
         let mut conn = ClientConnection::new(cfg, ServerName::try_from("a.test").unwrap()).unwrap();
         // Written before the handshake ends: rustls sends it right behind its Finished, in
         // the same flight.
-        conn.writer().write_all(&req("GET", "/with-finished", "a.test", &[], b"")).unwrap();
+        conn.writer()
+            .write_all(&req("GET", "/with-finished", "a.test", &[], b""))
+            .unwrap();
         let sock = tcp(s.addr());
-        let mut c = TlsConn::resume_handshake(conn, sock).unwrap_or_else(|e| panic!("TLS {v}: {e}"));
+        let mut c =
+            TlsConn::resume_handshake(conn, sock).unwrap_or_else(|e| panic!("TLS {v}: {e}"));
         c.set_read_timeout(Duration::from_secs(5));
         let r = c.try_read(false);
         assert!(

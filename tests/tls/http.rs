@@ -107,7 +107,13 @@ fn hsts_on_proxied_and_static_answers_not_on_errors() {
     );
     // Other static answers: a range, a HEAD, a conditional 304.
     let mut wrong = Vec::new();
-    c.send(&req("GET", "/assets/big.bin", "a.test", &[("Range", "bytes=0-9")], b""));
+    c.send(&req(
+        "GET",
+        "/assets/big.bin",
+        "a.test",
+        &[("Range", "bytes=0-9")],
+        b"",
+    ));
     let r = c.read_response();
     if r.head.header_all("strict-transport-security") != vec![HSTS] {
         wrong.push(format!("static 206: {}", r.summary()));
@@ -119,7 +125,13 @@ fn hsts_on_proxied_and_static_answers_not_on_errors() {
     }
     let r = c.get("/assets/small.txt", "a.test");
     if let Some(etag) = r.header("etag").map(str::to_string) {
-        c.send(&req("GET", "/assets/small.txt", "a.test", &[("If-None-Match", &etag)], b""));
+        c.send(&req(
+            "GET",
+            "/assets/small.txt",
+            "a.test",
+            &[("If-None-Match", &etag)],
+            b"",
+        ));
         let r = c.read_response();
         if r.status == 304 && r.head.header_all("strict-transport-security") != vec![HSTS] {
             wrong.push(format!("static 304: {}", r.summary()));
