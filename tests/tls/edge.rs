@@ -150,6 +150,30 @@ fn silent_crowd_does_not_delay_a_real_client() {
         t0.elapsed()
     );
     drop(crowd);
+    drop(c);
+    // Everything they held is let go: no connection, no descriptor left behind.
+    let fds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let active = counter(&s.proxy, "connections.active");
+        if active == 0 || Instant::now() > deadline {
+            assert_eq!(
+                active, 0,
+                "connections.active after 150 silent clients left"
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = fds(s.proxy.pid());
+    assert!(
+        after < 150,
+        "{after} descriptors open in the daemon after the crowd left"
+    );
     assert_healthy(&mut s.proxy);
 }
 
