@@ -10,15 +10,15 @@ use std::time::Duration;
 
 const HSTS: &str = "max-age=63072000; includeSubDomains";
 
-fn static_root() -> std::path::PathBuf {
-    let root = proxy::temp_dir("tlsstatic");
+fn static_root() -> TempDir {
+    let root = TempDir(proxy::temp_dir("tlsstatic"));
     std::fs::create_dir_all(root.join("assets")).unwrap();
     std::fs::write(root.join("assets/big.bin"), pattern(0, 3 << 20)).unwrap();
     std::fs::write(root.join("assets/small.txt"), b"hello static\n").unwrap();
     root
 }
 
-fn full_setup() -> (Setup, std::path::PathBuf) {
+fn full_setup() -> (Setup, TempDir) {
     let root = static_root();
     let front = format!(
         r#"

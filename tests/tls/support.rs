@@ -17,10 +17,41 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The certificates every test reads (never modified; tests that change files copy them).
+static CERTS: OnceLock<Certs> = OnceLock::new();
+
+/// The certificates every test reads (never modified; tests that change files copy them),
+/// removed when the test process exits.
 pub fn certs() -> &'static Certs {
-    static CERTS: OnceLock<Certs> = OnceLock::new();
-    CERTS.get_or_init(|| Certs::generate(&temp_dir("tlscerts")))
+    CERTS.get_or_init(|| {
+        extern "C" fn remove_certs() {
+            if let Some(c) = CERTS.get() {
+                let _ = std::fs::remove_dir_all(&c.dir);
+            }
+        }
+        // SAFETY: registers a plain function with no captured state to run at exit.
+        unsafe {
+            libc::atexit(remove_certs);
+        }
+        Certs::generate(&temp_dir("tlscerts"))
+    })
+}
+
+/// A temp directory removed when dropped (kept when the test is failing, for a look).
+pub struct TempDir(pub PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Absolute path of a shared cert file, for configs.
@@ -629,8 +660,8 @@ pub fn check(config: &Path) -> (i32, String) {
 }
 
 /// A directory with a copy of the shared certs (for tests that change or break files).
-pub fn private_certs() -> PathBuf {
-    let dir = temp_dir("tlsown");
+pub fn private_certs() -> TempDir {
+    let dir = TempDir(temp_dir("tlsown"));
     for e in std::fs::read_dir(&certs().dir).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
