@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod certs;
 pub mod client;
 pub mod dns;
 pub mod loadgen;
