@@ -347,9 +347,17 @@ fn greeting_offers_ssl_only_with_tls_and_bad_handshakes_close_and_count() {
         started.elapsed() < Duration::from_secs(8),
         "not closed by handshake_timeout"
     );
+    // Counted just after the close the client saw: give the shard a moment.
+    let counted = || {
+        let (_, stats) = p.ctl("show stats");
+        stats.contains("tls.failed.bad_message: 1") && stats.contains("tls.failed.timeout: 1")
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), counted),
+        "{}",
+        p.ctl("show stats").1
+    );
     let (_, stats) = p.ctl("show stats");
-    assert!(stats.contains("tls.failed.bad_message: 1"), "{stats}");
-    assert!(stats.contains("tls.failed.timeout: 1"), "{stats}");
     assert!(stats.contains("connections.panicked: 0"), "{stats}");
     let (_, _, answer) = run_case(&s, &p, true);
     assert_eq!(answer, "42");

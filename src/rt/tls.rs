@@ -123,6 +123,8 @@ pub struct TlsStream {
     conn: Connection,
     /// The peer closed its side (TCP EOF, or `close_notify`).
     eof: bool,
+    /// Our `close_notify` was queued.
+    closed_ours: bool,
 }
 
 impl TlsStream {
@@ -139,6 +141,7 @@ impl TlsStream {
             tcp,
             conn: Connection::Server(conn),
             eof: false,
+            closed_ours: false,
         };
         let mut rest = prefix;
         while !rest.is_empty() {
@@ -168,6 +171,7 @@ impl TlsStream {
             tcp,
             conn: Connection::Client(conn),
             eof: false,
+            closed_ours: false,
         };
         loop {
             s.flush_tls().await.map_err(HandshakeError::Io)?;
@@ -200,6 +204,11 @@ impl TlsStream {
                 }
                 Ok(_) => {
                     self.process().await?;
+                    // What processing queued (a KeyUpdate of ours, the refusal of a
+                    // renegotiation) goes out now, not with our next data.
+                    if self.conn.wants_write() {
+                        self.flush_tls().await.map_err(HandshakeError::Io)?;
+                    }
                     return Ok(true);
                 }
                 Err(e) if would_block(&e) => {
@@ -231,6 +240,10 @@ impl TlsStream {
         }
         loop {
             match self.conn.reader().read(dst) {
+                Ok(0) => {
+                    self.answer_close_notify();
+                    return Ok(0);
+                }
                 Ok(n) => return Ok(n),
                 Err(e) if would_block(&e) => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
@@ -261,7 +274,10 @@ impl TlsStream {
     /// Send `close_notify`, then half-close the socket. Bounded: a peer that does not read
     /// for [`CLOSE_WAIT`] gets the socket shut down without it.
     pub async fn close_notify(&mut self) -> io::Result<()> {
-        self.conn.send_close_notify();
+        if !self.closed_ours {
+            self.closed_ours = true;
+            self.conn.send_close_notify();
+        }
         let r = super::timeout(CLOSE_WAIT, self.flush_tls())
             .await
             .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()));
@@ -270,6 +286,15 @@ impl TlsStream {
             libc::shutdown(self.tcp.as_raw_fd(), libc::SHUT_WR);
         }
         r
+    }
+
+    /// The peer sent `close_notify`: answer with ours (RFC 8446 §6.1), without waiting.
+    fn answer_close_notify(&mut self) {
+        if !self.closed_ours {
+            self.closed_ours = true;
+            self.conn.send_close_notify();
+            let _ = self.try_flush();
+        }
     }
 
     /// Non-blocking: decrypted bytes into `dst`; `Ok(0)` at EOF; `WouldBlock` when none are
@@ -297,11 +322,15 @@ impl TlsStream {
                 self.eof = true;
                 Ok(())
             }
-            Ok(_) => self
-                .conn
-                .process_new_packets()
-                .map(|_| ())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Ok(_) => {
+                self.conn
+                    .process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                if self.conn.wants_write() {
+                    self.try_flush()?;
+                }
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -358,7 +387,10 @@ impl TlsStream {
 
     /// Queue `close_notify` (sent by the next flush).
     pub fn queue_close_notify(&mut self) {
-        self.conn.send_close_notify();
+        if !self.closed_ours {
+            self.closed_ours = true;
+            self.conn.send_close_notify();
+        }
     }
 
     pub fn tcp(&self) -> &TcpStream {

@@ -254,7 +254,7 @@ async fn shard_main(
             shard.shared.applied[id].0.store(now, Ordering::Release);
         }
     }
-    accepting.stop_all();
+    accepting.stop_all(!shard.life.handover.load(Ordering::SeqCst));
     // Messages that came too late (connections handed over, listeners bound): closed.
     drop(std::mem::take(
         &mut *shard.shared.inbox[id]
@@ -339,10 +339,20 @@ impl Accepting {
         });
     }
 
-    fn stop_all(&mut self) {
+    /// Stop every accept loop. On a real stop (not a binary upgrade, whose new process
+    /// keeps these very sockets) each listening socket stops listening at once: with
+    /// io_uring the kernel releases the ring's hold on it only some time after the process
+    /// exits, and meanwhile it would still complete connections nobody will accept.
+    fn stop_all(&mut self, unlisten: bool) {
         for (_, cs) in self.loops.drain() {
-            for (c, _) in cs {
+            for (c, fd) in cs {
                 let _ = c.cancel();
+                if unlisten {
+                    // SAFETY: shutdown(2) of a listening socket we own: it stops listening.
+                    unsafe {
+                        libc::shutdown(fd, libc::SHUT_RD);
+                    }
+                }
             }
         }
     }

@@ -178,6 +178,9 @@ impl ResolvesServerCert for Resolver {
             .filter(ecdsa)
             .chain(list.iter().filter(|k| !ecdsa(k)))
             .find(|k| k.key.choose_scheme(offered).is_some())
+            // None fits what the client can verify (or it offered nothing usable, e.g. no
+            // cipher suite in common): the first, and rustls says what is incompatible.
+            .or_else(|| list.first())
             .cloned()
     }
 }

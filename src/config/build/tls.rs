@@ -22,6 +22,28 @@ impl AcceptProxy {
     }
 }
 
+/// A Strict-Transport-Security value browsers obey (RFC 6797 §6.1): directives separated by
+/// `;`, one of them `max-age=` with digits (optionally quoted), no control characters.
+fn hsts_ok(v: &str) -> bool {
+    if v.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return false;
+    }
+    let mut max_age = 0;
+    for d in v.split(';').map(str::trim) {
+        let Some((name, value)) = d.split_once('=') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case("max-age") {
+            let digits = value.trim().trim_matches('"');
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return false;
+            }
+            max_age += 1;
+        }
+    }
+    max_age == 1
+}
+
 impl Builder<'_> {
     /// A path from the config: relative ones are taken from the config file's directory.
     fn near_config(&self, p: &str) -> PathBuf {
@@ -99,9 +121,7 @@ impl Builder<'_> {
             ));
         }
         if let Some(h) = &t.hsts {
-            if !h.to_ascii_lowercase().contains("max-age=")
-                || h.bytes().any(|b| b < 0x20 || b == 0x7f)
-            {
+            if !hsts_ok(h) {
                 return Err(self.err(
                     k("hsts"),
                     format!("{h:?}: expected a Strict-Transport-Security value such as \"max-age=31536000; includeSubDomains\""),

@@ -26,7 +26,7 @@ pub async fn redirect_https(
         .absolute_authority
         .or(head.host)
         .map(|s| s.of(&conn.buf))
-        .filter(|h| !h.is_empty());
+        .filter(|h| host_ok(h));
     let status = match host {
         None => {
             answer::text(&mut conn.out, 400, &[], false, http10, head_only);
@@ -72,6 +72,38 @@ pub async fn redirect_https(
     }
     let keep = keep && status != 400;
     super::cached::finish_answer(conn, client, keep, status, head.head_len as u64, started).await
+}
+
+/// A Host a `Location` may be built from (RFC 3986 §3.2.2): a registered name or an IPv4
+/// address, or `[IPv6]`, then an optional port. Anything else gets 400, not a broken URL.
+fn host_ok(h: &[u8]) -> bool {
+    let (name, port) = if h.first() == Some(&b'[') {
+        let Some(end) = h.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inside = &h[1..end];
+        if inside.is_empty()
+            || !inside
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || b":.".contains(b))
+        {
+            return false;
+        }
+        (&h[..=end], &h[end + 1..])
+    } else {
+        match h.iter().position(|&b| b == b':') {
+            Some(i) => (&h[..i], &h[i..]),
+            None => (h, &h[h.len()..]),
+        }
+    };
+    let name_ok = !name.is_empty()
+        && (name.first() == Some(&b'[')
+            || name
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b)));
+    let port_ok = port.is_empty()
+        || (port[0] == b':' && port.len() <= 6 && port[1..].iter().all(u8::is_ascii_digit));
+    name_ok && port_ok
 }
 
 /// Add the frontend's `Strict-Transport-Security` to the response head that ends `out`, on a

@@ -39,6 +39,7 @@ pub async fn serve(
     conn.buf.drain(..head_len.min(conn.buf.len()));
     let keep = !ask.close && !conn.closing();
     let (status, body) = write_entry(&mut conn.out, ask, e, label, z.conf.status_header, keep);
+    crate::proxy::http::edge::hsts(&mut conn.out, &conn.fe, conn.tls);
     let mut answered = 0;
     let ok = conn
         .send_out_with(client, e.body.slice(body), &mut answered)
