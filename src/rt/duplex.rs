@@ -35,8 +35,9 @@ impl Hooks for NoHooks {}
 /// How a relay ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum End {
-    /// Both sides finished sending and everything was delivered.
-    Done,
+    /// Both sides finished sending and everything was delivered; `a_first`: side `a` was
+    /// the first to finish.
+    Done { a_first: bool },
     /// Nothing moved either way for `idle`.
     Idle,
     /// A socket failed (reset, shut down by another task, a TLS error): the side at fault,
@@ -77,21 +78,28 @@ impl Dir {
 pub async fn duplex(a: &mut Socket, b: &mut Socket, idle: Duration, hooks: &mut impl Hooks) -> End {
     let (mut ab, mut ba) = (Dir::new(), Dir::new());
     let mut steps = 0u32;
+    let mut a_first = None;
     loop {
         let mut moved = false;
         for from_a in [true, false] {
-            let (src, dst, d) = if from_a {
-                (&mut *a, &mut *b, &mut ab)
+            let (src, dst, d, other_open) = if from_a {
+                (&mut *a, &mut *b, &mut ab, ba.open)
             } else {
-                (&mut *b, &mut *a, &mut ba)
+                (&mut *b, &mut *a, &mut ba, ab.open)
             };
-            match step(src, dst, d, from_a, hooks) {
+            match step(src, dst, d, !other_open, from_a, hooks) {
                 Ok(m) => moved |= m,
                 Err(side) => return End::Failed(side),
             }
         }
+        if a_first.is_none() && (!ab.open || !ba.open) {
+            a_first = Some(!ab.open);
+        }
+        let done = End::Done {
+            a_first: a_first.unwrap_or(true),
+        };
         if !ab.open && !ba.open && ab.shut == 2 && ba.shut == 2 {
-            return End::Done;
+            return done;
         }
         if moved {
             steps += 1;
@@ -101,9 +109,11 @@ pub async fn duplex(a: &mut Socket, b: &mut Socket, idle: Duration, hooks: &mut 
             steps = 0;
             // Let the shard's other tasks run; readiness says at once that more is there.
         }
+        // A side held back (may_read) is read anyway once the other has finished: what it
+        // waits for will not come.
         let want = Want {
-            read_a: ab.open && !ab.pending() && hooks.may_read(true),
-            read_b: ba.open && !ba.pending() && hooks.may_read(false),
+            read_a: ab.open && !ab.pending() && (hooks.may_read(true) || !ba.open),
+            read_b: ba.open && !ba.pending() && (hooks.may_read(false) || !ab.open),
             write_a: ba.pending() || a.has_pending_output(),
             write_b: ab.pending() || b.has_pending_output(),
         };
@@ -114,11 +124,8 @@ pub async fn duplex(a: &mut Socket, b: &mut Socket, idle: Duration, hooks: &mut 
             continue;
         }
         if !want.any() {
-            // Sources closed or held back, nothing in flight: only an idle end is left
-            // (a held-back side is released by the other side's data, which we read).
-            if !ab.open && !ba.open {
-                return End::Done;
-            }
+            // Nothing to read, nothing in flight: nothing can happen any more.
+            return done;
         }
         if !wait(a, b, &want, idle).await {
             return End::Idle;
@@ -132,11 +139,12 @@ fn step(
     src: &mut Socket,
     dst: &mut Socket,
     d: &mut Dir,
+    other_closed: bool,
     from_a: bool,
     hooks: &mut impl Hooks,
 ) -> Result<bool, bool> {
     let mut moved = false;
-    if d.open && !d.pending() && hooks.may_read(from_a) {
+    if d.open && !d.pending() && (hooks.may_read(from_a) || other_closed) {
         d.buf.clear();
         d.off = 0;
         match src.try_recv(&mut d.buf) {
@@ -158,6 +166,10 @@ fn step(
             Ok(n) => {
                 d.off += n;
                 moved |= n > 0;
+                if n > 0 {
+                    // The destination takes bytes: its stall timer starts over.
+                    hooks.waiting_on(!from_a, false);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -28,20 +28,34 @@ fn hsts_ok(v: &str) -> bool {
     if v.bytes().any(|b| b < 0x20 || b == 0x7f) {
         return false;
     }
-    let mut max_age = 0;
-    for d in v.split(';').map(str::trim) {
-        let Some((name, value)) = d.split_once('=') else {
-            continue;
+    let mut seen: Vec<String> = Vec::new();
+    let mut max_age = false;
+    for d in v.split(';').map(str::trim).filter(|d| !d.is_empty()) {
+        let (name, value) = match d.split_once('=') {
+            Some((n, v)) => (n.trim().to_ascii_lowercase(), Some(v.trim())),
+            None => (d.to_ascii_lowercase(), None),
         };
-        if name.trim().eq_ignore_ascii_case("max-age") {
-            let digits = value.trim().trim_matches('"');
+        // §6.1: a directive named twice makes the whole header ignored.
+        if seen.contains(&name) {
+            return false;
+        }
+        if name == "max-age" {
+            let v = value.unwrap_or("");
+            let digits = match v.strip_prefix('"') {
+                Some(inner) => match inner.strip_suffix('"') {
+                    Some(d) => d,
+                    None => return false,
+                },
+                None => v,
+            };
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return false;
             }
-            max_age += 1;
+            max_age = true;
         }
+        seen.push(name);
     }
-    max_age == 1
+    max_age
 }
 
 impl Builder<'_> {

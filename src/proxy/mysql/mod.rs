@@ -357,7 +357,9 @@ pub async fn serve_client(
         tls::Start::Relay(mut client, mut server) => {
             session.relay_tls(&mut client, &mut server).await
         }
-        _ => session.ended(Dir::ClientToServer),
+        // start() closed both sockets: their numbers may already be someone else's, so
+        // the session must not shut them down.
+        _ => ctl.closed.set(true),
     }
 
     // Both directions are done: account what was left open, then let the streams go.

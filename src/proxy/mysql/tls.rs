@@ -71,8 +71,10 @@ pub async fn start(
         if buf.len() >= 4 && buf[3] != 1 {
             break 0;
         }
-        if buf.len() > 64 * 1024 && back.is_none() {
-            return Start::Pumps(client, server, buf);
+        // A HandshakeResponse is a few hundred bytes: a client announcing more is not
+        // buffered before it has logged in.
+        if buf.len() > 64 * 1024 {
+            return Start::Closed;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let (r, b) = rt::read_into(&mut client, buf, 256, left).await;
@@ -110,7 +112,7 @@ pub async fn start(
                 Vec::new(),
                 -1,
                 false,
-                left(),
+                login_limit,
             )
             .await;
             if ok {
@@ -258,9 +260,10 @@ async fn login_shifted(
         while let Some(n) = complete_packet_len(&sbuf) {
             let mut p: Vec<u8> = sbuf.drain(..n).collect();
             p[3] = p[3].wrapping_add_signed(-shift);
-            // caching_sha2_password's "perform full authentication": the client, on TLS,
-            // would send its password in the clear over our plain link to the server.
-            if !server_tls && p.get(4..) == Some(&[0x01, 0x04][..]) {
+            // caching_sha2_password's "perform full authentication", or a switch to a plugin
+            // that sends the password itself: the client, on TLS, would send it in the clear
+            // over our plain link to the server.
+            if !server_tls && sends_password(&p[4..]) {
                 let mut err = Vec::new();
                 let msg = "shardgate: this account's full authentication needs TLS to the server (set tls on the pool)";
                 err_packet(&mut err, p[3], 1251, b"08004", msg);
@@ -287,6 +290,20 @@ async fn login_shifted(
         if !matches!(got, Some(Read::Data)) {
             return false;
         }
+    }
+}
+
+/// Does this login packet from the server make the client send its password as it is?
+fn sends_password(payload: &[u8]) -> bool {
+    const CLEAR: [&[u8]; 3] = [b"mysql_clear_password", b"sha256_password", b"dialog"];
+    match payload.first() {
+        Some(0x01) => payload == [0x01, 0x04],
+        Some(0xFE) => {
+            let name = &payload[1..];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            CLEAR.contains(&name)
+        }
+        _ => false,
     }
 }
 
@@ -350,7 +367,9 @@ impl Session<'_> {
         let end = rt::duplex(client, server, NEVER, &mut Watch(self)).await;
         self.ctl.client_write_since_ms.set(0);
         self.ended(match end {
-            rt::DuplexEnd::Failed(false) => Dir::ServerToClient,
+            rt::DuplexEnd::Failed(false) | rt::DuplexEnd::Done { a_first: false } => {
+                Dir::ServerToClient
+            }
             _ => Dir::ClientToServer,
         });
     }
