@@ -113,19 +113,32 @@ pub async fn run(
         }
         return None;
     }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let socket = tls_accept(stream, &buf, tls, left, st).await?;
+    buf.clear();
+    Some(Ready { socket, addrs, buf })
+}
+
+/// The server side of a TLS handshake on `stream` (plain TCP), starting with `prefix` (bytes
+/// already read), within `limit`; counted as full, resumed, or failed by reason.
+pub async fn tls_accept(
+    stream: Socket,
+    prefix: &[u8],
+    tls: &ServerTls,
+    limit: Duration,
+    st: &ShardStats,
+) -> Option<Socket> {
     let Socket::Tcp(tcp) = stream else {
         return None;
     };
-    let left = deadline.saturating_duration_since(Instant::now());
-    let shake = TlsStream::accept(tcp, &buf, tls.config.clone());
-    match rt::timeout(left, shake).await {
+    match rt::timeout(limit, TlsStream::accept(tcp, prefix, tls.config.clone())).await {
         None => {
             st.tls_failure("timeout");
             None
         }
         Some(Err(e)) => {
             st.tls_failure(e.reason());
-            tracing::debug!(%peer, error = ?e, "TLS handshake failed");
+            tracing::debug!(error = ?e, "TLS handshake failed");
             None
         }
         Some(Ok(session)) => {
@@ -134,12 +147,7 @@ pub async fn run(
             } else {
                 st.tls_full.add(1);
             }
-            buf.clear();
-            Some(Ready {
-                socket: Socket::Tls(Box::new(session)),
-                addrs,
-                buf,
-            })
+            Some(Socket::Tls(Box::new(session)))
         }
     }
 }

@@ -178,41 +178,20 @@ impl Socket {
     /// Cancel-safe: dropped before it ends, nothing was taken (plain: readiness, then a
     /// non-blocking `recv`; TLS: the session keeps what arrived).
     pub async fn recv(&mut self, buf: &mut Vec<u8>) -> Read {
-        if buf.capacity() == buf.len() {
-            buf.reserve(16 * 1024);
-        }
-        match self {
-            Socket::Tcp(t) => loop {
-                let spare = buf.spare_capacity_mut();
-                // SAFETY: recv(2) writes at most `spare.len()` bytes into memory we own.
-                let n = unsafe {
-                    libc::recv(
-                        t.as_raw_fd(),
-                        spare.as_mut_ptr() as *mut libc::c_void,
-                        spare.len(),
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if n > 0 {
-                    // SAFETY: the kernel initialised `n` bytes past the old length.
-                    unsafe { buf.set_len(buf.len() + n as usize) };
-                    return Read::Data;
-                }
-                if n == 0 {
-                    return Read::Eof;
-                }
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => {}
-                    io::ErrorKind::WouldBlock => {
-                        if let Err(e) = t.readable(false).await {
-                            return Read::Err(e);
-                        }
+        loop {
+            match self.try_recv(buf) {
+                Ok(0) => return Read::Eof,
+                Ok(_) => return Read::Data,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // TLS: what the socket held was taken into the session; nothing is left in
+                // it, so its readiness is what to wait for.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = self.tcp().readable(false).await {
+                        return Read::Err(e);
                     }
-                    _ => return Read::Err(e),
                 }
-            },
-            Socket::Tls(t) => read_racing(t, buf, std::future::pending()).await,
+                Err(e) => return Read::Err(e),
+            }
         }
     }
 

@@ -148,12 +148,18 @@ impl TlsStream {
             s.conn.read_tls(&mut rest).map_err(HandshakeError::Io)?;
             s.process().await?;
         }
+        s.handshake().await?;
+        Ok(s)
+    }
+
+    /// Exchange handshake messages until the handshake is over (our last flight sent).
+    async fn handshake(&mut self) -> Result<(), HandshakeError> {
         loop {
-            s.flush_tls().await.map_err(HandshakeError::Io)?;
-            if !s.conn.is_handshaking() {
-                return Ok(s);
+            self.flush_tls().await.map_err(HandshakeError::Io)?;
+            if !self.conn.is_handshaking() {
+                return Ok(());
             }
-            if !s.fill_once().await? {
+            if !self.fill_once().await? {
                 return Err(HandshakeError::Closed);
             }
         }
@@ -173,15 +179,8 @@ impl TlsStream {
             eof: false,
             closed_ours: false,
         };
-        loop {
-            s.flush_tls().await.map_err(HandshakeError::Io)?;
-            if !s.conn.is_handshaking() {
-                return Ok(s);
-            }
-            if !s.fill_once().await? {
-                return Err(HandshakeError::Closed);
-            }
-        }
+        s.handshake().await?;
+        Ok(s)
     }
 
     /// Process what rustls has buffered; on a protocol error send the alert it queued.

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use super::{Dir, Session};
 use crate::proto::mysql::packet::{complete_packet_len, err_packet};
 use crate::proto::mysql::{caps, handshake};
+use crate::proxy::preamble::tls_accept;
 use crate::rt::{self, Read, Socket, TlsStream};
 use crate::tls::ServerTls;
 
@@ -101,7 +102,7 @@ pub async fn start(
         (true, None, _) => Start::Closed,
         // TLS with the client only: its login is relayed shifted down by one.
         (true, Some(tls), None) => {
-            let Some(client) = accept(client, &buf[first_len..], tls, left(), st).await else {
+            let Some(client) = tls_accept(client, &buf[first_len..], tls, left(), st).await else {
                 return Start::Closed;
             };
             let mut client = client;
@@ -133,7 +134,7 @@ pub async fn start(
             let Some(server) = connect(server, b, left()).await else {
                 return Start::Closed;
             };
-            match accept(client, &buf[first_len..], tls, left(), st).await {
+            match tls_accept(client, &buf[first_len..], tls, left(), st).await {
                 Some(client) => Start::Relay(client, server),
                 None => Start::Closed,
             }
@@ -162,37 +163,6 @@ pub async fn start(
             } else {
                 Start::Closed
             }
-        }
-    }
-}
-
-/// The server side of a handshake with the client, counted.
-async fn accept(
-    client: Socket,
-    prefix: &[u8],
-    tls: &ServerTls,
-    limit: Duration,
-    st: &crate::stats::ShardStats,
-) -> Option<Socket> {
-    let Socket::Tcp(tcp) = client else {
-        return None;
-    };
-    match rt::timeout(limit, TlsStream::accept(tcp, prefix, tls.config.clone())).await {
-        None => {
-            st.tls_failure("timeout");
-            None
-        }
-        Some(Err(e)) => {
-            st.tls_failure(e.reason());
-            None
-        }
-        Some(Ok(s)) => {
-            if s.resumed() {
-                st.tls_resumed.add(1);
-            } else {
-                st.tls_full.add(1);
-            }
-            Some(Socket::Tls(Box::new(s)))
         }
     }
 }
