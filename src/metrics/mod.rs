@@ -3,8 +3,10 @@
 //!
 //! (Being written: the API below is what the admin listener and the control commands call.)
 
+mod edge;
 mod exposition;
 pub mod histogram;
+mod mysql;
 pub(crate) mod prom;
 
 use crate::shared::Shared;
