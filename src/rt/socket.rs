@@ -79,35 +79,21 @@ impl Socket {
         if buf.capacity() == buf.len() {
             buf.reserve(16 * 1024);
         }
-        let len = buf.len();
-        let spare = buf.spare_capacity_mut();
-        let n = match self {
-            Socket::Tcp(t) => {
-                // SAFETY: recv(2) writes at most `spare.len()` bytes into memory we own.
-                let n = unsafe {
-                    libc::recv(
-                        t.as_raw_fd(),
-                        spare.as_mut_ptr() as *mut libc::c_void,
-                        spare.len(),
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if n < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                n as usize
-            }
+        match self {
+            Socket::Tcp(t) => super::splice::recv_spare(t.as_raw_fd(), buf),
             Socket::Tls(t) => {
+                let len = buf.len();
+                let spare = buf.spare_capacity_mut();
                 // SAFETY: try_read_plain only writes into the slice and says how much.
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut(spare.as_mut_ptr() as *mut u8, spare.len())
                 };
-                t.try_read_plain(dst)?
+                let n = t.try_read_plain(dst)?;
+                // SAFETY: `n` bytes past the old length were just initialised.
+                unsafe { buf.set_len(len + n) };
+                Ok(n)
             }
-        };
-        // SAFETY: `n` bytes past the old length were just initialised.
-        unsafe { buf.set_len(len + n) };
-        Ok(n)
+        }
     }
 
     /// Non-blocking: send what the socket (or the TLS session) takes of `data`.

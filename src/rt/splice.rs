@@ -101,6 +101,28 @@ fn splice_once(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
+/// One non-blocking `recv(2)` into `buf`'s spare capacity (which must not be empty): the
+/// bytes taken (0 at EOF), appended to `buf`.
+pub fn recv_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: recv(2) writes at most `spare.len()` bytes into memory we own and do not read
+    // until the kernel says how many it wrote.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            spare.as_mut_ptr() as *mut libc::c_void,
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised exactly `n` bytes past the old length.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -243,26 +265,11 @@ pub async fn recv_watching(
     }
     let fd = src.as_raw_fd();
     loop {
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: recv(2) writes at most `spare.len()` bytes into memory we own and do not
-        // read until the kernel says how many it wrote.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                spare.as_mut_ptr() as *mut libc::c_void,
-                spare.len(),
-                libc::MSG_DONTWAIT,
-            )
+        let e = match recv_spare(fd, buf) {
+            Ok(0) => return Read::Eof,
+            Ok(_) => return Read::Data,
+            Err(e) => e,
         };
-        if n > 0 {
-            // SAFETY: the kernel initialised exactly `n` bytes past the old length.
-            unsafe { buf.set_len(buf.len() + n as usize) };
-            return Read::Data;
-        }
-        if n == 0 {
-            return Read::Eof;
-        }
-        let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::Interrupted {
             continue;
         }
