@@ -27,17 +27,19 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 /// Few enough that summing them on every accept (see [`admits`]) stays cheap.
 const SLOTS: usize = 32;
 
+/// A thread's bytes held, and the allocations it made (what `memory.allocations` counts:
+/// benchmarks divide its growth by the requests served).
 #[repr(align(128))]
-struct Slot(AtomicI64);
+struct Slot(AtomicI64, AtomicU64);
 
-static COUNTS: [Slot; SLOTS] = [const { Slot(AtomicI64::new(0)) }; SLOTS];
+static COUNTS: [Slot; SLOTS] = [const { Slot(AtomicI64::new(0), AtomicU64::new(0)) }; SLOTS];
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static MY_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-fn slot() -> &'static AtomicI64 {
+fn slot() -> &'static Slot {
     let i = MY_SLOT
         .try_with(|s| {
             if s.get() == usize::MAX {
@@ -46,7 +48,13 @@ fn slot() -> &'static AtomicI64 {
             s.get()
         })
         .unwrap_or(0);
-    &COUNTS[i].0
+    &COUNTS[i]
+}
+
+fn count_alloc(size: usize) {
+    let s = slot();
+    s.0.fetch_add(size as i64, Ordering::Relaxed);
+    s.1.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The system allocator, counting what it hands out (see the module head).
@@ -58,7 +66,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // SAFETY: the caller's contract is passed through.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            slot().fetch_add(layout.size() as i64, Ordering::Relaxed);
+            count_alloc(layout.size());
         }
         p
     }
@@ -67,7 +75,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         // SAFETY: as above.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
-            slot().fetch_add(layout.size() as i64, Ordering::Relaxed);
+            count_alloc(layout.size());
         }
         p
     }
@@ -75,14 +83,17 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: as above.
         unsafe { System.dealloc(ptr, layout) };
-        slot().fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        slot().0.fetch_sub(layout.size() as i64, Ordering::Relaxed);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as above.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            slot().fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+            let s = slot();
+            s.0.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+            // A realloc is an allocation for the "none per request" count.
+            s.1.fetch_add(1, Ordering::Relaxed);
         }
         p
     }
@@ -92,6 +103,11 @@ unsafe impl GlobalAlloc for CountingAlloc {
 pub fn held() -> u64 {
     let sum: i64 = COUNTS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
     sum.max(0) as u64
+}
+
+/// Heap allocations (and reallocations) made since the process started, by every thread.
+pub fn allocations() -> u64 {
+    COUNTS.iter().map(|s| s.1.load(Ordering::Relaxed)).sum()
 }
 
 /// How hard the daemon is shedding load; ordered, each level does what the ones below do.

@@ -294,6 +294,7 @@ pub fn render_stats(shards: &[std::sync::Arc<Padded<ShardStats>>]) -> String {
         sum(|s| &s.proxy_untrusted)
     );
     let _ = writeln!(out, "memory.held_bytes: {}", crate::mem::held());
+    let _ = writeln!(out, "memory.allocations: {}", crate::mem::allocations());
     let _ = writeln!(out, "memory.limit_bytes: {}", crate::mem::limit());
     let _ = writeln!(out, "memory.level: {}", crate::mem::level().name());
     let _ = writeln!(out, "memory.shed_episodes: {}", crate::mem::episodes());

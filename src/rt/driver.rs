@@ -67,6 +67,7 @@ where
             });
         match built {
             Ok(mut rt) => {
+                super::timer::new_runtime();
                 rt.block_on(main(Driver::Uring));
                 return Ok(Driver::Uring);
             }
@@ -79,6 +80,7 @@ where
     let mut rt = RuntimeBuilder::<LegacyDriver>::new()
         .enable_timer()
         .build()?;
+    super::timer::new_runtime();
     rt.block_on(main(Driver::Epoll));
     Ok(Driver::Epoll)
 }

@@ -32,6 +32,7 @@ mod socket;
 mod splice;
 mod stream;
 mod task;
+mod timer;
 mod tls;
 
 pub use clock::{ms_of, now_ms, now_us, LogLimit};
@@ -60,4 +61,4 @@ pub use tls::TlsStream;
 pub use monoio::io::{CancelHandle, Canceller, Splitable};
 pub use monoio::net::{TcpListener, TcpStream};
 pub use monoio::spawn;
-pub use monoio::time::sleep;
+pub use timer::sleep;
