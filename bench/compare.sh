@@ -81,6 +81,8 @@ trap 'exit 130' INT TERM
 open_fds() {
     local p sum=0 n
     for p in "$@"; do
+        # ls -U: unsorted, cheap at 10k entries; the names are fd numbers.
+        # shellcheck disable=SC2012
         n=$(ls -U /proc/"$p"/fd 2>/dev/null | wc -l) || true
         sum=$((sum + ${n:-0}))
     done
@@ -112,8 +114,9 @@ ensure_tools() {
     if ((${#need[@]})); then
         [[ $(id -u) -ne 0 ]] && sudo=sudo
         log "installing: ${need[*]}"
-        $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" \
-            || die "apt-get install ${need[*]} failed"
+        if ! { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; }; then
+            die "apt-get install ${need[*]} failed"
+        fi
     fi
     export PATH=$PATH:/usr/sbin:/sbin
     if [[ $C_CLIENT == oha ]]; then
@@ -219,8 +222,8 @@ run_one() {
     read -r -a bpids <<< "$(tree_pids "${PID[backend]}" | xargs)"
     local acc0 p0 t0 b0 rss0=${BASE_RSS[$target]}
     acc0=$(backend_accepts)
-    p0=$( [[ $target == direct ]] && echo 0 || cpu_ns "${mpids[@]}")
-    t0=$( [[ $target == direct ]] && echo 0 || tick_ns "${mpids[@]}")
+    p0=0 t0=0
+    if [[ $target != direct ]]; then p0=$(cpu_ns "${mpids[@]}"); t0=$(tick_ns "${mpids[@]}"); fi
     b0=$(cpu_ns "${bpids[@]}")
 
     case $wl in
@@ -309,7 +312,7 @@ else:
           lat["p50"], lat["p99"], lat["p99_9"])
 PY
     ) || parsed="0 0 NA NA NA NA NA NA"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$wl" "$target" "$rep" "$(tr ' ' '\t' <<< "$parsed")" \
         "$([[ $target == direct ]] && echo NA || echo $((p1 - p0)))" \
         "$([[ $target == direct ]] && echo NA || echo $((t1 - t0)))" \
@@ -505,15 +508,18 @@ main() {
 
     # Idle RSS after warm-up: the base for RSS per connection. Taken once, because allocators
     # keep what a previous rep grew and a per-run "before" would hide it.
+    local -a pids
     for t in $TARGETS; do
         if [[ $t == direct ]]; then
-            BASE_RSS[$t]=$(rss_kib $(tree_pids "${PID[backend]}"))
+            read -r -a pids <<< "$(tree_pids "${PID[backend]}" | xargs)"
         else
-            BASE_RSS[$t]=$(rss_kib $(tree_pids "${PID[$t]}"))
+            read -r -a pids <<< "$(tree_pids "${PID[$t]}" | xargs)"
         fi
+        BASE_RSS[$t]=$(rss_kib "${pids[@]}")
     done
 
-    local rep wl i n targets=($TARGETS) order
+    local rep wl i n targets order
+    read -r -a targets <<< "$TARGETS"
     n=${#targets[@]}
     for ((rep = 1; rep <= REPS; rep++)); do
         for wl in $WORKLOADS; do
@@ -522,7 +528,7 @@ main() {
             for ((i = 0; i < n; i++)); do order+=("${targets[$(((i + rep - 1) % n))]}"); done
             for t in "${order[@]}"; do
                 run_one "$wl" "$t" "$rep"
-                [[ $wl == conn10k ]] && sleep 2 || sleep 0.3
+                if [[ $wl == conn10k ]]; then sleep 2; else sleep 0.3; fi
             done
         done
     done
