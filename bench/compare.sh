@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# compare.sh: shardgate against HAProxy 2.6 and nginx 1.22 in ONE interleaved run (method:
-# PERF.md). The proxy under test is pinned to CPU0 with 1 shard / 1 thread / 1 worker; the
+# compare.sh: shardgate against HAProxy 2.6, nginx 1.22, Sozu 2.3, Caddy 2.6 and H2O 2.2 in ONE
+# interleaved run (method: PERF.md). The proxy under test is pinned to CPU0 with 1 shard / 1 thread
+# / 1 worker (Sozu: 1 worker process; Caddy: GOMAXPROCS=1; H2O: num-threads 1); the
 # backend (nginx, 1 worker) and the load generator share CPU1; every target gets the same
 # backend and the same client settings; "direct" (client straight to the backend) is the ceiling.
 # The figure that holds on a shared 2-core box is proxy CPU time per request (schedstat ns of
@@ -8,7 +9,7 @@
 #
 # Usage:  bench/compare.sh              full run (3 reps, ~8-9 minutes)
 #         QUICK=1 bench/compare.sh      smoke run (2 reps, short runs, ~3 minutes)
-# Knobs (environment): REPS, TARGETS="direct haproxy nginx shardgate",
+# Knobs (environment): REPS, TARGETS="direct haproxy nginx sozu caddy h2o shardgate",
 #   WORKLOADS="tiny 16k rate conn10k", C_CLIENT=loadgen|oha (client of the fixed-rate run),
 #   SKIP_BUILD=1 (use target/release as is), OUT=DIR (results directory),
 #   SG_DRIVER=epoll (run shardgate on its epoll driver; default: io_uring when available),
@@ -33,7 +34,7 @@ if [[ $QUICK == 1 ]]; then
 else
     REPS=${REPS:-3}; DUR=${DUR:-5}; RATE_DUR=${RATE_DUR:-8}; CONN_DUR=${CONN_DUR:-6}; RAMP=${RAMP:-2}
 fi
-TARGETS=${TARGETS:-"direct haproxy nginx shardgate"}
+TARGETS=${TARGETS:-"direct haproxy nginx sozu caddy h2o shardgate"}
 WORKLOADS=${WORKLOADS:-"tiny 16k rate conn10k"}
 C_CLIENT=${C_CLIENT:-loadgen}
 BASE_REV=${BASE_REV:-}
@@ -45,7 +46,8 @@ PROXY_CPU=0
 SIDE_CPU=1
 BACKEND_PORT=29200
 STATUS_URL=http://127.0.0.1:29201/status
-declare -A PORT=([direct]=29200 [haproxy]=28091 [nginx]=28092 [shardgate]=28090 [shardgate_base]=28093)
+declare -A PORT=([direct]=29200 [haproxy]=28091 [nginx]=28092 [shardgate]=28090 [shardgate_base]=28093
+    [sozu]=28094 [caddy]=28095 [h2o]=28096)
 declare -A PATHQ=([tiny]=/ [16k]=/16k [rate]=/ [conn10k]=/)
 BODY_16K=16384
 
@@ -81,6 +83,8 @@ trap 'exit 130' INT TERM
 open_fds() {
     local p sum=0 n
     for p in "$@"; do
+        # ls -U: unsorted, cheap at 10k entries; the names are fd numbers.
+        # shellcheck disable=SC2012
         n=$(ls -U /proc/"$p"/fd 2>/dev/null | wc -l) || true
         sum=$((sum + ${n:-0}))
     done
@@ -109,13 +113,27 @@ ensure_tools() {
     command -v python3 >/dev/null || need+=(python3)
     command -v ss >/dev/null || need+=(iproute2)
     command -v taskset >/dev/null || need+=(util-linux)
+    # The other peers, when they are targets (Debian packages: Caddy 2.6, H2O 2.2).
+    if [[ " $TARGETS " == *" caddy "* ]]; then command -v caddy >/dev/null || need+=(caddy); fi
+    if [[ " $TARGETS " == *" h2o "* ]]; then command -v h2o >/dev/null || need+=(h2o); fi
+    # Sozu 2.3 is not packaged by Debian: built below with cargo install, whose build script
+    # needs protoc.
+    if [[ " $TARGETS " == *" sozu "* ]]; then
+        export PATH=$PATH:$HOME/.cargo/bin
+        command -v sozu >/dev/null || command -v protoc >/dev/null || need+=(protobuf-compiler)
+    fi
     if ((${#need[@]})); then
         [[ $(id -u) -ne 0 ]] && sudo=sudo
         log "installing: ${need[*]}"
-        $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" \
-            || die "apt-get install ${need[*]} failed"
+        if ! { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; }; then
+            die "apt-get install ${need[*]} failed"
+        fi
     fi
     export PATH=$PATH:/usr/sbin:/sbin
+    if [[ " $TARGETS " == *" sozu "* ]]; then
+        command -v sozu >/dev/null || { log "building sozu (minutes)"; cargo install sozu --locked --version '~2.3'; } \
+            || die "cargo install sozu failed"
+    fi
     if [[ $C_CLIENT == oha ]]; then
         export PATH=$PATH:$HOME/.cargo/bin
         command -v oha >/dev/null || { log "building oha (minutes)"; cargo install oha --locked; }
@@ -160,12 +178,13 @@ build_base() {
 # ---------------------------------------------------------------------------------------------
 start_all() {
     local p
-    for p in 28090 28091 28092 28093 29200 29201; do
+    for p in 28090 28091 28092 28093 28094 28095 28096 29200 29201; do
         # SO_REUSEPORT listeners (shardgate, HAProxy) would silently share a busy port.
         port_free "$p" || die "port $p is already in use: $(ss -Hltnp "sport = :$p" | head -n 1)"
     done
-    rm -rf "$RUN/backend" "$RUN/nginx" "$RUN/ctl.sock" "$RUN/ctl-base.sock"
-    mkdir -p "$RUN/backend/logs" "$RUN/backend/tmp" "$RUN/backend/html" "$RUN/nginx/logs" "$RUN/nginx/tmp"
+    rm -rf "$RUN/backend" "$RUN/nginx" "$RUN/ctl.sock" "$RUN/ctl-base.sock" "$RUN/sozu" "$RUN/caddy" "$RUN/h2o"
+    mkdir -p "$RUN/backend/logs" "$RUN/backend/tmp" "$RUN/backend/html" "$RUN/nginx/logs" "$RUN/nginx/tmp" \
+        "$RUN/sozu" "$RUN/caddy" "$RUN/h2o"
     chmod 755 "$RUN" "$RUN/backend" "$RUN/backend/html"
     head -c "$BODY_16K" /dev/urandom > "$RUN/backend/html/16k"
     chmod 644 "$RUN/backend/html/16k"
@@ -184,6 +203,25 @@ start_all() {
         taskset -c $PROXY_CPU nginx -p "$RUN/nginx/" -e logs/error.log -c "$CONF/nginx-proxy.conf" \
             > "$OUT/raw/nginx.log" 2>&1 &
         PID[nginx]=$!
+    fi
+    if [[ " $TARGETS " == *" sozu "* ]]; then
+        # Main process in the foreground; it forks the worker (a child: tree_pids counts both).
+        sed "s#@RUN@#$RUN#g" "$CONF/sozu.toml" > "$RUN/sozu/sozu.toml"
+        taskset -c $PROXY_CPU sozu --config "$RUN/sozu/sozu.toml" start > "$OUT/raw/sozu.log" 2>&1 &
+        PID[sozu]=$!
+    fi
+    if [[ " $TARGETS " == *" caddy "* ]]; then
+        # One Go process, one P; its data and autosaved config stay in $RUN/caddy, not in $HOME.
+        GOMAXPROCS=1 XDG_DATA_HOME=$RUN/caddy/data XDG_CONFIG_HOME=$RUN/caddy/config \
+            taskset -c $PROXY_CPU caddy run --config "$CONF/caddy.Caddyfile" --adapter caddyfile \
+            > "$OUT/raw/caddy.log" 2>&1 &
+        PID[caddy]=$!
+    fi
+    if [[ " $TARGETS " == *" h2o "* ]]; then
+        # Worker mode: one process (plus its backtrace-annotating perl helper, a child).
+        sed "s#@RUN@#$RUN#g" "$CONF/h2o.conf" > "$RUN/h2o/h2o.conf"
+        taskset -c $PROXY_CPU h2o -m worker -c "$RUN/h2o/h2o.conf" > "$OUT/raw/h2o.log" 2>&1 &
+        PID[h2o]=$!
     fi
     local sg conf
     for sg in shardgate shardgate_base; do
@@ -219,8 +257,8 @@ run_one() {
     read -r -a bpids <<< "$(tree_pids "${PID[backend]}" | xargs)"
     local acc0 p0 t0 b0 rss0=${BASE_RSS[$target]}
     acc0=$(backend_accepts)
-    p0=$( [[ $target == direct ]] && echo 0 || cpu_ns "${mpids[@]}")
-    t0=$( [[ $target == direct ]] && echo 0 || tick_ns "${mpids[@]}")
+    p0=0 t0=0
+    if [[ $target != direct ]]; then p0=$(cpu_ns "${mpids[@]}"); t0=$(tick_ns "${mpids[@]}"); fi
     b0=$(cpu_ns "${bpids[@]}")
 
     case $wl in
@@ -309,7 +347,7 @@ else:
           lat["p50"], lat["p99"], lat["p99_9"])
 PY
     ) || parsed="0 0 NA NA NA NA NA NA"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$wl" "$target" "$rep" "$(tr ' ' '\t' <<< "$parsed")" \
         "$([[ $target == direct ]] && echo NA || echo $((p1 - p0)))" \
         "$([[ $target == direct ]] && echo NA || echo $((t1 - t0)))" \
@@ -354,8 +392,10 @@ def metric(r, name):
         return num(r[name])
     raise KeyError(name)
 
-targets = [t for t in ("direct", "haproxy", "nginx", "shardgate_base", "shardgate") if any(r["target"] == t for r in rows)]
-others = [o for o in ("haproxy", "nginx", "shardgate_base") if o in targets and "shardgate" in targets]
+PEERS = ("haproxy", "nginx", "sozu", "caddy", "h2o")
+NAMES = {"haproxy": "HAProxy", "nginx": "nginx", "sozu": "Sozu", "caddy": "Caddy", "h2o": "H2O"}
+targets = [t for t in ("direct",) + PEERS + ("shardgate_base", "shardgate") if any(r["target"] == t for r in rows)]
+others = [o for o in PEERS + ("shardgate_base",) if o in targets and "shardgate" in targets]
 reps = sorted({r["rep"] for r in rows}, key=int)
 
 def values(wl, t, name):
@@ -400,14 +440,15 @@ LINES = [
     ("conn10k", "(d) open fds of the proxy, peak (clients + upstream)", "fds_peak", 0, False),
 ]
 meta = open(os.path.join(out, "meta.txt")).read().splitlines() if os.path.exists(os.path.join(out, "meta.txt")) else []
-print(f"# shardgate vs HAProxy vs nginx — {os.path.basename(out.rstrip('/'))}\n")
+print("# " + " vs ".join(["shardgate"] + [NAMES[p] for p in PEERS if p in targets]) + f" — {os.path.basename(out.rstrip('/'))}\n")
 for m in meta:
-    if m.split(":")[0] in ("date", "commit", "shardgate_base", "command", "durations", "loadavg before", "loadavg after", "shardgate io driver", "shardgate_base io driver", "haproxy", "nginx"):
+    if m.split(":")[0] in ("date", "commit", "shardgate_base", "command", "durations", "loadavg before", "loadavg after", "shardgate io driver", "shardgate_base io driver") + PEERS:
         print(f"- {m}")
 print(f"\nMedians of {len(reps)} interleaved reps. Ratios: shardgate ÷ other, per rep, median "
       "(µs/req, latency, RSS: < 1 is better for shardgate; req/s, MiB/s: > 1 is better).\n")
-# Ratio columns: shardgate ÷ HAProxy, ÷ nginx, and ÷ shardgate_base when BASE_REV is given.
-cols = ["haproxy", "nginx"] + (["shardgate_base"] if "shardgate_base" in others else [])
+# Ratio columns: shardgate ÷ each peer that ran (HAProxy, nginx, Sozu, Caddy, H2O), and
+# ÷ shardgate_base when BASE_REV is given.
+cols = others
 print("| workload / metric | " + " | ".join(targets + ["sg÷" + o.replace("shardgate_", "") for o in cols]) + " |")
 print("|" + "---|" * (len(targets) + len(cols) + 1))
 wls = {r["workload"] for r in rows}
@@ -483,6 +524,9 @@ main() {
         echo "open files: soft $(ulimit -Sn) hard $(ulimit -Hn)"
         echo "haproxy: $(haproxy -v 2>&1 | head -n 1)"
         echo "nginx: $(nginx -v 2>&1)"
+        [[ " $TARGETS " == *" sozu "* ]] && echo "sozu: $(sozu --version 2>&1 | head -n 1)"
+        [[ " $TARGETS " == *" caddy "* ]] && echo "caddy: $(caddy version 2>&1 | head -n 1)"
+        [[ " $TARGETS " == *" h2o "* ]] && echo "h2o: $(h2o --version 2>&1 | head -n 1)"
         echo "wrk: $(wrk -v 2>&1 | head -n 1)"
         echo "loadgen: $("$RUN/bin/loadgen" --version 2>&1)"
         echo "shardgate: $("$RUN/bin/shardgate" --version 2>&1)"
@@ -505,15 +549,18 @@ main() {
 
     # Idle RSS after warm-up: the base for RSS per connection. Taken once, because allocators
     # keep what a previous rep grew and a per-run "before" would hide it.
+    local -a pids
     for t in $TARGETS; do
         if [[ $t == direct ]]; then
-            BASE_RSS[$t]=$(rss_kib $(tree_pids "${PID[backend]}"))
+            read -r -a pids <<< "$(tree_pids "${PID[backend]}" | xargs)"
         else
-            BASE_RSS[$t]=$(rss_kib $(tree_pids "${PID[$t]}"))
+            read -r -a pids <<< "$(tree_pids "${PID[$t]}" | xargs)"
         fi
+        BASE_RSS[$t]=$(rss_kib "${pids[@]}")
     done
 
-    local rep wl i n targets=($TARGETS) order
+    local rep wl i n targets order
+    read -r -a targets <<< "$TARGETS"
     n=${#targets[@]}
     for ((rep = 1; rep <= REPS; rep++)); do
         for wl in $WORKLOADS; do
@@ -522,7 +569,7 @@ main() {
             for ((i = 0; i < n; i++)); do order+=("${targets[$(((i + rep - 1) % n))]}"); done
             for t in "${order[@]}"; do
                 run_one "$wl" "$t" "$rep"
-                [[ $wl == conn10k ]] && sleep 2 || sleep 0.3
+                if [[ $wl == conn10k ]]; then sleep 2; else sleep 0.3; fi
             done
         done
     done
@@ -536,6 +583,7 @@ main() {
     echo "loadavg after: $(cat /proc/loadavg)" >> "$OUT/meta.txt"
     cp -f "$RUN/backend/logs/error.log" "$OUT/raw/backend-error.log" 2>/dev/null || true
     cp -f "$RUN/nginx/logs/error.log" "$OUT/raw/nginx-error.log" 2>/dev/null || true
+    cp -f "$RUN/h2o/error.log" "$OUT/raw/h2o-error.log" 2>/dev/null || true
     # Recorded results name no path outside the repository: the checkout becomes ".".
     sed -i "s#$ROOT/#./#g; s#$ROOT\b#.#g" "$OUT"/meta.txt "$OUT"/raw/*.log "$OUT"/raw/*.txt 2>/dev/null || true
     summarize "$OUT" | tee "$OUT/summary.md"
