@@ -171,6 +171,7 @@ build_base() {
     fi
     cp -f "$dir/target/release/shardgate" "$RUN/bin/shardgate_base"
     sed -e "s/127\.0\.0\.1:${PORT[shardgate]}/127.0.0.1:${PORT[shardgate_base]}/" -e 's/ctl\.sock/ctl-base.sock/' \
+        -e 's/127\.0\.0\.1:29200/127.0.1.7:29200/' \
         "$CONF/shardgate.toml" > "$RUN/shardgate_base.toml"
     BASE_COMMIT=$(git -C "$dir" rev-parse HEAD)
 }
