@@ -28,6 +28,7 @@ mod gate;
 mod io;
 mod net;
 mod pace;
+mod pooled;
 mod socket;
 mod splice;
 mod stream;
@@ -49,6 +50,7 @@ pub use net::{
     prepare_accepted, socket_option, AcceptCanceller, ConnectError,
 };
 pub use pace::Pace;
+pub use pooled::{release_kept, Pooled};
 pub use socket::{recv_either, Socket};
 pub use splice::{
     recv_watching, send_watching, sendfile_exact, splice_exact, splice_until_eof, PipePool,

@@ -38,8 +38,13 @@ use crate::rt::{self, Read, Socket, TcpStream};
 use crate::shard::ConnGuard;
 use crate::stats::{Counter, ShardStats, SiteCounters};
 
-/// First read buffer of a client connection; grows up to the head limit when a head needs it.
-const CLIENT_BUF: usize = 2 * 1024;
+/// First read buffer of a client connection (nginx's `client_header_buffer_size` default);
+/// grows up to the head limit when a head needs it. Every idle keep-alive connection holds
+/// one, so it is sized for common heads, not for the largest.
+const CLIENT_BUF: usize = 1024;
+/// A grown client buffer is kept up to this size while idle (a client whose heads need 2 KiB
+/// does not reallocate per request), and given back above it.
+const CLIENT_BUF_KEEP: usize = 4 * 1024;
 /// Scratch buffers larger than this are given back when the connection goes idle, so a
 /// keep-alive connection that once carried a large head holds only small buffers while it waits.
 const IDLE_KEEP: usize = 8 * 1024;
@@ -207,7 +212,7 @@ pub async fn serve(
             timeout: conf.client_header_timeout,
             plain_answer: Some(PLAIN_HTTP_ON_TLS),
         };
-        match preamble::run(stream, peer, local, &edge, buf, st).await {
+        match rt::Pooled::new(preamble::run(stream, peer, local, &edge, buf, st)).await {
             Some(r) => r,
             None => return,
         }
@@ -254,7 +259,7 @@ pub async fn serve(
         Outcome::Tunnel(up) => {
             let leftover = std::mem::take(&mut conn.buf);
             let conf = conn.fe.clone();
-            super::tunnel::run(&http, &conf.conf, client, up, leftover).await;
+            rt::Pooled::new(super::tunnel::run(&http, &conf.conf, client, up, leftover)).await;
         }
         Outcome::Close { linger: true } => {
             rt::linger_close(client, std::mem::take(&mut conn.buf), LINGER).await
@@ -298,7 +303,9 @@ impl Conn<'_> {
             self.http.ctx.stats().requests.add(1);
             self.retiring = !self.refresh_view();
             let current = !self.retiring;
-            let outcome = exchange::run(self, client, &head).await;
+            // In a reused block, not in this future: an idle connection holds only what
+            // waiting for a head needs (rt::Pooled).
+            let outcome = rt::Pooled::new(exchange::run(self, client, &head)).await;
             self.headers = head.headers;
             self.scan.reset();
             let drain = self.http.ctx.drain();
@@ -442,7 +449,7 @@ impl Conn<'_> {
     /// Between requests (nothing buffered), give back buffers a large request or response
     /// made grow.
     fn shrink_idle(&mut self) {
-        if self.buf.capacity() > CLIENT_BUF {
+        if self.buf.capacity() > CLIENT_BUF_KEEP {
             self.buf = Vec::with_capacity(CLIENT_BUF);
         }
         for v in [&mut self.out, &mut self.wbuf, &mut self.site] {

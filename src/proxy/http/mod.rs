@@ -114,7 +114,8 @@ impl HttpShard {
             ctx,
         });
         // Shedding load near the memory ceiling: close idle upstream connections (each holds
-        // a read buffer) and drop the spare relay buffers.
+        // a read buffer), drop the spare relay buffers and the spare blocks of finished
+        // exchanges (rt::Pooled).
         let weak = Rc::downgrade(&http);
         http.ctx.shard.on_shed(Box::new(move || {
             if let Some(http) = weak.upgrade() {
@@ -122,6 +123,7 @@ impl HttpShard {
                     c.drop_idle();
                 }
                 http.relay_bufs.borrow_mut().clear();
+                crate::rt::release_kept();
             }
         }));
         // A reload that removes a cache frees that cache's memory on this shard at once.
