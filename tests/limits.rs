@@ -287,7 +287,7 @@ fn idle_connections_give_back_grown_buffers() {
     let after = num(&stats(&p), "memory.held_bytes");
     let per_conn = after.saturating_sub(before) / 200;
     eprintln!("heap per idle connection after a 24 KiB head: {per_conn} bytes");
-    // A 24 KiB head grew the read buffer to 32 KiB; idle, it is back to 2 KiB (plus the task).
+    // A 24 KiB head grew the read buffer to 32 KiB; idle, it is back to 1 KiB (plus the task).
     assert!(
         per_conn < 12 * 1024,
         "idle connections still hold {per_conn} bytes each"

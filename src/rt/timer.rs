@@ -240,9 +240,7 @@ async fn drive(_alive: std::rc::Rc<()>) {
         }
         if next != 0 {
             let left = Duration::from_millis(next.saturating_sub(now_ms()));
-            timer
-                .as_mut()
-                .reset(monoio::time::Instant::now() + left);
+            timer.as_mut().reset(monoio::time::Instant::now() + left);
         }
         // Wait for the timer, or for a nearer deadline (or a first one) to be armed.
         let mut registered = false;
