@@ -10,7 +10,7 @@
 # Usage:  bench/compare.sh              full run (3 reps, ~8-9 minutes)
 #         QUICK=1 bench/compare.sh      smoke run (2 reps, short runs, ~3 minutes)
 # Knobs (environment): REPS, TARGETS="direct haproxy nginx sozu caddy h2o shardgate",
-#   WORKLOADS="tiny 16k rate conn10k", C_CLIENT=loadgen|oha (client of the fixed-rate run),
+#   WORKLOADS="tiny 16k rate conn10k idle10k", C_CLIENT=loadgen|oha (client of the fixed-rate run),
 #   SKIP_BUILD=1 (use target/release as is), OUT=DIR (results directory),
 #   SG_DRIVER=epoll (run shardgate on its epoll driver; default: io_uring when available),
 #   BASE_REV=<git rev> (adds target "shardgate_base": shardgate built with the release profile
@@ -35,7 +35,7 @@ else
     REPS=${REPS:-3}; DUR=${DUR:-5}; RATE_DUR=${RATE_DUR:-8}; CONN_DUR=${CONN_DUR:-6}; RAMP=${RAMP:-2}
 fi
 TARGETS=${TARGETS:-"direct haproxy nginx sozu caddy h2o shardgate"}
-WORKLOADS=${WORKLOADS:-"tiny 16k rate conn10k"}
+WORKLOADS=${WORKLOADS:-"tiny 16k rate conn10k idle10k"}
 C_CLIENT=${C_CLIENT:-loadgen}
 BASE_REV=${BASE_REV:-}
 if [[ -n $BASE_REV && " $TARGETS " != *" shardgate_base "* ]]; then TARGETS="$TARGETS shardgate_base"; fi
@@ -48,7 +48,7 @@ BACKEND_PORT=29200
 STATUS_URL=http://127.0.0.1:29201/status
 declare -A PORT=([direct]=29200 [haproxy]=28091 [nginx]=28092 [shardgate]=28090 [shardgate_base]=28093
     [sozu]=28094 [caddy]=28095 [h2o]=28096)
-declare -A PATHQ=([tiny]=/ [16k]=/16k [rate]=/ [conn10k]=/)
+declare -A PATHQ=([tiny]=/ [16k]=/16k [rate]=/ [conn10k]=/ [idle10k]=/)
 BODY_16K=16384
 
 STAMP=$(date +%Y-%m-%d-%H%M%S)
@@ -281,9 +281,15 @@ run_one() {
             taskset -c $SIDE_CPU "$RUN/bin/loadgen" http -t 1 -c $CONNS_BIG --ramp "${RAMP}s" -d "${CONN_DUR}s" \
                 --source 127.0.0.2-127.0.0.9 --json "$raw.json" "$url" > "$raw.txt" 2>&1 &
             ;;
+        idle10k)
+            # 10,000 keep-alive connections that are mostly idle: 500 req/s spread over all
+            # of them (one request per connection every 20 s), as in production.
+            taskset -c $SIDE_CPU "$RUN/bin/loadgen" http -t 1 -c $CONNS_BIG -R 500 --ramp "${RAMP}s" -d "${CONN_DUR}s" \
+                --source 127.0.0.10-127.0.0.17 --json "$raw.json" "$url" > "$raw.txt" 2>&1 &
+            ;;
     esac
     CLIENT_PID=$!
-    if [[ $wl == conn10k ]]; then
+    if [[ $wl == conn10k || $wl == idle10k ]]; then
         # Peak RSS and open fds of the proxy (clients + upstream connections) while the client
         # runs, 2 samples/s; for "direct", of the backend.
         local watch=("${mpids[@]}")
@@ -439,6 +445,10 @@ LINES = [
     ("conn10k", "(d) RSS KiB per connection (peak − idle) / 10k", "rss", 1, True),
     ("conn10k", "(d) upstream connections opened", "upstream_opened", 0, False),
     ("conn10k", "(d) open fds of the proxy, peak (clients + upstream)", "fds_peak", 0, False),
+    ("idle10k", "(e) 10k mostly idle conns (500 req/s): errors", "err", 0, False),
+    ("idle10k", "(e) RSS KiB per connection (peak − idle) / 10k", "rss", 2, True),
+    ("idle10k", "(e) proxy CPU µs/request", "us", 1, True),
+    ("idle10k", "(e) upstream connections opened", "upstream_opened", 0, False),
 ]
 meta = open(os.path.join(out, "meta.txt")).read().splitlines() if os.path.exists(os.path.join(out, "meta.txt")) else []
 print("# " + " vs ".join(["shardgate"] + [NAMES[p] for p in PEERS if p in targets]) + f" — {os.path.basename(out.rstrip('/'))}\n")
@@ -475,7 +485,7 @@ for wl, label, name, d, with_ratio in LINES:
 print("\nProxy CPU µs/request per rep (spread behind the medians):\n")
 print("| workload | " + " | ".join(t for t in targets if t != "direct") + " |")
 print("|" + "---|" * (len([t for t in targets if t != "direct"]) + 1))
-for wl in ("tiny", "16k", "rate", "conn10k"):
+for wl in ("tiny", "16k", "rate", "conn10k", "idle10k"):
     if wl not in wls:
         continue
     cells = []
@@ -570,7 +580,7 @@ main() {
             for ((i = 0; i < n; i++)); do order+=("${targets[$(((i + rep - 1) % n))]}"); done
             for t in "${order[@]}"; do
                 run_one "$wl" "$t" "$rep"
-                if [[ $wl == conn10k ]]; then sleep 2; else sleep 0.3; fi
+                if [[ $wl == *10k ]]; then sleep 2; else sleep 0.3; fi
             done
         done
     done

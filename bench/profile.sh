@@ -140,6 +140,30 @@ for line in open(f"{out}/folded.txt"):
     n = int(n)
     total += n
     self_t[stack.split(";")[-1]] += n
+# Where the time is: in the proxy's own code (user space), or in the kernel (syscalls:
+# io_uring_enter / epoll_wait and the TCP work done inside them, interrupts).
+kern = collections.Counter()
+for line in open(f"{out}/folded.txt"):
+    stack, _, n = line.rstrip().rpartition(" ")
+    fr = stack.split(";")
+    k = next((i for i, f in enumerate(fr) if f.startswith(("entry_SYSCALL", "asm_", "ret_from_fork"))), None)
+    if k is None:
+        kern["user space"] += int(n)
+    else:
+        s = ";".join(fr[k:])
+        if "schedule" in s or "finish_task_switch" in s:
+            what = "kernel: sleeping and waking (scheduler)"
+        elif "tcp_sendmsg" in s or "sock_sendmsg" in s:
+            what = "kernel: TCP send (incl. loopback delivery to the peer)"
+        elif "tcp_recvmsg" in s or "sock_recvmsg" in s:
+            what = "kernel: TCP receive"
+        else:
+            what = "kernel: other (io_uring/epoll bookkeeping, interrupts, timers)"
+        kern[what] += int(n)
+print(f"\n  split of the samples (x proxy CPU per request):")
+for what, n in kern.most_common():
+    share = n / max(total, 1)
+    print(f"  {100 * share:5.1f}%  {share * cpu / max(reqs, 1) / 1000:6.2f} us  {what}")
 print(f"\n  top self time ({total} samples):")
 for fn, n in self_t.most_common(25):
     print(f"  {100 * n / max(total, 1):5.1f}%  {fn[:110]}")
