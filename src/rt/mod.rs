@@ -42,8 +42,8 @@ pub use driver::{run_shard, Driver};
 pub use duplex::{duplex, End as DuplexEnd, Hooks as DuplexHooks, NoHooks};
 pub use gate::{client_key, Gate};
 pub use io::{
-    linger_close, read_idle, read_into, shutdown_fd, shutdown_write_fd, timeout, write_all,
-    write_head_body, Read,
+    linger_close, read_idle, read_into, send_now, shutdown_fd, shutdown_write_fd, timeout,
+    write_all, write_head_body, Read,
 };
 pub use net::{
     accept, accept_now, bind_reuseport, connect, idle_is_quiet, is_local_exhaustion,

@@ -154,7 +154,16 @@ mod tests {
             for i in 0..1000u32 {
                 let t = Tracked(drops.clone(), [i as u8; 512]);
                 let f = Pooled::new(async move {
-                    monoio::task::yield_now().await;
+                    let mut yielded = false;
+                    std::future::poll_fn(|cx| {
+                        if yielded {
+                            return Poll::Ready(());
+                        }
+                        yielded = true;
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    })
+                    .await;
                     t.1[0] as u32
                 });
                 seen.insert(f.ptr.as_ptr() as usize);

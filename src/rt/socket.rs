@@ -99,21 +99,7 @@ impl Socket {
     /// Non-blocking: send what the socket (or the TLS session) takes of `data`.
     pub fn try_send(&mut self, data: &[u8]) -> io::Result<usize> {
         match self {
-            Socket::Tcp(t) => {
-                // SAFETY: send(2) from a live slice; MSG_NOSIGNAL: EPIPE instead of a signal.
-                let n = unsafe {
-                    libc::send(
-                        t.as_raw_fd(),
-                        data.as_ptr() as *const libc::c_void,
-                        data.len(),
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if n < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(n as usize)
-            }
+            Socket::Tcp(t) => super::io::send_now(t.as_raw_fd(), data),
             Socket::Tls(t) => t.try_write_plain(data),
         }
     }
