@@ -14,6 +14,8 @@
 # Output: bench/results/<date>-<time>-profile-<target>-<wl>/{summary.txt,perf-stat.txt,
 #   folded.txt,flame.svg,raw/}. Every process started here is stopped by its PID on exit.
 set -Eeuo pipefail
+# $WORKERS is a list of PIDs, split into arguments on purpose.
+# shellcheck disable=SC2086
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
