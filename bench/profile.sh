@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# $WORKERS is a list of PIDs, split into arguments on purpose.
+# shellcheck disable=SC2086
 # profile.sh: where a proxy's CPU time goes, per request. One target at a time, the layout of
 # compare.sh (proxy pinned to CPU0, backend nginx and load generator on CPU1). While the load
 # runs it takes, on the proxy's threads only:
@@ -14,8 +16,6 @@
 # Output: bench/results/<date>-<time>-profile-<target>-<wl>/{summary.txt,perf-stat.txt,
 #   folded.txt,flame.svg,raw/}. Every process started here is stopped by its PID on exit.
 set -Eeuo pipefail
-# $WORKERS is a list of PIDs, split into arguments on purpose.
-# shellcheck disable=SC2086
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
