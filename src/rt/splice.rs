@@ -223,22 +223,14 @@ pub async fn send_watching(
 ) -> Result<(), SpliceError> {
     let fd = dst.as_raw_fd();
     while !data.is_empty() {
-        // SAFETY: send(2) from a live slice on a descriptor we own; MSG_NOSIGNAL turns a
-        // closed peer into EPIPE instead of a signal.
-        let n = unsafe {
-            libc::send(
-                fd,
-                data.as_ptr() as *const libc::c_void,
-                data.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
+        let e = match super::send_now(fd, data) {
+            Ok(n) => {
+                data = &data[n..];
+                *sent += n as u64;
+                continue;
+            }
+            Err(e) => e,
         };
-        if n >= 0 {
-            data = &data[n as usize..];
-            *sent += n as u64;
-            continue;
-        }
-        let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::Interrupted {
             continue;
         }
