@@ -83,6 +83,16 @@ fn process(w: &mut Writer, shared: &Shared) {
         crate::mem::held() as f64,
     );
     w.family(
+        "shardgate_memory_allocations",
+        Kind::Counter,
+        "Heap allocations (and reallocations) made by the process since it started.",
+    );
+    w.sample(
+        "shardgate_memory_allocations_total",
+        &[],
+        crate::mem::allocations() as f64,
+    );
+    w.family(
         "shardgate_memory_limit_bytes",
         Kind::Gauge,
         "daemon.memory_limit (0: none).",
