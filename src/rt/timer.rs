@@ -66,11 +66,15 @@ pub fn new_runtime() {
     });
 }
 
-/// Wait until `d` has passed (rounded up to the millisecond).
+/// Wait until `d` has passed (rounded up to the millisecond, at most one more).
 pub fn sleep(d: Duration) -> Sleep {
     let ms = d.as_nanos().div_ceil(1_000_000).min(u64::MAX as u128 / 2) as u64;
     Sleep {
-        deadline: now_ms().saturating_add(ms),
+        // One more: the current millisecond is already partly gone, and a timer never fires
+        // early.
+        deadline: now_ms()
+            .saturating_add(ms)
+            .saturating_add(u64::from(ms > 0)),
         slot: None,
     }
 }
