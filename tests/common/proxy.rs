@@ -355,5 +355,15 @@ fn listen_addrs(text: &str) -> Vec<SocketAddr> {
             }
         }
     }
+    // The admin listener starts on its own thread: a test that talks to it first must not
+    // race its bind (seen as a refused connect under a loaded parallel suite).
+    if let Some(addr) = table
+        .get("admin")
+        .and_then(|a| a.get("listen"))
+        .and_then(|l| l.as_str())
+        .and_then(|s| s.parse::<SocketAddr>().ok())
+    {
+        out.push(addr);
+    }
     out
 }
