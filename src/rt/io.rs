@@ -165,32 +165,25 @@ pub async fn write_all<S: Stream, B: IoBuf + 'static>(
     buf: B,
     timeout: Duration,
 ) -> (io::Result<()>, B) {
-    let mut sent = 0;
     if let Some(fd) = stream.splice_fd() {
         // SAFETY: the buffer's first bytes_init() bytes are initialised and it lives for the call.
         let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-        if data.is_empty() {
-            return (Ok(()), buf);
-        }
-        loop {
-            match send_now(fd, &data[sent..]) {
-                Ok(n) => {
-                    sent += n;
-                    if sent == data.len() {
-                        return (Ok(()), buf);
-                    }
-                }
+        let sent = loop {
+            match send_now(fd, data) {
+                Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
                 Err(e) => return (Err(e), buf),
             }
-            // Partly taken: the rest waits for room, through the runtime.
-            break;
+        };
+        if sent == data.len() {
+            return (Ok(()), buf);
         }
-    }
-    if sent > 0 {
-        let (r, rest) = write_all_slow(stream, buf.slice(sent..), timeout).await;
-        return (r, rest.into_inner());
+        if sent > 0 {
+            // Partly taken: the rest waits for room, through the runtime.
+            let (r, rest) = write_all_slow(stream, buf.slice(sent..), timeout).await;
+            return (r, rest.into_inner());
+        }
     }
     write_all_slow(stream, buf, timeout).await
 }
