@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real MariaDB servers on loopback for shardgate's MySQL tests.
 #
-#   mariadb.sh install                 install mariadb-server, mariadb-client, sysbench if missing
+#   mariadb.sh install                 install mariadb-server, mariadb-client, mariadb-test, sysbench if missing
 #   mariadb.sh start [N] [DIR]         install if needed, start N (default 2) instances in DIR
 #                                      (default: a new temp folder); prints the env file's path
 #   mariadb.sh stop ENVFILE            stop every instance (by PID), remove the folder
@@ -27,6 +27,9 @@ have_all() {
     command -v mariadb >/dev/null 2>&1 || return 1
     command -v mariadb-admin >/dev/null 2>&1 || return 1
     command -v sysbench >/dev/null 2>&1 || return 1
+    # MariaDB's own regression suite and its client (tests/mysql_suite.rs runs it through shardgate).
+    command -v mariadb-test >/dev/null 2>&1 || return 1
+    [ -d /usr/share/mysql/mysql-test/main ] || return 1
 }
 
 mariadbd_bin() {
@@ -35,8 +38,8 @@ mariadbd_bin() {
 
 do_install() {
     have_all && return 0
-    [ "$(id -u)" = 0 ] || die "packages missing and not root: install mariadb-server mariadb-client sysbench"
-    log "installing mariadb-server mariadb-client sysbench from Debian"
+    [ "$(id -u)" = 0 ] || die "packages missing and not root: install mariadb-server mariadb-client mariadb-test sysbench"
+    log "installing mariadb-server mariadb-client mariadb-test sysbench from Debian"
     # Keep the package from starting a system server on 3306 (policy-rc.d exit 101 = "denied").
     local policy=/usr/sbin/policy-rc.d created=0
     if [ ! -e "$policy" ]; then
@@ -46,7 +49,7 @@ do_install() {
     {
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -q >/dev/null &&
-            apt-get install -y -q --no-install-recommends mariadb-server mariadb-client sysbench >/dev/null
+            apt-get install -y -q --no-install-recommends mariadb-server mariadb-client mariadb-test sysbench >/dev/null
     } || rc=$?
     [ "$created" = 1 ] && rm -f "$policy"
     [ "$rc" = 0 ] || die "apt-get failed ($rc)"
