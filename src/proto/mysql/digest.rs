@@ -68,7 +68,8 @@ pub const FNV_START: u64 = FNV_OFFSET;
 pub struct Digest {
     /// FNV-1a 64 of the whole normalised text.
     pub hash: u64,
-    /// The normalised text, at most [`MAX_TEXT`] bytes plus `...` when cut; valid UTF-8.
+    /// The normalised text, valid UTF-8 (invalid bytes replaced), at most [`MAX_TEXT`] bytes
+    /// plus `...` when cut (also when the replacements made it longer).
     pub text: Box<str>,
 }
 
@@ -259,14 +260,25 @@ impl Writer {
     }
 
     fn finish(&mut self) -> Digest {
-        let text = if self.len > MAX_TEXT as u64 {
-            let cut = char_boundary(&self.text, MAX_TEXT.min(self.text.len()));
-            let mut s = String::from_utf8_lossy(&self.text[..cut]).into_owned();
-            s.push_str("...");
-            s
+        let mut cut = self.len > MAX_TEXT as u64;
+        let kept = if cut {
+            &self.text[..char_boundary(&self.text, MAX_TEXT.min(self.text.len()))]
         } else {
-            String::from_utf8_lossy(&self.text).into_owned()
+            &self.text[..]
         };
+        let mut text = String::from_utf8_lossy(kept).into_owned();
+        // Each invalid byte became a 3-byte U+FFFD: the bound is on the text as shown.
+        if text.len() > MAX_TEXT {
+            let mut at = MAX_TEXT;
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            text.truncate(at);
+            cut = true;
+        }
+        if cut {
+            text.push_str("...");
+        }
         let d = Digest {
             hash: self.hash,
             text: text.into_boxed_str(),
@@ -1003,6 +1015,16 @@ mod tests {
             &*d.text,
             "SELECT \u{fffd}\u{fffd} FROM `\u{fffd} ` WHERE a = ?"
         );
+    }
+
+    #[test]
+    fn invalid_bytes_do_not_stretch_the_text_past_the_bound() {
+        let d = Normalizer::digest(&[0x88; 2 * MAX_TEXT]);
+        assert!(d.text.len() <= MAX_TEXT + 3, "{}", d.text.len());
+        assert!(d.text.ends_with("\u{fffd}..."));
+        let d = Normalizer::digest(&[0x88; MAX_TEXT / 2]);
+        assert!(d.text.len() <= MAX_TEXT + 3, "{}", d.text.len());
+        assert!(d.text.ends_with("\u{fffd}..."));
     }
 
     #[test]
