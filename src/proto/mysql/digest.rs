@@ -944,6 +944,12 @@ mod tests {
             ("SELECT (1,(2))", "SELECT (?,(...))"),
             ("UPDATE t SET a = 1, b = 'x' WHERE c = 2", "UPDATE t SET a = ?,b = ? WHERE c = ?"),
             ("SELECT caf\u{e9} FROM t", "SELECT caf\u{e9} FROM t"),
+            // The statements of tests/mysql_digest.rs.
+            ("SELECT id, v FROM dg WHERE id = 3", "SELECT id,v FROM dg WHERE id = ?"),
+            ("SELECT id FROM dg WHERE id IN (1, 2, 3, 4)", "SELECT id FROM dg WHERE id IN (...)"),
+            ("SELECT id FROM dg WHERE id IN (5)", "SELECT id FROM dg WHERE id IN (...)"),
+            ("SELECT v FROM dg WHERE id > ?", "SELECT v FROM dg WHERE id > ?"),
+            ("SELECT * FROM no_such_table WHERE id = 7", "SELECT * FROM no_such_table WHERE id = ?"),
         ];
         for (input, want) in cases {
             assert_eq!(&norm(input), want, "input {input:?}");
