@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use super::command::{classify, CommandClass, Negotiated, Reply, Step, ERR, OK};
+use super::command::{classify, Asked, CommandClass, Negotiated, Reply, Step, ERR, OK};
 use super::handshake::{parse_change_user, parse_greeting, parse_response};
 use super::packet::{Frame, Framer};
 use super::{caps, com};
@@ -63,7 +63,7 @@ enum Phase {
 
 #[derive(Debug, Clone, Copy)]
 struct Pending {
-    cmd: u8,
+    asked: Asked,
     start: u64,
 }
 
@@ -127,7 +127,7 @@ impl Observer {
     /// INFILE data, COM_CHANGE_USER authentication)? A proxy that stops reading the client to
     /// bound the queue must keep reading then, or both sides would wait forever.
     pub fn awaiting_client(&self) -> bool {
-        self.infile || self.fifo.front().map(|p| p.cmd) == Some(com::CHANGE_USER)
+        self.infile || self.fifo.front().map(|p| p.asked.cmd) == Some(com::CHANGE_USER)
     }
 
     /// Capabilities in effect (client ∧ server) once the handshake response was seen.
@@ -169,7 +169,7 @@ impl Observer {
     pub fn close(&mut self, now: u64, sink: &mut impl FnMut(Event<'_>)) {
         while let Some(p) = self.fifo.pop_front() {
             sink(Event::Reply {
-                cmd: p.cmd,
+                cmd: p.asked.cmd,
                 ok: false,
                 elapsed: now.saturating_sub(p.start),
             });
@@ -234,7 +234,7 @@ impl Observer {
         }
         let seq = self.client.seq();
         if seq != 0 {
-            if self.fifo.front().map(|p| p.cmd) == Some(com::CHANGE_USER) {
+            if self.fifo.front().map(|p| p.asked.cmd) == Some(com::CHANGE_USER) {
                 return; // authentication data inside COM_CHANGE_USER
             }
             return self.lose("client packet out of sequence", sink);
@@ -273,7 +273,8 @@ impl Observer {
                 if self.fifo.is_empty() {
                     self.reply = initial;
                 }
-                self.fifo.push_back(Pending { cmd, start });
+                let asked = Asked::of_packet(self.client.prefix()).unwrap_or(cmd.into());
+                self.fifo.push_back(Pending { asked, start });
             }
         }
     }
@@ -326,7 +327,7 @@ impl Observer {
         };
         match self
             .reply
-            .on_packet(head.cmd, p, self.server.first_len(), self.neg)
+            .on_packet(head.asked, p, self.server.first_len(), self.neg)
         {
             Step::Continue => {}
             Step::InfileRequested => self.infile = true,
@@ -335,18 +336,18 @@ impl Observer {
                 self.fifo.pop_front();
                 let elapsed = now.saturating_sub(head.start);
                 sink(Event::Reply {
-                    cmd: head.cmd,
+                    cmd: head.asked.cmd,
                     ok,
                     elapsed,
                 });
-                if head.cmd == com::CHANGE_USER && ok {
+                if head.asked.cmd == com::CHANGE_USER && ok {
                     sink(Event::UserChanged {
                         user: &self.change_user,
                         schema: self.change_schema.as_deref(),
                     });
                 }
                 if let Some(next) = self.fifo.front() {
-                    self.reply = Reply::start(classify(next.cmd)).unwrap_or(Reply::First);
+                    self.reply = Reply::start(classify(next.asked.cmd)).unwrap_or(Reply::First);
                 }
             }
         }
@@ -974,6 +975,56 @@ mod recorded {
             count(&s, "> query") + count(&s, "> stmt_prepare") + count(&s, "> stmt_execute") + 3,
             s.iter().filter(|l| l.starts_with('>')).count()
         );
+    }
+
+    #[test]
+    fn change_user_to_passwordless_account_with_empty_auth_switch_answer() {
+        // mariadb-test: `change_user nopw,,app;` then back to sg_root. The server answers the
+        // first COM_CHANGE_USER with an AuthSwitchRequest and the client sends an empty packet.
+        let s = summary(&load("change_user_nopw"));
+        assert_eq!(count(&s, "< change_user ok"), 2, "{s:#?}");
+        assert!(s.contains(&"user nopw".to_string()), "{s:#?}");
+        assert_eq!(count(&s, "< query ok"), 3, "{s:#?}");
+        assert_eq!(s.last().map(String::as_str), Some("< quit ok"));
+    }
+
+    #[test]
+    fn prepared_load_data_local_infile() {
+        // mariadb-test --ps-protocol: LOAD DATA LOCAL INFILE prepared and executed; the
+        // EXECUTE is answered with 0xFB and the client sends the file.
+        let s = summary(&load("ps_local_infile"));
+        assert_eq!(count(&s, "> stmt_execute"), 5, "{s:#?}");
+        assert_eq!(count(&s, "< stmt_execute ok"), 5, "{s:#?}");
+        assert_eq!(count(&s, "< stmt_close ok"), 4, "{s:#?}");
+        assert_eq!(s.last().map(String::as_str), Some("< quit ok"));
+        // --cursor-protocol: the same, and the SELECT opens a cursor read with STMT_FETCH.
+        let s = summary(&load("cursor_protocol_infile_fetch"));
+        assert_eq!(count(&s, "< stmt_execute ok"), 4, "{s:#?}");
+        assert_eq!(count(&s, "< stmt_fetch ok"), 1, "{s:#?}");
+        assert_eq!(s.last().map(String::as_str), Some("< quit ok"));
+    }
+
+    #[test]
+    fn procedure_with_open_cursor_returns_rows_inline() {
+        // CALL of a procedure that SELECTs while its own cursor is open: the column EOF
+        // carries SERVER_STATUS_CURSOR_EXISTS, the rows follow anyway. As a text query, and
+        // executed as a prepared statement (flags 0: no cursor asked) by --ps-protocol and
+        // --cursor-protocol.
+        for name in [
+            "sp_cursor_text",
+            "sp_cursor_ps",
+            "sp_cursor_cursor_protocol",
+        ] {
+            let s = summary(&load(name));
+            let call = if name == "sp_cursor_text" {
+                "< query ok"
+            } else {
+                "< stmt_execute ok"
+            };
+            assert!(s.contains(&call.to_string()), "{name}: {s:#?}");
+            assert!(!s.iter().any(|l| l.ends_with(" err")), "{name}: {s:#?}");
+            assert_eq!(s.last().map(String::as_str), Some("< quit ok"), "{name}");
+        }
     }
 
     #[test]
