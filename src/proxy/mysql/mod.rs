@@ -628,11 +628,14 @@ fn on_event(e: Event<'_>, acct: &mut ConnAccount, to: &Sinks<'_>) {
             acct.login_failed();
             counters.login_failed.add(1);
         }
-        Event::Command { cmd } => {
+        Event::Statement { .. } => {}
+        Event::Command { cmd, .. } => {
             server.begin(shard);
             acct.command(cmd);
         }
-        Event::Reply { cmd, ok, elapsed } => {
+        Event::Reply {
+            cmd, ok, elapsed, ..
+        } => {
             server.end(shard);
             if cmd == com::CHANGE_USER && !ok {
                 counters.login_failed.add(1);
