@@ -182,6 +182,19 @@ write("proxy_header", "v2_local_any_family", pp2(0x20, 0x22, b"\x01\x02\x03"))
 write("proxy_header", "not_proxy_http", b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 
 
+# mysql_digest: byte 0 seeds the piece sizes, the rest is one statement.
+DIGEST_SEEDS = [
+    ("select", b"SELECT * FROM t WHERE id = 42 AND name = 'bob' LIMIT 10"),
+    ("in_list", b"SELECT a FROM t WHERE id IN (1, 2, 3) OR x IN (-1,+2.5e-3)"),
+    ("insert_rows", b"INSERT INTO `t``x` (a, b) VALUES (1, 'a\\'b'), (2, \"c\"\"d\"),(0x1F, X'ab')"),
+    ("comments", b"/*!40101 SET NAMES utf8 */; SELECT /*+ hint */ 1 -- c\n, 2 # d\n /* e */;"),
+    ("mariadb_exec", b"SELECT /*M!100000 1 + */ 2, _utf8mb4'x', N'y', b'01', .5, 1., 1e, 0xZZ"),
+    ("prepared", b"UPDATE t SET a = ?, b = ? WHERE c IN (?, ?) AND d = -?"),
+    ("non_utf8", b"SELECT \xff\xfe, `\x80\n` FROM t WHERE a = '\xc3"),
+]
+for i, (name, stmt) in enumerate(DIGEST_SEEDS):
+    write("mysql_digest", name, bytes([i * 37 % 256]) + stmt)
+
 if __name__ == "__main__":
     for t in sorted(os.listdir(CORPUS)):
         print(t, len(os.listdir(os.path.join(CORPUS, t))), file=sys.stderr)

@@ -125,6 +125,8 @@ pub struct Shared {
     pub inbox: Box<[Mutex<Vec<ShardMsg>>]>,
     pub stats: Vec<Arc<Padded<ShardStats>>>,
     pub mysql_stats: Vec<Arc<MysqlShardStats>>,
+    /// Per shard: the MySQL query digest table (`show digest mysql`).
+    pub mysql_digests: Vec<Arc<crate::proxy::mysql::digest::DigestShard>>,
     pub life: Arc<Lifecycle>,
     /// The running shard count (fixed for the life of the process).
     pub shards: usize,
@@ -151,6 +153,9 @@ impl Shared {
             stats: (0..shards).map(|_| Arc::new(ShardStats::new())).collect(),
             mysql_stats: (0..shards)
                 .map(|_| Arc::new(MysqlShardStats::new()))
+                .collect(),
+            mysql_digests: (0..shards)
+                .map(|_| Arc::new(crate::proxy::mysql::digest::DigestShard::new()))
                 .collect(),
             applied: (0..shards).map(|_| Padded(AtomicU64::new(0))).collect(),
             inbox: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),

@@ -102,6 +102,23 @@ const COMMANDS: &[Command] = &[
         json: Some(|s, _| Ok(data::table_json(&site_traffic_text(s)))),
     },
     Command {
+        name: "show digest mysql",
+        args: "[--json]",
+        help: "per MySQL query digest, user and schema: count, errors, rows, bytes, time total/p50/p99, first and last seen, normalised text; by total time",
+        run: |s, a| match a {
+            [] => Ok((
+                crate::proxy::mysql::digest::render(&digest_report(s)),
+                Action::None,
+            )),
+            ["--json"] => Ok((digest_json(s)?.to_string() + "\n", Action::None)),
+            _ => Err("expected [--json]".into()),
+        },
+        json: Some(|s, a| match a {
+            [] | ["--json"] => digest_json(s),
+            _ => Err("expected [--json]".into()),
+        }),
+    },
+    Command {
         name: "show servers",
         args: "",
         help: "every pool's servers: state, in flight, admin state, health, weights, requests, last check",
@@ -356,6 +373,18 @@ pub(crate) fn site_traffic_text(s: &Shared) -> String {
     let sites = &s.current().config.sites;
     let totals = crate::log::traffic::Totals::of(s);
     crate::site::render(sites, &sites.bills(totals.0.iter()))
+}
+
+/// `show digest mysql`: every shard's digest table, summed.
+fn digest_report(s: &Shared) -> crate::proxy::mysql::digest::DigestReport {
+    let shards: Vec<&crate::proxy::mysql::digest::DigestShard> =
+        s.mysql_digests.iter().map(|d| &**d).collect();
+    crate::proxy::mysql::digest::report(&shards)
+}
+
+/// `show digest mysql` as JSON: the report's rows and sizes, serialised as they are.
+fn digest_json(s: &Shared) -> Result<serde_json::Value, String> {
+    serde_json::to_value(digest_report(s)).map_err(|e| e.to_string())
 }
 
 /// The running config's HTTP frontend names, in order.

@@ -10,6 +10,7 @@
 //! the common clients speak it, summarised with an ASCII diagram in docs/mysql.md.
 
 pub mod command;
+pub mod digest;
 pub mod handshake;
 pub mod observer;
 pub mod packet;

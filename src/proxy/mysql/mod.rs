@@ -25,6 +25,7 @@
 //! instead, which ends the pending reads with EOF and the pending writes with an error.
 
 mod backend;
+pub mod digest;
 mod health;
 pub mod stats;
 mod tls;
