@@ -88,8 +88,9 @@ impl Model {
     fn on(&mut self, side: Side, now: u64, e: &Event<'_>) {
         assert!(!self.unparsed, "event after Unparsed: {e:?}");
         match *e {
-            Event::Statement { text } => {
+            Event::Statement { cmd, text } => {
                 assert!(side == Side::Client, "Statement while feeding the server");
+                assert!(matches!(cmd, 0x02 | 0x03 | 0x16), "Statement of command {cmd:#x}");
                 assert!(!text.is_empty(), "empty Statement piece");
                 self.text.extend_from_slice(text);
                 assert!(self.text.len() <= self.client_bytes, "more text than bytes");
@@ -97,7 +98,7 @@ impl Model {
             }
             Event::Command { cmd, .. } => {
                 assert!(
-                    self.text.is_empty() || cmd == 0x03 || cmd == 0x16,
+                    self.text.is_empty() || matches!(cmd, 0x02 | 0x03 | 0x16),
                     "statement text before a command {cmd:#x} that has none"
                 );
                 assert!(side == Side::Client, "Command while feeding the server");

@@ -33,9 +33,10 @@ pub enum Event<'a> {
     },
     /// The connection phase ended: authenticated (`ok`) or refused (ERR, connection closes).
     Authenticated { ok: bool },
-    /// Statement text of a COM_QUERY or COM_STMT_PREPARE, as it streams past (any number of
-    /// pieces, the command byte excluded), before that command's [`Event::Command`].
-    Statement { text: &'a [u8] },
+    /// Statement text of a COM_QUERY or COM_STMT_PREPARE (or the schema name of a
+    /// COM_INIT_DB), as it streams past: any number of pieces, the command byte excluded,
+    /// before that command's [`Event::Command`].
+    Statement { cmd: u8, text: &'a [u8] },
     /// A command was sent to the server (its packet is complete). `stmt` is the statement id
     /// of the prepared-statement commands that carry one (EXECUTE, FETCH, CLOSE, RESET,
     /// SEND_LONG_DATA, BULK_EXECUTE); `0xFFFF_FFFF` is MariaDB's "the last one prepared".
@@ -264,8 +265,8 @@ impl Observer {
         }
     }
 
-    /// Payload bytes of a client packet in the command phase: the text of COM_QUERY and
-    /// COM_STMT_PREPARE goes out as [`Event::Statement`].
+    /// Payload bytes of a client packet in the command phase: the text of COM_QUERY,
+    /// COM_STMT_PREPARE and COM_INIT_DB goes out as [`Event::Statement`].
     fn statement_bytes(&mut self, payload: &[u8], sink: &mut impl FnMut(Event<'_>)) {
         if self.infile || self.client.seq() != 0 {
             return;
@@ -273,8 +274,8 @@ impl Observer {
         let at = self.client.total() - payload.len() as u64;
         let text = if at == 0 { &payload[1..] } else { payload };
         match self.client.prefix().first() {
-            Some(&com::QUERY) | Some(&com::STMT_PREPARE) if !text.is_empty() => {
-                sink(Event::Statement { text })
+            Some(&cmd @ (com::QUERY | com::STMT_PREPARE | com::INIT_DB)) if !text.is_empty() => {
+                sink(Event::Statement { cmd, text })
             }
             _ => {}
         }
@@ -854,7 +855,7 @@ mod tests {
         for (from_client, bytes) in script {
             for chunk in bytes.chunks(piece) {
                 let mut sink = |e: Event<'_>| match e {
-                    Event::Statement { text: t } => text.extend_from_slice(t),
+                    Event::Statement { text: t, .. } => text.extend_from_slice(t),
                     Event::Command { cmd, stmt } => {
                         let t = String::from_utf8_lossy(&std::mem::take(&mut text)).into_owned();
                         cmds.push_back((cmd, stmt, t));

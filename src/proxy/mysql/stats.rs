@@ -225,6 +225,11 @@ pub struct ConnAccount {
 }
 
 impl ConnAccount {
+    /// The user the connection's traffic counts under now.
+    pub fn user(&self) -> &[u8] {
+        self.user.as_deref().unwrap_or(UNKNOWN_USER)
+    }
+
     pub fn bytes_in(&mut self, n: usize) {
         self.delta.bytes_in += n as u64;
     }
