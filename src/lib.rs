@@ -43,6 +43,7 @@ mod route;
 mod rt;
 mod shard;
 mod shared;
+mod site;
 mod stats;
 mod tls;
 mod upgrade;

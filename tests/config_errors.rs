@@ -221,6 +221,30 @@ fn bad_values_are_refused() {
 }
 
 #[test]
+fn sites_claiming_one_user_or_host_are_refused() {
+    assert_refused(
+        "[pool.api]",
+        "[[site]]\nname = \"a\"\nmysql_users = [\"shop\"]\n\n\
+         [[site]]\nname = \"b\"\nhosts = [\"b.example\"]\nmysql_users = [\"shop\"]\n\n[pool.api]",
+        &[
+            "site[1].mysql_users[0]",
+            "\"shop\" is already a MySQL user of site[0]",
+        ],
+    );
+    assert_refused(
+        "[pool.api]",
+        "[[site]]\nname = \"a\"\nhosts = [\"*.example.com\"]\n\n\
+         [[site]]\nname = \"b\"\nhosts = [\"*.Example.com\"]\n\n[pool.api]",
+        &["site[1].hosts[0]", "is already a host of site[0]"],
+    );
+    assert_refused(
+        "[pool.api]",
+        "[[site]]\nname = \"a\"\nhosts = [\"a.example:8080\"]\n\n[pool.api]",
+        &["site[0].hosts[0]", "has a port"],
+    );
+}
+
+#[test]
 fn missing_file_is_refused_and_named() {
     let dir = temp_dir("config");
     let path = dir.join("does-not-exist.toml");

@@ -21,25 +21,32 @@ use std::collections::VecDeque;
 
 use common::Rng;
 use libfuzzer_sys::fuzz_target;
-use shardgate::proto::mysql::{Event, Observer};
+use shardgate::proto::mysql::{Event, Observer, ReplyDetail};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Ev {
     Login(Vec<u8>, Option<Vec<u8>>),
     Auth(bool),
-    Cmd(u8),
-    Reply(u8, bool, u64),
+    /// Command, statement id, statement text (the Statement pieces before it, joined).
+    Cmd(u8, Option<u32>, Vec<u8>),
+    Reply(u8, bool, u64, ReplyDetail),
     User(Vec<u8>, Option<Vec<u8>>),
     Unsolicited(u16),
     Unparsed(&'static str, usize),
 }
 
-fn own(e: &Event<'_>) -> Ev {
+fn own(e: &Event<'_>, text: &mut Vec<u8>) -> Ev {
     match *e {
+        Event::Statement { .. } => unreachable!("statement pieces are joined by the model"),
         Event::Login { user, schema } => Ev::Login(user.to_vec(), schema.map(<[u8]>::to_vec)),
         Event::Authenticated { ok } => Ev::Auth(ok),
-        Event::Command { cmd } => Ev::Cmd(cmd),
-        Event::Reply { cmd, ok, elapsed } => Ev::Reply(cmd, ok, elapsed),
+        Event::Command { cmd, stmt } => Ev::Cmd(cmd, stmt, std::mem::take(text)),
+        Event::Reply {
+            cmd,
+            ok,
+            elapsed,
+            detail,
+        } => Ev::Reply(cmd, ok, elapsed, detail),
         Event::UserChanged { user, schema } => Ev::User(user.to_vec(), schema.map(<[u8]>::to_vec)),
         Event::UnsolicitedError { code } => Ev::Unsolicited(code),
         Event::Unparsed { reason, abandoned } => Ev::Unparsed(reason, abandoned),
@@ -49,7 +56,7 @@ fn own(e: &Event<'_>) -> Ev {
 fn without_time(evs: &[Ev]) -> Vec<Ev> {
     evs.iter()
         .map(|e| match e {
-            Ev::Reply(c, ok, _) => Ev::Reply(*c, *ok, 0),
+            Ev::Reply(c, ok, _, d) => Ev::Reply(*c, *ok, 0, *d),
             e => e.clone(),
         })
         .collect()
@@ -69,18 +76,50 @@ struct Model {
     fifo: VecDeque<u8>,
     unparsed: bool,
     client_bytes: usize,
+    server_bytes: usize,
+    /// Statement text of the command being received.
+    text: Vec<u8>,
+    /// Client and server bytes accounted to replies so far.
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl Model {
     fn on(&mut self, side: Side, now: u64, e: &Event<'_>) {
         assert!(!self.unparsed, "event after Unparsed: {e:?}");
         match *e {
-            Event::Command { cmd } => {
+            Event::Statement { cmd, text } => {
+                assert!(side == Side::Client, "Statement while feeding the server");
+                assert!(matches!(cmd, 0x02 | 0x03 | 0x16), "Statement of command {cmd:#x}");
+                assert!(!text.is_empty(), "empty Statement piece");
+                self.text.extend_from_slice(text);
+                assert!(self.text.len() <= self.client_bytes, "more text than bytes");
+                return;
+            }
+            Event::Command { cmd, .. } => {
+                assert!(
+                    self.text.is_empty() || matches!(cmd, 0x02 | 0x03 | 0x16),
+                    "statement text before a command {cmd:#x} that has none"
+                );
                 assert!(side == Side::Client, "Command while feeding the server");
                 self.fifo.push_back(cmd);
             }
-            Event::Reply { cmd, elapsed, .. } => {
+            Event::Reply {
+                cmd,
+                elapsed,
+                detail,
+                ..
+            } => {
                 assert!(elapsed <= now, "elapsed {elapsed} > now {now}");
+                self.bytes_in += detail.bytes_in;
+                self.bytes_out += detail.bytes_out;
+                assert!(self.bytes_in <= self.client_bytes as u64, "bytes_in > bytes fed");
+                assert!(self.bytes_out <= self.server_bytes as u64, "bytes_out > bytes fed");
+                assert!(detail.rows * 4 <= detail.bytes_out, "more rows than bytes");
+                assert!(
+                    detail.prepared.is_none() || cmd == 0x16,
+                    "a prepared id for a command other than STMT_PREPARE"
+                );
                 let answered = match side {
                     // A command without a reply: answered as soon as it is sent.
                     Side::Client => {
@@ -104,11 +143,12 @@ impl Model {
             }
             Event::UserChanged { .. } => {
                 assert!(side == Side::Server);
-                assert!(matches!(self.events.last(), Some(Ev::Reply(0x11, true, _))));
+                assert!(matches!(self.events.last(), Some(Ev::Reply(0x11, true, _, _))));
             }
             Event::UnsolicitedError { .. } => assert!(side == Side::Server),
         }
-        self.events.push(own(e));
+        let ev = own(e, &mut self.text);
+        self.events.push(ev);
     }
 
     fn check(&self, o: &Observer) {
@@ -144,6 +184,7 @@ fn play(reads: &[(bool, u64, &[u8])], pieces: Option<(&mut Rng, usize)>) -> Vec<
                 m.client_bytes += piece.len();
                 o.feed_client(piece, now, &mut |e| m.on(Side::Client, now, &e));
             } else {
+                m.server_bytes += piece.len();
                 o.feed_server(piece, now, &mut |e| m.on(Side::Server, now, &e));
             }
             m.check(&o);

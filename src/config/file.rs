@@ -34,6 +34,20 @@ pub struct FileConfig {
     /// `[admin]`: the admin listener (web page, `/metrics`); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminFile>,
+    /// `[[site]]` tables: HTTP hosts and MySQL users billed together.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub site: Vec<SiteFile>,
+}
+
+/// One `[[site]]`: a name, the HTTP hosts and the MySQL users whose traffic is its bill.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteFile {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mysql_users: Vec<String>,
 }
 
 /// `[admin]`.

@@ -35,6 +35,8 @@ pub struct Config {
     pub pools: Vec<Pool>,
     /// `[admin]`: the admin listener, when configured.
     pub admin: Option<Admin>,
+    /// `[[site]]`: hosts and MySQL users billed together (`show traffic site`).
+    pub sites: crate::site::Sites,
 }
 
 /// `[admin]`: where the admin page and `/metrics` listen, and who may use them.
@@ -221,7 +223,7 @@ pub struct Route {
 /// A host name pattern: exact (`example.com`) or wildcard (`*.example.com`, matching any
 /// non-empty label sequence before `.example.com`). Stored lower-case; matching ignores case
 /// and any `:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HostPattern {
     Exact(String),
     /// The suffix including the leading dot, e.g. `.example.com`.

@@ -91,6 +91,17 @@ const COMMANDS: &[Command] = &[
         json: Some(|s, _| Ok(data::table_json(&crate::proxy::mysql::render_traffic(s)))),
     },
     Command {
+        name: "show traffic site",
+        args: "",
+        help: "per [[site]]: HTTP requests and bytes of its hosts, MySQL connections, commands, errors and bytes of its users, bytes in/out of both; with the traffic log on, also the latest complete period (last_period lines)",
+        run: |s, _| {
+            let mut out = site_traffic_text(s);
+            out.push_str(&crate::log::show_site_period(s));
+            Ok((out, Action::None))
+        },
+        json: Some(|s, _| Ok(data::table_json(&site_traffic_text(s)))),
+    },
+    Command {
         name: "show digest mysql",
         args: "[--json]",
         help: "per MySQL query digest, user and schema: count, errors, rows, bytes, time total/p50/p99, first and last seen, normalised text; by total time",
@@ -354,6 +365,14 @@ pub(crate) fn stats_text(s: &Shared) -> String {
 /// `show traffic http`.
 pub(crate) fn http_traffic_text(s: &Shared) -> String {
     crate::stats::render_http_traffic(&s.stats, &http_names(s))
+}
+
+/// `show traffic site`: every `[[site]]` of the running config, its bill since start, from
+/// the same totals the traffic log reads (HTTP per frontend and site, MySQL per user).
+pub(crate) fn site_traffic_text(s: &Shared) -> String {
+    let sites = &s.current().config.sites;
+    let totals = crate::log::traffic::Totals::of(s);
+    crate::site::render(sites, &sites.bills(totals.0.iter()))
 }
 
 /// `show digest mysql`: every shard's digest table, summed.

@@ -141,7 +141,7 @@ impl Probe {
         let verdict = loop {
             let (_, p) = c.packet().await?;
             read += p.len() + HEADER_LEN;
-            match reply.on_packet(com::QUERY, &p, p.len(), Negotiated::default()) {
+            match reply.on_packet(com::QUERY.into(), &p, p.len(), Negotiated::default()) {
                 Step::Continue if read > MAX_REPLY => {
                     return Err(Outcome::Fail(format!(
                         "mysql: query reply longer than {MAX_REPLY} bytes"

@@ -294,3 +294,14 @@ pub(crate) fn show_period(shared: &Shared, kind: traffic::Kind) -> String {
         None => "last_period none\n".into(),
     }
 }
+
+/// `show traffic site`: the latest complete period's site lines, when the traffic log is on.
+pub(crate) fn show_site_period(shared: &Shared) -> String {
+    if shared.current().config.daemon.traffic_log.is_none() {
+        return String::new();
+    }
+    match shared.logs.last_period() {
+        Some(p) => p.show_sites(),
+        None => "last_period none\n".into(),
+    }
+}

@@ -7,6 +7,11 @@
 //! is reset, so nothing is lost or counted twice however a reload, a `show traffic` or a slow
 //! disk falls between two periods.
 //!
+//! **Sites.** After the `http` and `mysql` lines, a period has one `site` line per `[[site]]`
+//! with traffic in it: the sum of that period's rows of its hosts and users
+//! ([`crate::site`]), mapped through the config running when the period is written. The
+//! trailer counts them with the other lines; recovery treats them like any period line.
+//!
 //! **One write per period.** A period (its lines, then its trailer) is formatted whole and
 //! appended with one `write(2)` on an `O_APPEND` descriptor, then `fsync`ed. The trailer is
 //! the last line of that write, so a period without its trailer is one a crash (or a full disk)
@@ -65,13 +70,16 @@ impl Kind {
     }
 }
 
-/// Requests (MySQL: commands), bytes in and out, total response time.
+/// Requests (MySQL: commands), bytes in and out, total response time; for MySQL also
+/// logins and errors (only the `site` lines print those two; HTTP leaves them 0).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Traffic {
     pub requests: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub time_us: u64,
+    pub connections: u64,
+    pub errors: u64,
 }
 
 impl Traffic {
@@ -80,6 +88,8 @@ impl Traffic {
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.time_us += o.time_us;
+        self.connections += o.connections;
+        self.errors += o.errors;
     }
 
     fn since(&self, base: &Traffic) -> Traffic {
@@ -88,6 +98,8 @@ impl Traffic {
             bytes_in: self.bytes_in.saturating_sub(base.bytes_in),
             bytes_out: self.bytes_out.saturating_sub(base.bytes_out),
             time_us: self.time_us.saturating_sub(base.time_us),
+            connections: self.connections.saturating_sub(base.connections),
+            errors: self.errors.saturating_sub(base.errors),
         }
     }
 
@@ -116,6 +128,7 @@ impl Totals {
                         bytes_in: c.bytes_in.get(),
                         bytes_out: c.bytes_out.get(),
                         time_us: c.time_total_us.get(),
+                        ..Traffic::default()
                     };
                     let e: &mut Traffic = t
                         .entry((Kind::Http, fe.clone(), site.to_vec()))
@@ -126,12 +139,16 @@ impl Totals {
         }
         let none: Arc<str> = Arc::from("-");
         for s in &shared.mysql_stats {
-            for (user, [requests, bytes_in, bytes_out, time_us]) in s.user_totals() {
+            for (user, [requests, bytes_in, bytes_out, time_us, connections, errors]) in
+                s.user_totals()
+            {
                 let add = Traffic {
                     requests,
                     bytes_in,
                     bytes_out,
                     time_us,
+                    connections,
+                    errors,
                 };
                 t.entry((Kind::Mysql, none.clone(), user))
                     .or_default()
@@ -164,12 +181,40 @@ pub struct Period {
     pub start: u64,
     pub end: u64,
     pub rows: Vec<(Key, Traffic)>,
+    /// `[[site]]` bills of this period's rows, sites with traffic only, in config order.
+    pub sites: Vec<(String, crate::site::Bill)>,
 }
 
 impl Period {
+    /// A period of `rows` with the bills of `sites` (those with traffic).
+    pub fn new(
+        number: u64,
+        start: u64,
+        end: u64,
+        rows: Vec<(Key, Traffic)>,
+        sites: &crate::site::Sites,
+    ) -> Period {
+        let bills = sites.bills(rows.iter().map(|(k, t)| (k, t)));
+        let sites = sites
+            .list
+            .iter()
+            .zip(bills)
+            .filter(|(_, b)| !b.is_zero())
+            .map(|(s, b)| (s.name.clone(), b))
+            .collect();
+        Period {
+            number,
+            start,
+            end,
+            rows,
+            sites,
+        }
+    }
+
     /// The period's lines and its trailer:
-    /// `N START END KIND FRONTEND KEY REQUESTS BYTES_IN BYTES_OUT TIME_US`, then `N START END
-    /// end LINES`.
+    /// `N START END KIND FRONTEND KEY REQUESTS BYTES_IN BYTES_OUT TIME_US` (`http`, `mysql`),
+    /// then `N START END site - SITE` and the ten columns of `show traffic site`, then
+    /// `N START END end LINES` (LINES counts every line before it).
     pub fn render(&self) -> String {
         let mut out = String::new();
         for ((kind, fe, key), t) in &self.rows {
@@ -188,14 +233,40 @@ impl Period {
                 t.time_us
             );
         }
+        for (name, b) in &self.sites {
+            let _ = writeln!(
+                out,
+                "{} {} {} site - {}",
+                self.number,
+                self.start,
+                self.end,
+                crate::site::line(name, b)
+            );
+        }
         let _ = writeln!(
             out,
             "{} {} {} end {}",
             self.number,
             self.start,
             self.end,
-            self.rows.len()
+            self.rows.len() + self.sites.len()
         );
+        out
+    }
+
+    /// The `show traffic site` section for this period: its site lines, as `show traffic
+    /// site` prints them, after `last_period`.
+    pub fn show_sites(&self) -> String {
+        let mut out = format!(
+            "last_period number={} start={} end={} lines={}\n",
+            self.number,
+            self.start,
+            self.end,
+            self.sites.len()
+        );
+        for (name, b) in &self.sites {
+            let _ = writeln!(out, "last_period {}", crate::site::line(name, b));
+        }
         out
     }
 
@@ -457,12 +528,14 @@ impl Open {
     /// totals become the next base; on failure the period stays open.
     fn write(&mut self, shared: &Shared, end: u64) -> bool {
         let now = Totals::of(shared);
-        let p = Period {
-            number: self.number + 1,
-            start: self.start,
-            end: end.max(self.start),
-            rows: now.since(&self.base),
-        };
+        // The sites of the config running when the period is written bill its whole period.
+        let p = Period::new(
+            self.number + 1,
+            self.start,
+            end.max(self.start),
+            now.since(&self.base),
+            &shared.current().config.sites,
+        );
         match append(&self.path, &p.render()) {
             Ok(()) => {
                 self.number = p.number;
@@ -595,6 +668,7 @@ mod tests {
             bytes_in: i,
             bytes_out: o,
             time_us: us,
+            ..Traffic::default()
         }
     }
 
@@ -630,6 +704,7 @@ mod tests {
             start: 100,
             end: 160,
             rows: c.since(&a),
+            sites: Vec::new(),
         };
         assert_eq!(
             p.render(),
@@ -645,7 +720,8 @@ mod tests {
     #[test]
     fn totals_read_every_shards_sites_and_users() {
         use crate::proxy::mysql::stats::ConnAccount;
-        let text = "[daemon]\nshards = 2\n[[http]]\nname = \"web\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n[pool.p]\nservers = [{ name = \"a\", addr = \"127.0.0.1:2\" }]\n";
+        let text = "[daemon]\nshards = 2\n[[http]]\nname = \"web\"\nlisten = [\"127.0.0.1:1\"]\ndefault_pool = \"p\"\n[pool.p]\nservers = [{ name = \"a\", addr = \"127.0.0.1:2\" }]\n\
+                    [[site]]\nname = \"shop.example\"\nhosts = [\"A.example\"]\nmysql_users = [\"shop\"]\n";
         let file = crate::config::parse(text, "<t>").unwrap();
         let shared = Shared::new(crate::config::from_file(file.clone(), "<t>").unwrap(), file);
         let tables = [
@@ -671,18 +747,27 @@ mod tests {
         conn.command(crate::proto::mysql::com::QUERY);
         conn.bytes_in(8);
         conn.reply(&shared.mysql_stats[1], true, 100);
-        let p = Period {
-            number: 1,
-            start: 10,
-            end: 20,
-            rows: Totals::of(&shared).since(&base),
-        };
+        let sites = &shared.current().config.sites;
+        let p = Period::new(1, 10, 20, Totals::of(&shared).since(&base), sites);
+        // The site line sums the period's lines of its hosts and users; LINES counts it.
         assert_eq!(
             p.render(),
-            "1 10 20 http web b%20example 1 5 6 7\n1 10 20 mysql - shop 1 8 0 100\n1 10 20 end 2\n"
+            "1 10 20 http web b%20example 1 5 6 7\n1 10 20 mysql - shop 1 8 0 100\n\
+             1 10 20 site - shop.example 0 0 0 0 1 0 8 0 8 0\n1 10 20 end 3\n"
+        );
+        assert_eq!(
+            p.show_sites(),
+            "last_period number=1 start=10 end=20 lines=1\n\
+             last_period shop.example 0 0 0 0 1 0 8 0 8 0\n"
         );
         let all = Totals::of(&shared).since(&Totals::default());
         assert_eq!(all[0].1, t(2, 11, 22, 33), "summed over shards");
+        // Since start: both shards' a.example, the user's login and both commands.
+        let bills = sites.bills(all.iter().map(|(k, t)| (k, t)));
+        assert_eq!(
+            crate::site::line("shop.example", &bills[0]),
+            "shop.example 2 11 22 1 2 0 15 70 26 92"
+        );
     }
 
     #[test]
@@ -739,6 +824,19 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "hello world\n");
         std::fs::write(&path, "no newline at all").unwrap();
         assert!(recover(&path).is_err());
+        // Site lines are period lines like the others: kept when their trailer is there, cut
+        // with their period when it is not.
+        let with_sites = "1 10 20 http web a 1 2 3 4\n1 10 20 site - shop.example 1 2 3 0 0 0 0 0 2 3\n1 10 20 end 2\n";
+        let cut = "2 20 30 mysql - shop 1 2 3 4\n2 20 30 site - shop.example 0 0 0 1 1 0 2 3 2";
+        std::fs::write(&path, format!("{with_sites}{cut}")).unwrap();
+        assert_eq!(
+            recover(&path).unwrap(),
+            Recovered {
+                last: Some((1, 20)),
+                cut: cut.len() as u64
+            }
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), with_sites);
         // A large file: the trailer is found beyond the first window.
         let mut big = String::from(complete);
         let line = "3 30 40 http web a 1 2 3 4\n";

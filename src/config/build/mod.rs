@@ -8,7 +8,7 @@
 //!
 //! One file per part of the work: `syntax` renders TOML/serde errors (line, column, indexed
 //! key path); `value` parses durations and sizes and applies defaults and ranges; `daemon`,
-//! `http` (frontends and their routes), `mysql` and `pool` build one section each; `frontend`
+//! `http` (frontends and their routes), `mysql`, `pool` and `site` build one section each; `frontend`
 //! holds the checks every frontend passes (names, listen addresses that overlap no other).
 //! This file has the error type, the entry points and the cross-section work of
 //! `Builder::build`: pools resolved by name, at least one frontend, unused pools reported.
@@ -20,6 +20,7 @@ mod frontend;
 mod http;
 mod mysql;
 mod pool;
+mod site;
 mod syntax;
 #[cfg(test)]
 mod tests;
@@ -180,6 +181,8 @@ impl Builder<'_> {
             mysql.push(fe);
         }
 
+        let sites = self.sites(&file.site)?;
+
         let admin = match &file.admin {
             Some(a) => Some(self.admin(a, &listens)?),
             None => None,
@@ -198,6 +201,7 @@ impl Builder<'_> {
             mysql,
             pools,
             admin,
+            sites,
         })
     }
 }

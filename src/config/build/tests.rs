@@ -614,3 +614,131 @@ fn log_keys() {
         "{e}"
     );
 }
+
+#[test]
+fn sites_load_and_map_hosts_and_users() {
+    let c = ok(&format!(
+        "{BASE}\n[[site]]\nname = \"shop.example\"\nhosts = [\"Shop.Example.\", \"www.shop.example\", \"*.cdn.shop.example\"]\nmysql_users = [\"shop\"]\n\
+         [[site]]\nname = \"all\"\nhosts = [\"*.example\", \"10.0.0.1\", \"[::1]\"]\n\
+         [[site]]\nname = \"db-only\"\nmysql_users = [\"Shop\", \"with space\"]\n\
+         [[site]]\nname = \"empty\"\n"
+    ));
+    let s = &c.sites;
+    assert_eq!(s.list.len(), 4);
+    assert_eq!(s.list[0].name, "shop.example");
+    assert_eq!(
+        s.list[0].hosts[0],
+        HostPattern::Exact("shop.example".into())
+    );
+    assert_eq!(s.of_host(b"shop.example"), Some(0));
+    assert_eq!(s.of_host(b"a.cdn.shop.example"), Some(0));
+    assert_eq!(s.of_host(b"blog.example"), Some(1));
+    assert_eq!(s.of_host(b"10.0.0.1"), Some(1));
+    assert_eq!(s.of_host(b"[::1]"), Some(1));
+    assert_eq!(s.of_user(b"shop"), Some(0));
+    assert_eq!(s.of_user(b"Shop"), Some(2));
+    assert_eq!(s.of_user(b"with space"), Some(2));
+    assert!(ok(BASE).sites.is_empty());
+    // Written back by `show config` under the same keys.
+    let file = parse(
+        &format!("{BASE}[[site]]\nname = \"a\"\nhosts = [\"a.example\"]\n"),
+        ORIGIN,
+    )
+    .unwrap();
+    let back = toml::to_string(&file).unwrap();
+    assert!(
+        back.contains("[[site]]") && back.contains("hosts = [\"a.example\"]"),
+        "{back}"
+    );
+    assert!(!back.contains("mysql_users"), "{back}");
+}
+
+#[test]
+fn site_errors_name_file_and_key() {
+    let site = |body: &str| err(&format!("{BASE}{body}"));
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[site]]\nname = \"\"\n",
+            "/etc/x.toml: site[0].name: \"\": a site name must be",
+        ),
+        (
+            "[[site]]\nname = \"a b\"\n",
+            "site[0].name: \"a b\": a site name must be",
+        ),
+        (
+            "[[site]]\nname = \"a\"\n[[site]]\nname = \"a\"\n",
+            "/etc/x.toml: site[1].name: \"a\" is already the name of site[0]",
+        ),
+        (
+            "[[site]]\nname = \"a\"\nhosts = [\"x.example\"]\n[[site]]\nname = \"b\"\nhosts = [\"X.example\"]\n",
+            "site[1].hosts[0]: \"X.example\" is already a host of site[0] (\"a\") (site[0].hosts[0]); a host belongs to one site",
+        ),
+        (
+            "[[site]]\nname = \"a\"\nhosts = [\"*.x.example\"]\n[[site]]\nname = \"b\"\nhosts = [\"*.X.example\"]\n",
+            "site[1].hosts[0]: \"*.X.example\" is already a host of site[0]",
+        ),
+        (
+            "[[site]]\nname = \"a\"\nhosts = [\"x.example\", \"x.example\"]\n",
+            "site[0].hosts[1]: \"x.example\" is listed twice (also site[0].hosts[0])",
+        ),
+        (
+            "[[site]]\nname = \"a\"\nmysql_users = [\"shop\"]\n[[site]]\nname = \"b\"\nmysql_users = [\"shop\"]\n",
+            "/etc/x.toml: site[1].mysql_users[0]: \"shop\" is already a MySQL user of site[0] (\"a\"); a user belongs to one site",
+        ),
+        (
+            "[[site]]\nname = \"a\"\nmysql_users = [\"u\", \"u\"]\n",
+            "site[0].mysql_users[1]: \"u\" is listed twice",
+        ),
+        (
+            "[[site]]\nname = \"a\"\nhosts = [\"x.example:8080\"]\n",
+            "site[0].hosts[0]: \"x.example:8080\" has a port",
+        ),
+        (
+            "[[site]]\nname = \"a\"\nhosts = [\"*\"]\n",
+            "site[0].hosts[0]: \"*\": a site cannot take every host",
+        ),
+        ("[[site]]\nname = \"a\"\nhosts = [\"\"]\n", "site[0].hosts[0]: empty host"),
+        (
+            "[[site]]\nname = \"a\"\nhosts = [\"-\"]\n",
+            "site[0].hosts[0]: \"-\" is the key of requests without a Host",
+        ),
+        (
+            "[[site]]\nname = \"a\"\nhosts = [\"a.*.example\"]\n",
+            "site[0].hosts[0]: \"a.*.example\": '*' is allowed only as a whole first label",
+        ),
+        (
+            "[[site]]\nname = \"a\"\nhosts = [\"bad host\"]\n",
+            "site[0].hosts[0]: \"bad host\" is not a host name",
+        ),
+        (
+            "[[site]]\nname = \"a\"\nmysql_users = [\"\"]\n",
+            "site[0].mysql_users[0]: empty user name",
+        ),
+        (
+            "[[site]]\nname = \"a\"\nmysql_users = [\"(other)\"]\n",
+            "site[0].mysql_users[0]: \"(other)\" counts traffic of no particular user",
+        ),
+        (
+            "[[site]]\nname = \"a\"\nmysql_users = [\"a\\nb\"]\n",
+            "site[0].mysql_users[0]: \"a\\nb\" has a control character",
+        ),
+    ];
+    for (body, want) in cases {
+        let e = site(body);
+        assert!(e.contains(want), "{body}\n got: {e}\nwant: {want}");
+    }
+    let long = format!(
+        "[[site]]\nname = \"a\"\nhosts = [\"{}example\"]\n",
+        "a.".repeat(130)
+    );
+    let e = site(&long);
+    assert!(e.contains("site[0].hosts[0]: longer than 255 bytes"), "{e}");
+    // Unknown keys and wrong shapes come from the TOML stage, with the key path.
+    let e = site("[[site]]\nname = \"a\"\nhost = [\"x\"]\n");
+    assert!(
+        e.contains("site[0]") && e.contains("unknown field `host`"),
+        "{e}"
+    );
+    let e = site("[[site]]\nhosts = [\"x.example\"]\n");
+    assert!(e.contains("missing field `name`"), "{e}");
+}

@@ -123,6 +123,31 @@ pub struct Negotiated {
     pub cache_metadata: bool,
 }
 
+/// The command a reply answers, with what the client asked for that changes its shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asked {
+    pub cmd: u8,
+    /// COM_STMT_EXECUTE with a cursor type in its flags: the server may open a cursor and send
+    /// the rows later, one COM_STMT_FETCH at a time.
+    pub cursor: bool,
+}
+
+impl From<u8> for Asked {
+    fn from(cmd: u8) -> Asked {
+        Asked { cmd, cursor: false }
+    }
+}
+
+impl Asked {
+    /// What a complete command packet (payload prefix `p`, starting with the command byte)
+    /// asks: COM_STMT_EXECUTE is `17 stmt_id(4) flags(1) ...`, cursor types in `flags`.
+    pub fn of_packet(p: &[u8]) -> Option<Asked> {
+        let cmd = *p.first()?;
+        let cursor = cmd == com::STMT_EXECUTE && p.get(5).is_some_and(|&f| f != 0);
+        Some(Asked { cmd, cursor })
+    }
+}
+
 /// Reply state for the command at the head of the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
@@ -208,8 +233,9 @@ fn after_terminator(st: u16) -> (Reply, Step) {
 impl Reply {
     /// Advance by one complete server packet of this reply: `p` is its payload prefix (at
     /// least the first 32 bytes when the packet is that long), `first_len` its first-chunk
-    /// length (`MAX_CHUNK` means "at least 16 MiB"), `cmd` the command it answers.
-    pub fn on_packet(&mut self, cmd: u8, p: &[u8], first_len: usize, neg: Negotiated) -> Step {
+    /// length (`MAX_CHUNK` means "at least 16 MiB"), `asked` the command it answers.
+    pub fn on_packet(&mut self, asked: Asked, p: &[u8], first_len: usize, neg: Negotiated) -> Step {
+        let cmd = asked.cmd;
         let head = p.first().copied();
         if is_progress(p) {
             return Step::Continue;
@@ -255,8 +281,14 @@ impl Reply {
             Reply::ColsEof => match head {
                 Some(EOF) if first_len < 9 => {
                     let st = eof_status(p);
-                    if st & status::CURSOR_EXISTS != 0 {
-                        // A cursor was opened: rows come with COM_STMT_FETCH.
+                    // CURSOR_EXISTS means "rows come with COM_STMT_FETCH" only in the reply to
+                    // an EXECUTE that asked for a cursor, and a cursor is over one result: the
+                    // flag also shows in results a stored procedure sends while it has a
+                    // cursor of its own open (CALL, text or binary), and their rows follow.
+                    let cursor_opened = asked.cursor
+                        && st & status::CURSOR_EXISTS != 0
+                        && st & status::MORE_RESULTS_EXISTS == 0;
+                    if cursor_opened {
                         *self = Reply::First;
                         Step::Done { ok: true }
                     } else {
@@ -327,7 +359,8 @@ impl Reply {
                 None => Step::Lost("malformed OK packet"),
             },
             Some(OK) => Step::Lost("short OK packet"),
-            Some(0xFB) if cmd == com::QUERY => {
+            // LOCAL INFILE request: a text query, or a prepared `LOAD DATA LOCAL INFILE`.
+            Some(0xFB) if cmd == com::QUERY || cmd == com::STMT_EXECUTE => {
                 *self = Reply::Infile;
                 Step::InfileRequested
             }
@@ -400,10 +433,14 @@ mod tests {
 
     /// Run a reply; returns the steps, one per packet.
     fn drive(cmd: u8, neg: Negotiated, packets: &[Vec<u8>]) -> Vec<Step> {
-        let mut r = Reply::start(classify(cmd)).unwrap();
+        drive_asked(cmd.into(), neg, packets)
+    }
+
+    fn drive_asked(asked: Asked, neg: Negotiated, packets: &[Vec<u8>]) -> Vec<Step> {
+        let mut r = Reply::start(classify(asked.cmd)).unwrap();
         packets
             .iter()
-            .map(|p| r.on_packet(cmd, p, p.len(), neg))
+            .map(|p| r.on_packet(asked, p, p.len(), neg))
             .collect()
     }
 
@@ -431,11 +468,16 @@ mod tests {
         ends_exactly_at_last(&drive(com::QUERY, DE, &de), true);
         let mut r = Reply::Rows;
         assert_eq!(
-            r.on_packet(com::QUERY, &[0xFE, 0xFF, 0xFF, 0xFF], MAX_CHUNK, DE),
+            r.on_packet(com::QUERY.into(), &[0xFE, 0xFF, 0xFF, 0xFF], MAX_CHUNK, DE),
             Step::Continue
         );
         assert_eq!(
-            r.on_packet(com::QUERY, &[0xFE, 0xFF, 0xFF, 0xFF], MAX_CHUNK, CLASSIC),
+            r.on_packet(
+                com::QUERY.into(),
+                &[0xFE, 0xFF, 0xFF, 0xFF],
+                MAX_CHUNK,
+                CLASSIC
+            ),
             Step::Continue
         );
     }
@@ -540,15 +582,62 @@ mod tests {
             ),
             true,
         );
-        // Cursor: definitions and EOF with CURSOR_EXISTS, no rows.
+        // Cursor asked and opened: definitions and EOF with CURSOR_EXISTS, no rows.
+        let cursor = Asked {
+            cmd: com::STMT_EXECUTE,
+            cursor: true,
+        };
         ends_exactly_at_last(
-            &drive(
-                com::STMT_EXECUTE,
+            &drive_asked(
+                cursor,
                 CLASSIC,
                 &[vec![1], coldef(), eof(status::CURSOR_EXISTS | 2)],
             ),
             true,
         );
+        // The same flag without a cursor asked (a procedure's own open cursor leaks it into
+        // its results, text or binary): rows follow.
+        for asked in [com::STMT_EXECUTE.into(), com::QUERY.into()] {
+            ends_exactly_at_last(
+                &drive_asked(
+                    asked,
+                    CLASSIC,
+                    &[
+                        vec![1],
+                        coldef(),
+                        eof(status::CURSOR_EXISTS | 2),
+                        row.clone(),
+                        eof(status::CURSOR_EXISTS | 2),
+                    ],
+                ),
+                true,
+            );
+        }
+        // Cursor asked but more results announced (a CALL): no cursor over several results.
+        ends_exactly_at_last(
+            &drive_asked(
+                cursor,
+                CLASSIC,
+                &[
+                    vec![1],
+                    coldef(),
+                    eof(status::CURSOR_EXISTS | status::MORE_RESULTS_EXISTS | 2),
+                    row.clone(),
+                    eof(status::MORE_RESULTS_EXISTS | 2),
+                    ok(2),
+                ],
+            ),
+            true,
+        );
+        assert_eq!(
+            Asked::of_packet(b"\x17\x01\x00\x00\x00\x01\x01\x00\x00\x00"),
+            Some(cursor)
+        );
+        assert_eq!(
+            Asked::of_packet(b"\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00"),
+            Some(com::STMT_EXECUTE.into())
+        );
+        assert_eq!(Asked::of_packet(b"\x03\x01"), Some(com::QUERY.into()));
         // Under DEPRECATE_EOF the cursor's metadata ends with an OK (0xFE) terminator.
         ends_exactly_at_last(
             &drive(
@@ -577,12 +666,12 @@ mod tests {
     fn local_infile_and_odd_replies() {
         let mut r = Reply::start(classify(com::QUERY)).unwrap();
         assert_eq!(
-            r.on_packet(com::QUERY, b"\xfb/tmp/x.csv", 11, CLASSIC),
+            r.on_packet(com::QUERY.into(), b"\xfb/tmp/x.csv", 11, CLASSIC),
             Step::InfileRequested
         );
         assert_eq!(r, Reply::Infile);
         assert_eq!(
-            r.on_packet(com::QUERY, &ok(2), 7, CLASSIC),
+            r.on_packet(com::QUERY.into(), &ok(2), 7, CLASSIC),
             Step::Done { ok: true }
         );
         ends_exactly_at_last(
@@ -623,27 +712,27 @@ mod tests {
     fn garbage_is_lost_not_panicked() {
         let mut r = Reply::First;
         assert!(matches!(
-            r.on_packet(com::QUERY, &[], 0, CLASSIC),
+            r.on_packet(com::QUERY.into(), &[], 0, CLASSIC),
             Step::Lost(_)
         ));
         assert!(matches!(
-            Reply::First.on_packet(com::QUERY, &[0xFE], 1, CLASSIC),
+            Reply::First.on_packet(com::QUERY.into(), &[0xFE], 1, CLASSIC),
             Step::Lost(_)
         ));
         assert!(matches!(
-            Reply::First.on_packet(com::QUERY, &[0x00, 0xFC], 2, CLASSIC),
+            Reply::First.on_packet(com::QUERY.into(), &[0x00, 0xFC], 2, CLASSIC),
             Step::Lost(_)
         ));
         assert!(matches!(
-            Reply::First.on_packet(com::QUERY, &[0xFC, 1], 2, CLASSIC),
+            Reply::First.on_packet(com::QUERY.into(), &[0xFC, 1], 2, CLASSIC),
             Step::Lost(_)
         ));
         assert!(matches!(
-            Reply::First.on_packet(com::QUERY, &[1, 7], 2, MARIA),
+            Reply::First.on_packet(com::QUERY.into(), &[1, 7], 2, MARIA),
             Step::Lost(_)
         ));
         assert!(matches!(
-            Reply::ColsEof.on_packet(com::QUERY, &[1], 1, CLASSIC),
+            Reply::ColsEof.on_packet(com::QUERY.into(), &[1], 1, CLASSIC),
             Step::Lost(_)
         ));
         // Every prefix of every packet shape, in every state: no panic.
@@ -669,9 +758,9 @@ mod tests {
                 for cut in 0..=p.len() {
                     for neg in [CLASSIC, DE, MARIA] {
                         let mut r = s;
-                        let _ = r.on_packet(com::STMT_PREPARE, &p[..cut], cut, neg);
+                        let _ = r.on_packet(com::STMT_PREPARE.into(), &p[..cut], cut, neg);
                         let mut r = s;
-                        let _ = r.on_packet(com::QUERY, &p[..cut], cut, neg);
+                        let _ = r.on_packet(com::QUERY.into(), &p[..cut], cut, neg);
                     }
                 }
             }

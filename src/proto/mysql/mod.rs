@@ -16,7 +16,7 @@ pub mod observer;
 pub mod packet;
 
 pub use command::{command_name, CommandClass};
-pub use observer::{Event, Observer};
+pub use observer::{Event, Observer, ReplyDetail};
 pub use packet::{err_packet, Frame, Framer, MAX_CHUNK};
 
 /// Capability flags (bits 0–31 from the handshake, 32–63 MariaDB's extended ones).

@@ -9,7 +9,9 @@
 
 use std::collections::VecDeque;
 
-use super::command::{classify, CommandClass, Negotiated, Reply, Step, ERR, OK};
+use super::command::{
+    classify, is_progress, Asked, CommandClass, Negotiated, Reply, Step, ERR, OK,
+};
 use super::handshake::{parse_change_user, parse_greeting, parse_response};
 use super::packet::{Frame, Framer};
 use super::{caps, com};
@@ -31,11 +33,22 @@ pub enum Event<'a> {
     },
     /// The connection phase ended: authenticated (`ok`) or refused (ERR, connection closes).
     Authenticated { ok: bool },
-    /// A command was sent to the server (its packet is complete).
-    Command { cmd: u8 },
+    /// Statement text of a COM_QUERY or COM_STMT_PREPARE (or the schema name of a
+    /// COM_INIT_DB), as it streams past: any number of pieces, the command byte excluded,
+    /// before that command's [`Event::Command`].
+    Statement { cmd: u8, text: &'a [u8] },
+    /// A command was sent to the server (its packet is complete). `stmt` is the statement id
+    /// of the prepared-statement commands that carry one (EXECUTE, FETCH, CLOSE, RESET,
+    /// SEND_LONG_DATA, BULK_EXECUTE); `0xFFFF_FFFF` is MariaDB's "the last one prepared".
+    Command { cmd: u8, stmt: Option<u32> },
     /// A command's reply ended (immediately for commands without a reply). `elapsed` is in the
     /// caller's clock units, from the command's first byte to its reply's last byte.
-    Reply { cmd: u8, ok: bool, elapsed: u64 },
+    Reply {
+        cmd: u8,
+        ok: bool,
+        elapsed: u64,
+        detail: ReplyDetail,
+    },
     /// COM_CHANGE_USER succeeded: the connection now belongs to this user.
     UserChanged {
         user: &'a [u8],
@@ -48,6 +61,20 @@ pub enum Event<'a> {
         reason: &'static str,
         abandoned: usize,
     },
+}
+
+/// What else a reply carried, for per-statement statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplyDetail {
+    /// Rows of the result sets (text or binary rows, FETCH rows).
+    pub rows: u64,
+    /// Client bytes of the command: its packet(s) with headers, LOCAL INFILE data and
+    /// authentication answers sent while it was open.
+    pub bytes_in: u64,
+    /// Server bytes relayed while this command's reply was the one being read.
+    pub bytes_out: u64,
+    /// COM_STMT_PREPARE answered with PREPARE_OK: the new statement's id.
+    pub prepared: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +90,9 @@ enum Phase {
 
 #[derive(Debug, Clone, Copy)]
 struct Pending {
-    cmd: u8,
+    asked: Asked,
     start: u64,
+    detail: ReplyDetail,
 }
 
 /// Follows one client↔server connection.
@@ -82,6 +110,8 @@ pub struct Observer {
     reply: Reply,
     /// First byte time of the client packet being received.
     client_start: u64,
+    /// Bytes (headers included) of the client packet being received.
+    client_bytes: u64,
     /// The client is sending LOCAL INFILE data (ends with an empty packet).
     infile: bool,
     /// COM_CHANGE_USER target, kept until its reply says whether it took effect.
@@ -107,6 +137,7 @@ impl Observer {
             fifo: VecDeque::new(),
             reply: Reply::First,
             client_start: 0,
+            client_bytes: 0,
             infile: false,
             change_user: Vec::new(),
             change_schema: None,
@@ -127,7 +158,7 @@ impl Observer {
     /// INFILE data, COM_CHANGE_USER authentication)? A proxy that stops reading the client to
     /// bound the queue must keep reading then, or both sides would wait forever.
     pub fn awaiting_client(&self) -> bool {
-        self.infile || self.fifo.front().map(|p| p.cmd) == Some(com::CHANGE_USER)
+        self.infile || self.fifo.front().map(|p| p.asked.cmd) == Some(com::CHANGE_USER)
     }
 
     /// Capabilities in effect (client ∧ server) once the handshake response was seen.
@@ -143,9 +174,15 @@ impl Observer {
             if self.client.at_boundary() {
                 // This slice holds the first byte of the next packet.
                 self.client_start = now;
+                self.client_bytes = 0;
             }
             let (n, frame) = self.client.step(buf);
+            self.client_bytes += n as u64;
+            let payload = &buf[n - self.client.step_payload()..n];
             buf = &buf[n..];
+            if !payload.is_empty() && self.phase == Phase::Command {
+                self.statement_bytes(payload, sink);
+            }
             if frame == Some(Frame::Done) {
                 self.client_packet(now, sink);
             }
@@ -159,6 +196,9 @@ impl Observer {
         {
             let (n, frame) = self.server.step(buf);
             buf = &buf[n..];
+            if let Some(head) = self.fifo.front_mut() {
+                head.detail.bytes_out += n as u64;
+            }
             if frame == Some(Frame::Done) {
                 self.server_packet(now, sink);
             }
@@ -169,9 +209,10 @@ impl Observer {
     pub fn close(&mut self, now: u64, sink: &mut impl FnMut(Event<'_>)) {
         while let Some(p) = self.fifo.pop_front() {
             sink(Event::Reply {
-                cmd: p.cmd,
+                cmd: p.asked.cmd,
                 ok: false,
                 elapsed: now.saturating_sub(p.start),
+                detail: p.detail,
             });
         }
         if self.phase != Phase::Unparsed {
@@ -224,9 +265,28 @@ impl Observer {
         }
     }
 
+    /// Payload bytes of a client packet in the command phase: the text of COM_QUERY,
+    /// COM_STMT_PREPARE and COM_INIT_DB goes out as [`Event::Statement`].
+    fn statement_bytes(&mut self, payload: &[u8], sink: &mut impl FnMut(Event<'_>)) {
+        if self.infile || self.client.seq() != 0 {
+            return;
+        }
+        let at = self.client.total() - payload.len() as u64;
+        let text = if at == 0 { &payload[1..] } else { payload };
+        match self.client.prefix().first() {
+            Some(&cmd @ (com::QUERY | com::STMT_PREPARE | com::INIT_DB)) if !text.is_empty() => {
+                sink(Event::Statement { cmd, text })
+            }
+            _ => {}
+        }
+    }
+
     fn command_packet(&mut self, now: u64, sink: &mut impl FnMut(Event<'_>)) {
         if self.infile {
             // LOCAL INFILE data continues the sequence; an empty packet ends the file.
+            if let Some(head) = self.fifo.front_mut() {
+                head.detail.bytes_in += self.client_bytes;
+            }
             if self.client.total() == 0 {
                 self.infile = false;
             }
@@ -234,8 +294,12 @@ impl Observer {
         }
         let seq = self.client.seq();
         if seq != 0 {
-            if self.fifo.front().map(|p| p.cmd) == Some(com::CHANGE_USER) {
-                return; // authentication data inside COM_CHANGE_USER
+            if let Some(head) = self.fifo.front_mut() {
+                if head.asked.cmd == com::CHANGE_USER {
+                    // authentication data inside COM_CHANGE_USER
+                    head.detail.bytes_in += self.client_bytes;
+                    return;
+                }
             }
             return self.lose("client packet out of sequence", sink);
         }
@@ -257,13 +321,31 @@ impl Observer {
             self.change_schema = schema.map(<[u8]>::to_vec);
         }
         let start = self.client_start;
-        sink(Event::Command { cmd });
+        let stmt = match cmd {
+            com::STMT_EXECUTE
+            | com::STMT_FETCH
+            | com::STMT_CLOSE
+            | com::STMT_RESET
+            | com::STMT_SEND_LONG_DATA
+            | com::STMT_BULK_EXECUTE => self
+                .client
+                .prefix()
+                .get(1..5)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            _ => None,
+        };
+        sink(Event::Command { cmd, stmt });
+        let detail = ReplyDetail {
+            bytes_in: self.client_bytes,
+            ..ReplyDetail::default()
+        };
         match Reply::start(class) {
             None => {
                 sink(Event::Reply {
                     cmd,
                     ok: true,
                     elapsed: now.saturating_sub(start),
+                    detail,
                 });
                 if cmd == com::QUIT {
                     self.phase = Phase::Closing;
@@ -273,7 +355,12 @@ impl Observer {
                 if self.fifo.is_empty() {
                     self.reply = initial;
                 }
-                self.fifo.push_back(Pending { cmd, start });
+                let asked = Asked::of_packet(self.client.prefix()).unwrap_or(cmd.into());
+                self.fifo.push_back(Pending {
+                    asked,
+                    start,
+                    detail,
+                });
             }
         }
     }
@@ -324,29 +411,45 @@ impl Observer {
             }
             return self.lose("server packet with no command outstanding", sink);
         };
+        let before = self.reply;
+        if head.asked.cmd == com::STMT_PREPARE && before == Reply::First && p.first() == Some(&OK) {
+            // PREPARE_OK: 00 stmt_id(4) ncols(2) nparams(2) ...
+            if let Some(h) = self.fifo.front_mut() {
+                h.detail.prepared = p
+                    .get(1..5)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            }
+        }
         match self
             .reply
-            .on_packet(head.cmd, p, self.server.first_len(), self.neg)
+            .on_packet(head.asked, p, self.server.first_len(), self.neg)
         {
-            Step::Continue => {}
+            Step::Continue => {
+                if before == Reply::Rows && !is_progress(p) {
+                    if let Some(h) = self.fifo.front_mut() {
+                        h.detail.rows += 1;
+                    }
+                }
+            }
             Step::InfileRequested => self.infile = true,
             Step::Lost(reason) => self.lose(reason, sink),
             Step::Done { ok } => {
-                self.fifo.pop_front();
+                let detail = self.fifo.pop_front().map(|h| h.detail).unwrap_or_default();
                 let elapsed = now.saturating_sub(head.start);
                 sink(Event::Reply {
-                    cmd: head.cmd,
+                    cmd: head.asked.cmd,
                     ok,
                     elapsed,
+                    detail,
                 });
-                if head.cmd == com::CHANGE_USER && ok {
+                if head.asked.cmd == com::CHANGE_USER && ok {
                     sink(Event::UserChanged {
                         user: &self.change_user,
                         schema: self.change_schema.as_deref(),
                     });
                 }
                 if let Some(next) = self.fifo.front() {
-                    self.reply = Reply::start(classify(next.cmd)).unwrap_or(Reply::First);
+                    self.reply = Reply::start(classify(next.asked.cmd)).unwrap_or(Reply::First);
                 }
             }
         }
@@ -372,17 +475,20 @@ mod tests {
         Unparsed(usize),
     }
 
-    fn own(e: Event<'_>) -> Ev {
+    /// The event, owned; statement pieces (which depend on how the bytes were split) are
+    /// checked by their own test.
+    fn own(e: Event<'_>) -> Option<Ev> {
         let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        match e {
+        Some(match e {
             Event::Login { user, schema } => Ev::Login(s(user), schema.map(s)),
             Event::Authenticated { ok } => Ev::Auth(ok),
-            Event::Command { cmd } => Ev::Cmd(cmd),
+            Event::Statement { .. } => return None,
+            Event::Command { cmd, .. } => Ev::Cmd(cmd),
             Event::Reply { cmd, ok, .. } => Ev::Reply(cmd, ok),
             Event::UserChanged { user, .. } => Ev::User(s(user)),
             Event::UnsolicitedError { code } => Ev::Unsolicited(code),
             Event::Unparsed { abandoned, .. } => Ev::Unparsed(abandoned),
-        }
+        })
     }
 
     /// A conversation: (from client?, bytes).
@@ -401,7 +507,7 @@ mod tests {
                     if let Event::Reply { elapsed, .. } = e {
                         times.push(elapsed);
                     }
-                    evs.push(own(e));
+                    evs.extend(own(e));
                 };
                 if *from_client {
                     o.feed_client(chunk, now, &mut sink);
@@ -740,6 +846,116 @@ mod tests {
         assert_eq!(play(&s, 4).0[2..], [Ev::Unparsed(0)]);
     }
 
+    /// Statement text (joined), command stmt ids and reply details, for any split.
+    fn details(script: &Script, piece: usize) -> Vec<(u8, Option<u32>, String, ReplyDetail)> {
+        let mut o = Observer::new();
+        let mut text = Vec::new();
+        let mut cmds = VecDeque::new();
+        let mut out = Vec::new();
+        for (from_client, bytes) in script {
+            for chunk in bytes.chunks(piece) {
+                let mut sink = |e: Event<'_>| match e {
+                    Event::Statement { text: t, .. } => text.extend_from_slice(t),
+                    Event::Command { cmd, stmt } => {
+                        let t = String::from_utf8_lossy(&std::mem::take(&mut text)).into_owned();
+                        cmds.push_back((cmd, stmt, t));
+                    }
+                    Event::Reply { detail, .. } => {
+                        let (cmd, stmt, t) = cmds.pop_front().expect("reply to a command");
+                        out.push((cmd, stmt, t, detail));
+                    }
+                    _ => {}
+                };
+                if *from_client {
+                    o.feed_client(chunk, 0, &mut sink);
+                } else {
+                    o.feed_server(chunk, 0, &mut sink);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn statements_rows_bytes_and_prepared_ids_any_split() {
+        let mut s = login(CLIENT_CLASSIC, "u");
+        let long = format!("select '{}'", "x".repeat(1000));
+        s.push((true, query(&long)));
+        let rows = [
+            packet(1, &[1, 1]),
+            coldef(2),
+            eof(3, 2),
+            packet(4, b"\x011"),
+            packet(5, b"\x012"),
+            eof(6, 2),
+        ]
+        .concat();
+        s.push((false, rows.clone()));
+        let mut prep = vec![com::STMT_PREPARE];
+        prep.extend_from_slice(b"select ?");
+        s.push((true, packet(0, &prep)));
+        // PREPARE_OK id 7, 1 column, 1 param: param def + EOF + column def + EOF.
+        let pok = packet(1, b"\x00\x07\x00\x00\x00\x01\x00\x01\x00\x00\x00\x00");
+        let defs = [coldef(2), eof(3, 2), coldef(4), eof(5, 2)].concat();
+        s.push((false, [pok.clone(), defs.clone()].concat()));
+        let exec = packet(0, b"\x17\x07\x00\x00\x00\x00\x01\x00\x00\x00");
+        s.push((true, exec.clone()));
+        s.push((false, ok(1, 2)));
+        s.push((true, packet(0, b"\x19\x07\x00\x00\x00")));
+        let whole = details(&s, usize::MAX);
+        for piece in [1, 2, 5, 64] {
+            assert_eq!(details(&s, piece), whole, "piece {piece}");
+        }
+        let d = |bytes_in: usize, bytes_out: usize, rows: u64, prepared: Option<u32>| ReplyDetail {
+            rows,
+            bytes_in: bytes_in as u64,
+            bytes_out: bytes_out as u64,
+            prepared,
+        };
+        assert_eq!(
+            whole,
+            [
+                (
+                    com::QUERY,
+                    None,
+                    long.clone(),
+                    d(long.len() + 5, rows.len(), 2, None)
+                ),
+                (
+                    com::STMT_PREPARE,
+                    None,
+                    "select ?".to_string(),
+                    d(prep.len() + 4, pok.len() + defs.len(), 0, Some(7))
+                ),
+                (
+                    com::STMT_EXECUTE,
+                    Some(7),
+                    String::new(),
+                    d(exec.len(), 11, 0, None)
+                ),
+                (com::STMT_CLOSE, Some(7), String::new(), d(9, 0, 0, None)),
+            ]
+        );
+    }
+
+    #[test]
+    fn statement_text_of_a_multi_chunk_query_is_whole() {
+        let mut s = login(CLIENT_DE, "u");
+        let big = format!("select '{}'", "y".repeat(MAX_CHUNK + 10));
+        s.push((true, query(&big)));
+        s.push((false, ok(1, 2)));
+        for piece in [7, 70_000] {
+            let d = details(&s, piece);
+            assert_eq!(d.len(), 1);
+            assert!(d[0].2 == big, "piece {piece}: text differs");
+            assert_eq!(
+                d[0].3.bytes_in,
+                big.len() as u64 + 1 + 8,
+                "two chunk headers"
+            );
+        }
+    }
+
     #[test]
     fn close_fails_outstanding_commands() {
         let mut o = Observer::new();
@@ -747,15 +963,15 @@ mod tests {
         let s = login(CLIENT_CLASSIC, "u");
         for (c, b) in &s {
             if *c {
-                o.feed_client(b, 1, &mut |e| evs.push(own(e)));
+                o.feed_client(b, 1, &mut |e| evs.extend(own(e)));
             } else {
-                o.feed_server(b, 1, &mut |e| evs.push(own(e)));
+                o.feed_server(b, 1, &mut |e| evs.extend(own(e)));
             }
         }
-        o.feed_client(&query("select sleep(10)"), 2, &mut |e| evs.push(own(e)));
-        o.feed_server(&packet(1, &[1, 1])[..3], 3, &mut |e| evs.push(own(e)));
+        o.feed_client(&query("select sleep(10)"), 2, &mut |e| evs.extend(own(e)));
+        o.feed_server(&packet(1, &[1, 1])[..3], 3, &mut |e| evs.extend(own(e)));
         assert_eq!(o.outstanding(), 1);
-        o.close(9, &mut |e| evs.push(own(e)));
+        o.close(9, &mut |e| evs.extend(own(e)));
         assert_eq!(
             &evs[2..],
             &[Ev::Cmd(com::QUERY), Ev::Reply(com::QUERY, false)]
@@ -870,7 +1086,8 @@ mod recorded {
             out.push(match e {
                 Event::Login { user, .. } => format!("login {}", String::from_utf8_lossy(user)),
                 Event::Authenticated { ok } => format!("auth {ok}"),
-                Event::Command { cmd } => format!("> {}", command_name(cmd)),
+                Event::Statement { .. } => return,
+                Event::Command { cmd, .. } => format!("> {}", command_name(cmd)),
                 Event::Reply { cmd, ok, .. } => {
                     format!("< {} {}", command_name(cmd), if ok { "ok" } else { "err" })
                 }
@@ -974,6 +1191,56 @@ mod recorded {
             count(&s, "> query") + count(&s, "> stmt_prepare") + count(&s, "> stmt_execute") + 3,
             s.iter().filter(|l| l.starts_with('>')).count()
         );
+    }
+
+    #[test]
+    fn change_user_to_passwordless_account_with_empty_auth_switch_answer() {
+        // mariadb-test: `change_user nopw,,app;` then back to sg_root. The server answers the
+        // first COM_CHANGE_USER with an AuthSwitchRequest and the client sends an empty packet.
+        let s = summary(&load("change_user_nopw"));
+        assert_eq!(count(&s, "< change_user ok"), 2, "{s:#?}");
+        assert!(s.contains(&"user nopw".to_string()), "{s:#?}");
+        assert_eq!(count(&s, "< query ok"), 3, "{s:#?}");
+        assert_eq!(s.last().map(String::as_str), Some("< quit ok"));
+    }
+
+    #[test]
+    fn prepared_load_data_local_infile() {
+        // mariadb-test --ps-protocol: LOAD DATA LOCAL INFILE prepared and executed; the
+        // EXECUTE is answered with 0xFB and the client sends the file.
+        let s = summary(&load("ps_local_infile"));
+        assert_eq!(count(&s, "> stmt_execute"), 5, "{s:#?}");
+        assert_eq!(count(&s, "< stmt_execute ok"), 5, "{s:#?}");
+        assert_eq!(count(&s, "< stmt_close ok"), 4, "{s:#?}");
+        assert_eq!(s.last().map(String::as_str), Some("< quit ok"));
+        // --cursor-protocol: the same, and the SELECT opens a cursor read with STMT_FETCH.
+        let s = summary(&load("cursor_protocol_infile_fetch"));
+        assert_eq!(count(&s, "< stmt_execute ok"), 4, "{s:#?}");
+        assert_eq!(count(&s, "< stmt_fetch ok"), 1, "{s:#?}");
+        assert_eq!(s.last().map(String::as_str), Some("< quit ok"));
+    }
+
+    #[test]
+    fn procedure_with_open_cursor_returns_rows_inline() {
+        // CALL of a procedure that SELECTs while its own cursor is open: the column EOF
+        // carries SERVER_STATUS_CURSOR_EXISTS, the rows follow anyway. As a text query, and
+        // executed as a prepared statement (flags 0: no cursor asked) by --ps-protocol and
+        // --cursor-protocol.
+        for name in [
+            "sp_cursor_text",
+            "sp_cursor_ps",
+            "sp_cursor_cursor_protocol",
+        ] {
+            let s = summary(&load(name));
+            let call = if name == "sp_cursor_text" {
+                "< query ok"
+            } else {
+                "< stmt_execute ok"
+            };
+            assert!(s.contains(&call.to_string()), "{name}: {s:#?}");
+            assert!(!s.iter().any(|l| l.ends_with(" err")), "{name}: {s:#?}");
+            assert_eq!(s.last().map(String::as_str), Some("< quit ok"), "{name}");
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct Framer<const CAP: usize> {
     total: u64,
     prefix: [u8; CAP],
     prefix_len: usize,
+    /// Payload bytes the last [`Framer::step`] consumed: always the last ones it consumed.
+    step_payload: usize,
 }
 
 impl<const CAP: usize> Default for Framer<CAP> {
@@ -52,13 +54,19 @@ impl<const CAP: usize> Framer<CAP> {
             total: 0,
             prefix: [0; CAP],
             prefix_len: 0,
+            step_payload: 0,
         }
     }
 
     /// Consume bytes from `buf` until the next [`Frame`] event or the end of `buf`; returns how
     /// many bytes were consumed. Partial input is never an error: framing itself cannot fail.
+    ///
+    /// A step consumes payload of at most one chunk, and those payload bytes are the last
+    /// bytes it consumed ([`Framer::step_payload`] says how many): a caller that wants the
+    /// payload itself (a statement's text) takes them from the end of the consumed range.
     pub fn step(&mut self, buf: &[u8]) -> (usize, Option<Frame>) {
         let mut used = 0;
+        self.step_payload = 0;
         loop {
             if self.hdr_have < HEADER_LEN {
                 let take = (HEADER_LEN - self.hdr_have).min(buf.len() - used);
@@ -96,6 +104,7 @@ impl<const CAP: usize> Framer<CAP> {
                 self.total = self.total.saturating_add(take as u64);
                 self.chunk_left -= take;
                 used += take;
+                self.step_payload = take;
                 if self.chunk_left > 0 {
                     return (used, None);
                 }
@@ -106,7 +115,17 @@ impl<const CAP: usize> Framer<CAP> {
                 self.in_packet = false;
                 return (used, Some(Frame::Done));
             }
+            if self.step_payload > 0 {
+                // The next chunk's header follows: stop so the payload stays at the end.
+                return (used, None);
+            }
         }
+    }
+
+    /// How many of the bytes the last [`Framer::step`] consumed were payload (they are the
+    /// last ones it consumed).
+    pub fn step_payload(&self) -> usize {
+        self.step_payload
     }
 
     /// Sequence id of the logical packet's first chunk.
@@ -227,18 +246,27 @@ mod tests {
     use super::*;
 
     /// Feed `bytes` in pieces of `piece` and collect (event, seq, first_len, total, prefix).
+    /// Also checks that the payload bytes reported by `step_payload` (the tail of each step)
+    /// add up, packet by packet, to the whole logical payload.
     fn run<const CAP: usize>(bytes: &[u8], piece: usize) -> Vec<(Frame, u8, usize, u64, Vec<u8>)> {
         let mut f = Framer::<CAP>::new();
         let mut out = Vec::new();
+        let mut payload = Vec::new();
         for chunk in bytes.chunks(piece.max(1)) {
             let mut rest = chunk;
             loop {
                 let (n, ev) = f.step(rest);
+                payload.extend_from_slice(&rest[n - f.step_payload()..n]);
+                assert!(n > 0 || ev.is_some() || rest.is_empty(), "no progress");
                 rest = &rest[n..];
                 if let Some(ev) = ev {
+                    if ev == Frame::Done {
+                        assert_eq!(payload.len() as u64, f.total());
+                        assert_eq!(&payload[..f.prefix().len()], f.prefix());
+                        payload.clear();
+                    }
                     out.push((ev, f.seq(), f.first_len(), f.total(), f.prefix().to_vec()));
-                } else {
-                    assert!(rest.is_empty(), "stopped early without an event");
+                } else if rest.is_empty() {
                     break;
                 }
             }

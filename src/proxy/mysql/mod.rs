@@ -29,6 +29,7 @@ pub mod digest;
 mod health;
 pub mod stats;
 mod tls;
+mod track;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -52,8 +53,10 @@ use crate::shard::ConnGuard;
 use crate::shared::Shared;
 
 use backend::{connect_backend, read_greeting, NoBackend};
+use digest::DigestShard;
 use stats::ConnAccount;
 pub use stats::{FrontCounters, MysqlShardStats, UserStats};
+use track::DigestTrack;
 
 /// Relay buffer per direction: MySQL packets are small except blobs, which stream through.
 const RELAY_BUF: usize = 16 * 1024;
@@ -305,12 +308,14 @@ pub async fn serve_client(
     let session = Session {
         shard: &shard,
         stats: my,
+        digests: &shard.shared.mysql_digests[shard.id()],
         counters,
         server: ss,
         ctl: &ctl,
         state: RefCell::new(SessionState {
             observer,
             acct,
+            digests: DigestTrack::default(),
             pending: sink_events,
         }),
         server_lost: Cell::new(false),
@@ -369,15 +374,21 @@ pub async fn serve_client(
     // Both directions are done: account what was left open, then let the streams go.
     {
         let mut st = session.state.borrow_mut();
-        let SessionState { observer, acct, .. } = &mut *st;
+        let SessionState {
+            observer,
+            acct,
+            digests,
+            ..
+        } = &mut *st;
         let busy = observer.outstanding() > 0;
         let to = Sinks {
             stats: my,
             counters,
             server: ss,
             shard: shard.id(),
+            digests: &shard.shared.mysql_digests[shard.id()],
         };
-        observer.close(rt::now_us(), &mut |e| on_event(e, acct, &to));
+        observer.close(rt::now_us(), &mut |e| on_event(e, acct, digests, &to));
         acct.flush(my, None);
         if busy && session.server_lost.get() {
             counters.backend_lost.add(1);
@@ -434,6 +445,7 @@ enum Dir {
 struct SessionState {
     observer: Observer,
     acct: ConnAccount,
+    digests: DigestTrack,
     /// Events seen before the session existed (the greeting), applied once it does.
     pending: Vec<OwnedEvent>,
 }
@@ -441,6 +453,7 @@ struct SessionState {
 struct Session<'a> {
     shard: &'a ShardCtx,
     stats: &'a MysqlShardStats,
+    digests: &'a DigestShard,
     counters: &'a FrontCounters,
     server: &'a ServerShared,
     ctl: &'a Ctl,
@@ -567,23 +580,29 @@ impl Session<'_> {
         let now = rt::now_us();
         self.ctl.last_active_ms.set(rt::ms_of(now));
         let mut st = self.state.borrow_mut();
-        let SessionState { observer, acct, .. } = &mut *st;
+        let SessionState {
+            observer,
+            acct,
+            digests,
+            ..
+        } = &mut *st;
         let to = Sinks {
             stats: self.stats,
             counters: self.counters,
             server: self.server,
             shard: self.shard.id(),
+            digests: self.digests,
         };
         match dir {
             Dir::ClientToServer => {
                 to.server.add_bytes(to.shard, data.len() as u64);
                 acct.bytes_in(data.len());
-                observer.feed_client(data, now, &mut |e| on_event(e, acct, &to));
+                observer.feed_client(data, now, &mut |e| on_event(e, acct, digests, &to));
             }
             Dir::ServerToClient => {
                 to.server.add_bytes(to.shard, data.len() as u64);
                 acct.bytes_out(data.len());
-                observer.feed_server(data, now, &mut |e| on_event(e, acct, &to));
+                observer.feed_server(data, now, &mut |e| on_event(e, acct, digests, &to));
             }
         }
         self.ctl.busy.set(observer.outstanding() > 0);
@@ -613,14 +632,17 @@ struct Sinks<'a> {
     counters: &'a FrontCounters,
     server: &'a ServerShared,
     shard: usize,
+    digests: &'a DigestShard,
 }
 
-fn on_event(e: Event<'_>, acct: &mut ConnAccount, to: &Sinks<'_>) {
+fn on_event(e: Event<'_>, acct: &mut ConnAccount, dig: &mut DigestTrack, to: &Sinks<'_>) {
+    dig.on_event(&e, acct.user(), to.digests);
     let Sinks {
         stats,
         counters,
         server,
         shard,
+        ..
     } = *to;
     match e {
         Event::Login { user, .. } => acct.login(user),
@@ -629,11 +651,14 @@ fn on_event(e: Event<'_>, acct: &mut ConnAccount, to: &Sinks<'_>) {
             acct.login_failed();
             counters.login_failed.add(1);
         }
-        Event::Command { cmd } => {
+        Event::Statement { .. } => {}
+        Event::Command { cmd, .. } => {
             server.begin(shard);
             acct.command(cmd);
         }
-        Event::Reply { cmd, ok, elapsed } => {
+        Event::Reply {
+            cmd, ok, elapsed, ..
+        } => {
             server.end(shard);
             if cmd == com::CHANGE_USER && !ok {
                 counters.login_failed.add(1);

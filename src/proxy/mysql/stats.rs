@@ -171,15 +171,22 @@ impl MysqlShardStats {
         map.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect()
     }
 
-    /// Per user: commands, bytes in, bytes out and reply time (µs), without the histograms
-    /// (the traffic log reads this once per period).
-    pub(crate) fn user_totals(&self) -> Vec<(Vec<u8>, [u64; 4])> {
+    /// Per user: commands, bytes in, bytes out, reply time (µs), connections and errors,
+    /// without the histograms (the traffic log and `show traffic site` read this).
+    pub(crate) fn user_totals(&self) -> Vec<(Vec<u8>, [u64; 6])> {
         let map = self.users.lock().unwrap_or_else(|e| e.into_inner());
         map.iter()
             .map(|(k, v)| {
                 (
                     k.to_vec(),
-                    [v.requests(), v.bytes_in, v.bytes_out, v.time_total_us],
+                    [
+                        v.requests(),
+                        v.bytes_in,
+                        v.bytes_out,
+                        v.time_total_us,
+                        v.connections,
+                        v.errors,
+                    ],
                 )
             })
             .collect()
@@ -218,6 +225,11 @@ pub struct ConnAccount {
 }
 
 impl ConnAccount {
+    /// The user the connection's traffic counts under now.
+    pub fn user(&self) -> &[u8] {
+        self.user.as_deref().unwrap_or(UNKNOWN_USER)
+    }
+
     pub fn bytes_in(&mut self, n: usize) {
         self.delta.bytes_in += n as u64;
     }
