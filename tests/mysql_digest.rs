@@ -1,9 +1,7 @@
 //! `show digest mysql` end to end: the real `shardgate` binary in front of a real MariaDB
 //! (tests/support/mariadb.sh), queries through `mysql_async` (text and prepared, literals
 //! varying, one error, multi-row results), then the JSON answer checked digest by digest.
-//!
-//! Ignored until the relay feeds the digest table (`src/proxy/mysql/mod.rs` calling
-//! `DigestShard::record`): without it the table stays empty.
+//! The relay feeds the table from `src/proxy/mysql/track.rs`.
 
 mod common;
 mod mysql_support;
@@ -33,7 +31,6 @@ fn num(r: &serde_json::Value, key: &str) -> u64 {
 }
 
 #[test]
-#[ignore = "needs the relay wiring (src/proxy/mysql/mod.rs calling DigestShard::record)"]
 fn digests_count_text_and_prepared_statements() {
     let Some(db) = MariaDb::start("digests_count_text_and_prepared_statements", 1) else {
         return;
