@@ -127,6 +127,8 @@ pub struct Shared {
     pub mysql_stats: Vec<Arc<MysqlShardStats>>,
     /// Per shard: the MySQL query digest table (`show digest mysql`).
     pub mysql_digests: Vec<Arc<crate::proxy::mysql::digest::DigestShard>>,
+    /// Per shard: the MySQL query cache (`[[mysql.cache]]`, `show cache mysql`).
+    pub mysql_qcache: Vec<Arc<crate::proxy::mysql::qcache::QcacheShard>>,
     pub life: Arc<Lifecycle>,
     /// The running shard count (fixed for the life of the process).
     pub shards: usize,
@@ -153,6 +155,9 @@ impl Shared {
             stats: (0..shards).map(|_| Arc::new(ShardStats::new())).collect(),
             mysql_stats: (0..shards)
                 .map(|_| Arc::new(MysqlShardStats::new()))
+                .collect(),
+            mysql_qcache: (0..shards)
+                .map(|_| Arc::new(crate::proxy::mysql::qcache::QcacheShard::new()))
                 .collect(),
             mysql_digests: (0..shards)
                 .map(|_| Arc::new(crate::proxy::mysql::digest::DigestShard::new()))

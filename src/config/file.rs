@@ -482,6 +482,28 @@ pub struct MysqlFile {
     /// The peers (CIDR) allowed to send a PROXY header.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
+    /// Query cache memory per shard (results kept, keys included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_size: Option<Scalar>,
+    /// Largest result the query cache keeps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_max_result: Option<Scalar>,
+    /// `[[mysql.cache]]` rules, first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache: Vec<MysqlCacheFile>,
+}
+
+/// One `[[mysql.cache]]` rule.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlCacheFile {
+    /// Regular expression over the query's digest text.
+    pub match_digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    pub ttl: Scalar,
 }
 
 /// A value that may be written as a string or a number (durations, sizes). The builder

@@ -415,4 +415,26 @@ pub struct MysqlFrontend {
     pub tls: Option<Arc<crate::tls::ServerTls>>,
     /// Connections start with a PROXY header, from these peers only.
     pub accept_proxy: Option<AcceptProxy>,
+    /// The query cache (`[[mysql.cache]]` rules); `None` without rules.
+    pub cache: Option<Arc<MysqlCacheConf>>,
+}
+
+/// A MySQL frontend's query cache: rules tried in order, memory per shard.
+#[derive(Debug)]
+pub struct MysqlCacheConf {
+    pub rules: Vec<MysqlCacheRule>,
+    /// Bytes of results (and their keys) kept per shard.
+    pub size: usize,
+    /// Results larger than this are not kept.
+    pub max_result: usize,
+}
+
+#[derive(Debug)]
+pub struct MysqlCacheRule {
+    /// As written in the config (shown by `show cache mysql`).
+    pub match_digest: String,
+    pub regex: regex::Regex,
+    pub user: Option<String>,
+    pub schema: Option<String>,
+    pub ttl: Duration,
 }

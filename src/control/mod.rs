@@ -102,6 +102,13 @@ const COMMANDS: &[Command] = &[
         json: Some(|s, _| Ok(data::table_json(&site_traffic_text(s)))),
     },
     Command {
+        name: "show cache mysql",
+        args: "",
+        help: "per MySQL frontend and [[mysql.cache]] rule, summed over shards: TTL, hits, misses, hit ratio, results stored and not stored, bytes served; then the stores' entries, bytes, evicted, expired",
+        run: |s, _| Ok((mysql_cache_text(s), Action::None)),
+        json: None,
+    },
+    Command {
         name: "show digest mysql",
         args: "[--json]",
         help: "per MySQL query digest, user and schema: count, errors, rows, bytes, time total/p50/p99, first and last seen, normalised text; by total time",
@@ -373,6 +380,20 @@ pub(crate) fn site_traffic_text(s: &Shared) -> String {
     let sites = &s.current().config.sites;
     let totals = crate::log::traffic::Totals::of(s);
     crate::site::render(sites, &sites.bills(totals.0.iter()))
+}
+
+/// `show cache mysql`.
+fn mysql_cache_text(s: &Shared) -> String {
+    let shards: Vec<&crate::proxy::mysql::qcache::QcacheShard> =
+        s.mysql_qcache.iter().map(|d| &**d).collect();
+    let fronts: Vec<_> = s
+        .current()
+        .config
+        .mysql
+        .iter()
+        .map(|f| (f.name.clone(), f.cache.clone()))
+        .collect();
+    crate::proxy::mysql::qcache::render(&shards, &fronts)
 }
 
 /// `show digest mysql`: every shard's digest table, summed.

@@ -393,7 +393,7 @@ impl Builder<'_> {
 }
 
 /// The regex crate's message spans several lines (pattern, caret, reason); keep one line.
-fn regex_problem(re: &str, e: &regex::Error) -> String {
+pub(super) fn regex_problem(re: &str, e: &regex::Error) -> String {
     let text = e.to_string();
     let reason = text
         .lines()

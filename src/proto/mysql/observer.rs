@@ -10,7 +10,8 @@
 use std::collections::VecDeque;
 
 use super::command::{
-    classify, is_progress, Asked, CommandClass, Negotiated, Reply, Step, ERR, OK,
+    classify, eof_status, is_progress, ok_status, Asked, CommandClass, Negotiated, Reply, Step,
+    EOF, ERR, OK,
 };
 use super::handshake::{parse_change_user, parse_greeting, parse_response};
 use super::packet::{Frame, Framer};
@@ -114,6 +115,8 @@ pub struct Observer {
     client_bytes: u64,
     /// The client is sending LOCAL INFILE data (ends with an empty packet).
     infile: bool,
+    /// Server status flags of the last OK or EOF that ended a reply (or the login).
+    status: u16,
     /// COM_CHANGE_USER target, kept until its reply says whether it took effect.
     change_user: Vec<u8>,
     change_schema: Option<Vec<u8>>,
@@ -138,6 +141,7 @@ impl Observer {
             reply: Reply::First,
             client_start: 0,
             client_bytes: 0,
+            status: 0,
             infile: false,
             change_user: Vec::new(),
             change_schema: None,
@@ -159,6 +163,27 @@ impl Observer {
     /// bound the queue must keep reading then, or both sides would wait forever.
     pub fn awaiting_client(&self) -> bool {
         self.infile || self.fifo.front().map(|p| p.asked.cmd) == Some(com::CHANGE_USER)
+    }
+
+    /// Between commands, every byte so far understood: logged in, nothing outstanding, no
+    /// packet half-way in either direction. Only then may a proxy answer a command itself.
+    pub fn idle(&self) -> bool {
+        self.phase == Phase::Command
+            && self.fifo.is_empty()
+            && !self.infile
+            && self.client.at_boundary()
+            && self.server.at_boundary()
+    }
+
+    /// Server status flags (`status::IN_TRANS`, `AUTOCOMMIT`, ...) of the last reply that
+    /// ended with OK or EOF; 0 before the login's OK.
+    pub fn server_status(&self) -> u16 {
+        self.status
+    }
+
+    /// Client capability flags of the handshake response.
+    pub fn client_caps(&self) -> u64 {
+        self.client_caps
     }
 
     /// Capabilities in effect (client ∧ server) once the handshake response was seen.
@@ -384,6 +409,7 @@ impl Observer {
             Phase::Response => self.lose("server spoke before the handshake response", sink),
             Phase::Auth => match p.first() {
                 Some(&OK) => {
+                    self.status = ok_status(p).unwrap_or(0);
                     self.phase = Phase::Command;
                     sink(Event::Authenticated { ok: true });
                 }
@@ -434,6 +460,14 @@ impl Observer {
             Step::InfileRequested => self.infile = true,
             Step::Lost(reason) => self.lose(reason, sink),
             Step::Done { ok } => {
+                match p.first() {
+                    Some(&OK) => self.status = ok_status(p).unwrap_or(self.status),
+                    Some(&EOF) if self.neg.deprecate_eof => {
+                        self.status = ok_status(p).unwrap_or(self.status)
+                    }
+                    Some(&EOF) => self.status = eof_status(p),
+                    _ => {}
+                }
                 let detail = self.fifo.pop_front().map(|h| h.detail).unwrap_or_default();
                 let elapsed = now.saturating_sub(head.start);
                 sink(Event::Reply {

@@ -27,6 +27,7 @@
 mod backend;
 pub mod digest;
 mod health;
+pub mod qcache;
 pub mod stats;
 mod tls;
 mod track;
@@ -52,8 +53,13 @@ use crate::rt::{self, Read, Socket, Splitable, TcpStream};
 use crate::shard::ConnGuard;
 use crate::shared::Shared;
 
+use crate::config::MysqlCacheConf;
+use crate::proto::mysql::digest::Normalizer;
+use crate::proto::mysql::packet::MAX_CHUNK;
+use crate::proto::mysql::status as mysql_status;
 use backend::{connect_backend, read_greeting, NoBackend};
 use digest::DigestShard;
+use qcache::QcacheShard;
 use stats::ConnAccount;
 pub use stats::{FrontCounters, MysqlShardStats, UserStats};
 use track::DigestTrack;
@@ -309,6 +315,10 @@ pub async fn serve_client(
         shard: &shard,
         stats: my,
         digests: &shard.shared.mysql_digests[shard.id()],
+        cache: conf.cache.as_deref().map(|c| (conf.name.as_str(), c)),
+        qcache: &shard.shared.mysql_qcache[shard.id()],
+        down_busy: Cell::new(false),
+        client_dup: RefCell::new(None),
         counters,
         server: ss,
         ctl: &ctl,
@@ -316,6 +326,7 @@ pub async fn serve_client(
             observer,
             acct,
             digests: DigestTrack::default(),
+            capture: None,
             pending: sink_events,
         }),
         server_lost: Cell::new(false),
@@ -387,6 +398,7 @@ pub async fn serve_client(
             server: ss,
             shard: shard.id(),
             digests: &shard.shared.mysql_digests[shard.id()],
+            from_cache: false,
         };
         observer.close(rt::now_us(), &mut |e| on_event(e, acct, digests, &to));
         acct.flush(my, None);
@@ -446,6 +458,8 @@ struct SessionState {
     observer: Observer,
     acct: ConnAccount,
     digests: DigestTrack,
+    /// A cacheable query's reply being collected for the query cache.
+    capture: Option<Capture>,
     /// Events seen before the session existed (the greeting), applied once it does.
     pending: Vec<OwnedEvent>,
 }
@@ -454,6 +468,15 @@ struct Session<'a> {
     shard: &'a ShardCtx,
     stats: &'a MysqlShardStats,
     digests: &'a DigestShard,
+    /// The frontend's query cache rules (`None`: no cache) and this shard's store.
+    cache: Option<(&'a str, &'a MysqlCacheConf)>,
+    qcache: &'a QcacheShard,
+    /// The server→client pump has bytes read and not yet written to the client: a reply
+    /// from the cache now would overtake them.
+    down_busy: Cell<bool>,
+    /// A second descriptor of the client socket for replies from the cache (the client's
+    /// write half belongs to the server→client pump, parked on a read of the server).
+    client_dup: RefCell<Option<TcpStream>>,
     counters: &'a FrontCounters,
     server: &'a ServerShared,
     ctl: &'a Ctl,
@@ -529,6 +552,18 @@ impl Session<'_> {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if dir == Dir::ClientToServer && self.cache.is_some() {
+                if let Some(reply) = self.cache_lookup(&buf[..n]) {
+                    self.observe_hit(&buf[..n], &reply);
+                    if !self.write_cached(reply).await {
+                        break 'relay;
+                    }
+                    continue;
+                }
+            }
+            if dir == Dir::ServerToClient {
+                self.down_busy.set(true);
+            }
             self.observe(&buf[..n], dir);
             // Write by hand rather than write_all: each partial write is progress, and the
             // sweeper's client_write_timeout looks at how long the pending one has waited.
@@ -556,8 +591,101 @@ impl Session<'_> {
                     Ok(k) => off += k,
                 }
             }
+            self.down_busy.set(false);
         }
         self.ended(dir);
+    }
+
+    /// A reply from the query cache for this read of the client, if it is one whole cacheable
+    /// `COM_QUERY` (rules in [`qcache`]) and the cache has a fresh result. On a miss the
+    /// query goes to the server and its reply is collected ([`Capture`]).
+    fn cache_lookup(&self, pkt: &[u8]) -> Option<Box<[u8]>> {
+        let (frontend, conf) = self.cache?;
+        let &[l0, l1, l2, seq, cmd] = pkt.first_chunk::<5>()?;
+        let sql = &pkt[5..];
+        let len = u32::from_le_bytes([l0, l1, l2, 0]) as usize;
+        if len + 4 != pkt.len() || seq != 0 || cmd != com::QUERY || len >= MAX_CHUNK {
+            return None;
+        }
+        let mut st = self.state.borrow_mut();
+        let status = st.observer.server_status();
+        if !st.observer.idle()
+            || self.down_busy.get()
+            || st.capture.is_some()
+            || status & mysql_status::AUTOCOMMIT == 0
+            || status & mysql_status::IN_TRANS != 0
+        {
+            return None;
+        }
+        let digest = Normalizer::digest(sql);
+        let user = st.acct.user();
+        let schema = st.digests.schema();
+        let rule = qcache::rule_for(conf, &digest.text, user, schema)?;
+        let key = qcache::key(frontend, user, schema, st.observer.client_caps(), sql);
+        match self.qcache.lookup(frontend, rule, &key, rt::now_ms()) {
+            Some(reply) => Some(reply),
+            None => {
+                st.capture = Some(Capture {
+                    rule,
+                    key,
+                    buf: Vec::new(),
+                    over: false,
+                });
+                None
+            }
+        }
+    }
+
+    /// Account a query answered from the cache as if the server had answered it (the
+    /// per-user and per-digest counts are the client's traffic), without counting it on the
+    /// server.
+    fn observe_hit(&self, query: &[u8], reply: &[u8]) {
+        let now = rt::now_us();
+        self.ctl.last_active_ms.set(rt::ms_of(now));
+        let mut st = self.state.borrow_mut();
+        let SessionState {
+            observer,
+            acct,
+            digests,
+            ..
+        } = &mut *st;
+        let to = Sinks {
+            stats: self.stats,
+            counters: self.counters,
+            server: self.server,
+            shard: self.shard.id(),
+            digests: self.digests,
+            from_cache: true,
+        };
+        acct.bytes_in(query.len());
+        observer.feed_client(query, now, &mut |e| on_event(e, acct, digests, &to));
+        acct.bytes_out(reply.len());
+        observer.feed_server(reply, now, &mut |e| on_event(e, acct, digests, &to));
+        self.ctl.busy.set(observer.outstanding() > 0);
+    }
+
+    /// Write a cached reply to the client through the second descriptor. False: the client
+    /// is gone (or stopped reading for `client_write_timeout`).
+    async fn write_cached(&self, reply: Box<[u8]>) -> bool {
+        let stream = self.client_dup.borrow_mut().take();
+        let mut stream = match stream {
+            Some(s) => s,
+            None => match dup_stream(self.ctl.client_fd) {
+                Ok(s) => s,
+                Err(_) => return false,
+            },
+        };
+        self.ctl.client_write_since_ms.set(rt::now_ms());
+        let write_ms = self.ctl.write_ms;
+        let (res, _) = rt::write_all(
+            &mut stream,
+            reply.into_vec(),
+            Duration::from_millis(write_ms),
+        )
+        .await;
+        self.ctl.client_write_since_ms.set(0);
+        *self.client_dup.borrow_mut() = Some(stream);
+        res.is_ok()
     }
 
     /// One direction (or the TLS relay, naming the side that ended it) is over: wake the other,
@@ -577,6 +705,17 @@ impl Session<'_> {
     }
 
     fn observe(&self, data: &[u8], dir: Dir) {
+        if dir == Dir::ServerToClient {
+            let mut st = self.state.borrow_mut();
+            if let (Some(c), Some((_, conf))) = (st.capture.as_mut(), self.cache) {
+                if !c.over && c.buf.len() + data.len() <= conf.max_result {
+                    c.buf.extend_from_slice(data);
+                } else {
+                    c.over = true;
+                    c.buf = Vec::new();
+                }
+            }
+        }
         let now = rt::now_us();
         self.ctl.last_active_ms.set(rt::ms_of(now));
         let mut st = self.state.borrow_mut();
@@ -592,7 +731,9 @@ impl Session<'_> {
             server: self.server,
             shard: self.shard.id(),
             digests: self.digests,
+            from_cache: false,
         };
+        let mut first_reply = None;
         match dir {
             Dir::ClientToServer => {
                 to.server.add_bytes(to.shard, data.len() as u64);
@@ -602,15 +743,66 @@ impl Session<'_> {
             Dir::ServerToClient => {
                 to.server.add_bytes(to.shard, data.len() as u64);
                 acct.bytes_out(data.len());
-                observer.feed_server(data, now, &mut |e| on_event(e, acct, digests, &to));
+                observer.feed_server(data, now, &mut |e| {
+                    if let Event::Reply { ok, detail, .. } = &e {
+                        first_reply.get_or_insert((*ok, detail.bytes_out));
+                    }
+                    on_event(e, acct, digests, &to)
+                });
             }
         }
         self.ctl.busy.set(observer.outstanding() > 0);
+        if let Some((ok, bytes_out)) = first_reply {
+            if st.capture.is_some() {
+                self.finish_capture(&mut st, ok, bytes_out);
+            }
+        }
         drop(st);
         if dir == Dir::ServerToClient && !self.client_must_wait() {
             self.wake_client_reader();
         }
     }
+}
+
+impl Session<'_> {
+    /// The collected query's reply ended: keep it if it may be kept (an OK/EOF ending, outside
+    /// a transaction, whole and under `cache_max_result`).
+    fn finish_capture(&self, st: &mut SessionState, ok: bool, bytes_out: u64) {
+        let (Some(c), Some((frontend, conf))) = (st.capture.take(), self.cache) else {
+            return;
+        };
+        let status = st.observer.server_status();
+        let keep = ok
+            && !c.over
+            && c.buf.len() as u64 >= bytes_out
+            && status & mysql_status::AUTOCOMMIT != 0
+            && status & mysql_status::IN_TRANS == 0;
+        let reply = keep.then(|| {
+            let mut b = c.buf;
+            b.truncate(bytes_out as usize);
+            b.into_boxed_slice()
+        });
+        let ttl = conf.rules.get(c.rule).map_or(Duration::ZERO, |r| r.ttl);
+        self.qcache
+            .store(conf, frontend, c.rule, c.key, reply, ttl, rt::now_ms());
+    }
+}
+
+/// A cacheable query's reply as it streams past (see [`qcache`]).
+struct Capture {
+    rule: usize,
+    key: Box<[u8]>,
+    buf: Vec<u8>,
+    /// Larger than `cache_max_result`: not kept (the bytes collected so far are freed).
+    over: bool,
+}
+
+/// A second, independent descriptor of a connected socket, as a runtime stream.
+fn dup_stream(fd: RawFd) -> std::io::Result<TcpStream> {
+    // SAFETY: `fd` is the session's client socket, open for as long as the session runs
+    // (the sweeper only shuts it down, never closes it); the borrow ends with this call.
+    let owned = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+    TcpStream::from_std(std::net::TcpStream::from(owned))
 }
 
 /// The few greeting-time events worth keeping until the session exists.
@@ -633,6 +825,8 @@ struct Sinks<'a> {
     server: &'a ServerShared,
     shard: usize,
     digests: &'a DigestShard,
+    /// The events replay a reply from the query cache: the server did not see this command.
+    from_cache: bool,
 }
 
 fn on_event(e: Event<'_>, acct: &mut ConnAccount, dig: &mut DigestTrack, to: &Sinks<'_>) {
@@ -642,6 +836,7 @@ fn on_event(e: Event<'_>, acct: &mut ConnAccount, dig: &mut DigestTrack, to: &Si
         counters,
         server,
         shard,
+        from_cache,
         ..
     } = *to;
     match e {
@@ -653,13 +848,17 @@ fn on_event(e: Event<'_>, acct: &mut ConnAccount, dig: &mut DigestTrack, to: &Si
         }
         Event::Statement { .. } => {}
         Event::Command { cmd, .. } => {
-            server.begin(shard);
+            if !from_cache {
+                server.begin(shard);
+            }
             acct.command(cmd);
         }
         Event::Reply {
             cmd, ok, elapsed, ..
         } => {
-            server.end(shard);
+            if !from_cache {
+                server.end(shard);
+            }
             if cmd == com::CHANGE_USER && !ok {
                 counters.login_failed.add(1);
             }

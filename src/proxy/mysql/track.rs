@@ -153,6 +153,11 @@ impl DigestTrack {
         }
     }
 
+    /// The connection's default database as last seen.
+    pub fn schema(&self) -> Option<&[u8]> {
+        self.schema.as_deref()
+    }
+
     fn finish(&mut self) -> Rc<Digest> {
         let d = match self.norm.as_mut() {
             Some(n) => n.finish(),

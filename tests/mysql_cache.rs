@@ -1,0 +1,200 @@
+//! The MySQL query cache (`[[mysql.cache]]`) end to end: the real `shardgate` binary in front
+//! of a real MariaDB (tests/support/mariadb.sh), the real `mariadb` CLI and `mysql_async`.
+//! Cached results must be byte-identical to the server's; a result is served until its TTL
+//! and not after; nothing is served inside a transaction, to another user, for a statement no
+//! rule names, or for prepared statements.
+
+mod common;
+mod mysql_support;
+
+use std::time::{Duration, Instant};
+
+use common::Proxy;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use mysql_support::*;
+
+const TTL_MS: u64 = 3000;
+
+fn cache_config(db: &MariaDb) -> String {
+    // One shard: every connection sees the same store, so hit counts are exact.
+    config(
+        1,
+        &db.ports,
+        &format!(
+            "cache_size = \"1MB\"\ncache_max_result = \"64k\"\n\
+             [[mysql.cache]]\nmatch_digest = \"(?i)^select .* from catalog\"\nttl = \"{TTL_MS}ms\"\n\
+             [[mysql.cache]]\nmatch_digest = \"^SELECT v FROM big\"\nuser = \"sg_a\"\nttl = \"60s\"\n"
+        ),
+        "",
+    )
+}
+
+/// (hits, misses, stored, not_stored) of rule `i` in `show cache mysql`.
+fn rule_counts(p: &Proxy, i: usize) -> (u64, u64, u64, u64) {
+    let (code, out) = p.ctl("show cache mysql");
+    assert_eq!(code, 0, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("db {i} ")))
+        .unwrap_or_else(|| panic!("no rule {i} line in {out}"));
+    let f: Vec<u64> = line
+        .split(' ')
+        .skip(3)
+        .take(6)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    (f[0], f[1], f[3], f[4])
+}
+
+/// Run statements with the CLI (one connection, one COM_QUERY each), column metadata shown.
+fn run(port: u16, user: &str, pass: &str, sql: &str) -> String {
+    let out = cli(
+        port,
+        user,
+        pass,
+        Some("app"),
+        &["--batch", "--column-type-info", "-e", sql],
+        None,
+    );
+    assert!(out.status.success(), "{sql}: {}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn cached_results_are_the_servers_bytes_until_the_ttl() {
+    let Some(db) = MariaDb::start("cached_results_are_the_servers_bytes_until_the_ttl", 1) else {
+        return;
+    };
+    let mut rows = String::from("CREATE TABLE app.catalog (id INT PRIMARY KEY, name VARCHAR(40), price DECIMAL(8,2), note TEXT); INSERT INTO app.catalog VALUES ");
+    for i in 1..=200 {
+        if i > 1 {
+            rows.push(',');
+        }
+        rows.push_str(&format!("({i}, 'item {i}', {i}.25, NULL)"));
+    }
+    db.sql(0, &rows);
+    db.sql(
+        0,
+        "CREATE TABLE app.other (id INT PRIMARY KEY, v INT); INSERT INTO app.other VALUES (1, 1)",
+    );
+    let p = Proxy::start(&cache_config(&db));
+    let port = p.port("db");
+    let direct = db.ports[0];
+
+    let queries = "SELECT * FROM catalog WHERE id < 20; \
+                   SELECT name, price FROM catalog ORDER BY id DESC; \
+                   select count(*), sum(price) from catalog; \
+                   SELECT * FROM catalog WHERE id = 999";
+    let server = run(direct, "sg_a", "pw_a", queries);
+    let first = run(port, "sg_a", "pw_a", queries);
+    let second = run(port, "sg_a", "pw_a", queries);
+    assert_eq!(
+        first, server,
+        "through the proxy (miss) differs from direct"
+    );
+    assert_eq!(second, server, "from the cache differs from direct");
+    let (hits, misses, stored, _) = rule_counts(&p, 0);
+    assert_eq!(
+        (hits, misses, stored),
+        (4, 4, 4),
+        "4 stored on the first pass, 4 hits on the second"
+    );
+
+    // Within the TTL a change on the server is not seen (the cache answers) ...
+    let t0 = Instant::now();
+    let q = "SELECT name FROM catalog WHERE id = 1";
+    assert_eq!(run(port, "sg_a", "pw_a", q), run(direct, "sg_a", "pw_a", q));
+    db.sql(0, "UPDATE app.catalog SET name = 'renamed' WHERE id = 1");
+    let cached = run(port, "sg_a", "pw_a", q);
+    if t0.elapsed() < Duration::from_millis(TTL_MS - 500) {
+        assert!(cached.contains("item 1"), "served from the cache: {cached}");
+    }
+    // ... not for a statement no rule names ...
+    db.sql(0, "UPDATE app.other SET v = 2");
+    assert!(run(port, "sg_a", "pw_a", "SELECT v FROM other").contains("\n2\n"));
+    // ... nor inside a transaction (BEGIN ... COMMIT on one connection) ...
+    let in_tx = run(port, "sg_a", "pw_a", &format!("BEGIN; {q}; COMMIT"));
+    assert!(in_tx.contains("renamed"), "inside a transaction: {in_tx}");
+    // ... nor to another user (the key has the user) ...
+    assert!(run(port, "sg_b", "pw_b", q).contains("renamed"));
+    // ... nor for a locking read.
+    assert!(run(port, "sg_a", "pw_a", &format!("{q} FOR UPDATE")).contains("renamed"));
+    // After the TTL the server answers again.
+    let deadline = t0 + Duration::from_millis(TTL_MS + 200);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(run(port, "sg_a", "pw_a", q).contains("renamed"), "expired");
+
+    // The per-user accounting counts hits like any command (the bill is the client's traffic).
+    let a = traffic(&p).user("sg_a");
+    assert_eq!(a.unparsed, 0);
+    assert!(a.requests >= 20, "{a:?}");
+}
+
+#[test]
+fn binary_protocol_and_oversized_results_are_not_cached() {
+    let Some(db) = MariaDb::start("binary_protocol_and_oversized_results_are_not_cached", 1) else {
+        return;
+    };
+    db.sql(
+        0,
+        "CREATE TABLE app.catalog (id INT PRIMARY KEY, name VARCHAR(40)); \
+         INSERT INTO app.catalog VALUES (1, 'one'), (2, 'two'); \
+         CREATE TABLE app.big (id INT PRIMARY KEY, v LONGTEXT); \
+         INSERT INTO app.big VALUES (1, REPEAT('x', 100000)), (2, 'small')",
+    );
+    let p = Proxy::start(&cache_config(&db));
+    let port = p.port("db");
+    let direct = db.ports[0];
+    block_on(Duration::from_secs(60), async move {
+        let mut c = Conn::new(opts(port, "sg_a", "pw_a", Some("app")))
+            .await
+            .expect("connect");
+        // Text protocol from mysql_async (CLIENT_DEPRECATE_EOF): miss, then hit, same rows.
+        let q = "SELECT id, name FROM catalog ORDER BY id";
+        let a: Vec<(i32, String)> = c.query(q).await.unwrap();
+        let b: Vec<(i32, String)> = c.query(q).await.unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, vec![(1, "one".to_string()), (2, "two".to_string())]);
+        // Prepared statements go to the server every time.
+        let mut d = Conn::new(opts(direct, "sg_root", "pw_root", Some("app")))
+            .await
+            .expect("connect direct");
+        let before: Vec<String> = c
+            .exec("SELECT name FROM catalog WHERE id = ?", (2,))
+            .await
+            .unwrap();
+        d.query_drop("UPDATE catalog SET name = 'zwei' WHERE id = 2")
+            .await
+            .unwrap();
+        let after: Vec<String> = c
+            .exec("SELECT name FROM catalog WHERE id = ?", (2,))
+            .await
+            .unwrap();
+        assert_eq!((before[0].as_str(), after[0].as_str()), ("two", "zwei"));
+        // A result over cache_max_result (64k) is relayed whole and not kept; a small one
+        // of the same rule is.
+        for _ in 0..2 {
+            let v: Vec<String> = c.query("SELECT v FROM big WHERE id = 1").await.unwrap();
+            assert_eq!(v[0].len(), 100_000);
+            let v: Vec<String> = c.query("SELECT v FROM big WHERE id = 2").await.unwrap();
+            assert_eq!(v[0], "small");
+        }
+        c.disconnect().await.unwrap();
+        d.disconnect().await.unwrap();
+    });
+    let (hits, misses, stored, _) = rule_counts(&p, 0);
+    assert_eq!((hits, misses, stored), (1, 1, 1), "rule 0");
+    let (hits, misses, stored, not_stored) = rule_counts(&p, 1);
+    assert_eq!(
+        (hits, misses, stored, not_stored),
+        (1, 3, 1, 2),
+        "rule 1: the big result missed twice and was never kept"
+    );
+    let (code, out) = p.ctl("show cache mysql");
+    assert_eq!(code, 0);
+    let store = out.lines().last().unwrap_or_default();
+    assert!(store.starts_with("store entries=2 "), "{out}");
+}
