@@ -198,3 +198,46 @@ fn binary_protocol_and_oversized_results_are_not_cached() {
     let store = out.lines().last().unwrap_or_default();
     assert!(store.starts_with("store entries=2 "), "{out}");
 }
+
+#[test]
+fn session_state_keeps_the_cache_honest() {
+    let Some(db) = MariaDb::start("session_state_keeps_the_cache_honest", 1) else {
+        return;
+    };
+    db.sql(
+        0,
+        "CREATE TABLE app.catalog (id INT PRIMARY KEY, name VARCHAR(40) CHARACTER SET utf8mb4); \
+         INSERT INTO app.catalog VALUES (1, 'caf\u{e9}')",
+    );
+    let p = Proxy::start(&cache_config(&db));
+    let port = p.port("db");
+    let q = "SELECT name FROM catalog WHERE id = 1";
+    // Fill the cache (utf8mb4, the CLI's default), then change the row on the server.
+    let utf8 = run(port, "sg_a", "pw_a", q);
+    assert!(utf8.contains("caf\u{e9}"), "{utf8}");
+    db.sql(0, "UPDATE app.catalog SET name = 'changed' WHERE id = 1");
+    assert_eq!(run(port, "sg_a", "pw_a", q), utf8, "served from the cache");
+    // Another character set is another entry: the server's latin1 bytes, not the cached utf8.
+    let latin1 = run(port, "sg_a", "pw_a", &format!("SET NAMES latin1; {q}"));
+    assert!(latin1.contains("changed"), "{latin1}");
+    // A temporary table shadowing the real one: the session's own table, not the cache.
+    let temp = run(
+        port,
+        "sg_a",
+        "pw_a",
+        &format!(
+            "CREATE TEMPORARY TABLE catalog (id INT, name VARCHAR(40)); \
+             INSERT INTO catalog VALUES (1, 'temporary'); {q}"
+        ),
+    );
+    assert!(temp.contains("temporary"), "{temp}");
+    // A user variable set in the session: no cache for that session.
+    let var = run(port, "sg_a", "pw_a", &format!("SET @x = 1; {q}"));
+    assert!(var.contains("changed"), "{var}");
+    // autocommit off: every statement is in a transaction, nothing from the cache.
+    let off = run(port, "sg_a", "pw_a", &format!("SET autocommit = 0; {q}"));
+    assert!(off.contains("changed"), "{off}");
+    // The plain session still gets the cached row (TTL 3 s not over yet).
+    assert_eq!(run(port, "sg_a", "pw_a", q), utf8);
+    assert_eq!(traffic(&p).user("sg_a").unparsed, 0);
+}

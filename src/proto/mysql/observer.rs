@@ -117,6 +117,8 @@ pub struct Observer {
     infile: bool,
     /// Server status flags of the last OK or EOF that ended a reply (or the login).
     status: u16,
+    /// The character set (collation id) of the handshake response.
+    charset: u8,
     /// COM_CHANGE_USER target, kept until its reply says whether it took effect.
     change_user: Vec<u8>,
     change_schema: Option<Vec<u8>>,
@@ -142,6 +144,7 @@ impl Observer {
             client_start: 0,
             client_bytes: 0,
             status: 0,
+            charset: 0,
             infile: false,
             change_user: Vec::new(),
             change_schema: None,
@@ -179,6 +182,11 @@ impl Observer {
     /// ended with OK or EOF; 0 before the login's OK.
     pub fn server_status(&self) -> u16 {
         self.status
+    }
+
+    /// The character set (collation id) the client named in its handshake response.
+    pub fn handshake_charset(&self) -> u8 {
+        self.charset
     }
 
     /// Client capability flags of the handshake response.
@@ -272,6 +280,8 @@ impl Observer {
                     return self.lose("client negotiated a hidden reply format", sink);
                 }
                 self.client_caps = r.caps;
+                // HandshakeResponse41: caps(4) max_packet(4) charset(1) ...
+                self.charset = self.client.prefix().get(8).copied().unwrap_or(0);
                 self.neg = Negotiated {
                     deprecate_eof: both & caps::DEPRECATE_EOF != 0,
                     cache_metadata: both & caps::MARIADB_CACHE_METADATA != 0,

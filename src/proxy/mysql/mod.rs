@@ -612,6 +612,7 @@ impl Session<'_> {
         if !st.observer.idle()
             || self.down_busy.get()
             || st.capture.is_some()
+            || st.digests.session_changed()
             || status & mysql_status::AUTOCOMMIT == 0
             || status & mysql_status::IN_TRANS != 0
         {
@@ -621,7 +622,15 @@ impl Session<'_> {
         let user = st.acct.user();
         let schema = st.digests.schema();
         let rule = qcache::rule_for(conf, &digest.text, user, schema)?;
-        let key = qcache::key(frontend, user, schema, st.observer.client_caps(), sql);
+        let parts = qcache::KeyParts {
+            frontend,
+            user,
+            schema,
+            caps: st.observer.client_caps(),
+            charset: st.observer.handshake_charset(),
+            names: st.digests.names(),
+        };
+        let key = qcache::key(&parts, sql);
         match self.qcache.lookup(frontend, rule, &key, rt::now_ms()) {
             Some(reply) => Some(reply),
             None => {

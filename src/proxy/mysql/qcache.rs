@@ -32,25 +32,98 @@ use crate::proto::mysql::digest::{fnv1a, FNV_START};
 /// Per-entry bookkeeping counted against `cache_size` besides the key and the result.
 const ENTRY_OVERHEAD: usize = 64;
 
-/// Is this digest text a statement the cache may keep? (Read-only, no locking read, no
-/// `INTO`, no explicit opt-out.)
+/// Words that make a result depend on the session or the moment rather than on the data:
+/// user variables, session functions, time, randomness, locks, sleeping.
+const VOLATILE: &[&str] = &[
+    "@",
+    "NOW(",
+    "SYSDATE(",
+    "CURDATE(",
+    "CURTIME(",
+    "CURRENT_",
+    "UNIX_TIMESTAMP(",
+    "UTC_",
+    "RAND(",
+    "UUID",
+    "CONNECTION_ID(",
+    "LAST_INSERT_ID(",
+    "FOUND_ROWS(",
+    "ROW_COUNT(",
+    "DATABASE(",
+    "SCHEMA(",
+    "USER(",
+    "SLEEP(",
+    "GET_LOCK(",
+    "RELEASE_LOCK(",
+    "IS_FREE_LOCK(",
+    "IS_USED_LOCK(",
+    "BENCHMARK(",
+    "NEXTVAL(",
+    "LASTVAL(",
+    "NEXT VALUE",
+    "MASTER_GTID_WAIT(",
+    "MASTER_POS_WAIT(",
+];
+
+/// Is this digest text a statement the cache may keep? One read-only `SELECT` (no second
+/// statement, no locking read, no `INTO`, no explicit `SQL_NO_CACHE`) whose result depends
+/// only on the data: nothing from [`VOLATILE`].
 pub fn read_only(text: &str) -> bool {
     let starts = text
         .get(..7)
         .is_some_and(|h| h.eq_ignore_ascii_case("SELECT "));
-    if !starts {
+    if !starts || text.contains(';') {
         return false;
     }
     let upper = text.to_ascii_uppercase();
     ![
         "FOR UPDATE",
         "LOCK IN SHARE MODE",
+        "FOR SHARE",
         " INTO ",
         "SQL_NO_CACHE",
-        "FOR SHARE",
     ]
     .iter()
+    .chain(VOLATILE)
     .any(|w| upper.contains(w))
+}
+
+/// Does this statement change the session in a way a cached result from another session
+/// would not reflect (character sets and variables, temporary tables shadowing real ones,
+/// table locks, procedures that may do any of these)? After one, the session neither uses
+/// nor fills the cache until `COM_RESET_CONNECTION` or `COM_CHANGE_USER`.
+pub fn changes_session(text: &str) -> bool {
+    let upper: String = text
+        .trim_start()
+        .chars()
+        .take(24)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if sets_names(text) {
+        return false;
+    }
+    [
+        "SET ",
+        "CREATE TEMPORARY",
+        "LOCK ",
+        "HANDLER ",
+        "CALL ",
+        "PREPARE ",
+        "EXECUTE ",
+    ]
+    .iter()
+    .any(|w| upper.starts_with(w))
+}
+
+/// `SET NAMES ...` or `SET CHARACTER SET ...` alone: it changes how results are encoded, so
+/// it becomes part of the session's cache key instead of keeping the session out of the cache.
+pub fn sets_names(text: &str) -> bool {
+    let upper = text.trim_start().to_ascii_uppercase();
+    ["SET NAMES ", "SET CHARACTER SET ", "SET CHARSET "]
+        .iter()
+        .any(|w| upper.starts_with(w))
+        && !upper.contains(',')
+        && !upper.contains(';')
 }
 
 /// Which rule (index) caches this statement, if any.
@@ -72,20 +145,43 @@ pub fn rule_for(
     })
 }
 
+/// What besides the query's bytes decides its result's bytes: who asks, in which database,
+/// with which capabilities and character sets.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyParts<'a> {
+    pub frontend: &'a str,
+    pub user: &'a [u8],
+    pub schema: Option<&'a [u8]>,
+    /// Client capability flags of the handshake (result framing depends on them).
+    pub caps: u64,
+    /// The handshake's character set and the last successful `SET NAMES` (as normalised).
+    pub charset: u8,
+    pub names: Option<&'a str>,
+}
+
 /// The cache key of one query.
-pub fn key(
-    frontend: &str,
-    user: &[u8],
-    schema: Option<&[u8]>,
-    caps: u64,
-    query: &[u8],
-) -> Box<[u8]> {
+pub fn key(p: &KeyParts<'_>, query: &[u8]) -> Box<[u8]> {
+    let KeyParts {
+        frontend,
+        user,
+        schema,
+        caps,
+        charset,
+        names,
+    } = *p;
     let mut k = Vec::with_capacity(frontend.len() + user.len() + query.len() + 80);
-    for part in [frontend.as_bytes(), user, schema.unwrap_or(b"\xff")] {
+    let names = names.map(str::as_bytes);
+    for part in [
+        frontend.as_bytes(),
+        user,
+        schema.unwrap_or(b"\xff"),
+        names.unwrap_or(b"\xff"),
+    ] {
         k.extend_from_slice(&(part.len() as u32).to_le_bytes());
         k.extend_from_slice(part);
     }
     k.extend_from_slice(&caps.to_le_bytes());
+    k.push(charset);
     k.extend_from_slice(query);
     k.into()
 }
@@ -386,14 +482,35 @@ mod tests {
         );
         assert!(!read_only("update catalog set a = ?"));
         assert!(!read_only("SELECT SQL_NO_CACHE * from t"));
+        assert!(!read_only("SELECT * from t;delete from t"));
+        assert!(!read_only("SELECT * from t where a = @x"));
+        assert!(!read_only("select now(),a from t"));
+        assert!(!read_only("SELECT a from t where d > current_date"));
+        assert!(!read_only("SELECT last_insert_id()"));
         assert!(read_only("SELECT * from t"));
+        assert!(changes_session("set @x = ?"));
+        assert!(changes_session("create temporary table catalog (a int)"));
+        assert!(changes_session("LOCK TABLES t READ"));
+        assert!(!changes_session("SELECT * from t"));
+        assert!(!changes_session("UPDATE t set a = ?"));
+        assert!(!changes_session("SET NAMES latin1"), "a key part instead");
+        assert!(changes_session("SET NAMES latin1,@x = ?"));
+        assert!(sets_names("set names utf8mb4 collate utf8mb4_bin"));
     }
 
     #[test]
     fn hit_miss_expiry_and_lru_bound() {
         let c = conf(64 << 10, 8 << 10);
         let s = QcacheShard::new();
-        let k = |q: &str| key("db", b"shop", Some(b"app"), 7, q.as_bytes());
+        let parts = KeyParts {
+            frontend: "db",
+            user: b"shop",
+            schema: Some(b"app"),
+            caps: 7,
+            charset: 33,
+            names: None,
+        };
+        let k = |q: &str| key(&parts, q.as_bytes());
         assert_eq!(s.lookup("db", 0, &k("q1"), 0), None);
         s.store(
             &c,
@@ -408,19 +525,28 @@ mod tests {
             s.lookup("db", 0, &k("q1"), 9_999).as_deref(),
             Some(&b"reply1"[..])
         );
-        // Another user, schema or caps is another key.
-        assert_eq!(
-            s.lookup("db", 0, &key("db", b"x", Some(b"app"), 7, b"q1"), 1),
-            None
-        );
-        assert_eq!(
-            s.lookup("db", 0, &key("db", b"shop", None, 7, b"q1"), 1),
-            None
-        );
-        assert_eq!(
-            s.lookup("db", 0, &key("db", b"shop", Some(b"app"), 8, b"q1"), 1),
-            None
-        );
+        // Another user, schema, caps or character set is another key.
+        for other in [
+            KeyParts {
+                user: b"x",
+                ..parts
+            },
+            KeyParts {
+                schema: None,
+                ..parts
+            },
+            KeyParts { caps: 8, ..parts },
+            KeyParts {
+                charset: 8,
+                ..parts
+            },
+            KeyParts {
+                names: Some("SET NAMES latin1"),
+                ..parts
+            },
+        ] {
+            assert_eq!(s.lookup("db", 0, &key(&other, b"q1"), 1), None, "{other:?}");
+        }
         // Expired at the TTL.
         assert_eq!(s.lookup("db", 0, &k("q1"), 10_000), None);
         // Too big, or not given: not stored.

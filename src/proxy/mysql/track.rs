@@ -56,6 +56,11 @@ pub struct DigestTrack {
     /// Digest of the last PREPARE sent (for statement id `0xFFFFFFFF`).
     last_prepared: Option<Rc<Digest>>,
     schema: Option<Box<[u8]>>,
+    /// A statement changed the session so that cached results may not fit it
+    /// ([`super::qcache::changes_session`]).
+    session_changed: bool,
+    /// The last successful `SET NAMES` / `SET CHARACTER SET` (normalised text).
+    names: Option<Box<str>>,
 }
 
 impl DigestTrack {
@@ -75,7 +80,13 @@ impl DigestTrack {
             }
             Event::Command { cmd, stmt } => {
                 let open = match cmd {
-                    com::QUERY => Open::Run(self.finish()),
+                    com::QUERY => {
+                        let d = self.finish();
+                        if super::qcache::changes_session(&d.text) {
+                            self.session_changed = true;
+                        }
+                        Open::Run(d)
+                    }
                     com::STMT_PREPARE => {
                         let d = self.finish();
                         self.last_prepared = Some(d.clone());
@@ -107,6 +118,9 @@ impl DigestTrack {
                         if let Some(s) = use_target(&d.text) {
                             self.schema = Some(bounded(s.as_bytes()));
                         }
+                        if super::qcache::sets_names(&d.text) {
+                            self.names = Some(d.text.clone());
+                        }
                     }
                     let o = Outcome {
                         ok,
@@ -132,6 +146,8 @@ impl DigestTrack {
                 self.schema = schema.map(bounded);
                 self.prepared.clear();
                 self.last_prepared = None;
+                self.session_changed = false;
+                self.names = None;
             }
             Event::Unparsed { .. } => {
                 self.open.clear();
@@ -150,7 +166,20 @@ impl DigestTrack {
         {
             self.prepared.clear();
             self.last_prepared = None;
+            self.session_changed = false;
+            self.names = None;
         }
+    }
+
+    /// Has a statement changed the session (variables, character sets, temporary tables,
+    /// locks) since it started or was last reset?
+    pub fn session_changed(&self) -> bool {
+        self.session_changed
+    }
+
+    /// The last successful `SET NAMES` of the session, if any.
+    pub fn names(&self) -> Option<&str> {
+        self.names.as_deref()
     }
 
     /// The connection's default database as last seen.
