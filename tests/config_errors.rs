@@ -349,3 +349,35 @@ fn usage_errors_exit_2() {
         r.stdout
     );
 }
+
+#[test]
+fn bad_mysql_cache_rules_are_refused_with_their_key() {
+    let mysql = |cache: &str| {
+        format!(
+            "[[mysql]]\nname = \"db\"\nlisten = [\"127.0.0.1:2\"]\npool = \"api\"\n{cache}\n\n[pool.api]"
+        )
+    };
+    assert_refused(
+        "[pool.api]",
+        &mysql("[[mysql.cache]]\nmatch_digest = \"^SELECT (\"\nttl = \"10s\""),
+        &["mysql[0].cache[0].match_digest"],
+    );
+    assert_refused(
+        "[pool.api]",
+        &mysql("[[mysql.cache]]\nmatch_digest = \"^SELECT\"\nttl = \"0s\""),
+        &["mysql[0].cache[0].ttl", "greater than zero"],
+    );
+    assert_refused(
+        "[pool.api]",
+        &mysql(
+            "cache_size = \"1MB\"\ncache_max_result = \"2MB\"\n\
+             [[mysql.cache]]\nmatch_digest = \"^SELECT\"\nttl = \"1s\"",
+        ),
+        &["mysql[0].cache_max_result", "more than cache_size"],
+    );
+    assert_refused(
+        "[pool.api]",
+        &mysql("[[mysql.cache]]\nmatch_digest = \"^SELECT\""),
+        &["ttl"],
+    );
+}
