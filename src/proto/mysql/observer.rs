@@ -295,7 +295,11 @@ impl Observer {
             // Authentication data (AuthSwitch answers, RSA key requests...): not commands.
             Phase::Auth => {}
             Phase::Command => self.command_packet(now, sink),
-            Phase::Closing => self.lose("client sent data after COM_QUIT", sink),
+            // After COM_QUIT (or a refused login) the server only closes: whatever else the
+            // client sends is discarded unanswered (libmariadb can close a connection that
+            // still has a query in flight this way), so it is neither counted nor a reason to
+            // give up on the session.
+            Phase::Closing => {}
             Phase::Unparsed => {}
         }
     }
@@ -1001,6 +1005,19 @@ mod tests {
     }
 
     #[test]
+    fn client_bytes_after_quit_are_ignored() {
+        let mut s = login(CLIENT_CLASSIC, "u");
+        s.push((true, packet(0, &[com::QUIT])));
+        s.push((true, query("select 1")));
+        let (evs, _) = play(&s, 3);
+        assert_eq!(
+            &evs[2..],
+            &[Ev::Cmd(com::QUIT), Ev::Reply(com::QUIT, true)],
+            "{evs:?}"
+        );
+    }
+
+    #[test]
     fn close_fails_outstanding_commands() {
         let mut o = Observer::new();
         let mut evs = Vec::new();
@@ -1285,6 +1302,16 @@ mod recorded {
             assert!(!s.iter().any(|l| l.ends_with(" err")), "{name}: {s:#?}");
             assert_eq!(s.last().map(String::as_str), Some("< quit ok"), "{name}");
         }
+    }
+
+    #[test]
+    fn compound_statements_after_opening_a_cursor() {
+        // mariadb CLI: `BEGIN NOT ATOMIC ... OPEN c; CLOSE c; SELECT 7; END` and `... OPEN c;
+        // SELECT 5; CLOSE c; END`: the SELECTs' column EOF carries CURSOR_EXISTS, rows follow.
+        let s = summary(&load("compound_cursor"));
+        assert!(!s.iter().any(|l| l.ends_with(" err")), "{s:#?}");
+        assert!(count(&s, "< query ok") >= 3, "{s:#?}");
+        assert_eq!(s.last().map(String::as_str), Some("< quit ok"));
     }
 
     #[test]
