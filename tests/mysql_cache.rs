@@ -241,3 +241,153 @@ fn session_state_keeps_the_cache_honest() {
     assert_eq!(run(port, "sg_a", "pw_a", q), utf8);
     assert_eq!(traffic(&p).user("sg_a").unparsed, 0);
 }
+
+/// A small deterministic generator (xorshift), so a failure replays with its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Generated sessions against a model of what the cache may answer: random reads (cached,
+/// uncached and volatile statements), writes on the server behind the proxy's back, BEGIN /
+/// COMMIT, SET NAMES, a session variable and reconnects. The model knows what the server
+/// holds and what the cache must hold (TTL long enough not to expire during the test); every
+/// read through the proxy must be exactly the model's answer: the server's current value, or
+/// the value cached when it was last stored for that key.
+#[test]
+fn generated_sessions_agree_with_the_model() {
+    let Some(db) = MariaDb::start("generated_sessions_agree_with_the_model", 1) else {
+        return;
+    };
+    db.sql(
+        0,
+        "CREATE TABLE app.catalog (id INT PRIMARY KEY, v INT); \
+         INSERT INTO app.catalog VALUES (1, 100), (2, 200); \
+         CREATE TABLE app.other (id INT PRIMARY KEY, v INT); INSERT INTO app.other VALUES (1, 300); \
+         SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    );
+    // READ COMMITTED: inside a transaction a read sees the latest committed value, as the
+    // model assumes (REPEATABLE READ would answer from the transaction's first snapshot).
+    let cfg = config(
+        1,
+        &db.ports,
+        "[[mysql.cache]]\nmatch_digest = \"^SELECT v FROM catalog\"\nttl = \"600s\"\n",
+        "",
+    );
+    let p = Proxy::start(&cfg);
+    let port = p.port("db");
+    let direct = db.ports[0];
+    let seed = std::env::var("CACHE_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_cafe_u64);
+    let steps: usize = std::env::var("CACHE_MODEL_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(400);
+
+    block_on(Duration::from_secs(300), async move {
+        // (statement, table, id, cacheable by the rule and the read-only checks)
+        let reads: [(&str, &str, i32, bool); 4] = [
+            ("SELECT v FROM catalog WHERE id = 1", "catalog", 1, true),
+            ("SELECT v FROM catalog WHERE id = 2", "catalog", 2, true),
+            ("SELECT v FROM other WHERE id = 1", "other", 1, false),
+            (
+                "SELECT v FROM catalog WHERE id = 1 AND NOW() > 0",
+                "catalog",
+                1,
+                false,
+            ),
+        ];
+        let mut rng = Rng(seed | 1);
+        let mut server: std::collections::HashMap<(&str, i32), i64> = [
+            (("catalog", 1), 100),
+            (("catalog", 2), 200),
+            (("other", 1), 300),
+        ]
+        .into();
+        // Cache model: (statement, last SET NAMES of the session) -> value stored. The key
+        // has the SET NAMES text: a session that set utf8mb4 explicitly is not a fresh one.
+        let mut cache: std::collections::HashMap<(&str, Option<bool>), i64> = Default::default();
+        let mut d = Conn::new(opts(direct, "sg_root", "pw_root", Some("app")))
+            .await
+            .expect("direct");
+        let mut c = Conn::new(opts(port, "sg_a", "pw_a", Some("app")))
+            .await
+            .expect("proxy");
+        let (mut in_tx, mut names, mut tainted) = (false, None::<bool>, false);
+        let mut hits_expected = 0u64;
+        for step in 0..steps {
+            let what = rng.below(100);
+            let ctx =
+                format!("seed {seed:#x} step {step} (tx {in_tx}, latin1 {names:?}, var {tainted})");
+            if what < 55 {
+                let (q, table, id, cacheable) = reads[rng.below(4) as usize];
+                let got: Option<i64> = c.query_first(q).await.expect(q);
+                let now = server[&(table, id)];
+                let eligible = cacheable && !in_tx && !tainted;
+                let want = match cache.get(&(q, names)) {
+                    Some(&v) if eligible => {
+                        hits_expected += 1;
+                        v
+                    }
+                    _ => {
+                        if eligible {
+                            cache.insert((q, names), now);
+                        }
+                        now
+                    }
+                };
+                assert_eq!(got, Some(want), "{q} at {ctx}");
+            } else if what < 75 {
+                let (table, id) =
+                    [("catalog", 1), ("catalog", 2), ("other", 1)][rng.below(3) as usize];
+                d.query_drop(format!("UPDATE {table} SET v = v + 1 WHERE id = {id}"))
+                    .await
+                    .unwrap();
+                *server.get_mut(&(table, id)).unwrap() += 1;
+            } else if what < 85 {
+                c.query_drop(if in_tx { "COMMIT" } else { "BEGIN" })
+                    .await
+                    .unwrap();
+                in_tx = !in_tx;
+            } else if what < 93 {
+                let latin1 = names != Some(true);
+                c.query_drop(if latin1 {
+                    "SET NAMES latin1"
+                } else {
+                    "SET NAMES utf8mb4"
+                })
+                .await
+                .unwrap();
+                names = Some(latin1);
+            } else if what < 96 {
+                c.query_drop("SET @x = 1").await.unwrap();
+                tainted = true;
+            } else {
+                // A new session: no transaction, default character set, no variable.
+                if in_tx {
+                    c.query_drop("COMMIT").await.unwrap();
+                }
+                c.disconnect().await.unwrap();
+                c = Conn::new(opts(port, "sg_a", "pw_a", Some("app")))
+                    .await
+                    .expect("reconnect");
+                (in_tx, names, tainted) = (false, None, false);
+            }
+        }
+        c.disconnect().await.unwrap();
+        d.disconnect().await.unwrap();
+        assert!(
+            hits_expected > 20,
+            "the sequence exercised the cache ({hits_expected} hits)"
+        );
+    });
+    assert_eq!(traffic(&p).user("sg_a").unparsed, 0);
+}
