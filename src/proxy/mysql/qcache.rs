@@ -205,7 +205,8 @@ pub struct RuleStats {
     pub hits: u64,
     pub misses: u64,
     pub stored: u64,
-    /// Results not stored: an error reply, inside a transaction, or over `cache_max_result`.
+    /// Results not stored: an error reply, inside a transaction, over `cache_max_result`, or
+    /// while the daemon sheds load near `memory_limit`.
     pub not_stored: u64,
     pub bytes_served: u64,
 }
@@ -342,7 +343,9 @@ impl QcacheShard {
         now_ms: u64,
     ) {
         let mut st = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(reply) = reply.filter(|r| r.len() <= conf.max_result) else {
+        // Near the memory ceiling (`daemon.memory_limit`) the cache stops growing.
+        let shedding = crate::mem::level() >= crate::mem::Level::AcceptPaused;
+        let Some(reply) = reply.filter(|r| r.len() <= conf.max_result && !shedding) else {
             st.rule(frontend, rule).not_stored += 1;
             return;
         };
