@@ -645,6 +645,18 @@ impl Session<'_> {
         }
     }
 
+    /// Where this session's events are counted (`from_cache`: a reply the server never saw).
+    fn sinks(&self, from_cache: bool) -> Sinks<'_> {
+        Sinks {
+            stats: self.stats,
+            counters: self.counters,
+            server: self.server,
+            shard: self.shard.id(),
+            digests: self.digests,
+            from_cache,
+        }
+    }
+
     /// Account a query answered from the cache as if the server had answered it (the
     /// per-user and per-digest counts are the client's traffic), without counting it on the
     /// server.
@@ -658,14 +670,7 @@ impl Session<'_> {
             digests,
             ..
         } = &mut *st;
-        let to = Sinks {
-            stats: self.stats,
-            counters: self.counters,
-            server: self.server,
-            shard: self.shard.id(),
-            digests: self.digests,
-            from_cache: true,
-        };
+        let to = self.sinks(true);
         acct.bytes_in(query.len());
         observer.feed_client(query, now, &mut |e| on_event(e, acct, digests, &to));
         acct.bytes_out(reply.len());
@@ -734,14 +739,7 @@ impl Session<'_> {
             digests,
             ..
         } = &mut *st;
-        let to = Sinks {
-            stats: self.stats,
-            counters: self.counters,
-            server: self.server,
-            shard: self.shard.id(),
-            digests: self.digests,
-            from_cache: false,
-        };
+        let to = self.sinks(false);
         let mut first_reply = None;
         match dir {
             Dir::ClientToServer => {
