@@ -256,6 +256,11 @@ impl Worker {
 
     /// After a test stopped the server: start it again and wait until the proxy reaches it.
     fn revive(&self) {
+        // A server still running that the reset cannot log in to is restarted too (a second
+        // instance on the same port and datadir would not start, the first would be orphaned).
+        if process_alive(&env_value(self.db.env_path(), "MARIADB_PID_0")) {
+            self.db.stop_one(0);
+        }
         self.db.start_one(0);
         let port = self.proxy_port();
         assert!(
