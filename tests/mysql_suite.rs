@@ -49,7 +49,8 @@ const MODES: [&str; 4] = ["plain", "ps-protocol", "cursor-protocol", "compress"]
 /// loopback (the suite's `connect` lines log in as root from "localhost"), mtr's
 /// `add_suppression`, a snapshot of the global variables, and `mtr.sg_reset()` which brings
 /// the server back to that state between runs: kills leftover sessions, drops every database
-/// and account a test made, restores changed global variables and recreates `test`.
+/// and account a test made, gives root back its empty password and its grants, restores changed
+/// global variables and recreates `test`.
 const SETUP_SQL: &str = r#"
 ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket;
 CREATE DATABASE IF NOT EXISTS mtr;
@@ -98,6 +99,8 @@ BEGIN
     DEALLOCATE PREPARE s;
   END LOOP;
   CLOSE c;
+  ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket;
+  GRANT ALL ON *.* TO 'root'@'localhost' WITH GRANT OPTION;
   TRUNCATE TABLE mtr.test_suppressions;
   CREATE DATABASE test;
 END//
