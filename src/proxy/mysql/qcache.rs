@@ -211,6 +211,9 @@ pub struct RuleStats {
     pub bytes_served: u64,
 }
 
+/// Rule counters per frontend name, per rule index.
+type PerFrontend = Vec<(String, Vec<RuleStats>)>;
+
 #[derive(Default)]
 struct Store {
     /// Key hash → entries with that hash.
@@ -220,16 +223,20 @@ struct Store {
     tick: u64,
     evicted: u64,
     expired: u64,
-    /// Per frontend name, per rule index.
-    rules: HashMap<String, Vec<RuleStats>>,
+    /// Per frontend name (a few: searched in order), per rule index.
+    rules: PerFrontend,
 }
 
 impl Store {
     fn rule(&mut self, frontend: &str, rule: usize) -> &mut RuleStats {
-        if !self.rules.contains_key(frontend) {
-            self.rules.insert(frontend.to_string(), Vec::new());
-        }
-        let v = self.rules.get_mut(frontend).expect("inserted above");
+        let i = match self.rules.iter().position(|(f, _)| f == frontend) {
+            Some(i) => i,
+            None => {
+                self.rules.push((frontend.to_string(), Vec::new()));
+                self.rules.len() - 1
+            }
+        };
+        let v = &mut self.rules[i].1;
         if v.len() <= rule {
             v.resize(rule + 1, RuleStats::default());
         }
@@ -373,7 +380,7 @@ impl QcacheShard {
         st.rule(frontend, rule).stored += 1;
     }
 
-    fn snapshot(&self) -> (usize, usize, u64, u64, HashMap<String, Vec<RuleStats>>) {
+    fn snapshot(&self) -> (usize, usize, u64, u64, PerFrontend) {
         let st = self.store.lock().unwrap_or_else(|e| e.into_inner());
         (
             st.entries,
@@ -399,7 +406,8 @@ pub fn render(
         for (i, r) in conf.rules.iter().enumerate() {
             let mut sum = RuleStats::default();
             for (_, _, _, _, rules) in &snaps {
-                if let Some(s) = rules.get(name).and_then(|v| v.get(i)) {
+                let mine = rules.iter().find(|(f, _)| f == name);
+                if let Some(s) = mine.and_then(|(_, v)| v.get(i)) {
                     sum.hits += s.hits;
                     sum.misses += s.misses;
                     sum.stored += s.stored;
@@ -593,7 +601,7 @@ mod tests {
             s.lookup("db", 0, &k("q1"), 101).is_none(),
             "least recently used went"
         );
-        let r = rules["db"][0];
+        let r = rules[0].1[0];
         assert_eq!(r.not_stored, 2);
         assert!(r.hits >= 100);
         let text = render(&[&s], &[("db".into(), Some(std::sync::Arc::new(c)))]);
