@@ -12,8 +12,11 @@
 #         QUICK=1 bench/mysql-compare.sh    smoke run (1 rep, 5 s runs, about 1.5 minutes)
 # Knobs (environment): REPS, DUR (seconds per run), THREADS (sysbench, 8), TABLES (4), ROWS
 #   (10000 per table), TARGETS="direct haproxy shardgate" (also: shardgate-epoll, the same binary
-#   with io_driver = "epoll"), WORKLOADS="ro-text ro-ps point-text" (also: point-ps),
-#   SKIP_BUILD=1 (use target/release as is), OUT=DIR.
+#   with io_driver = "epoll"; shardgate-base, the binary BASE_BIN=/path/to/shardgate with the
+#   same config; shardgate-cache, the same binary with a query cache rule on the point select),
+#   WORKLOADS="ro-text ro-ps point-text" (also: point-ps), SKIP_BUILD=1 (use target/release as
+#   is), OUT=DIR, PORT_OFFSET=N (listen on 23306+N..23310+N instead of the configs' 23306..23310,
+#   when someone else holds those).
 # Output: bench/results/<date>-<time>-mysql-compare/{meta.txt,runs.tsv,summary.md,raw/}; the
 # summary is printed at the end. `bench/mysql-compare.sh --summarize DIR` rebuilds it.
 # Every process started here is stopped by its PID on exit (MariaDB through mariadb.sh stop).
@@ -40,16 +43,27 @@ WORKLOADS=${WORKLOADS:-"ro-text ro-ps point-text"}
 PROXY_CPU=0
 HZ=$(getconf CLK_TCK)
 SIDE_CPU=1
-SG_PORT=23306
-HA_PORT=23307
-SGE_PORT=23308
+# The configs listen on 23306..23310; PORT_OFFSET moves all of them (rewritten in the copies).
+PORT_OFFSET=${PORT_OFFSET:-0}
+SG_PORT=$((23306 + PORT_OFFSET))
+HA_PORT=$((23307 + PORT_OFFSET))
+SGE_PORT=$((23308 + PORT_OFFSET))
+SGB_PORT=$((23309 + PORT_OFFSET))
+SGC_PORT=$((23310 + PORT_OFFSET))
 DB_USER=sg_a
 DB_PASS=pw_a
 DB_NAME=sbtest
-declare -A PORT=([shardgate]=$SG_PORT [haproxy]=$HA_PORT [shardgate-epoll]=$SGE_PORT)
-# shardgate targets: config file and control socket (fixed in that config).
-declare -A SG_CONF=([shardgate]=mysql-shardgate.toml [shardgate-epoll]=mysql-shardgate-epoll.toml)
-declare -A SG_SOCK=([shardgate]=$RUN/ctl.sock [shardgate-epoll]=$RUN/ctl-epoll.sock)
+declare -A PORT=([shardgate]=$SG_PORT [haproxy]=$HA_PORT [shardgate-epoll]=$SGE_PORT [shardgate-base]=$SGB_PORT
+    [shardgate-cache]=$SGC_PORT)
+# shardgate targets: config file and control socket (fixed in that config); binary (a copy in
+# $RUN/bin: shardgate-base runs BASE_BIN, the others target/release/shardgate).
+SG_TARGETS="shardgate shardgate-epoll shardgate-base shardgate-cache"
+declare -A SG_CONF=([shardgate]=mysql-shardgate.toml [shardgate-epoll]=mysql-shardgate-epoll.toml
+    [shardgate-base]=mysql-shardgate-base.toml [shardgate-cache]=mysql-shardgate-cache.toml)
+declare -A SG_SOCK=([shardgate]=$RUN/ctl.sock [shardgate-epoll]=$RUN/ctl-epoll.sock [shardgate-base]=$RUN/ctl-base.sock
+    [shardgate-cache]=$RUN/ctl-cache.sock)
+declare -A SG_BIN=([shardgate]=shardgate [shardgate-epoll]=shardgate [shardgate-base]=shardgate-base
+    [shardgate-cache]=shardgate)
 declare -A SB_TEST=([ro-text]=oltp_read_only [ro-ps]=oltp_read_only [point-text]=oltp_point_select [point-ps]=oltp_point_select)
 declare -A SB_PS=([ro-text]=disable [ro-ps]=auto [point-text]=disable [point-ps]=auto)
 
@@ -95,7 +109,15 @@ db() { # port sql...: one query through the given port, tab-separated, no header
     mariadb --connect-timeout=5 -h127.0.0.1 -P"$port" -u"$DB_USER" -p"$DB_PASS" -N -B "$DB_NAME" -e "$*"
 }
 
-sg_ctl() { local t=$1; shift; "$RUN/bin/shardgate" ctl --socket "${SG_SOCK[$t]}" "$@"; }
+# sed script for a config copy: MariaDB's port, and each fixed listen port moved by PORT_OFFSET
+# (`t` ends the line after one rewrite, so 23306 -> 23307 is not rewritten again).
+conf_sed() {
+    local e="s/@BACKEND_PORT@/$DB_PORT/;" p
+    for p in 23306 23307 23308 23309 23310; do e+="s/127\.0\.0\.1:$p\b/127.0.0.1:$((p + PORT_OFFSET))/;t;"; done
+    echo "$e"
+}
+
+sg_ctl() { local t=$1; shift; "$RUN/bin/${SG_BIN[$t]}" ctl --socket "${SG_SOCK[$t]}" "$@"; }
 
 # ---------------------------------------------------------------------------------------------
 ensure_tools() {
@@ -107,7 +129,7 @@ ensure_tools() {
     if ((${#need[@]})); then
         [[ $(id -u) -ne 0 ]] && sudo=sudo
         log "installing: ${need[*]}"
-        $sudo apt-get update -qq && $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" \
+        $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" \
             || die "apt-get install ${need[*]} failed"
     fi
     export PATH=$PATH:/usr/sbin:/sbin
@@ -128,12 +150,16 @@ build() {
     # A copy: a rebuild during the run must not change the binary under test.
     mkdir -p "$RUN/bin"
     cp -f "$ROOT/target/release/shardgate" "$RUN/bin/"
+    if [[ " $TARGETS " == *" shardgate-base "* ]]; then
+        [[ -x ${BASE_BIN:-} ]] || die "TARGETS has shardgate-base: set BASE_BIN=/path/to/shardgate (the binary to compare against)"
+        cp -f "$BASE_BIN" "$RUN/bin/shardgate-base"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
 start_all() {
     local p t
-    for p in $SG_PORT $HA_PORT $SGE_PORT; do
+    for p in $SG_PORT $HA_PORT $SGE_PORT $SGB_PORT $SGC_PORT; do
         # SO_REUSEPORT listeners (shardgate, HAProxy) would silently share a busy port.
         port_free "$p" || die "port $p is already in use: $(ss -Hltnp "sport = :$p" | head -n 1)"
     done
@@ -149,22 +175,22 @@ start_all() {
     DB_PORT=$(sed -n 's/^MARIADB_PORT_0=//p' "$DB_ENV" | tail -n 1)
     DB_PID=$(sed -n 's/^MARIADB_PID_0=//p' "$DB_ENV" | tail -n 1)
     [[ -n $DB_PORT && -n $DB_PID ]] || die "no port/PID in $DB_ENV"
-    [[ $DB_PORT != "$SG_PORT" && $DB_PORT != "$HA_PORT" && $DB_PORT != "$SGE_PORT" ]] || die "MariaDB picked port $DB_PORT, one of ours; rerun"
+    [[ " $SG_PORT $HA_PORT $SGE_PORT $SGB_PORT $SGC_PORT " != *" $DB_PORT "* ]] || die "MariaDB picked port $DB_PORT, one of ours; rerun"
     PORT[direct]=$DB_PORT
     taskset -a -pc $SIDE_CPU "$DB_PID" > /dev/null
 
-    sed "s/@BACKEND_PORT@/$DB_PORT/" "$CONF/mysql-haproxy.cfg" > "$RUN/haproxy.cfg"
+    sed "$(conf_sed)" "$CONF/mysql-haproxy.cfg" > "$RUN/haproxy.cfg"
     cp -f "$RUN/haproxy.cfg" "$OUT/raw/"
 
     if [[ " $TARGETS " == *" haproxy "* ]]; then
         taskset -c $PROXY_CPU haproxy -db -f "$RUN/haproxy.cfg" > "$OUT/raw/haproxy.log" 2>&1 &
         PID[haproxy]=$!
     fi
-    for t in shardgate shardgate-epoll; do
+    for t in $SG_TARGETS; do
         [[ " $TARGETS " == *" $t "* ]] || continue
-        sed "s/@BACKEND_PORT@/$DB_PORT/" "$CONF/${SG_CONF[$t]}" > "$RUN/$t.toml"
+        sed "$(conf_sed)" "$CONF/${SG_CONF[$t]}" > "$RUN/$t.toml"
         cp -f "$RUN/$t.toml" "$OUT/raw/"
-        taskset -c $PROXY_CPU "$RUN/bin/shardgate" --config "$RUN/$t.toml" > "$OUT/raw/$t.log" 2>&1 &
+        taskset -c $PROXY_CPU "$RUN/bin/${SG_BIN[$t]}" --config "$RUN/$t.toml" > "$OUT/raw/$t.log" 2>&1 &
         PID[$t]=$!
     done
 
@@ -195,6 +221,7 @@ run_one() {
     local port=${PORT[$target]} mpid=""
     [[ $target != direct ]] && mpid=${PID[$target]}
     if [[ $target == shardgate* ]]; then sg_ctl "$target" 'show traffic mysql' > "$raw.traffic-before.txt" 2>&1 || true; fi
+    if [[ $target == shardgate-cache ]]; then sg_ctl "$target" 'show cache mysql' > "$raw.cache-before.txt" 2>&1 || true; fi
 
     local p0=0 t0=0 b0 c0 c1
     if [[ -n $mpid ]]; then p0=$(cpu_ns "$mpid"); t0=$(tick_ns "$mpid"); fi
@@ -216,10 +243,12 @@ run_one() {
     local load1
     load1=$(cut -d' ' -f1 /proc/loadavg)
     if [[ $target == shardgate* ]]; then sg_ctl "$target" 'show traffic mysql' > "$raw.traffic.txt" 2>&1 || true; fi
+    if [[ $target == shardgate-cache ]]; then sg_ctl "$target" 'show cache mysql' > "$raw.cache.txt" 2>&1 || true; fi
 
     # sysbench's output -> transactions elapsed_s queries errors reconnects lat_avg_ms lat_p95_ms;
     # for shardgate also its own count of sg_a's queries (COM_QUERY or COM_STMT_EXECUTE) and
-    # errors during the run, from `show traffic mysql` before and after.
+    # errors during the run, from `show traffic mysql` before and after; for shardgate-cache the
+    # run's cache hits and misses (`show cache mysql` before and after, summed over the rules).
     local parsed
     parsed=$(python3 - "$raw" "$target" "${SB_PS[$wl]}" "$DB_USER" <<'PY'
 import os, re, sys
@@ -250,22 +279,40 @@ if target.startswith("shardgate"):
     a, b = traffic(raw + ".traffic-before.txt"), traffic(raw + ".traffic.txt")
     if a is not None and b is not None:
         sgq, sge = b[0] - a[0], b[1] - a[1]
+def cache(path):
+    # frontend rule ttl_ms hits misses hit_ratio ...
+    if not os.path.exists(path):
+        return None
+    h = m = 0
+    for line in open(path):
+        f = line.split()
+        if len(f) > 5 and f[1].isdigit():
+            h, m = h + int(f[3]), m + int(f[4])
+    return h, m
+hits = misses = None
+if target == "shardgate-cache":
+    a, b = cache(raw + ".cache-before.txt"), cache(raw + ".cache.txt")
+    if a is not None and b is not None:
+        hits, misses = b[0] - a[0], b[1] - a[1]
 na = lambda v: "NA" if v is None else str(v)
-print(" ".join(na(v) for v in (tx, el, q, ign, rec, avg, p95, sgq, sge)))
+print(" ".join(na(v) for v in (tx, el, q, ign, rec, avg, p95, sgq, sge, hits, misses)))
 PY
-    ) || parsed="NA NA NA NA NA NA NA NA NA"
+    ) || parsed="NA NA NA NA NA NA NA NA NA NA NA"
+    # The cache's hits and misses go last in the TSV line (columns added after the others).
+    local -a pf
+    read -r -a pf <<< "$parsed"
     local c0a c0t c1a c1t c0ba c0bt c1ba c1bt
     read -r c0a c0t <<< "$c0"; read -r c1a c1t <<< "$c1"
     read -r c0ba c0bt <<< "$c0b"; read -r c1ba c1bt <<< "$c1b"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$wl" "$target" "$rep" "$(tr ' ' '\t' <<< "$parsed")" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$wl" "$target" "$rep" "$(IFS=$'\t'; echo "${pf[*]:0:9}")" \
         "$([[ -n $mpid ]] && echo $((p1 - p0)) || echo NA)" \
         "$([[ -n $mpid ]] && echo $((t1 - t0)) || echo NA)" \
         "$((b1 - b0))" \
         "$(((c0ba - c0a) * 100 / (c0bt - c0t > 0 ? c0bt - c0t : 1)))" \
         "$(((c1ba - c1a) * 100 / (c1bt - c1t > 0 ? c1bt - c1t : 1)))" \
         "$(( ((c0ba - c0a) * 1000000000 / HZ - (p1 - p0)) * 100 / ((c0bt - c0t > 0 ? c0bt - c0t : 1) * 1000000000 / HZ) ))" \
-        "$load1" "$crc" >> "$OUT/runs.tsv"
+        "$load1" "$crc" "${pf[9]}" "${pf[10]}" >> "$OUT/runs.tsv"
     log "$(printf '%-10s %-9s rep %s: %s' "$wl" "$target" "$rep" \
         "$(tail -n 1 "$OUT/runs.tsv" | awk -F'\t' '{printf "tx=%s q=%s t=%ss errors=%s proxy_ns=%s cpu0=%s%% (others %s%%) cpu1=%s%% rc=%s", $4, $6, $5, $7, $13, $16, $18, $17, $20}')")"
 }
@@ -293,11 +340,17 @@ def metric(r, name):
     if name in ("us", "tick_us", "bus"):
         ns = num(r[{"us": "proxy_cpu_ns", "tick_us": "proxy_tick_ns", "bus": "backend_cpu_ns"}[name]])
         return ns / q / 1000 if ns is not None and q else None
+    if name == "sum_us":
+        a, b = metric(r, "us"), metric(r, "bus")
+        return b if r["target"] == "direct" else (a + b if a is not None and b is not None else None)
+    if name == "hit":
+        h, m = num(r.get("cache_hits")), num(r.get("cache_misses"))
+        return h / (h + m) if h is not None and m is not None and h + m else None
     if name in ("lat_avg_ms", "lat_p95_ms", "errors", "cpu0_busy_pct", "cpu1_busy_pct", "cpu0_others_pct", "load1"):
         return num(r[name])
     raise KeyError(name)
 
-order = ("direct", "haproxy", "shardgate", "shardgate-epoll")
+order = ("direct", "haproxy", "shardgate-base", "shardgate", "shardgate-epoll", "shardgate-cache")
 targets = [t for t in order if any(r["target"] == t for r in rows)]
 reps = sorted({r["rep"] for r in rows}, key=int)
 wls = []
@@ -334,14 +387,18 @@ DESC = {
     "point-text": "oltp_point_select, text protocol (--db-ps-mode=disable)",
     "point-ps": "oltp_point_select, prepared statements (--db-ps-mode=auto)",
 }
+# shardgate-base and shardgate-cache are compared with shardgate (same rep).
+ALL = ("shardgate/direct", "haproxy/direct", "shardgate/haproxy", "shardgate/shardgate-base", "shardgate-cache/shardgate")
 LINES = [
-    ("transactions/s", "tps", 0, ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")),
-    ("queries/s", "qps", 0, ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")),
-    ("proxy CPU µs/query (schedstat)", "us", 2, ("shardgate/haproxy",)),
-    ("proxy CPU µs/query (utime+stime)", "tick_us", 2, ("shardgate/haproxy",)),
-    ("MariaDB CPU µs/query", "bus", 2, ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")),
-    ("latency avg ms (sysbench)", "lat_avg_ms", 2, ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")),
-    ("latency p95 ms (sysbench)", "lat_p95_ms", 2, ("shardgate/direct", "haproxy/direct", "shardgate/haproxy")),
+    ("transactions/s", "tps", 0, ALL),
+    ("queries/s", "qps", 0, ALL),
+    ("proxy CPU µs/query (schedstat)", "us", 2, ("shardgate/haproxy", "shardgate/shardgate-base", "shardgate-cache/shardgate")),
+    ("proxy CPU µs/query (utime+stime)", "tick_us", 2, ("shardgate/haproxy", "shardgate/shardgate-base")),
+    ("MariaDB CPU µs/query", "bus", 2, ALL),
+    ("proxy + MariaDB CPU µs/query", "sum_us", 2, ALL),
+    ("query cache hit ratio (this run)", "hit", 3, ()),
+    ("latency avg ms (sysbench)", "lat_avg_ms", 2, ALL),
+    ("latency p95 ms (sysbench)", "lat_p95_ms", 2, ALL),
     ("sysbench ignored errors", "errors", 0, ()),
     ("CPU0 busy % (proxy + others)", "cpu0_busy_pct", 0, ()),
     ("CPU0 busy % used by others (tick-sampled, ±5)", "cpu0_others_pct", 0, ()),
@@ -351,13 +408,14 @@ meta_path = os.path.join(out, "meta.txt")
 meta = open(meta_path).read().splitlines() if os.path.exists(meta_path) else []
 print(f"# shardgate vs HAProxy (TCP mode) vs direct, MySQL — {os.path.basename(out.rstrip('/'))}\n")
 for m in meta:
-    if m.split(":")[0] in ("date", "commit", "command", "sysbench", "mariadb", "haproxy", "shardgate io driver",
+    if m.split(":")[0] in ("date", "commit", "command", "sysbench", "mariadb", "haproxy", "shardgate io driver", "shardgate-base",
                            "loadavg before", "loadavg after", "wall time"):
         print(f"- {m}")
 print(f"\nMedians of {len(reps)} interleaved rep(s). Ratios: A/B per rep, then the median "
       "(transactions/s, queries/s: > 1 means A is faster; µs/query, latency: < 1 means A is cheaper/faster).\n")
 pairs = [p for p in ("shardgate/direct", "haproxy/direct", "shardgate/haproxy", "shardgate-epoll/direct",
-                     "shardgate-epoll/haproxy") if all(x in targets for x in p.split("/"))]
+                     "shardgate-epoll/haproxy", "shardgate/shardgate-base", "shardgate-cache/shardgate")
+         if all(x in targets for x in p.split("/"))]
 print("| workload / metric | " + " | ".join(targets) + " | " + " | ".join(p.replace("/", "÷") for p in pairs) + " |")
 print("|" + "---|" * (len(targets) + 1 + len(pairs)))
 for wl in wls:
@@ -365,13 +423,29 @@ for wl in wls:
     for label, name, d, rp in LINES:
         cells = []
         for t in targets:
-            if name in ("us", "tick_us") and t == "direct":
+            if name in ("us", "tick_us") and t == "direct" or name == "hit" and t != "shardgate-cache":
                 cells.append("–")
             else:
                 cells.append(fmt(med(values(wl, t, name).values()), d))
         # rp names the shardgate pairs; the epoll target gets the same ones.
         rcells = [ratio(wl, name, *p.split("/")) if p.replace("shardgate-epoll", "shardgate") in rp else "" for p in pairs]
         print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(rcells) + " |")
+
+if "shardgate-cache" in targets:
+    # What a hit costs: shardgate-cache's CPU per query (nearly all hits) against the CPU MariaDB
+    # spent per query when the same queries went to the server through shardgate.
+    print("\nQuery cache (shardgate-cache: `[[mysql.cache]]` rule on the point select; raw/*-shardgate-cache-r*.cache.txt):\n")
+    for wl in wls:
+        hv = values(wl, "shardgate-cache", "hit")
+        runs = [r for r in rows if r["workload"] == wl and r["target"] == "shardgate-cache"]
+        per = ", ".join(f"r{r['rep']} {r.get('cache_hits')}/{r.get('cache_misses')}" for r in runs)
+        line = f"- {wl}: hit ratio {fmt(med(hv.values()), 3)} (hits/misses per rep: {per})"
+        c, b = med(values(wl, "shardgate-cache", "us").values()), med(values(wl, "shardgate-cache", "bus").values())
+        line += f"; shardgate-cache CPU {fmt(c, 2)} µs/query + MariaDB {fmt(b, 2)} µs/query"
+        if "shardgate" in targets:
+            s_, sb = med(values(wl, "shardgate", "us").values()), med(values(wl, "shardgate", "bus").values())
+            line += f"; served by the server through shardgate: shardgate {fmt(s_, 2)} + MariaDB {fmt(sb, 2)} µs/query"
+        print(line)
 
 print("\nPer rep (the spread behind the medians): transactions/s and proxy CPU µs/query\n")
 print("| workload | " + " | ".join(f"{t} tx/s" for t in targets) + " | "
@@ -438,17 +512,20 @@ main() {
         echo "date: $(date -Is)"
         echo "commit: $commit (uncommitted changes in $dirty tracked source files at build time)"
         git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null | sed 's/^/  /'
-        echo "command: QUICK=$QUICK REPS=$REPS DUR=$DUR THREADS=$THREADS TABLES=$TABLES ROWS=$ROWS TARGETS='$TARGETS' WORKLOADS='$WORKLOADS' $0"
+        echo "command: QUICK=$QUICK REPS=$REPS DUR=$DUR THREADS=$THREADS TABLES=$TABLES ROWS=$ROWS TARGETS='$TARGETS' WORKLOADS='$WORKLOADS' PORT_OFFSET=$PORT_OFFSET${BASE_BIN:+ BASE_BIN=$BASE_BIN} $0"
         echo "sysbench: $(sysbench --version 2>&1 | head -n 1), $THREADS threads, ${DUR}s per run, $TABLES tables x $ROWS rows, user $DB_USER"
         echo "mariadb: $( (command -v mariadbd >/dev/null && mariadbd --version || /usr/sbin/mariadbd --version) 2>&1 | head -n 1)"
         echo "haproxy: $(haproxy -v 2>&1 | head -n 1)"
-        echo "shardgate: $("$RUN/bin/shardgate" --version 2>&1)"
+        echo "shardgate: $("$RUN/bin/shardgate" --version 2>&1), sha256 $(sha256sum "$RUN/bin/shardgate" | cut -c1-16)"
+        if [[ -x $RUN/bin/shardgate-base && " $TARGETS " == *" shardgate-base "* ]]; then
+            echo "shardgate-base: BASE_BIN=$BASE_BIN ($("$RUN/bin/shardgate-base" --version 2>&1), sha256 $(sha256sum "$RUN/bin/shardgate-base" | cut -c1-16))"
+        fi
         echo "kernel: $(uname -r); cpus: $(nproc); model: $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
         echo "layout: proxy on CPU$PROXY_CPU (shardgate shards=1, HAProxy nbthread 1); MariaDB + sysbench on CPU$SIDE_CPU"
         echo "loadavg before: $(cat /proc/loadavg)"
         echo "busiest processes before:"; ps -eo pid,pcpu,psr,comm --sort=-pcpu | sed -n '2,8p' | sed 's/^/  /'
     } > "$OUT/meta.txt"
-    printf 'workload\ttarget\trep\ttransactions\telapsed_s\tqueries\terrors\treconnects\tlat_avg_ms\tlat_p95_ms\tsg_queries\tsg_errors\tproxy_cpu_ns\tproxy_tick_ns\tbackend_cpu_ns\tcpu0_busy_pct\tcpu1_busy_pct\tcpu0_others_pct\tload1\tclient_rc\n' \
+    printf 'workload\ttarget\trep\ttransactions\telapsed_s\tqueries\terrors\treconnects\tlat_avg_ms\tlat_p95_ms\tsg_queries\tsg_errors\tproxy_cpu_ns\tproxy_tick_ns\tbackend_cpu_ns\tcpu0_busy_pct\tcpu1_busy_pct\tcpu0_others_pct\tload1\tclient_rc\tcache_hits\tcache_misses\n' \
         > "$OUT/runs.tsv"
 
     start_all
@@ -477,12 +554,16 @@ main() {
         done
     done
 
-    for t in shardgate shardgate-epoll; do
+    for t in $SG_TARGETS; do
         [[ -n ${PID[$t]:-} ]] || continue
         {
             echo "# shardgate ctl --socket ${SG_SOCK[$t]} 'show traffic mysql' (after the last run; cumulative)"
             sg_ctl "$t" 'show traffic mysql'
             echo; echo "# 'show servers'"; sg_ctl "$t" 'show servers'
+            if [[ $t == shardgate-cache ]]; then
+                echo; echo "# 'show cache mysql'"; sg_ctl "$t" 'show cache mysql'
+                echo; echo "# 'show digest mysql'"; sg_ctl "$t" 'show digest mysql'
+            fi
         } > "$OUT/raw/$t-traffic.txt" 2>&1 || true
     done
     {
