@@ -144,3 +144,31 @@ fn digests_count_text_and_prepared_statements() {
         json["rows"].as_array().map(Vec::len)
     );
 }
+
+#[test]
+fn digests_off_counts_no_digest_but_every_command() {
+    let Some(db) = MariaDb::start("digests_off_counts_no_digest_but_every_command", 1) else {
+        return;
+    };
+    let p = Proxy::start(&config(1, &db.ports, "digests = false", ""));
+    let port = p.port("db");
+    for i in 0..3 {
+        let out = cli(
+            port,
+            "sg_a",
+            "pw_a",
+            Some("app"),
+            &["-N", "-e", &format!("SELECT {i}")],
+            None,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (code, out) = p.ctl("json show digest mysql");
+    assert_eq!(code, 0, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["rows"].as_array().map(Vec::len), Some(0), "{json:#}");
+    // The per-user accounting is unchanged: 3 logins, each with its queries and quit.
+    let a = traffic(&p).user("sg_a");
+    assert_eq!(a.connections, 3);
+    assert!(a.requests >= 6, "{a:?}");
+}

@@ -482,6 +482,9 @@ pub struct MysqlFile {
     /// The peers (CIDR) allowed to send a PROXY header.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
+    /// Per-query-digest statistics (`show digest mysql`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digests: Option<bool>,
     /// Query cache memory per shard (results kept, keys included).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_size: Option<Scalar>,

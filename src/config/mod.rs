@@ -415,6 +415,8 @@ pub struct MysqlFrontend {
     pub tls: Option<Arc<crate::tls::ServerTls>>,
     /// Connections start with a PROXY header, from these peers only.
     pub accept_proxy: Option<AcceptProxy>,
+    /// Count statements per digest for `show digest mysql` (`digests`, default true).
+    pub digests: bool,
     /// The query cache (`[[mysql.cache]]` rules); `None` without rules.
     pub cache: Option<Arc<MysqlCacheConf>>,
 }

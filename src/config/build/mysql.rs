@@ -24,6 +24,7 @@ impl Builder<'_> {
         let accept_proxy = self.accept_proxy(key, m.accept_proxy, &m.trusted_proxies)?;
         let cache = self.mysql_cache(key, m)?;
         Ok(MysqlFrontend {
+            digests: m.digests.unwrap_or(true),
             cache,
             tls,
             accept_proxy,

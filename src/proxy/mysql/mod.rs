@@ -314,7 +314,10 @@ pub async fn serve_client(
     let session = Session {
         shard: &shard,
         stats: my,
-        digests: &shard.shared.mysql_digests[shard.id()],
+        digests: conf
+            .digests
+            .then(|| &*shard.shared.mysql_digests[shard.id()]),
+        track: conf.digests || conf.cache.is_some(),
         cache: conf.cache.as_deref().map(|c| (conf.name.as_str(), c)),
         qcache: &shard.shared.mysql_qcache[shard.id()],
         down_busy: Cell::new(false),
@@ -397,7 +400,10 @@ pub async fn serve_client(
             counters,
             server: ss,
             shard: shard.id(),
-            digests: &shard.shared.mysql_digests[shard.id()],
+            digests: conf
+                .digests
+                .then(|| &*shard.shared.mysql_digests[shard.id()]),
+            track: conf.digests || conf.cache.is_some(),
             from_cache: false,
         };
         observer.close(rt::now_us(), &mut |e| on_event(e, acct, digests, &to));
@@ -467,7 +473,10 @@ struct SessionState {
 struct Session<'a> {
     shard: &'a ShardCtx,
     stats: &'a MysqlShardStats,
-    digests: &'a DigestShard,
+    /// The digest table (`None`: the frontend has `digests = false`).
+    digests: Option<&'a DigestShard>,
+    /// Follow statements at all: for digests, or for the query cache's session state.
+    track: bool,
     /// The frontend's query cache rules (`None`: no cache) and this shard's store.
     cache: Option<(&'a str, &'a MysqlCacheConf)>,
     qcache: &'a QcacheShard,
@@ -653,6 +662,7 @@ impl Session<'_> {
             server: self.server,
             shard: self.shard.id(),
             digests: self.digests,
+            track: self.track,
             from_cache,
         }
     }
@@ -831,13 +841,18 @@ struct Sinks<'a> {
     counters: &'a FrontCounters,
     server: &'a ServerShared,
     shard: usize,
-    digests: &'a DigestShard,
+    /// The digest table, when the frontend counts digests.
+    digests: Option<&'a DigestShard>,
+    /// Statements are followed (digests, or the query cache's session state).
+    track: bool,
     /// The events replay a reply from the query cache: the server did not see this command.
     from_cache: bool,
 }
 
 fn on_event(e: Event<'_>, acct: &mut ConnAccount, dig: &mut DigestTrack, to: &Sinks<'_>) {
-    dig.on_event(&e, acct.user(), to.digests);
+    if to.track {
+        dig.on_event(&e, acct.user(), to.digests);
+    }
     let Sinks {
         stats,
         counters,

@@ -64,7 +64,8 @@ pub struct DigestTrack {
 }
 
 impl DigestTrack {
-    pub fn on_event(&mut self, e: &Event<'_>, user: &[u8], table: &DigestShard) {
+    /// Follow one observer event; finished statements are counted in `table` if given.
+    pub fn on_event(&mut self, e: &Event<'_>, user: &[u8], table: Option<&DigestShard>) {
         match *e {
             Event::Login { schema, .. } => self.schema = schema.map(bounded),
             Event::Statement { cmd, text } => {
@@ -129,7 +130,9 @@ impl DigestTrack {
                         bytes_out: detail.bytes_out,
                         elapsed_us: elapsed,
                     };
-                    table.record(user, self.schema.as_deref(), &d, &o);
+                    if let Some(t) = table {
+                        t.record(user, self.schema.as_deref(), &d, &o);
+                    }
                 }
                 Some(Open::Prepare(d)) => {
                     if let Some(id) = detail.prepared {
@@ -269,7 +272,7 @@ mod tests {
     fn queries_prepared_statements_and_schema_changes() {
         let t = DigestShard::new();
         let mut d = DigestTrack::default();
-        let mut run = |e: Event<'_>| d.on_event(&e, b"app", &t);
+        let mut run = |e: Event<'_>| d.on_event(&e, b"app", Some(&t));
         run(Event::Login {
             user: b"app",
             schema: Some(b"shop"),
@@ -365,7 +368,7 @@ mod tests {
                 text: b"select 1",
             },
             b"u",
-            &t,
+            Some(&t),
         );
         d.on_event(
             &Event::Command {
@@ -373,7 +376,7 @@ mod tests {
                 stmt: None,
             },
             b"u",
-            &t,
+            Some(&t),
         );
         d.on_event(
             &Event::Unparsed {
@@ -381,7 +384,7 @@ mod tests {
                 abandoned: 1,
             },
             b"u",
-            &t,
+            Some(&t),
         );
         assert_eq!(d.open(), 0);
         assert!(rows(&t).is_empty());
