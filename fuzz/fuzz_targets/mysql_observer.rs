@@ -124,7 +124,7 @@ impl Model {
                     // A command without a reply: answered as soon as it is sent.
                     Side::Client => {
                         assert!(
-                            matches!(self.events.last(), Some(Ev::Cmd(c)) if *c == cmd),
+                            matches!(self.events.last(), Some(Ev::Cmd(c, _, _)) if *c == cmd),
                             "immediate Reply({cmd:#x}) not right after its Command"
                         );
                         self.fifo.pop_back()
