@@ -25,6 +25,7 @@
 //! instead, which ends the pending reads with EOF and the pending writes with an error.
 
 mod backend;
+mod cached;
 pub mod digest;
 mod health;
 pub mod qcache;
@@ -54,10 +55,8 @@ use crate::shard::ConnGuard;
 use crate::shared::Shared;
 
 use crate::config::MysqlCacheConf;
-use crate::proto::mysql::digest::Normalizer;
-use crate::proto::mysql::packet::MAX_CHUNK;
-use crate::proto::mysql::status as mysql_status;
 use backend::{connect_backend, read_greeting, NoBackend};
+use cached::Capture;
 use digest::DigestShard;
 use qcache::QcacheShard;
 use stats::ConnAccount;
@@ -605,55 +604,6 @@ impl Session<'_> {
         self.ended(dir);
     }
 
-    /// A reply from the query cache for this read of the client, if it is one whole cacheable
-    /// `COM_QUERY` (rules in [`qcache`]) and the cache has a fresh result. On a miss the
-    /// query goes to the server and its reply is collected ([`Capture`]).
-    fn cache_lookup(&self, pkt: &[u8]) -> Option<Box<[u8]>> {
-        let (frontend, conf) = self.cache?;
-        let &[l0, l1, l2, seq, cmd] = pkt.first_chunk::<5>()?;
-        let sql = &pkt[5..];
-        let len = u32::from_le_bytes([l0, l1, l2, 0]) as usize;
-        if len + 4 != pkt.len() || seq != 0 || cmd != com::QUERY || len >= MAX_CHUNK {
-            return None;
-        }
-        let mut st = self.state.borrow_mut();
-        let status = st.observer.server_status();
-        if !st.observer.idle()
-            || self.down_busy.get()
-            || st.capture.is_some()
-            || st.digests.session_changed()
-            || status & mysql_status::AUTOCOMMIT == 0
-            || status & mysql_status::IN_TRANS != 0
-        {
-            return None;
-        }
-        let digest = Normalizer::digest(sql);
-        let user = st.acct.user();
-        let schema = st.digests.schema();
-        let rule = qcache::rule_for(conf, &digest.text, user, schema)?;
-        let parts = qcache::KeyParts {
-            frontend,
-            user,
-            schema,
-            caps: st.observer.client_caps(),
-            charset: st.observer.handshake_charset(),
-            names: st.digests.names(),
-        };
-        let key = qcache::key(&parts, sql);
-        match self.qcache.lookup(frontend, rule, &key, rt::now_ms()) {
-            Some(reply) => Some(reply),
-            None => {
-                st.capture = Some(Capture {
-                    rule,
-                    key,
-                    buf: Vec::new(),
-                    over: false,
-                });
-                None
-            }
-        }
-    }
-
     /// Where this session's events are counted (`from_cache`: a reply the server never saw).
     fn sinks(&self, from_cache: bool) -> Sinks<'_> {
         Sinks {
@@ -665,51 +615,6 @@ impl Session<'_> {
             track: self.track,
             from_cache,
         }
-    }
-
-    /// Account a query answered from the cache as if the server had answered it (the
-    /// per-user and per-digest counts are the client's traffic), without counting it on the
-    /// server.
-    fn observe_hit(&self, query: &[u8], reply: &[u8]) {
-        let now = rt::now_us();
-        self.ctl.last_active_ms.set(rt::ms_of(now));
-        let mut st = self.state.borrow_mut();
-        let SessionState {
-            observer,
-            acct,
-            digests,
-            ..
-        } = &mut *st;
-        let to = self.sinks(true);
-        acct.bytes_in(query.len());
-        observer.feed_client(query, now, &mut |e| on_event(e, acct, digests, &to));
-        acct.bytes_out(reply.len());
-        observer.feed_server(reply, now, &mut |e| on_event(e, acct, digests, &to));
-        self.ctl.busy.set(observer.outstanding() > 0);
-    }
-
-    /// Write a cached reply to the client through the second descriptor. False: the client
-    /// is gone (or stopped reading for `client_write_timeout`).
-    async fn write_cached(&self, reply: Box<[u8]>) -> bool {
-        let stream = self.client_dup.borrow_mut().take();
-        let mut stream = match stream {
-            Some(s) => s,
-            None => match dup_stream(self.ctl.client_fd) {
-                Ok(s) => s,
-                Err(_) => return false,
-            },
-        };
-        self.ctl.client_write_since_ms.set(rt::now_ms());
-        let write_ms = self.ctl.write_ms;
-        let (res, _) = rt::write_all(
-            &mut stream,
-            reply.into_vec(),
-            Duration::from_millis(write_ms),
-        )
-        .await;
-        self.ctl.client_write_since_ms.set(0);
-        *self.client_dup.borrow_mut() = Some(stream);
-        res.is_ok()
     }
 
     /// One direction (or the TLS relay, naming the side that ended it) is over: wake the other,
@@ -729,46 +634,14 @@ impl Session<'_> {
     }
 
     fn observe(&self, data: &[u8], dir: Dir) {
-        if dir == Dir::ServerToClient {
-            let mut st = self.state.borrow_mut();
-            if let (Some(c), Some((_, conf))) = (st.capture.as_mut(), self.cache) {
-                if !c.over && c.buf.len() + data.len() <= conf.max_result {
-                    c.buf.extend_from_slice(data);
-                } else {
-                    c.over = true;
-                    c.buf = Vec::new();
-                }
-            }
-        }
         let now = rt::now_us();
         self.ctl.last_active_ms.set(rt::ms_of(now));
         let mut st = self.state.borrow_mut();
-        let SessionState {
-            observer,
-            acct,
-            digests,
-            ..
-        } = &mut *st;
-        let to = self.sinks(false);
-        let mut first_reply = None;
-        match dir {
-            Dir::ClientToServer => {
-                to.server.add_bytes(to.shard, data.len() as u64);
-                acct.bytes_in(data.len());
-                observer.feed_client(data, now, &mut |e| on_event(e, acct, digests, &to));
-            }
-            Dir::ServerToClient => {
-                to.server.add_bytes(to.shard, data.len() as u64);
-                acct.bytes_out(data.len());
-                observer.feed_server(data, now, &mut |e| {
-                    if let Event::Reply { ok, detail, .. } = &e {
-                        first_reply.get_or_insert((*ok, detail.bytes_out));
-                    }
-                    on_event(e, acct, digests, &to)
-                });
-            }
+        if dir == Dir::ServerToClient {
+            self.collect(&mut st, data);
         }
-        self.ctl.busy.set(observer.outstanding() > 0);
+        let first_reply = self.feed(&mut st, data, dir, now, false);
+        self.ctl.busy.set(st.observer.outstanding() > 0);
         if let Some((ok, bytes_out)) = first_reply {
             if st.capture.is_some() {
                 self.finish_capture(&mut st, ok, bytes_out);
@@ -779,47 +652,45 @@ impl Session<'_> {
             self.wake_client_reader();
         }
     }
-}
 
-impl Session<'_> {
-    /// The collected query's reply ended: keep it if it may be kept (an OK/EOF ending, outside
-    /// a transaction, whole and under `cache_max_result`).
-    fn finish_capture(&self, st: &mut SessionState, ok: bool, bytes_out: u64) {
-        let (Some(c), Some((frontend, conf))) = (st.capture.take(), self.cache) else {
-            return;
-        };
-        let status = st.observer.server_status();
-        let keep = ok
-            && !c.over
-            && c.buf.len() as u64 >= bytes_out
-            && status & mysql_status::AUTOCOMMIT != 0
-            && status & mysql_status::IN_TRANS == 0;
-        let reply = keep.then(|| {
-            let mut b = c.buf;
-            b.truncate(bytes_out as usize);
-            b.into_boxed_slice()
-        });
-        let ttl = conf.rules.get(c.rule).map_or(Duration::ZERO, |r| r.ttl);
-        self.qcache
-            .store(conf, frontend, c.rule, c.key, reply, ttl, rt::now_ms());
+    /// Feed relayed bytes (or, `from_cache`, a query and its cached reply) to the observer and
+    /// count them; returns (ok, bytes_out) of the first reply that ended in them.
+    fn feed(
+        &self,
+        st: &mut SessionState,
+        data: &[u8],
+        dir: Dir,
+        now: u64,
+        from_cache: bool,
+    ) -> Option<(bool, u64)> {
+        let SessionState {
+            observer,
+            acct,
+            digests,
+            ..
+        } = st;
+        let to = self.sinks(from_cache);
+        if !from_cache {
+            to.server.add_bytes(to.shard, data.len() as u64);
+        }
+        let mut first_reply = None;
+        match dir {
+            Dir::ClientToServer => {
+                acct.bytes_in(data.len());
+                observer.feed_client(data, now, &mut |e| on_event(e, acct, digests, &to));
+            }
+            Dir::ServerToClient => {
+                acct.bytes_out(data.len());
+                observer.feed_server(data, now, &mut |e| {
+                    if let Event::Reply { ok, detail, .. } = &e {
+                        first_reply.get_or_insert((*ok, detail.bytes_out));
+                    }
+                    on_event(e, acct, digests, &to)
+                });
+            }
+        }
+        first_reply
     }
-}
-
-/// A cacheable query's reply as it streams past (see [`qcache`]).
-struct Capture {
-    rule: usize,
-    key: Box<[u8]>,
-    buf: Vec<u8>,
-    /// Larger than `cache_max_result`: not kept (the bytes collected so far are freed).
-    over: bool,
-}
-
-/// A second, independent descriptor of a connected socket, as a runtime stream.
-fn dup_stream(fd: RawFd) -> std::io::Result<TcpStream> {
-    // SAFETY: `fd` is the session's client socket, open for as long as the session runs
-    // (the sweeper only shuts it down, never closes it); the borrow ends with this call.
-    let owned = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
-    TcpStream::from_std(std::net::TcpStream::from(owned))
 }
 
 /// The few greeting-time events worth keeping until the session exists.

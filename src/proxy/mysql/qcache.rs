@@ -65,17 +65,27 @@ const VOLATILE: &[&str] = &[
     "MASTER_POS_WAIT(",
 ];
 
+/// `text` begins with `prefix` (ASCII, any case).
+fn starts_ci(text: &str, prefix: &str) -> bool {
+    text.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|h| h.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
+/// `text` contains `word` (ASCII, any case), without an upper-cased copy.
+fn contains_ci(text: &str, word: &str) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+}
+
 /// Is this digest text a statement the cache may keep? One read-only `SELECT` (no second
 /// statement, no locking read, no `INTO`, no explicit `SQL_NO_CACHE`) whose result depends
 /// only on the data: nothing from [`VOLATILE`].
 pub fn read_only(text: &str) -> bool {
-    let starts = text
-        .get(..7)
-        .is_some_and(|h| h.eq_ignore_ascii_case("SELECT "));
-    if !starts || text.contains(';') {
+    if !starts_ci(text, "SELECT ") || text.contains(';') {
         return false;
     }
-    let upper = text.to_ascii_uppercase();
     ![
         "FOR UPDATE",
         "LOCK IN SHARE MODE",
@@ -85,7 +95,7 @@ pub fn read_only(text: &str) -> bool {
     ]
     .iter()
     .chain(VOLATILE)
-    .any(|w| upper.contains(w))
+    .any(|w| contains_ci(text, w))
 }
 
 /// Does this statement change the session in a way a cached result from another session
@@ -93,37 +103,29 @@ pub fn read_only(text: &str) -> bool {
 /// table locks, procedures that may do any of these)? After one, the session neither uses
 /// nor fills the cache until `COM_RESET_CONNECTION` or `COM_CHANGE_USER`.
 pub fn changes_session(text: &str) -> bool {
-    let upper: String = text
-        .trim_start()
-        .chars()
-        .take(24)
-        .collect::<String>()
-        .to_ascii_uppercase();
-    if sets_names(text) {
-        return false;
-    }
-    [
-        "SET ",
-        "CREATE TEMPORARY",
-        "LOCK ",
-        "HANDLER ",
-        "CALL ",
-        "PREPARE ",
-        "EXECUTE ",
-    ]
-    .iter()
-    .any(|w| upper.starts_with(w))
+    let text = text.trim_start();
+    !sets_names(text)
+        && [
+            "SET ",
+            "CREATE TEMPORARY",
+            "LOCK ",
+            "HANDLER ",
+            "CALL ",
+            "PREPARE ",
+            "EXECUTE ",
+        ]
+        .iter()
+        .any(|w| starts_ci(text, w))
 }
 
 /// `SET NAMES ...` or `SET CHARACTER SET ...` alone: it changes how results are encoded, so
 /// it becomes part of the session's cache key instead of keeping the session out of the cache.
 pub fn sets_names(text: &str) -> bool {
-    let upper = text.trim_start().to_ascii_uppercase();
+    let text = text.trim_start();
     ["SET NAMES ", "SET CHARACTER SET ", "SET CHARSET "]
         .iter()
-        .any(|w| upper.starts_with(w))
-        && !upper.contains(',')
-        && !upper.contains(';')
+        .any(|w| starts_ci(text, w))
+        && !text.contains([',', ';'])
 }
 
 /// Which rule (index) caches this statement, if any.
