@@ -5,6 +5,7 @@
 //! 20 ms tick and rebuilds its own view when it changed; a request runs on the view it started
 //! with.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -146,6 +147,9 @@ pub struct Shared {
     pub logs: crate::log::Logs,
     /// HTTP cache purges for every shard's zones, and the zones' counters.
     pub caches: Arc<crate::cache::Registry>,
+    /// Terminating MySQL frontends: client and server connections per (frontend, user),
+    /// all shards (taken when a view is built; the atomics inside change per connection).
+    pub mysql_user_gauges: Mutex<HashMap<(String, String), Arc<crate::proxy::mysql::UserGauge>>>,
 }
 
 impl Shared {
@@ -168,6 +172,7 @@ impl Shared {
             shards,
             started: SystemTime::now(),
             upgrade: Default::default(),
+            mysql_user_gauges: Mutex::new(HashMap::new()),
             dns: Default::default(),
             changing: Mutex::new(()),
             runtime: Mutex::new(()),

@@ -49,6 +49,11 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// For a gauge its shard recomputes (the length of a list it owns).
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
 }
 
 /// nginx stub_status / URLSW style connection and request counters for one shard.

@@ -146,6 +146,10 @@ pub struct ServerShared {
     pub agent_port: Option<u16>,
     /// Connections to it start with a PROXY header.
     pub send_proxy: Option<crate::config::ProxyVersion>,
+    /// A MySQL replica (reads only).
+    pub replica: bool,
+    /// What the MySQL replication monitor last saw here.
+    pub repl: crate::proxy::mysql::ReplState,
     /// Given as `host:port` and not resolved yet: takes nothing.
     pub unresolved: bool,
     /// The weight the config file gave (the last file applied to this record); a reload
@@ -194,6 +198,8 @@ impl ServerShared {
             max_connections: s.max_connections,
             agent_port: s.agent_port,
             send_proxy: s.send_proxy,
+            replica: s.replica,
+            repl: Default::default(),
             unresolved: s.host.is_some() && s.addr.ip().is_unspecified(),
             conf_weight: AtomicU32::new(s.weight),
             base_requests: 0,
@@ -415,6 +421,7 @@ impl ServerShared {
             && self.max_connections == s.max_connections
             && self.agent_port == s.agent_port
             && self.send_proxy == s.send_proxy
+            && self.replica == s.replica
     }
 
     /// The record for a server whose identity changed (`same_identity` false): new address
@@ -837,6 +844,7 @@ pub(crate) fn test_server(i: usize, weight: u32) -> Server {
         max_connections: None,
         agent_port: None,
         send_proxy: None,
+        replica: false,
     }
 }
 

@@ -336,6 +336,9 @@ pub struct PoolFile {
     /// decides whether an empty list is acceptable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<ServerFile>,
+    /// MySQL pools with replicas: a replica further behind than this takes no reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_replication_lag: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -369,6 +372,9 @@ pub struct ServerFile {
     /// Start every connection to this server with a PROXY header: `"v1"` or `"v2"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub send_proxy: Option<String>,
+    /// MySQL: `primary` (default) or `replica`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 impl ServerFile {
@@ -383,6 +389,7 @@ impl ServerFile {
             max_connections: None,
             agent_port: None,
             send_proxy: None,
+            role: None,
         }
     }
 }
@@ -494,6 +501,51 @@ pub struct MysqlFile {
     /// `[[mysql.cache]]` rules, first match wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cache: Vec<MysqlCacheFile>,
+    /// Share server connections between clients at transaction boundaries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multiplex: Option<bool>,
+    /// `wait`, `primary` or `off`: how a read after a write sees it (pools with replicas).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_your_writes: Option<String>,
+    /// Longest `MASTER_GTID_WAIT` before the read goes to the primary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_your_writes_timeout: Option<Scalar>,
+    /// The login replication lag and position are read with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor_password: Option<String>,
+    /// `[[mysql.user]]`: the accounts clients log in with (multiplexing, replicas).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user: Vec<MysqlUserFile>,
+    /// `[[mysql.route]]`: statements sent to the primary or a replica by digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<MysqlRouteFile>,
+}
+
+/// One `[[mysql.user]]` account.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlUserFile {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// `*` and 40 hex digits: `SHA1(SHA1(password))`, as MariaDB stores it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_server_connections: Option<i64>,
+}
+
+/// One `[[mysql.route]]` rule.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlRouteFile {
+    pub match_digest: String,
+    /// `primary` or `replica`.
+    pub to: String,
 }
 
 /// One `[[mysql.cache]]` rule.

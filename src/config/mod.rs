@@ -346,6 +346,9 @@ pub struct Pool {
     pub down_time: Duration,
     /// Upstream connections per server per shard (busy + idle); requests beyond it wait.
     pub max_connections_per_server: usize,
+    /// MySQL replicas further behind than this take no reads (`None`: no bound, only a
+    /// running replication).
+    pub max_replication_lag: Option<Duration>,
     /// Idle keep-alive upstream connections kept per server per shard.
     pub max_idle_per_server: usize,
     /// An idle pooled upstream connection older than this is closed rather than reused.
@@ -391,6 +394,8 @@ pub struct Server {
     pub agent_port: Option<u16>,
     /// Start every connection to it with a PROXY header naming the client.
     pub send_proxy: Option<ProxyVersion>,
+    /// MySQL `role = "replica"`: takes reads only (read/write split).
+    pub replica: bool,
 }
 
 /// A PROXY protocol version (HAProxy's spec).
@@ -419,6 +424,54 @@ pub struct MysqlFrontend {
     pub digests: bool,
     /// The query cache (`[[mysql.cache]]` rules); `None` without rules.
     pub cache: Option<Arc<MysqlCacheConf>>,
+    /// shardgate terminates the protocol (multiplexing or read/write split); `None`: each
+    /// client is passed through to a server connection of its own.
+    pub pooled: Option<Arc<MysqlPooled>>,
+}
+
+/// A terminating MySQL frontend (docs/mysql-pooling.md).
+#[derive(Debug)]
+pub struct MysqlPooled {
+    /// Server connections go back to the shard's pool at transaction boundaries.
+    pub multiplex: bool,
+    /// The pool has `role = "replica"` servers: reads go there.
+    pub split: bool,
+    pub read_your_writes: ReadYourWrites,
+    pub read_your_writes_timeout: Duration,
+    /// `(user, password)` of the replication monitor.
+    pub monitor: Option<(String, String)>,
+    pub users: Vec<MysqlUser>,
+    pub routes: Vec<MysqlRoute>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadYourWrites {
+    Wait,
+    Primary,
+    Off,
+}
+
+/// One `[[mysql.user]]`.
+#[derive(Debug)]
+pub struct MysqlUser {
+    pub name: String,
+    /// `SHA1(password)` when the password is in the file (empty password: `None` here and
+    /// `empty` set).
+    pub sha1: Option<[u8; 20]>,
+    /// `SHA1(SHA1(password))`.
+    pub stored: [u8; 20],
+    /// The account has no password: the client's answer must be empty.
+    pub empty: bool,
+    pub max_connections: Option<u64>,
+    pub max_server_connections: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct MysqlRoute {
+    pub match_digest: String,
+    pub regex: regex::Regex,
+    /// Send matching statements to a replica (else the primary).
+    pub replica: bool,
 }
 
 /// A MySQL frontend's query cache: rules tried in order, memory per shard.

@@ -102,6 +102,13 @@ const COMMANDS: &[Command] = &[
         json: Some(|s, _| Ok(data::table_json(&site_traffic_text(s)))),
     },
     Command {
+        name: "show pool mysql",
+        args: "",
+        help: "per multiplexing or read/write-splitting MySQL frontend, summed over shards: clients, sessions holding a server connection for good, server connections open and idle, opened, reused, reset, commands to primary and replicas, read-your-writes waits, timeouts and reads sent to the primary; per user its client and server connections; per server its role, replication lag and GTID position as the monitor last read them",
+        run: |s, _| Ok((crate::proxy::mysql::render_pool(s), Action::None)),
+        json: Some(|s, _| Ok(data::table_json(&crate::proxy::mysql::render_pool(s)))),
+    },
+    Command {
         name: "show cache mysql",
         args: "",
         help: "per MySQL frontend and [[mysql.cache]] rule, summed over shards: TTL, hits, misses, hit ratio, results stored and not stored, bytes served; then the stores' entries, bytes, evicted, expired",

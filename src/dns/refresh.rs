@@ -151,6 +151,7 @@ fn discover(
             max_connections: None,
             agent_port: None,
             send_proxy: None,
+            replica: false,
         });
     }
     if out.is_empty() && !targets.is_empty() {
@@ -311,6 +312,7 @@ mod tests {
                 max_connections: None,
                 agent_port: None,
                 send_proxy: None,
+                replica: false,
             }],
         );
         ov.apply(&mut c);

@@ -23,20 +23,18 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sha1::{Digest, Sha1};
-
 use super::Outcome;
 use crate::config::Health;
+use crate::proto::mysql::auth::{self, err_text, greeting_auth, native_password, NATIVE};
 use crate::proto::mysql::command::{classify, Negotiated, Reply, Step};
 use crate::proto::mysql::packet::{complete_packet_len, nul_str, packet, HEADER_LEN};
-use crate::proto::mysql::{caps, com, handshake};
+use crate::proto::mysql::{caps, com};
 use crate::rt;
 
 /// Largest packet the check accepts (greetings and result rows of a health query are small).
 const MAX_PACKET: usize = 64 * 1024;
 /// Most bytes of a query reply read before the check gives up on it.
 const MAX_REPLY: usize = 1 << 20;
-const NATIVE: &[u8] = b"mysql_native_password";
 /// MariaDB's "too many connections" and "user has exceeded max_user_connections".
 const ER_CON_COUNT_ERROR: u16 = 1040;
 const ER_TOO_MANY_USER_CONNECTIONS: u16 = 1203;
@@ -229,93 +227,28 @@ impl Conn {
     }
 }
 
-/// From a greeting payload: the server's capabilities, the 20-byte nonce and the default auth
-/// plugin (`mysql_native_password` when the server names none).
-fn greeting_auth(p: &[u8]) -> Result<(u64, Vec<u8>, Vec<u8>), String> {
-    let g = handshake::parse_greeting(p).map_err(|e| e.to_string())?;
-    // 0x0A, version NUL, id(4), then scramble part 1 (8), filler (1).
-    let part1_at = g.version.1 + 1 + 4;
-    let part1 = p
-        .get(part1_at..part1_at + 8)
-        .ok_or("greeting truncated before its scramble")?;
-    let mut nonce = part1.to_vec();
-    // caps_lo(2) charset(1) status(2) caps_hi(2) auth_len(1) reserved(10)
-    let auth_len_at = part1_at + 8 + 1 + 2 + 1 + 2 + 2;
-    let mut plugin = NATIVE.to_vec();
-    if g.caps & caps::SECURE_CONNECTION != 0 {
-        let auth_len = *p.get(auth_len_at).unwrap_or(&0) as usize;
-        let part2_at = auth_len_at + 1 + 10;
-        let part2_len = auth_len.saturating_sub(8).max(13);
-        let part2 = p
-            .get(part2_at..(part2_at + part2_len).min(p.len()))
-            .ok_or("greeting truncated in its scramble")?;
-        nonce.extend_from_slice(part2.strip_suffix(&[0]).unwrap_or(part2));
-        if g.caps & caps::PLUGIN_AUTH != 0 {
-            if let Some((name, _)) = p.get(part2_at + part2_len..).and_then(nul_str) {
-                if !name.is_empty() {
-                    plugin = name.to_vec();
-                }
-            }
-        }
-    }
-    Ok((g.caps, nonce, plugin))
-}
-
-/// mysql_native_password: `SHA1(pw) XOR SHA1(nonce + SHA1(SHA1(pw)))`; empty for no password.
-fn native_password(password: &[u8], nonce: &[u8]) -> Vec<u8> {
-    if password.is_empty() {
-        return Vec::new();
-    }
-    let h1 = Sha1::digest(password);
-    let h2 = Sha1::digest(h1);
-    let mut h = Sha1::new();
-    h.update(nonce);
-    h.update(h2);
-    let h3 = h.finalize();
-    h1.iter().zip(h3.iter()).map(|(a, b)| a ^ b).collect()
-}
-
 /// HandshakeResponse41 without a database, attributes or TLS.
-fn handshake_response(server_caps: u64, user: &str, auth: &[u8]) -> Vec<u8> {
+fn handshake_response(server_caps: u64, user: &str, answer: &[u8]) -> Vec<u8> {
     const TRANSACTIONS: u64 = 1 << 13;
-    let want = caps::CLIENT_MYSQL
-        | caps::PROTOCOL_41
-        | caps::SECURE_CONNECTION
-        | caps::PLUGIN_AUTH
-        | TRANSACTIONS;
-    let ours = (want & server_caps) | caps::PROTOCOL_41 | caps::SECURE_CONNECTION;
-    let mut out = Vec::with_capacity(64 + user.len());
-    out.extend_from_slice(&(ours as u32).to_le_bytes());
-    out.extend_from_slice(&(16u32 << 20).to_le_bytes());
-    out.push(CHARSET);
-    out.extend_from_slice(&[0; 23]);
-    out.extend_from_slice(user.as_bytes());
-    out.push(0);
-    out.push(auth.len() as u8);
-    out.extend_from_slice(auth);
-    if ours & caps::PLUGIN_AUTH != 0 {
-        out.extend_from_slice(NATIVE);
-        out.push(0);
-    }
-    out
-}
-
-/// (code, message) of an ERR payload (`0xFF`, code, [`#` + SQL state], message).
-fn err_text(p: &[u8]) -> (u16, String) {
-    let code = p.get(1..3).map_or(0, |c| u16::from_le_bytes([c[0], c[1]]));
-    let mut msg = p.get(3..).unwrap_or(&[]);
-    if msg.first() == Some(&b'#') && msg.len() >= 6 {
-        msg = &msg[6..];
-    }
-    (
-        code,
-        format!("{} ({code})", String::from_utf8_lossy(msg).trim()),
-    )
+    let hello = auth::Hello {
+        caps: caps::CLIENT_MYSQL
+            | caps::PROTOCOL_41
+            | caps::SECURE_CONNECTION
+            | caps::PLUGIN_AUTH
+            | TRANSACTIONS,
+        charset: CHARSET,
+        user: user.as_bytes(),
+        answer,
+        schema: None,
+    };
+    auth::handshake_response(server_caps, &hello)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::mysql::handshake;
+    use sha1::{Digest, Sha1};
 
     /// A MariaDB 10.11 greeting (recorded), payload only.
     fn greeting() -> Vec<u8> {

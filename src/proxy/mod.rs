@@ -36,6 +36,8 @@ pub enum Front {
 /// shard's (the frontend-wide connection count is their sum).
 pub struct MysqlFront {
     pub conf: MysqlFrontend,
+    /// A terminating frontend's idle server connections on this shard.
+    pub pool: Option<Rc<mysql::ShardPool>>,
     pub counters: Arc<mysql::FrontCounters>,
     pub all: Vec<Arc<mysql::FrontCounters>>,
 }
@@ -99,6 +101,19 @@ impl ShardView {
                 .mysql
                 .iter()
                 .map(|f| MysqlFront {
+                    pool: f.pooled.as_ref().map(|pc| {
+                        let prev = prev
+                            .and_then(|v| v.mysql.iter().find(|m| m.conf.name == f.name))
+                            .and_then(|m| m.pool.clone())
+                            .filter(|p| Arc::ptr_eq(&p.conf, pc));
+                        prev.unwrap_or_else(|| {
+                            Rc::new(mysql::ShardPool::new(
+                                pc.clone(),
+                                mysql::user_gauges(&shared, &f.name, pc),
+                                shard.id,
+                            ))
+                        })
+                    }),
                     counters: shared.mysql_stats[shard.id].front(&f.name),
                     all: shared
                         .mysql_stats

@@ -175,7 +175,7 @@ impl Builder<'_> {
             let key = format!("mysql[{i}]");
             self.frontend_name(&key, &m.name, &mut names)?;
             let listen = self.listen(&key, &m.listen, &mut listens)?;
-            let fe = self.mysql(&key, m, listen, &find_pool)?;
+            let fe = self.mysql(&key, m, listen, &find_pool, &pools)?;
             self.mysql_pool(&pools[fe.pool])?;
             used[fe.pool] = true;
             mysql.push(fe);

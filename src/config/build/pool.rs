@@ -86,8 +86,19 @@ impl Builder<'_> {
                 }
             };
             let send_proxy = self.send_proxy(&sk, s.send_proxy.as_deref())?;
+            let replica = match s.role.as_deref() {
+                None | Some("primary") => false,
+                Some("replica") => true,
+                Some(other) => {
+                    return Err(self.err(
+                        format!("{sk}.role"),
+                        format!("{other:?}: expected \"primary\" or \"replica\""),
+                    ))
+                }
+            };
             servers.push(Server {
                 send_proxy,
+                replica,
                 name: s.name.clone(),
                 addr,
                 host,
@@ -178,7 +189,12 @@ impl Builder<'_> {
             Some(t) => Some(self.pool_tls(&k("tls"), t)?),
             None => None,
         };
+        let max_replication_lag = match &p.max_replication_lag {
+            None => None,
+            Some(v) => Some(self.duration(&k("max_replication_lag"), Some(v), 0, false)?),
+        };
         Ok(Pool {
+            max_replication_lag,
             cache,
             tls,
             name: name.to_owned(),

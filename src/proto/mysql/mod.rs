@@ -9,11 +9,13 @@
 //! never at its mercy. The rules followed are those of the MySQL protocol as MariaDB 10.11 and
 //! the common clients speak it, summarised with an ASCII diagram in docs/mysql.md.
 
+pub mod auth;
 pub mod command;
 pub mod digest;
 pub mod handshake;
 pub mod observer;
 pub mod packet;
+pub mod session_track;
 
 pub use command::{command_name, CommandClass};
 pub use observer::{Event, Observer, ReplyDetail};

@@ -55,6 +55,10 @@ pub enum Event<'a> {
         user: &'a [u8],
         schema: Option<&'a [u8]>,
     },
+    /// An OK packet inside or at the end of a reply (a result's end, a terminator with
+    /// DEPRECATE_EOF), before the [`Event::Reply`] it ends: `packet` is its payload prefix,
+    /// `whole` false when the packet is longer than the prefix kept.
+    Ok { packet: &'a [u8], whole: bool },
     /// An ERR that answers no command (e.g. MySQL 8's 4031 before an idle disconnect).
     UnsolicitedError { code: u16 },
     /// The observer gave up; `abandoned` commands had started and will get no Reply event.
@@ -119,6 +123,9 @@ pub struct Observer {
     status: u16,
     /// The character set (collation id) of the handshake response.
     charset: u8,
+    /// The last reply ended with a classic EOF (no DEPRECATE_EOF), which has no room for the
+    /// session-state items its status may announce.
+    ended_with_eof: bool,
     /// COM_CHANGE_USER target, kept until its reply says whether it took effect.
     change_user: Vec<u8>,
     change_schema: Option<Vec<u8>>,
@@ -131,6 +138,20 @@ impl Default for Observer {
 }
 
 impl Observer {
+    /// An observer for a connection shardgate logged in itself (a pooled server connection):
+    /// already in the command phase, with the capabilities the server agreed to.
+    pub fn in_commands(caps_in_effect: u64) -> Self {
+        let mut o = Observer::new();
+        o.phase = Phase::Command;
+        o.server_caps = caps_in_effect;
+        o.client_caps = caps_in_effect;
+        o.neg = Negotiated {
+            deprecate_eof: caps_in_effect & caps::DEPRECATE_EOF != 0,
+            cache_metadata: caps_in_effect & caps::MARIADB_CACHE_METADATA != 0,
+        };
+        o
+    }
+
     pub fn new() -> Self {
         Observer {
             phase: Phase::Greeting,
@@ -145,6 +166,7 @@ impl Observer {
             client_bytes: 0,
             status: 0,
             charset: 0,
+            ended_with_eof: false,
             infile: false,
             change_user: Vec::new(),
             change_schema: None,
@@ -182,6 +204,12 @@ impl Observer {
     /// ended with OK or EOF; 0 before the login's OK.
     pub fn server_status(&self) -> u16 {
         self.status
+    }
+
+    /// Did the last reply end with a classic EOF whose status says the session state changed?
+    /// The items are not in it (an EOF has no room for them), so what changed is unknown.
+    pub fn state_change_unreported(&self) -> bool {
+        self.ended_with_eof && self.status & super::session_track::SESSION_STATE_CHANGED != 0
     }
 
     /// The character set (collation id) the client named in its handshake response.
@@ -460,10 +488,27 @@ impl Observer {
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
             }
         }
-        match self
+        let step = self
             .reply
-            .on_packet(head.asked, p, self.server.first_len(), self.neg)
-        {
+            .on_packet(head.asked, p, self.server.first_len(), self.neg);
+        let is_ok = match (before, p.first()) {
+            // PREPARE_OK starts with 0x00 too but is not an OK.
+            (Reply::First, Some(&OK)) => head.asked.cmd != com::STMT_PREPARE,
+            (Reply::Single, Some(&OK)) => true,
+            // A deprecate-EOF terminator, told from a huge row by the state it led to.
+            (Reply::Rows, Some(&EOF)) => {
+                self.neg.deprecate_eof
+                    && (matches!(step, Step::Done { .. }) || self.reply == Reply::First)
+            }
+            _ => false,
+        };
+        if is_ok && matches!(step, Step::Continue | Step::Done { ok: true }) {
+            sink(Event::Ok {
+                packet: p,
+                whole: self.server.total() <= SERVER_PREFIX as u64,
+            });
+        }
+        match step {
             Step::Continue => {
                 if before == Reply::Rows && !is_progress(p) {
                     if let Some(h) = self.fifo.front_mut() {
@@ -474,6 +519,7 @@ impl Observer {
             Step::InfileRequested => self.infile = true,
             Step::Lost(reason) => self.lose(reason, sink),
             Step::Done { ok } => {
+                self.ended_with_eof = p.first() == Some(&EOF) && !self.neg.deprecate_eof;
                 match p.first() {
                     Some(&OK) => self.status = ok_status(p).unwrap_or(self.status),
                     Some(&EOF) if self.neg.deprecate_eof => {
@@ -530,7 +576,7 @@ mod tests {
         Some(match e {
             Event::Login { user, schema } => Ev::Login(s(user), schema.map(s)),
             Event::Authenticated { ok } => Ev::Auth(ok),
-            Event::Statement { .. } => return None,
+            Event::Statement { .. } | Event::Ok { .. } => return None,
             Event::Command { cmd, .. } => Ev::Cmd(cmd),
             Event::Reply { cmd, ok, .. } => Ev::Reply(cmd, ok),
             Event::UserChanged { user, .. } => Ev::User(s(user)),
@@ -1147,7 +1193,7 @@ mod recorded {
             out.push(match e {
                 Event::Login { user, .. } => format!("login {}", String::from_utf8_lossy(user)),
                 Event::Authenticated { ok } => format!("auth {ok}"),
-                Event::Statement { .. } => return,
+                Event::Statement { .. } | Event::Ok { .. } => return,
                 Event::Command { cmd, .. } => format!("> {}", command_name(cmd)),
                 Event::Reply { cmd, ok, .. } => {
                     format!("< {} {}", command_name(cmd), if ok { "ok" } else { "err" })

@@ -28,6 +28,7 @@ mod backend;
 mod cached;
 pub mod digest;
 mod health;
+mod pooled;
 pub mod qcache;
 pub mod stats;
 mod tls;
@@ -58,10 +59,32 @@ use crate::config::MysqlCacheConf;
 use backend::{connect_backend, read_greeting, NoBackend};
 use cached::Capture;
 use digest::DigestShard;
+pub use pooled::{render as render_pool, ReplState, ShardPool, UserGauge};
 use qcache::QcacheShard;
 use stats::ConnAccount;
 pub use stats::{FrontCounters, MysqlShardStats, UserStats};
 use track::DigestTrack;
+
+/// The per-user gauges of a terminating frontend, shared by every shard (and kept across
+/// reloads, so a reload does not reset the counts of connections that stay open).
+pub fn user_gauges(
+    shared: &Shared,
+    frontend: &str,
+    pc: &crate::config::MysqlPooled,
+) -> Vec<std::sync::Arc<UserGauge>> {
+    let mut all = shared
+        .mysql_user_gauges
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    pc.users
+        .iter()
+        .map(|u| {
+            all.entry((frontend.to_owned(), u.name.clone()))
+                .or_default()
+                .clone()
+        })
+        .collect()
+}
 
 /// Relay buffer per direction: MySQL packets are small except blobs, which stream through.
 const RELAY_BUF: usize = 16 * 1024;
@@ -90,6 +113,7 @@ pub fn start_shard(shard: &Rc<ShardCtx>) {
     rt::spawn(sweeper(shard.clone()));
     if shard.id() == 0 {
         rt::spawn(health::supervise(shard.shared.clone()));
+        rt::spawn(pooled::monitor::supervise(shard.shared.clone()));
     }
 }
 
@@ -240,6 +264,11 @@ pub async fn serve_client(
     counters.active.add(1);
     let _active = ActiveGuard(&counters.active);
 
+    if let Some(sp) = &front.pool {
+        pooled::serve(&shard, &view, front, sp, client, peer, early).await;
+        drop(guard);
+        return;
+    }
     let pool_ix = conf.pool;
     let pool = &view.gen.pools[pool_ix];
     let mut acct = ConnAccount::default();
@@ -739,7 +768,7 @@ fn on_event(e: Event<'_>, acct: &mut ConnAccount, dig: &mut DigestTrack, to: &Si
             acct.login_failed();
             counters.login_failed.add(1);
         }
-        Event::Statement { .. } => {}
+        Event::Statement { .. } | Event::Ok { .. } => {}
         Event::Command { cmd, .. } => {
             if !from_cache {
                 server.begin(shard);

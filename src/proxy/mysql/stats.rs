@@ -53,6 +53,23 @@ pub struct FrontCounters {
     ///
     /// [`MAX_OUTSTANDING`]: super::MAX_OUTSTANDING
     pub pipeline_paused: ShardCounter,
+    /// Terminating frontends (docs/mysql-pooling.md): logged-in clients (gauge).
+    pub pool_clients: ShardCounter,
+    /// Sessions that keep a server connection for good (gauge).
+    pub pool_pinned: ShardCounter,
+    /// Server connections open, busy or idle (gauge).
+    pub pool_server_conns: ShardCounter,
+    /// Of those, idle in the shard's pool (gauge).
+    pub pool_idle: ShardCounter,
+    pub pool_opened: ShardCounter,
+    pub pool_reused: ShardCounter,
+    pub pool_reset: ShardCounter,
+    pub pool_to_replica: ShardCounter,
+    pub pool_to_primary: ShardCounter,
+    /// Read-your-writes: MASTER_GTID_WAIT run, timed out, reads sent to the primary.
+    pub pool_ryw_waits: ShardCounter,
+    pub pool_ryw_timeouts: ShardCounter,
+    pub pool_ryw_primary: ShardCounter,
 }
 
 /// One user's traffic on one shard.

@@ -159,7 +159,7 @@ impl DigestTrack {
                     n.finish();
                 }
             }
-            Event::Authenticated { .. } | Event::UnsolicitedError { .. } => {}
+            Event::Authenticated { .. } | Event::UnsolicitedError { .. } | Event::Ok { .. } => {}
         }
         if let Event::Reply {
             cmd: com::RESET_CONNECTION,
