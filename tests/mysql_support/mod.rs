@@ -4,6 +4,7 @@
 //! `show traffic mysql`. Every external command is bounded in time.
 #![allow(dead_code)]
 
+pub mod delay;
 pub mod raw;
 
 use std::collections::HashMap;

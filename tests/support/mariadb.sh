@@ -8,13 +8,31 @@
 #   mariadb.sh stop-one ENVFILE I      stop instance I (by PID), keep its data
 #   mariadb.sh start-one ENVFILE I     start instance I again on its port (data kept: < 1 s)
 #   mariadb.sh kill-one ENVFILE I      SIGKILL instance I (a crash under load)
+#   mariadb.sh replicate ENVFILE I J [MASTER_PORT]
+#                                      make instance J a GTID replica of instance I (indexes from 0,
+#                                      as in MARIADB_PORT_I); it connects to 127.0.0.1:MASTER_PORT
+#                                      (default: I's port; pass a relay's port to delay the link)
+#                                      and the call returns once J's IO and SQL threads both run
 #
 # With MARIADB_SSL_DIR set (ca.pem, server.pem, server.key in it), started instances speak TLS.
 # The env file is KEY=VALUE lines: MARIADB_DIR, MARIADB_COUNT, then per instance I
 # MARIADB_PORT_I, MARIADB_PID_I, MARIADB_SOCK_I, MARIADB_DATADIR_I, MARIADB_CNF_I.
 # Accounts (all on '%', mysql_native_password): sg_a/pw_a and sg_b/pw_b (all on sbtest.* and
 # app.*), sg_root/pw_root (everything, for the tests' own checks). Databases: sbtest, app.
+# sg_repl/pw_repl (REPLICATION SLAVE: the account replicas log in with), sg_mon/pw_mon
+# (REPLICA MONITOR and BINLOG MONITOR: SHOW SLAVE STATUS, SHOW BINLOG STATUS, @@gtid_current_pos).
 # Anonymous users are dropped: they would shadow 'sg_a'@'%' for connections from 127.0.0.1.
+# Replication: every instance has server_id I+1, a binary log (ROW, log_slave_updates) and
+# gtid_strict_mode=1, so any instance can be made a replica of another with `replicate`.
+# The accounts and databases are created with sql_log_bin=0, i.e. outside the binary log: every
+# instance makes them itself, so a replica replaying its primary's copy would trip over rows it
+# already has (ROW events fail on a missing/duplicate row), and its own logged copy would give
+# it GTIDs the primary never had. Unlogged, every instance starts with an empty
+# gtid_current_pos, so a replica (slave_pos empty) starts at the primary's first event and
+# receives every write made on the primary since it started, before or after `replicate`.
+# A replica stays writable (read_only is not set): tests write only through the primary. A write
+# on a replica would fork its GTID history from the primary's, which gtid_strict_mode turns
+# into a replication error, so don't.
 # Processes are only ever stopped by the PID this script recorded, never by name.
 set -euo pipefail
 
@@ -97,7 +115,17 @@ max_allowed_packet=64M
 local_infile=ON
 userstat=1
 performance_schema=OFF
-skip-log-bin
+# Replication (see the header): a distinct server_id per instance, a binary log every instance
+# keeps (so any one can be a primary), GTIDs enforced in order.
+server_id=$(($2 + 1))
+log_bin=mariadb-bin
+relay_log=mariadb-relay-bin
+binlog_format=ROW
+log_slave_updates=1
+gtid_strict_mode=1
+# With a binary log on, non-SUPER accounts may not create functions or triggers unless this is
+# set; it keeps sg_a/sg_b able to do what they could before the binary log was turned on.
+log_bin_trust_function_creators=1
 innodb_buffer_pool_size=64M
 innodb_log_file_size=16M
 innodb_flush_log_at_trx_commit=2
@@ -137,7 +165,9 @@ launch() { # dir i port
     echo "$pid"
 }
 
+# sql_log_bin=0: the set-up stays out of the binary log (see the header).
 SETUP_SQL="
+SET SESSION sql_log_bin=0;
 DELETE FROM mysql.global_priv WHERE User='';
 FLUSH PRIVILEGES;
 CREATE DATABASE IF NOT EXISTS sbtest;
@@ -145,10 +175,14 @@ CREATE DATABASE IF NOT EXISTS app;
 CREATE USER IF NOT EXISTS 'sg_a'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('pw_a');
 CREATE USER IF NOT EXISTS 'sg_b'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('pw_b');
 CREATE USER IF NOT EXISTS 'sg_root'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('pw_root');
+CREATE USER IF NOT EXISTS 'sg_repl'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('pw_repl');
+CREATE USER IF NOT EXISTS 'sg_mon'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('pw_mon');
 GRANT ALL ON sbtest.* TO 'sg_a'@'%', 'sg_b'@'%';
 GRANT ALL ON app.* TO 'sg_a'@'%', 'sg_b'@'%';
 GRANT FILE ON *.* TO 'sg_a'@'%', 'sg_b'@'%';
 GRANT ALL ON *.* TO 'sg_root'@'%' WITH GRANT OPTION;
+GRANT REPLICATION SLAVE ON *.* TO 'sg_repl'@'%';
+GRANT REPLICA MONITOR, BINLOG MONITOR ON *.* TO 'sg_mon'@'%';
 FLUSH PRIVILEGES;
 "
 
@@ -242,6 +276,35 @@ do_stop() { # env
     esac
 }
 
+# Make instance J replicate instance I through MariaDB GTIDs (MASTER_USE_GTID=slave_pos), over
+# 127.0.0.1:MASTER_PORT (default I's port). Waits up to 30 s for both replica threads to run.
+do_replicate() { # env i j [master_port]
+    local env=$1 i=$2 j=$3 mport=${4:-} cnf io sql st
+    [ -f "$env" ] || die "no env file $env"
+    [ "$i" != "$j" ] || die "replicate: instance $i cannot replicate itself"
+    [ -n "$mport" ] || mport=$(env_get "$env" "MARIADB_PORT_$i")
+    [ -n "$mport" ] || die "replicate: no instance $i in $env"
+    cnf=$(env_get "$env" "MARIADB_CNF_$j")
+    [ -n "$cnf" ] || die "replicate: no instance $j in $env"
+    # MASTER_CONNECT_RETRY=1: after a stop-one/start-one of the primary the replica is back in
+    # about a second, not the default minute.
+    mariadb --defaults-file="$cnf" -e "
+STOP SLAVE;
+CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$mport,
+  MASTER_USER='sg_repl', MASTER_PASSWORD='pw_repl',
+  MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;
+START SLAVE;" || die "replicate: CHANGE MASTER/START SLAVE failed on instance $j"
+    for _ in $(seq 1 300); do
+        st=$(mariadb --defaults-file="$cnf" -e 'SHOW SLAVE STATUS\G' 2>/dev/null) || st=""
+        io=$(printf '%s\n' "$st" | sed -n 's/^ *Slave_IO_Running: //p')
+        sql=$(printf '%s\n' "$st" | sed -n 's/^ *Slave_SQL_Running: //p')
+        if [ "$io" = Yes ] && [ "$sql" = Yes ]; then return 0; fi
+        sleep 0.1
+    done
+    printf '%s\n' "$st" | grep -E 'Slave_(IO|SQL)_Running:|Last_(IO|SQL)_Err' >&2 || true
+    die "replicate: instance $j's replica threads not running after 30 s (IO=$io SQL=$sql, primary port $mport)"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -251,5 +314,9 @@ stop) do_stop "$@" ;;
 stop-one) do_stop_one "$@" ;;
 start-one) do_start_one "$@" ;;
 kill-one) do_kill_one "$@" ;;
-*) die "usage: $0 install | start [N] [DIR] | stop ENV | stop-one ENV I | start-one ENV I | kill-one ENV I" ;;
+replicate)
+    [ $# -ge 3 ] || die "usage: $0 replicate ENV I J [MASTER_PORT]"
+    do_replicate "$@"
+    ;;
+*) die "usage: $0 install | start [N] [DIR] | stop ENV | stop-one ENV I | start-one ENV I | kill-one ENV I | replicate ENV I J [MASTER_PORT]" ;;
 esac
