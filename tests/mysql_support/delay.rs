@@ -36,14 +36,21 @@ impl DelayRelay {
     /// Panics when it cannot listen (a test set-up failure).
     pub fn start(target: SocketAddr, delay: Duration) -> DelayRelay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("delay relay: bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("delay relay: local_addr").port();
+        let port = listener
+            .local_addr()
+            .expect("delay relay: local_addr")
+            .port();
         let shared = Arc::new(Shared::default());
         let sh = Arc::clone(&shared);
         let acceptor = thread::Builder::new()
             .name("delay-relay-accept".into())
             .spawn(move || accept_loop(&listener, target, delay, &sh))
             .expect("delay relay: spawn");
-        DelayRelay { port, shared, acceptor: Some(acceptor) }
+        DelayRelay {
+            port,
+            shared,
+            acceptor: Some(acceptor),
+        }
     }
 
     /// The port the relay listens on (on 127.0.0.1).
@@ -66,11 +73,22 @@ impl Drop for DelayRelay {
             let _ = h.join();
         }
         // The acceptor is gone: no socket or thread is added from here on.
-        for s in self.shared.sockets.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for s in self
+            .shared
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             let _ = s.shutdown(Shutdown::Both);
         }
-        let threads: Vec<_> =
-            self.shared.threads.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        let threads: Vec<_> = self
+            .shared
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
         for h in threads {
             let _ = h.join();
         }
@@ -89,9 +107,16 @@ fn accept_loop(listener: &TcpListener, target: SocketAddr, delay: Duration, sh: 
             continue;
         };
         let _ = server.set_nodelay(true);
-        let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else { continue };
-        let (Ok(c3), Ok(s3)) = (client.try_clone(), server.try_clone()) else { continue };
-        sh.sockets.lock().unwrap_or_else(|e| e.into_inner()).extend([c3, s3]);
+        let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+            continue;
+        };
+        let (Ok(c3), Ok(s3)) = (client.try_clone(), server.try_clone()) else {
+            continue;
+        };
+        sh.sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend([c3, s3]);
         let mut threads = sh.threads.lock().unwrap_or_else(|e| e.into_inner());
         // Finished connections' threads are joined as new ones come, so the list stays short.
         let (done, live): (Vec<_>, Vec<_>) = threads.drain(..).partition(|h| h.is_finished());
@@ -119,7 +144,10 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) -> [JoinHandle<
                     return;
                 }
                 Ok(n) => {
-                    if tx.send(Some((Instant::now() + delay, buf[..n].to_vec()))).is_err() {
+                    if tx
+                        .send(Some((Instant::now() + delay, buf[..n].to_vec())))
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -8,7 +8,7 @@
 #   mariadb.sh stop-one ENVFILE I      stop instance I (by PID), keep its data
 #   mariadb.sh start-one ENVFILE I     start instance I again on its port (data kept: < 1 s)
 #   mariadb.sh kill-one ENVFILE I      SIGKILL instance I (a crash under load)
-#   mariadb.sh replicate ENVFILE I J [MASTER_PORT]
+#   mariadb.sh replicate ENVFILE I J [MASTER_PORT]   (instances started with MARIADB_BINLOG=1)
 #                                      make instance J a GTID replica of instance I (indexes from 0,
 #                                      as in MARIADB_PORT_I); it connects to 127.0.0.1:MASTER_PORT
 #                                      (default: I's port; pass a relay's port to delay the link)
@@ -22,8 +22,10 @@
 # sg_repl/pw_repl (REPLICATION SLAVE: the account replicas log in with), sg_mon/pw_mon
 # (REPLICA MONITOR and BINLOG MONITOR: SHOW SLAVE STATUS, SHOW BINLOG STATUS, @@gtid_current_pos).
 # Anonymous users are dropped: they would shadow 'sg_a'@'%' for connections from 127.0.0.1.
-# Replication: every instance has server_id I+1, a binary log (ROW, log_slave_updates) and
-# gtid_strict_mode=1, so any instance can be made a replica of another with `replicate`.
+# Replication: every instance has server_id I+1. Started with MARIADB_BINLOG=1, instances also
+# keep a binary log (ROW, log_slave_updates) with gtid_strict_mode=1, so any one can be made a
+# replica of another with `replicate`; without it (the default, what the other tests and the
+# benchmarks measure) they run with skip-log-bin as before.
 # The accounts and databases are created with sql_log_bin=0, i.e. outside the binary log: every
 # instance makes them itself, so a replica replaying its primary's copy would trip over rows it
 # already has (ROW events fail on a missing/duplicate row), and its own logged copy would give
@@ -37,6 +39,25 @@
 set -euo pipefail
 
 log() { echo "mariadb.sh: $*" >&2; }
+
+# The [mariadbd] lines for the binary log: replication-ready with MARIADB_BINLOG=1, off otherwise.
+binlog_cnf() {
+    if [ "${MARIADB_BINLOG:-0}" = 1 ]; then
+        cat <<'CNF'
+# A binary log every instance keeps (so any one can be a primary), GTIDs enforced in order.
+log_bin=mariadb-bin
+relay_log=mariadb-relay-bin
+binlog_format=ROW
+log_slave_updates=1
+gtid_strict_mode=1
+# With a binary log on, non-SUPER accounts may not create functions or triggers unless this is
+# set; it keeps sg_a/sg_b able to do what they can without it.
+log_bin_trust_function_creators=1
+CNF
+    else
+        echo "skip-log-bin"
+    fi
+}
 die() { log "$*"; exit 1; }
 
 have_all() {
@@ -115,17 +136,8 @@ max_allowed_packet=64M
 local_infile=ON
 userstat=1
 performance_schema=OFF
-# Replication (see the header): a distinct server_id per instance, a binary log every instance
-# keeps (so any one can be a primary), GTIDs enforced in order.
 server_id=$(($2 + 1))
-log_bin=mariadb-bin
-relay_log=mariadb-relay-bin
-binlog_format=ROW
-log_slave_updates=1
-gtid_strict_mode=1
-# With a binary log on, non-SUPER accounts may not create functions or triggers unless this is
-# set; it keeps sg_a/sg_b able to do what they could before the binary log was turned on.
-log_bin_trust_function_creators=1
+$(binlog_cnf)
 innodb_buffer_pool_size=64M
 innodb_log_file_size=16M
 innodb_flush_log_at_trx_commit=2

@@ -156,6 +156,7 @@ async fn check(
     } else {
         0
     };
+    tracing::trace!(replica, ?pos, lag, "replication check");
     repl.pos.store(Arc::new(pos));
     repl.lag_ms.store(lag, Ordering::Relaxed);
     repl.checked_ms.store(rt::now_ms(), Ordering::Relaxed);
