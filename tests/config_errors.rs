@@ -381,3 +381,138 @@ fn bad_mysql_cache_rules_are_refused_with_their_key() {
         &["ttl"],
     );
 }
+
+/// Multiplexing and read/write split (docs/mysql-pooling.md): each bad key is named.
+#[test]
+fn bad_mysql_pooling_keys_are_refused_with_their_key() {
+    // A frontend on its own pool "db", appended after GOOD's [pool.api].
+    let with = |front: &str, servers: &str, pool_extra: &str| {
+        format!(
+            "[[mysql]]\nname = \"db\"\nlisten = [\"127.0.0.1:3\"]\npool = \"db\"\n{front}\n\n\
+             [pool.db]\n{pool_extra}\nservers = [{servers}]\n\n[pool.api]"
+        )
+    };
+    let primary = "{ name = \"p\", addr = \"127.0.0.1:4\" }";
+    let split = "{ name = \"p\", addr = \"127.0.0.1:4\", role = \"primary\" }, \
+                 { name = \"r\", addr = \"127.0.0.1:5\", role = \"replica\" }";
+    let user = "[[mysql.user]]\nname = \"shop\"\npassword = \"pw\"";
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            with("multiplex = true", primary, ""),
+            vec!["mysql[0].user", "[[mysql.user]]"],
+        ),
+        (
+            with(
+                &format!("multiplex = true\n{user}\n[[mysql.user]]\nname = \"shop\"\npassword = \"x\""),
+                primary,
+                "",
+            ),
+            vec!["mysql[0].user[1].name", "twice"],
+        ),
+        (
+            with(
+                "multiplex = true\n[[mysql.user]]\nname = \"shop\"\npassword_hash = \"*12\"",
+                primary,
+                "",
+            ),
+            vec!["mysql[0].user[0].password_hash", "40 hex"],
+        ),
+        (
+            with(
+                "multiplex = true\n[[mysql.user]]\nname = \"shop\"",
+                primary,
+                "",
+            ),
+            vec!["mysql[0].user[0].password", "missing"],
+        ),
+        (
+            with(
+                "multiplex = true\n[[mysql.user]]\nname = \"shop\"\npassword = \"a\"\npassword_hash = \"*14E65567ABDB5135D0CFD9A70B3032C179A49EE7\"",
+                primary,
+                "",
+            ),
+            vec!["mysql[0].user[0].password_hash", "not both"],
+        ),
+        (
+            with(&format!("multiplex = true\n{user}\nmax_connections = 0"), primary, ""),
+            vec!["mysql[0].user[0].max_connections"],
+        ),
+        (
+            with(user, primary, ""),
+            vec!["mysql[0].user", "only used with multiplex"],
+        ),
+        (
+            with(
+                &format!("read_your_writes = \"sometimes\"\nmonitor_user = \"m\"\n{user}"),
+                split,
+                "",
+            ),
+            vec!["mysql[0].read_your_writes", "sometimes"],
+        ),
+        (
+            with(user, split, ""),
+            vec!["mysql[0].monitor_user", "replicas"],
+        ),
+        (
+            with(
+                &format!("monitor_user = \"m\"\n{user}"),
+                "{ name = \"r\", addr = \"127.0.0.1:5\", role = \"replica\" }",
+                "",
+            ),
+            vec!["pool.db.servers", "primary"],
+        ),
+        (
+            with(
+                &format!("monitor_user = \"m\"\n{user}"),
+                "{ name = \"r\", addr = \"127.0.0.1:5\", role = \"leader\" }",
+                "",
+            ),
+            vec!["pool.db.servers[0].role", "leader"],
+        ),
+        (
+            with(
+                &format!("multiplex = true\n{user}\n[[mysql.route]]\nmatch_digest = \"^SELECT\"\nto = \"replica\""),
+                primary,
+                "",
+            ),
+            vec!["mysql[0].route[0].to", "no role"],
+        ),
+        (
+            with(
+                &format!("monitor_user = \"m\"\n{user}\n[[mysql.route]]\nmatch_digest = \"^SELECT (\"\nto = \"replica\""),
+                split,
+                "",
+            ),
+            vec!["mysql[0].route[0].match_digest"],
+        ),
+        (
+            with(
+                &format!("multiplex = true\n{user}\n[[mysql.cache]]\nmatch_digest = \"^SELECT\"\nttl = \"1s\""),
+                primary,
+                "",
+            ),
+            vec!["mysql[0].cache", "pass-through"],
+        ),
+        (
+            with("", primary, "max_replication_lag = \"5s\""),
+            vec!["pool.db.max_replication_lag", "no role"],
+        ),
+        (
+            with(
+                &format!("multiplex = true\n{user}"),
+                "{ name = \"p\", addr = \"127.0.0.1:4\", send_proxy = \"v2\" }",
+                "",
+            ),
+            vec!["pool.db.servers[0].send_proxy", "shared"],
+        ),
+    ];
+    for (to, names) in cases {
+        assert_refused("[pool.api]", &to, &names);
+    }
+    // A role on a pool of an [[http]] frontend.
+    assert_refused(
+        "servers = [ { name = \"a\", addr = \"127.0.0.1:2\", weight = 1 } ]",
+        "servers = [ { name = \"a\", addr = \"127.0.0.1:2\", weight = 1, role = \"replica\" } ]",
+        &["pool.app.servers[0].role", "[[mysql]]"],
+    );
+}

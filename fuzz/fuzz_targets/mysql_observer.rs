@@ -33,6 +33,8 @@ enum Ev {
     User(Vec<u8>, Option<Vec<u8>>),
     Unsolicited(u16),
     Unparsed(&'static str, usize),
+    /// An OK packet's kept prefix, and whether it is the whole packet.
+    Ok(Vec<u8>, bool),
 }
 
 fn own(e: &Event<'_>, text: &mut Vec<u8>) -> Ev {
@@ -50,6 +52,7 @@ fn own(e: &Event<'_>, text: &mut Vec<u8>) -> Ev {
         Event::UserChanged { user, schema } => Ev::User(user.to_vec(), schema.map(<[u8]>::to_vec)),
         Event::UnsolicitedError { code } => Ev::Unsolicited(code),
         Event::Unparsed { reason, abandoned } => Ev::Unparsed(reason, abandoned),
+        Event::Ok { packet, whole } => Ev::Ok(packet.to_vec(), whole),
     }
 }
 
@@ -62,7 +65,7 @@ fn without_time(evs: &[Ev]) -> Vec<Ev> {
         .collect()
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Side {
     Client,
     Server,
@@ -146,6 +149,14 @@ impl Model {
                 assert!(matches!(self.events.last(), Some(Ev::Reply(0x11, true, _, _))));
             }
             Event::UnsolicitedError { .. } => assert!(side == Side::Server),
+            Event::Ok { packet, .. } => {
+                // Only inside a reply, from the server, and shaped like an OK.
+                assert!(side == Side::Server, "Ok while feeding {side:?}");
+                assert!(
+                    matches!(packet.first(), Some(0x00 | 0xFE)),
+                    "Ok event of packet {packet:02x?}"
+                );
+            }
         }
         let ev = own(e, &mut self.text);
         self.events.push(ev);

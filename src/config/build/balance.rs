@@ -381,6 +381,19 @@ impl Builder<'_> {
             let key = format!("pool.{}", toml_key(&pool.name));
             return Err(self.err(format!("{key}.health.method"), "a pool used by an [[http]] frontend is checked with \"tcp\", \"http_head\" or \"http_get\""));
         }
+        let key = format!("pool.{}", toml_key(&pool.name));
+        if let Some(i) = pool.servers.iter().position(|s| s.replica) {
+            return Err(self.err(
+                format!("{key}.servers[{i}].role"),
+                "roles are for pools of [[mysql]] frontends",
+            ));
+        }
+        if pool.max_replication_lag.is_some() {
+            return Err(self.err(
+                format!("{key}.max_replication_lag"),
+                "only for pools of [[mysql]] frontends",
+            ));
+        }
         Ok(())
     }
 }

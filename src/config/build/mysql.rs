@@ -29,6 +29,12 @@ impl Builder<'_> {
         let cache = self.mysql_cache(key, m)?;
         let pool = find_pool(&m.pool, format!("{key}.pool"))?;
         let pooled = self.mysql_pooled(key, m, &pools[pool])?;
+        if pooled.is_some() && cache.is_some() {
+            return Err(self.err(
+                format!("{key}.cache"),
+                "the query cache serves pass-through frontends only, not with multiplex or replicas yet",
+            ));
+        }
         if pooled.is_some() && tls.is_some() {
             return Err(self.err(
                 format!("{key}.tls"),
@@ -169,6 +175,12 @@ impl Builder<'_> {
             return Err(self.err(
                 format!("{pk}.servers[{i}].send_proxy"),
                 "server connections are shared between clients here (multiplex or replicas): no PROXY header can name one client",
+            ));
+        }
+        if pool.tls.is_some() {
+            return Err(self.err(
+                format!("{pk}.tls"),
+                "TLS to the servers is not available with multiplex or replicas yet",
             ));
         }
         if m.user.is_empty() {

@@ -616,6 +616,12 @@ impl<'a> Session<'a> {
             match self.relay(&mut conn, &pkt).await {
                 Relay::Done(mut facts) => {
                     facts.text = text;
+                    if facts.cmd == com::INIT_DB && facts.ok {
+                        // Also for a connection that does not track the schema.
+                        let schema = pkt[HEADER_LEN + 1..].to_vec();
+                        conn.schema = Some(schema.clone());
+                        self.schema = schema;
+                    }
                     return self.after_reply(conn, held, facts).await;
                 }
                 Relay::ClientFailed => return Err(End::Client),
