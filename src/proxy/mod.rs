@@ -109,7 +109,7 @@ impl ShardView {
                         prev.unwrap_or_else(|| {
                             Rc::new(mysql::ShardPool::new(
                                 pc.clone(),
-                                mysql::user_gauges(&shared, &f.name, pc),
+                                mysql::user_gauges(shared, &f.name, pc),
                                 shard.id,
                             ))
                         })

@@ -713,6 +713,118 @@ mod tests {
         check_all_splits(&s, &want);
     }
 
+    /// OK packets of a reply come out as `Event::Ok`, in order, before its Reply: an OK
+    /// answer, a MORE_RESULTS OK, a deprecate-EOF terminator; never PREPARE_OK, a classic
+    /// EOF, a row starting with 0x00/0xFE, or an ERR. The same for every split.
+    #[test]
+    fn ok_packets_are_reported_before_their_reply() {
+        let run = |caps: u64, exchange: Vec<(bool, Vec<u8>)>| -> Vec<(u8, u16)> {
+            let mut s = login(caps, "u");
+            s.extend(exchange);
+            let total: usize = s.iter().map(|(_, b)| b.len()).sum();
+            let mut first: Option<Vec<(u8, u16)>> = None;
+            for piece in [1, 3, 64, total] {
+                let mut o = Observer::new();
+                let mut seen = Vec::new();
+                for (client, bytes) in &s {
+                    for chunk in bytes.chunks(piece) {
+                        let mut sink = |e: Event<'_>| match e {
+                            Event::Ok { packet, whole } => {
+                                assert!(whole);
+                                seen.push((packet[0], ok_status(packet).unwrap_or(0)))
+                            }
+                            Event::Reply { cmd, .. } => seen.push((cmd, 0xEEEE)),
+                            _ => {}
+                        };
+                        if *client {
+                            o.feed_client(chunk, 0, &mut sink);
+                        } else {
+                            o.feed_server(chunk, 0, &mut sink);
+                        }
+                    }
+                }
+                assert!(o.is_parsed());
+                match &first {
+                    None => first = Some(seen),
+                    Some(f) => assert_eq!(f, &seen, "piece {piece}"),
+                }
+            }
+            first.unwrap_or_default()
+        };
+        const REPLY: u16 = 0xEEEE;
+        // An OK answer, then a multi-result: OK with MORE_RESULTS, a result set ended by a
+        // deprecate-EOF terminator whose first row starts with 0x00 (an empty string).
+        let got = run(
+            CLIENT_DE,
+            vec![
+                (true, query("insert")),
+                (false, ok(1, 0x4002)),
+                (true, query("call p()")),
+                (
+                    false,
+                    [
+                        ok(1, 0x000A),
+                        packet(2, &[1, 1]),
+                        coldef(3),
+                        packet(4, b"\x00"),
+                        ok_fe(5, 0x0002),
+                    ]
+                    .concat(),
+                ),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                (0x00, 0x4002),
+                (com::QUERY, REPLY),
+                (0x00, 0x000A),
+                (0xFE, 0x0002),
+                (com::QUERY, REPLY)
+            ]
+        );
+        // Classic EOFs, PREPARE_OK and ERR are not OKs.
+        let mut prep = vec![com::STMT_PREPARE];
+        prep.extend_from_slice(b"select 1");
+        let got = run(
+            CLIENT_CLASSIC,
+            vec![
+                (true, query("select 1")),
+                (
+                    false,
+                    [
+                        packet(1, &[1, 1]),
+                        coldef(2),
+                        eof(3, 2),
+                        packet(4, b"\x011"),
+                        eof(5, 2),
+                    ]
+                    .concat(),
+                ),
+                (true, packet(0, &prep)),
+                (
+                    false,
+                    [
+                        packet(1, &[0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+                        coldef(2),
+                        eof(3, 2),
+                    ]
+                    .concat(),
+                ),
+                (true, query("nope")),
+                (false, packet(1, b"\xff\x7a\x04#42S22Unknown column")),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                (com::QUERY, REPLY),
+                (com::STMT_PREPARE, REPLY),
+                (com::QUERY, REPLY)
+            ]
+        );
+    }
+
     #[test]
     fn elapsed_runs_from_first_command_byte_to_last_reply_byte() {
         let mut s = login(CLIENT_DE, "u");

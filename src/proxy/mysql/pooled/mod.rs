@@ -573,10 +573,7 @@ impl<'a> Session<'a> {
         }
         let replica = cmd == com::QUERY && self.wants_replica(&pkt[HEADER_LEN + 1..]);
         let conn = if replica {
-            match self.replica_conn().await {
-                Some(c) => Some(c),
-                None => None,
-            }
+            self.replica_conn().await
         } else {
             None
         };
@@ -978,16 +975,14 @@ impl<'a> Session<'a> {
         let idle_ms = pool.idle_timeout.as_millis() as u64;
         let deadline = Instant::now() + pool.queue_timeout;
         loop {
-            while let Some(mut c) = self.sp.take(
-                servers,
-                self.user,
-                self.caps,
-                self.charset,
-                &self.schema,
-                rt::now_ms(),
-                idle_ms,
-            ) {
-                self.counters.pool_idle.sub(1);
+            let key = pool::Key {
+                user: self.user,
+                caps: self.caps,
+                charset: self.charset,
+                schema: &self.schema,
+            };
+            while let Some(mut c) = self.sp.take(servers, &key, rt::now_ms(), idle_ms) {
+                self.counters.pool_idle.set(self.sp.idle_count() as u64);
                 if self.schema.is_empty() && c.schema.as_ref().is_some_and(|s| s.is_empty()) {
                     self.counters.pool_reused.add(1);
                     return Ok(c);
@@ -1105,11 +1100,9 @@ impl<'a> Session<'a> {
 
     fn put_idle(&mut self, conn: ServerConn) {
         let pool = self.pool_conf();
-        let before = self.sp.idle_count();
         self.sp.put(conn, rt::now_ms(), pool.max_idle_per_server);
-        if self.sp.idle_count() > before {
-            self.counters.pool_idle.add(1);
-        }
+        // This shard's count: only this shard writes it.
+        self.counters.pool_idle.set(self.sp.idle_count() as u64);
     }
 
     /// Reset a connection that carried session state (or may have: an open transaction is

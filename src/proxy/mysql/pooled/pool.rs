@@ -74,6 +74,15 @@ impl ReplState {
     }
 }
 
+/// What a session needs of an idle connection.
+pub struct Key<'a> {
+    pub user: usize,
+    /// The client's capabilities with shardgate.
+    pub caps: u64,
+    pub charset: u8,
+    pub schema: &'a [u8],
+}
+
 /// This shard's idle server connections of one terminating frontend.
 pub struct ShardPool {
     pub conf: Arc<MysqlPooled>,
@@ -120,13 +129,16 @@ impl ShardPool {
     pub fn take(
         &self,
         servers: &[usize],
-        user: usize,
-        caps: u64,
-        charset: u8,
-        schema: &[u8],
+        key: &Key<'_>,
         now_ms: u64,
         idle_ms: u64,
     ) -> Option<ServerConn> {
+        let Key {
+            user,
+            caps,
+            charset,
+            schema,
+        } = *key;
         let mut idle = self.idle.borrow_mut();
         idle.retain(|c| now_ms.saturating_sub(c.idle_since_ms) < idle_ms);
         // Newest first: a recently used connection is the least likely to have been closed

@@ -128,22 +128,23 @@ pub fn replica_safe(text: &[u8]) -> bool {
         return false;
     }
     let facts = TextFacts::of(t);
-    !(facts.lock_function || facts.user_variable || facts.calc_found_rows)
-        && ![
-            &b"FOR UPDATE"[..],
-            b"LOCK IN SHARE MODE",
-            b"FOR SHARE",
-            b" INTO ",
-            b"NEXTVAL",
-            b"LASTVAL",
-            b"SETVAL",
-            b"LAST_INSERT_ID",
-            b"ROW_COUNT",
-            b"FOUND_ROWS",
-            b"CONNECTION_ID",
-        ]
-        .iter()
-        .any(|w| contains_ci(t, w))
+    let session_bound = facts.lock_function || facts.user_variable || facts.calc_found_rows;
+    let locking_or_writing = [
+        &b"FOR UPDATE"[..],
+        b"LOCK IN SHARE MODE",
+        b"FOR SHARE",
+        b" INTO ",
+        b"NEXTVAL",
+        b"LASTVAL",
+        b"SETVAL",
+        b"LAST_INSERT_ID",
+        b"ROW_COUNT",
+        b"FOUND_ROWS",
+        b"CONNECTION_ID",
+    ]
+    .iter()
+    .any(|w| contains_ci(t, w));
+    !session_bound && !locking_or_writing
 }
 
 #[cfg(test)]
