@@ -100,7 +100,7 @@ pub(super) fn metrics(w: &mut Writer, shared: &Shared) {
         }
     }
     type FrontPick = fn(&crate::proxy::mysql::FrontCounters) -> &Counter;
-    let counters: [(&str, &str, Kind, FrontPick); 6] = [
+    let counters: [(&str, &str, Kind, FrontPick); 18] = [
         (
             "shardgate_mysql_connections_active",
             "MySQL client connections open.",
@@ -136,6 +136,78 @@ pub(super) fn metrics(w: &mut Writer, shared: &Shared) {
             "Logins the server refused.",
             Kind::Counter,
             |c| &c.login_failed,
+        ),
+        (
+            "shardgate_mysql_pool_clients",
+            "Multiplexing frontends: logged-in client sessions.",
+            Kind::Gauge,
+            |c| &c.pool_clients,
+        ),
+        (
+            "shardgate_mysql_pool_pinned",
+            "Multiplexing frontends: sessions keeping a server connection for good (session state).",
+            Kind::Gauge,
+            |c| &c.pool_pinned,
+        ),
+        (
+            "shardgate_mysql_pool_server_connections",
+            "Multiplexing frontends: server connections open (busy or idle).",
+            Kind::Gauge,
+            |c| &c.pool_server_conns,
+        ),
+        (
+            "shardgate_mysql_pool_idle_connections",
+            "Multiplexing frontends: server connections idle in the pools.",
+            Kind::Gauge,
+            |c| &c.pool_idle,
+        ),
+        (
+            "shardgate_mysql_pool_opened",
+            "Multiplexing frontends: server connections opened (logins).",
+            Kind::Counter,
+            |c| &c.pool_opened,
+        ),
+        (
+            "shardgate_mysql_pool_reused",
+            "Multiplexing frontends: idle server connections taken by a session.",
+            Kind::Counter,
+            |c| &c.pool_reused,
+        ),
+        (
+            "shardgate_mysql_pool_reset",
+            "Multiplexing frontends: server connections reset (COM_RESET_CONNECTION) before reuse.",
+            Kind::Counter,
+            |c| &c.pool_reset,
+        ),
+        (
+            "shardgate_mysql_to_primary",
+            "Read/write split: commands sent to a primary by the routing rules.",
+            Kind::Counter,
+            |c| &c.pool_to_primary,
+        ),
+        (
+            "shardgate_mysql_to_replica",
+            "Read/write split: reads sent to a replica.",
+            Kind::Counter,
+            |c| &c.pool_to_replica,
+        ),
+        (
+            "shardgate_mysql_ryw_waits",
+            "Read-your-writes: MASTER_GTID_WAIT run on a replica before a read.",
+            Kind::Counter,
+            |c| &c.pool_ryw_waits,
+        ),
+        (
+            "shardgate_mysql_ryw_timeouts",
+            "Read-your-writes: waits that timed out (the read went to the primary).",
+            Kind::Counter,
+            |c| &c.pool_ryw_timeouts,
+        ),
+        (
+            "shardgate_mysql_ryw_primary",
+            "Read-your-writes = primary: reads sent to the primary for freshness.",
+            Kind::Counter,
+            |c| &c.pool_ryw_primary,
         ),
     ];
     for (name, help, kind, pick) in counters {
