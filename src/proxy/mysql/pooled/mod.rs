@@ -182,6 +182,22 @@ pub(super) async fn serve(
     s.acct.flush(s.stats, None);
 }
 
+/// A session's place in its user's queue for a server connection (ticket 0: not queued);
+/// left however the wait ends.
+struct Queued<'a> {
+    sp: &'a ShardPool,
+    user: usize,
+    ticket: u64,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.ticket != 0 {
+            self.sp.leave(self.user, self.ticket);
+        }
+    }
+}
+
 /// Counts a logged-in client on its user while the session lives.
 struct ClientGauge<'a>(&'a UserGauge);
 
@@ -719,6 +735,8 @@ impl<'a> Session<'a> {
             cmd: pkt[HEADER_LEN],
             tracked,
             ok: true,
+            // The last report stands until the server sends another.
+            locked: conn.locked,
             ..ReplyFacts::default()
         };
         let mut done = false;
@@ -818,7 +836,6 @@ impl<'a> Session<'a> {
             }
         }
         conn.buf = buf;
-        facts.locked |= conn.locked;
         conn.locked = facts.locked;
         facts.status = conn.observer.server_status();
         facts.unreported_change = conn.observer.state_change_unreported();
@@ -971,10 +988,42 @@ impl<'a> Session<'a> {
     /// An idle connection to one of `servers`, else a new one (waiting for a place while the
     /// user is at max_server_connections, up to the pool's queue_timeout).
     async fn connection(&mut self, servers: &[usize]) -> Result<ServerConn, Vec<u8>> {
+        let deadline = Instant::now() + self.pool_conf().queue_timeout;
+        let mut place = Queued {
+            sp: self.sp,
+            user: self.user,
+            ticket: 0,
+        };
+        loop {
+            if self.sp.my_turn(place.user, place.ticket) {
+                if let Some(r) = self.try_connection(servers).await {
+                    return r;
+                }
+            }
+            if Instant::now() >= deadline {
+                self.counters.no_server.add(1);
+                let u = &self.pc.users[self.user];
+                return Err(err_payload(
+                    ER_TOO_MANY_USER_CONNECTIONS,
+                    b"42000",
+                    &format!(
+                        "shardgate: user '{}' has max_server_connections server connections in use",
+                        u.name
+                    ),
+                ));
+            }
+            if place.ticket == 0 {
+                place.ticket = self.sp.enqueue(place.user);
+            }
+            self.sp.wait_turn(place.ticket, FULL_POLL).await;
+        }
+    }
+
+    /// An idle connection or a new one, when the user's bound allows (`None`: wait).
+    async fn try_connection(&mut self, servers: &[usize]) -> Option<Result<ServerConn, Vec<u8>>> {
         let pool = self.pool_conf();
         let idle_ms = pool.idle_timeout.as_millis() as u64;
-        let deadline = Instant::now() + pool.queue_timeout;
-        loop {
+        {
             let key = pool::Key {
                 user: self.user,
                 caps: self.caps,
@@ -985,40 +1034,29 @@ impl<'a> Session<'a> {
                 self.counters.pool_idle.set(self.sp.idle_count() as u64);
                 if self.schema.is_empty() && c.schema.as_ref().is_some_and(|s| s.is_empty()) {
                     self.counters.pool_reused.add(1);
-                    return Ok(c);
+                    return Some(Ok(c));
                 }
                 let schema = self.schema.clone();
                 match c.use_schema(&schema, pool.connect_timeout).await {
                     Ok(Ok(())) => {
                         self.counters.pool_reused.add(1);
-                        return Ok(c);
+                        return Some(Ok(c));
                     }
                     Ok(Err(p)) => {
                         self.put_idle(c);
-                        return Err(p);
+                        return Some(Err(p));
                     }
                     // Closed while idle: try the next one.
                     Err(_) => {}
                 }
             }
-            let u = &self.pc.users[self.user];
-            let gauge = &self.sp.gauges[self.user];
-            if UserGauge::try_add(&gauge.servers, u.max_server_connections) {
-                return self.open(servers).await;
-            }
-            if Instant::now() >= deadline {
-                self.counters.no_server.add(1);
-                return Err(err_payload(
-                    ER_TOO_MANY_USER_CONNECTIONS,
-                    b"42000",
-                    &format!(
-                        "shardgate: user '{}' has max_server_connections server connections in use",
-                        u.name
-                    ),
-                ));
-            }
-            self.sp.wait_put(FULL_POLL).await;
         }
+        let u = &self.pc.users[self.user];
+        let gauge = &self.sp.gauges[self.user];
+        if UserGauge::try_add(&gauge.servers, u.max_server_connections) {
+            return Some(self.open(servers).await);
+        }
+        None
     }
 
     /// Log a new connection in (its place on the user's gauge is taken).

@@ -95,8 +95,11 @@ pub struct ShardPool {
     /// Rotates reads over the usable replicas.
     pub next_replica: Cell<usize>,
     /// Sessions waiting for a connection to come back (their user is at
-    /// max_server_connections): woken by every `put` on this shard.
-    waiters: RefCell<Vec<std::task::Waker>>,
+    /// max_server_connections), oldest first: (user, ticket, waker). A returned connection
+    /// wakes the oldest waiter of its user only, and a session that arrives while others of
+    /// its user wait queues behind them, so waits are served in order.
+    waiters: RefCell<std::collections::VecDeque<(usize, u64, Option<std::task::Waker>)>>,
+    next_ticket: Cell<u64>,
 }
 
 /// The version shardgate announces before it has seen a server's.
@@ -112,7 +115,8 @@ impl ShardPool {
             // Connection ids shown to clients: distinct per shard, not server ids.
             next_id: Cell::new((shard as u32) << 24 | 1),
             next_replica: Cell::new(0),
-            waiters: RefCell::new(Vec::new()),
+            waiters: RefCell::new(std::collections::VecDeque::new()),
+            next_ticket: Cell::new(1),
         }
     }
 
@@ -162,24 +166,63 @@ impl ShardPool {
         if idle.iter().filter(|c| c.server == conn.server).count() >= max_per_server {
             return;
         }
+        let user = conn.user;
         conn.idle_since_ms = now_ms;
         idle.push(conn);
         drop(idle);
-        for w in self.waiters.borrow_mut().drain(..) {
-            w.wake();
+        self.wake_first(user);
+    }
+
+    fn wake_first(&self, user: usize) {
+        let mut w = self.waiters.borrow_mut();
+        if let Some(e) = w.iter_mut().find(|e| e.0 == user) {
+            if let Some(waker) = e.2.take() {
+                waker.wake();
+            }
         }
     }
 
-    /// Wait until a connection comes back to this shard's pool, or `most` passes (one
-    /// released on another shard is only seen then).
-    pub async fn wait_put(&self, most: std::time::Duration) {
+    /// May this session try for a connection now: nobody of its user waits, or it is the
+    /// oldest waiter (`ticket` 0: not queued).
+    pub fn my_turn(&self, user: usize, ticket: u64) -> bool {
+        self.waiters
+            .borrow()
+            .iter()
+            .find(|e| e.0 == user)
+            .is_none_or(|e| e.1 == ticket)
+    }
+
+    /// Join the queue of `user`; the ticket to pass to [`Self::wait_turn`] and [`Self::leave`].
+    pub fn enqueue(&self, user: usize) -> u64 {
+        let t = self.next_ticket.get();
+        self.next_ticket.set(t + 1);
+        self.waiters.borrow_mut().push_back((user, t, None));
+        t
+    }
+
+    /// Leave the queue (served, or given up); the next waiter of the user may try.
+    pub fn leave(&self, user: usize, ticket: u64) {
+        let mut w = self.waiters.borrow_mut();
+        let head = w.iter().position(|e| e.0 == user).map(|i| w[i].1) == Some(ticket);
+        w.retain(|e| e.1 != ticket);
+        drop(w);
+        if head {
+            self.wake_first(user);
+        }
+    }
+
+    /// Wait until woken by a returned connection, or `most` passes (one released on another
+    /// shard is only seen then).
+    pub async fn wait_turn(&self, ticket: u64, most: std::time::Duration) {
         let mut registered = false;
         let wait = std::future::poll_fn(|cx| {
             if registered {
                 return std::task::Poll::Ready(());
             }
             registered = true;
-            self.waiters.borrow_mut().push(cx.waker().clone());
+            if let Some(e) = self.waiters.borrow_mut().iter_mut().find(|e| e.1 == ticket) {
+                e.2 = Some(cx.waker().clone());
+            }
             std::task::Poll::Pending
         });
         let _ = crate::rt::timeout(most, wait).await;
@@ -187,5 +230,67 @@ impl ShardPool {
 
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{MysqlPooled, ReadYourWrites};
+    use std::time::Duration;
+
+    fn pool() -> ShardPool {
+        let conf = Arc::new(MysqlPooled {
+            multiplex: true,
+            split: false,
+            read_your_writes: ReadYourWrites::Wait,
+            read_your_writes_timeout: Duration::from_secs(1),
+            monitor: None,
+            users: Vec::new(),
+            routes: Vec::new(),
+        });
+        ShardPool::new(conf, Vec::new(), 0)
+    }
+
+    #[test]
+    fn waits_are_served_in_order_per_user() {
+        let p = pool();
+        // Nobody waits: anyone may try.
+        assert!(p.my_turn(0, 0));
+        let a = p.enqueue(0);
+        let b = p.enqueue(0);
+        let other = p.enqueue(1);
+        // A newcomer of user 0 does not pass the queue; the oldest waiter may try.
+        assert!(!p.my_turn(0, 0));
+        assert!(p.my_turn(0, a));
+        assert!(!p.my_turn(0, b));
+        // Another user's queue is its own.
+        assert!(p.my_turn(1, other));
+        p.leave(0, a);
+        assert!(p.my_turn(0, b));
+        // Leaving from the middle (a timeout) keeps the order of the rest.
+        let c = p.enqueue(0);
+        let d = p.enqueue(0);
+        p.leave(0, c);
+        assert!(p.my_turn(0, b) && !p.my_turn(0, d));
+        p.leave(0, b);
+        assert!(p.my_turn(0, d));
+        p.leave(0, d);
+        p.leave(1, other);
+        assert!(p.my_turn(0, 0) && p.my_turn(1, 0));
+    }
+
+    #[test]
+    fn replica_readable_only_when_checked_recently_and_within_lag() {
+        let r = ReplState::default();
+        assert!(!r.readable(10_000, 5_000, None), "never checked");
+        r.checked_ms.store(9_000, Ordering::Relaxed);
+        r.lag_ms.store(2_000, Ordering::Relaxed);
+        assert!(r.readable(10_000, 5_000, None));
+        assert!(r.readable(10_000, 5_000, Some(2_000)));
+        assert!(!r.readable(10_000, 5_000, Some(1_999)));
+        assert!(!r.readable(20_000, 5_000, None), "stale check");
+        r.lag_ms.store(u64::MAX, Ordering::Relaxed);
+        assert!(!r.readable(10_000, 5_000, None), "not replicating");
     }
 }
