@@ -718,6 +718,18 @@ fn login_passwords_hashes_errors_schemas_and_user_limit() {
     // affected; a slot frees when a client leaves.
     let p = mux_proxy(&db, "max_connections = 2");
     let port = p.port("db");
+    // On this fresh proxy the first sg_b logins are wrong ones: nothing may be learnt from
+    // them; the right one after them logs in on the server and runs.
+    for pass in ["pw_a", "", "PW_B"] {
+        let e = Tc::login(port, "sg_b", pass, None).map(|_| ());
+        assert!(matches!(&e, Err((1045, _))), "sg_b with {pass:?}: {e:?}");
+    }
+    let mut t = Tc::open(port, "sg_b", "pw_b", Some("app"));
+    assert_eq!(
+        t.one("SELECT CONCAT(CURRENT_USER(), DATABASE())"),
+        "sg_b@%app"
+    );
+    t.quit();
     block_on(Duration::from_secs(60), async move {
         let mut c1 = Conn::new(opts(port, "sg_a", "pw_a", None))
             .await
@@ -785,6 +797,10 @@ fn login_passwords_hashes_errors_schemas_and_user_limit() {
 fn many_clients_share_few_server_connections() {
     proxy_only!("many_clients_share_few_server_connections");
     let db = mariadb!("many_clients_share_few_server_connections");
+    db.sql(
+        0,
+        "CREATE TABLE app.ai (id INT PRIMARY KEY AUTO_INCREMENT, owner INT)",
+    );
     let p = mux_proxy(&db, "");
     let port = p.port("db");
 
@@ -805,6 +821,27 @@ fn many_clients_share_few_server_connections() {
         "50 open tracking sessions used one at a time hold {n} server connections"
     );
     assert!(n >= 1, "no server connection for sg_a at all?");
+    // Replies that keep a connection only for a while give it back: a transaction at its
+    // COMMIT, an insert's OK after the next command, a schema change at once.
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.exec_ok("BEGIN");
+        c.exec_ok(&format!("INSERT INTO app.ai (owner) VALUES ({i})"));
+        c.exec_ok("COMMIT");
+        c.exec_ok(&format!("INSERT INTO app.ai (owner) VALUES ({i})"));
+        c.one("SELECT LAST_INSERT_ID()");
+        c.query(&format!(
+            "SELECT SQL_CALC_FOUND_ROWS * FROM app.ai WHERE owner = {i} LIMIT 1"
+        ));
+        c.one("SELECT FOUND_ROWS()");
+        c.exec_ok("USE sbtest");
+        c.try_init_db("app").expect("COM_INIT_DB");
+        assert_eq!(c.one("SELECT DATABASE()"), "app");
+    }
+    let n = server_conns(&db, "sg_a");
+    assert!(
+        n <= 4,
+        "after transactions, inserts and schema changes one session at a time: {n} server connections"
+    );
     // Many at once (threads), still far fewer than 50.
     let handles: Vec<_> = clients
         .into_iter()
