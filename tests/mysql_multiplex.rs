@@ -861,6 +861,17 @@ fn many_clients_share_few_server_connections() {
         c.quit();
     }
 
+    let (code, out) = p.ctl("show pool mysql");
+    assert_eq!(code, 0, "show pool mysql: {out}");
+    assert!(
+        out.contains("db"),
+        "show pool mysql names the frontend: {out}"
+    );
+    assert!(
+        out.contains("sg_a"),
+        "show pool mysql lists per user: {out}"
+    );
+
     // mysql_async does not negotiate CLIENT_SESSION_TRACK (so each session keeps its first
     // server connection); 50 of them one after the other still reuse the pooled connections
     // once each leaves.
@@ -880,17 +891,6 @@ fn many_clients_share_few_server_connections() {
         opened_after - opened_before <= 4,
         "50 sequential mysql_async sessions opened {} server connections",
         opened_after - opened_before
-    );
-
-    let (code, out) = p.ctl("show pool mysql");
-    assert_eq!(code, 0, "show pool mysql: {out}");
-    assert!(
-        out.contains("db"),
-        "show pool mysql names the frontend: {out}"
-    );
-    assert!(
-        out.contains("sg_a"),
-        "show pool mysql lists per user: {out}"
     );
 }
 
@@ -1375,42 +1375,6 @@ fn transaction_and_lock_pitfalls_interleaved() {
         "all rolled back"
     );
 
-    // SET TRANSACTION READ ONLY: a characteristic of the session's next transaction only
-    // (nothing is in a transaction yet), so the next BEGIN must be on the same connection.
-    interleave(
-        port,
-        "SET TRANSACTION READ ONLY",
-        None,
-        &[
-            &|_, a, _| {
-                a.exec_ok("SET TRANSACTION READ ONLY");
-            },
-            &|_, a, _| {
-                a.exec_ok("START TRANSACTION");
-            },
-            &|i, a, _| {
-                let e = a.try_query(&format!("INSERT INTO app.tx (owner) VALUES ({})", 400 + i));
-                assert!(
-                    matches!(&e, Err((1792, _))),
-                    "actor {i}: INSERT in a READ ONLY transaction: {e:?}"
-                );
-            },
-            &|_, a, _| {
-                a.exec_ok("COMMIT");
-            },
-            // The characteristic is gone after that transaction.
-            &|i, a, _| {
-                a.exec_ok(&format!("INSERT INTO app.tx (owner) VALUES ({})", 400 + i));
-            },
-        ],
-    );
-    assert_eq!(
-        direct_one(&db, "SELECT COUNT(*) FROM app.tx"),
-        ACTORS.to_string(),
-        "one row per actor, after its read-only transaction"
-    );
-    db.sql(0, "DELETE FROM app.tx");
-
     // LOCK TABLES: while locked, a table not named in LOCK TABLES gives ERR 1100 on the
     // session's own connection (and would not on another); UNLOCK TABLES frees it.
     interleave(
@@ -1466,6 +1430,42 @@ fn transaction_and_lock_pitfalls_interleaved() {
             &|i, a, _| assert_eq!(a.one(&format!("SELECT IS_FREE_LOCK('lk_{i}')")), "1"),
         ],
     );
+
+    // SET TRANSACTION READ ONLY: a characteristic of the session's next transaction only
+    // (nothing is in a transaction yet), so the next BEGIN must be on the same connection.
+    interleave(
+        port,
+        "SET TRANSACTION READ ONLY",
+        None,
+        &[
+            &|_, a, _| {
+                a.exec_ok("SET TRANSACTION READ ONLY");
+            },
+            &|_, a, _| {
+                a.exec_ok("START TRANSACTION");
+            },
+            &|i, a, _| {
+                let e = a.try_query(&format!("INSERT INTO app.tx (owner) VALUES ({})", 400 + i));
+                assert!(
+                    matches!(&e, Err((1792, _))),
+                    "actor {i}: INSERT in a READ ONLY transaction: {e:?}"
+                );
+            },
+            &|_, a, _| {
+                a.exec_ok("COMMIT");
+            },
+            // The characteristic is gone after that transaction.
+            &|i, a, _| {
+                a.exec_ok(&format!("INSERT INTO app.tx (owner) VALUES ({})", 400 + i));
+            },
+        ],
+    );
+    assert_eq!(
+        direct_one(&db, "SELECT COUNT(*) FROM app.tx"),
+        ACTORS.to_string(),
+        "one row per actor, after its read-only transaction"
+    );
+    db.sql(0, "DELETE FROM app.tx");
 }
 
 #[test]
