@@ -2509,7 +2509,42 @@ fn command_size_limit_local_infile_and_long_data() {
     assert!(out.status.success(), "LOAD DATA LOCAL: {}", stderr(&out));
     assert_eq!(stdout(&out).trim(), rows.to_string());
 
-    // Long data: mysql_async sends a 17 MiB parameter as COM_STMT_SEND_LONG_DATA chunks.
+    // Long data in chunks below 16 MiB (two COM_STMT_SEND_LONG_DATA of 9 MiB, no reply),
+    // then COM_STMT_EXECUTE with that parameter bound but not sent.
+    let mut c = Tc::open(port, "sg_a", "pw_a", None);
+    let (id, params) = c
+        .prepare("INSERT INTO app.blobs VALUES (?, ?)")
+        .expect("prepare");
+    assert_eq!(params, 2);
+    for k in 0..2u8 {
+        let mut b = Vec::with_capacity(9 << 20);
+        b.extend_from_slice(&id.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend(std::iter::repeat_n(b'a' + k, 9 << 20));
+        c.send(0x18, &b).expect("COM_STMT_SEND_LONG_DATA");
+    }
+    let mut b = Vec::new();
+    b.extend_from_slice(&id.to_le_bytes());
+    b.push(0);
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.push(0); // NULL bitmap
+    b.push(1); // types follow
+    b.extend_from_slice(&[0xFD, 0, 0xFC, 0]); // VAR_STRING, BLOB (long data)
+    b.extend_from_slice(b"\x012"); // id "2"; the blob was sent as long data
+    c.send(COM_STMT_EXECUTE, &b).expect("execute");
+    let r = c.read_result(true);
+    assert!(
+        matches!(r, Ok((_, Some(_)))),
+        "execute after long data: {r:?}"
+    );
+    assert_eq!(
+        c.one("SELECT CONCAT(LENGTH(b), LEFT(b, 1), RIGHT(b, 1)) FROM app.blobs WHERE id = 2"),
+        format!("{}ab", 18 << 20)
+    );
+    c.quit();
+
+    // Long data: mysql_async sends a 17 MiB parameter as COM_STMT_SEND_LONG_DATA chunks of
+    // 16 MiB - 7 bytes of data, i.e. packets of exactly 16 MiB (a two-packet command).
     let blob = common::pattern(0, 17 << 20);
     let want = common::sha256_hex(&blob);
     block_on(Duration::from_secs(120), async move {
