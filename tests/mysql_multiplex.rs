@@ -2109,12 +2109,14 @@ fn model_based_random_sessions() {
 // ---------------------------------------------------------------------------------------------
 // 5. max_server_connections
 
-/// Interpretation: the spec gives `max_server_connections` as a bound ("server connections of
-/// this user, all shards and servers") and says nothing of what a session gets at the bound.
-/// So this asserts only the bound itself (MariaDB never shows more than 4 sg_b connections,
-/// sampled all along), that every session either completes its transaction or gets a clean
-/// ERR (never a hang, never a broken packet), that at least 4 complete, and that once they
-/// are done new sg_b sessions work again.
+/// docs/mysql-pooling.md gives `max_server_connections` only as a bound ("server connections
+/// of this user, all shards and servers"); docs/configuration.md (`[[mysql.user]]`) adds: "a
+/// session waits up to the pool's `queue_timeout` for one to come back, then gets error
+/// 1203". So, with `queue_timeout = "5s"`: MariaDB never shows more than 4 sg_b connections
+/// (sampled all along); 10 sessions each holding a transaction for 0.8 s all complete (the
+/// 6 beyond the bound wait for a connection to come back); no session hangs or gets a broken
+/// reply; once they are done a new sg_b session works; while 4 transactions stay open past
+/// the queue_timeout, a 5th session gets ERR 1203 after about that long.
 #[test]
 fn max_server_connections_bounds_a_user() {
     proxy_only!("max_server_connections_bounds_a_user");
@@ -2124,7 +2126,7 @@ fn max_server_connections_bounds_a_user() {
         "CREATE TABLE app.held (id INT PRIMARY KEY AUTO_INCREMENT, who INT)",
     );
     // Sessions at the bound wait up to the pool's queue_timeout (default: response_timeout,
-    // 60 s; src/proxy/mysql/pooled/mod.rs), longer than this test's 20 s read bound: 5 s here.
+    // 60 s), longer than this test's 20 s read bound: 5 s here.
     let p = mux_proxy_pool(&db, "queue_timeout = \"5s\"");
     let port = p.port("db");
 
@@ -2191,9 +2193,9 @@ fn max_server_connections_bounds_a_user() {
         "MariaDB showed {peak} sg_b connections (bound 4)"
     );
     assert!(peak >= 1, "the sampler never saw an sg_b connection");
-    assert!(
-        done >= 4,
-        "only {done} of 10 sessions completed: {outcomes:?}"
+    assert_eq!(
+        done, 10,
+        "transactions of 0.8 s at a bound of 4 with queue_timeout 5s: only {done} of 10 completed: {outcomes:?}"
     );
     assert_eq!(
         direct_one(&db, "SELECT COUNT(*) FROM app.held"),
@@ -2212,6 +2214,45 @@ fn max_server_connections_bounds_a_user() {
         server_conns(&db, "sg_b")
     );
     c.quit();
+
+    // 4 transactions held open past the queue_timeout: a 5th session waits about that long,
+    // then gets ERR 1203; after the 4 end, it works.
+    let mut holders: Vec<Tc> = (0..4)
+        .map(|_| Tc::open(port, "sg_b", "pw_b", None))
+        .collect();
+    for h in holders.iter_mut() {
+        h.exec_ok("BEGIN");
+        h.one("SELECT COUNT(*) FROM app.held");
+    }
+    let mut fifth = Tc::open(port, "sg_b", "pw_b", None);
+    let t0 = Instant::now();
+    let r = fifth.try_query("SELECT 1");
+    let waited = t0.elapsed();
+    assert!(
+        matches!(&r, Err((1203, _))),
+        "a 5th sg_b session while 4 hold transactions: {r:?} after {waited:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(15),
+        "ERR 1203 after {waited:?}, queue_timeout is 5s"
+    );
+    for h in holders.iter_mut() {
+        h.exec_ok("COMMIT");
+    }
+    for h in holders {
+        h.quit();
+    }
+    // The session that got the ERR goes on (a wait that timed out does not close it).
+    std::thread::sleep(Duration::from_millis(300));
+    let r = fifth.try_query("SELECT 1");
+    assert_eq!(
+        r,
+        Ok(vec![vec![Some("1".into())]]),
+        "the 5th session after the holders left"
+    );
+    fifth.quit();
+    assert!(server_conns(&db, "sg_b") <= 4);
+
     // sg_a is not bound by sg_b's limit: 6 sg_a transactions at once all complete.
     let mut held: Vec<Tc> = (0..6)
         .map(|_| Tc::open(port, "sg_a", "pw_a", None))
