@@ -10,13 +10,18 @@
 # Usage:  bench/mysql-compare.sh            full run (3 reps x 3 workloads x 3 targets, 20 s each,
 #                                           about 10 minutes without the build)
 #         QUICK=1 bench/mysql-compare.sh    smoke run (1 rep, 5 s runs, about 1.5 minutes)
-# Knobs (environment): REPS, DUR (seconds per run), THREADS (sysbench, 8), TABLES (4), ROWS
-#   (10000 per table), TARGETS="direct haproxy shardgate" (also: shardgate-epoll, the same binary
-#   with io_driver = "epoll"; shardgate-base, the binary BASE_BIN=/path/to/shardgate with the
-#   same config; shardgate-cache, the same binary with a query cache rule on the point select),
-#   WORKLOADS="ro-text ro-ps point-text" (also: point-ps), SKIP_BUILD=1 (use target/release as
-#   is), OUT=DIR, PORT_OFFSET=N (listen on 23306+N..23310+N instead of the configs' 23306..23310,
+# Knobs (environment): REPS, DUR (seconds per run), THREADS (sysbench, 8; up to 500 works for
+#   every target), TABLES (4), ROWS (10000 per table), TARGETS="direct haproxy shardgate" (also:
+#   shardgate-epoll, the same binary with io_driver = "epoll"; shardgate-base, the binary
+#   BASE_BIN=/path/to/shardgate with the same config; shardgate-cache, the same binary with a
+#   query cache rule on the point select; shardgate-mux, the same binary with multiplex = true
+#   and at most MUX_SERVER_CONNS (32) server connections for sg_a, text workloads only),
+#   WORKLOADS="ro-text ro-ps point-text" (also: point-ps), SKIP_BUILD=1 (use the built binary as
+#   is), CARGO_TARGET_DIR (cargo's own knob: built and copied from there instead of ./target),
+#   OUT=DIR, PORT_OFFSET=N (listen on 23306+N..23311+N instead of the configs' 23306..23311,
 #   when someone else holds those).
+# Every run also samples, once a second on CPU1, how many connections MariaDB holds for sg_a
+# (information_schema.PROCESSLIST, asked as sg_root): "server connections" in the summary.
 # Output: bench/results/<date>-<time>-mysql-compare/{meta.txt,runs.tsv,summary.md,raw/}; the
 # summary is printed at the end. `bench/mysql-compare.sh --summarize DIR` rebuilds it.
 # Every process started here is stopped by its PID on exit (MariaDB through mariadb.sh stop).
@@ -50,20 +55,34 @@ HA_PORT=$((23307 + PORT_OFFSET))
 SGE_PORT=$((23308 + PORT_OFFSET))
 SGB_PORT=$((23309 + PORT_OFFSET))
 SGC_PORT=$((23310 + PORT_OFFSET))
+SGM_PORT=$((23311 + PORT_OFFSET))
+ALL_PORTS="$SG_PORT $HA_PORT $SGE_PORT $SGB_PORT $SGC_PORT $SGM_PORT"
+# shardgate-mux: sg_a's server connections at most (max_server_connections in the config copy).
+MUX_SERVER_CONNS=${MUX_SERVER_CONNS:-32}
+# cargo's target directory (CARGO_TARGET_DIR is cargo's own variable; relative: to the checkout).
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+[[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
 DB_USER=sg_a
 DB_PASS=pw_a
 DB_NAME=sbtest
+# The sampler's login (tests/support/mariadb.sh creates it): it is not counted (USER='sg_a' only).
+DB_ROOT_USER=sg_root
+DB_ROOT_PASS=pw_root
 declare -A PORT=([shardgate]=$SG_PORT [haproxy]=$HA_PORT [shardgate-epoll]=$SGE_PORT [shardgate-base]=$SGB_PORT
-    [shardgate-cache]=$SGC_PORT)
+    [shardgate-cache]=$SGC_PORT [shardgate-mux]=$SGM_PORT)
 # shardgate targets: config file and control socket (fixed in that config); binary (a copy in
 # $RUN/bin: shardgate-base runs BASE_BIN, the others target/release/shardgate).
-SG_TARGETS="shardgate shardgate-epoll shardgate-base shardgate-cache"
+SG_TARGETS="shardgate shardgate-epoll shardgate-base shardgate-cache shardgate-mux"
 declare -A SG_CONF=([shardgate]=mysql-shardgate.toml [shardgate-epoll]=mysql-shardgate-epoll.toml
-    [shardgate-base]=mysql-shardgate-base.toml [shardgate-cache]=mysql-shardgate-cache.toml)
+    [shardgate-base]=mysql-shardgate-base.toml [shardgate-cache]=mysql-shardgate-cache.toml
+    [shardgate-mux]=mysql-shardgate-mux.toml)
 declare -A SG_SOCK=([shardgate]=$RUN/ctl.sock [shardgate-epoll]=$RUN/ctl-epoll.sock [shardgate-base]=$RUN/ctl-base.sock
-    [shardgate-cache]=$RUN/ctl-cache.sock)
+    [shardgate-cache]=$RUN/ctl-cache.sock [shardgate-mux]=$RUN/ctl-mux.sock)
 declare -A SG_BIN=([shardgate]=shardgate [shardgate-epoll]=shardgate [shardgate-base]=shardgate-base
-    [shardgate-cache]=shardgate)
+    [shardgate-cache]=shardgate [shardgate-mux]=shardgate)
+# Targets whose server connections outlive their clients (pooled, idle between runs): they are
+# the only ones holding sg_a connections on MariaDB before another target's run starts.
+MUX_TARGETS="shardgate-mux"
 declare -A SB_TEST=([ro-text]=oltp_read_only [ro-ps]=oltp_read_only [point-text]=oltp_point_select [point-ps]=oltp_point_select)
 declare -A SB_PS=([ro-text]=disable [ro-ps]=auto [point-text]=disable [point-ps]=auto)
 
@@ -77,19 +96,24 @@ die() { log "error: $*"; exit 1; }
 # Processes: every PID we start is recorded and stopped (SIGTERM, then SIGKILL) on exit.
 declare -A PID=()
 CLIENT_PID=""
+SAMPLER_PID=""
 DB_ENV=""
+DB_MINE=0
 
 
 cleanup() {
     local rc=$? name
     trap - EXIT INT TERM
     [[ -n $CLIENT_PID ]] && stop_pid "$CLIENT_PID"
+    [[ -n $SAMPLER_PID ]] && stop_pid "$SAMPLER_PID"
     for name in "${!PID[@]}"; do stop_pid "${PID[$name]}"; done
-    # mariadb.sh stops the server by the PID it recorded in the env file.
+    # mariadb.sh stops the server by the PID it recorded in the env file. The folder only when
+    # this run made it: one that stopped early (a refused knob) must not delete the database of
+    # a run still going (start_all clears a leftover one).
     if [[ -n $DB_ENV && -f $DB_ENV ]]; then
         "$ROOT/tests/support/mariadb.sh" stop "$DB_ENV" 2>/dev/null || true
     fi
-    rm -rf "$RUN/mariadb"
+    [[ $DB_MINE == 1 ]] && rm -rf "$RUN/mariadb"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -109,12 +133,40 @@ db() { # port sql...: one query through the given port, tab-separated, no header
     mariadb --connect-timeout=5 -h127.0.0.1 -P"$port" -u"$DB_USER" -p"$DB_PASS" -N -B "$DB_NAME" -e "$*"
 }
 
-# sed script for a config copy: MariaDB's port, and each fixed listen port moved by PORT_OFFSET
-# (`t` ends the line after one rewrite, so 23306 -> 23307 is not rewritten again).
+# sed script for a config copy: shardgate-mux's server connection bound, MariaDB's port, and each
+# fixed listen port moved by PORT_OFFSET (`t` ends the line after one rewrite, so 23306 -> 23307
+# is not rewritten again).
 conf_sed() {
-    local e="s/@BACKEND_PORT@/$DB_PORT/;" p
-    for p in 23306 23307 23308 23309 23310; do e+="s/127\.0\.0\.1:$p\b/127.0.0.1:$((p + PORT_OFFSET))/;t;"; done
+    local e="s/^max_server_connections = [0-9]*\$/max_server_connections = $MUX_SERVER_CONNS/;t;s/@BACKEND_PORT@/$DB_PORT/;" p
+    for p in 23306 23307 23308 23309 23310 23311; do e+="s/127\.0\.0\.1:$p\b/127.0.0.1:$((p + PORT_OFFSET))/;t;"; done
     echo "$e"
+}
+
+# sg_a's connections on MariaDB right now (asked straight on its port as sg_root); NA on failure.
+server_conns() {
+    mariadb --connect-timeout=2 -h127.0.0.1 -P"$DB_PORT" -u"$DB_ROOT_USER" -p"$DB_ROOT_PASS" -N -B \
+        -e "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER='$DB_USER'" 2>/dev/null || echo NA
+}
+
+# Run in the background beside sysbench (pinned to CPU1 by the caller): one line "epoch count" a
+# second into $1 during sysbench's measured DUR seconds only. They start when sysbench, its
+# threads connected, prints "Threads started!" into $2 (500 connections take a second or more,
+# longer through a busy proxy); the first sample is half a second in, the last one starts at
+# least 0.3 s before the end (after it, sysbench finishes its last transactions and
+# disconnects, which would drag the mean down).
+conn_sampler() {
+    trap - EXIT INT TERM
+    local i end
+    for ((i = 0; i < 1200; i++)); do
+        grep -q '^Threads started!' "$2" 2>/dev/null && break
+        sleep 0.1
+    done
+    end=$((${EPOCHREALTIME/./} + DUR * 1000000 - 300000))
+    sleep 0.5
+    while ((${EPOCHREALTIME/./} < end)); do
+        printf '%s %s\n' "$EPOCHREALTIME" "$(server_conns)" >> "$1"
+        sleep 1
+    done
 }
 
 sg_ctl() { local t=$1; shift; "$RUN/bin/${SG_BIN[$t]}" ctl --socket "${SG_SOCK[$t]}" "$@"; }
@@ -129,7 +181,7 @@ ensure_tools() {
     if ((${#need[@]})); then
         [[ $(id -u) -ne 0 ]] && sudo=sudo
         log "installing: ${need[*]}"
-        $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" \
+        { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } \
             || die "apt-get install ${need[*]} failed"
     fi
     export PATH=$PATH:/usr/sbin:/sbin
@@ -141,7 +193,7 @@ build() {
     local i
     if [[ ${SKIP_BUILD:-0} != 1 ]]; then
         for ((i = 1; i <= 5; i++)); do
-            (cd "$ROOT" && cargo build --release 2>&1 | tail -n 3) && [[ -x $ROOT/target/release/shardgate ]] && break
+            (cd "$ROOT" && cargo build --release 2>&1 | tail -n 3) && [[ -x $TARGET_DIR/release/shardgate ]] && break
             ((i == 5)) && die "cargo build --release failed 5 times"
             log "build failed (someone mid-edit?), retrying in 60 s"
             sleep 60
@@ -149,7 +201,8 @@ build() {
     fi
     # A copy: a rebuild during the run must not change the binary under test.
     mkdir -p "$RUN/bin"
-    cp -f "$ROOT/target/release/shardgate" "$RUN/bin/"
+    [[ -x $TARGET_DIR/release/shardgate ]] || die "no $TARGET_DIR/release/shardgate (SKIP_BUILD=1 without a build? CARGO_TARGET_DIR?)"
+    cp -f "$TARGET_DIR/release/shardgate" "$RUN/bin/"
     if [[ " $TARGETS " == *" shardgate-base "* ]]; then
         [[ -x ${BASE_BIN:-} ]] || die "TARGETS has shardgate-base: set BASE_BIN=/path/to/shardgate (the binary to compare against)"
         cp -f "$BASE_BIN" "$RUN/bin/shardgate-base"
@@ -159,10 +212,11 @@ build() {
 # ---------------------------------------------------------------------------------------------
 start_all() {
     local p t
-    for p in $SG_PORT $HA_PORT $SGE_PORT $SGB_PORT $SGC_PORT; do
+    for p in $ALL_PORTS; do
         # SO_REUSEPORT listeners (shardgate, HAProxy) would silently share a busy port.
         port_free "$p" || die "port $p is already in use: $(ss -Hltnp "sport = :$p" | head -n 1)"
     done
+    DB_MINE=1
     rm -rf "$RUN/mariadb" "${SG_SOCK[@]}"
     ulimit -n "$(ulimit -Hn)"
 
@@ -175,7 +229,7 @@ start_all() {
     DB_PORT=$(sed -n 's/^MARIADB_PORT_0=//p' "$DB_ENV" | tail -n 1)
     DB_PID=$(sed -n 's/^MARIADB_PID_0=//p' "$DB_ENV" | tail -n 1)
     [[ -n $DB_PORT && -n $DB_PID ]] || die "no port/PID in $DB_ENV"
-    [[ " $SG_PORT $HA_PORT $SGE_PORT $SGB_PORT $SGC_PORT " != *" $DB_PORT "* ]] || die "MariaDB picked port $DB_PORT, one of ours; rerun"
+    [[ " $ALL_PORTS " != *" $DB_PORT "* ]] || die "MariaDB picked port $DB_PORT, one of ours; rerun"
     PORT[direct]=$DB_PORT
     taskset -a -pc $SIDE_CPU "$DB_PID" > /dev/null
 
@@ -222,10 +276,24 @@ run_one() {
     [[ $target != direct ]] && mpid=${PID[$target]}
     if [[ $target == shardgate* ]]; then sg_ctl "$target" 'show traffic mysql' > "$raw.traffic-before.txt" 2>&1 || true; fi
     if [[ $target == shardgate-cache ]]; then sg_ctl "$target" 'show cache mysql' > "$raw.cache-before.txt" 2>&1 || true; fi
+    if [[ " $MUX_TARGETS " == *" $target "* ]]; then sg_ctl "$target" 'show pool mysql' > "$raw.pool-before.txt" 2>&1 || true; fi
+
+    # sg_a's connections before sysbench starts: the idle pools of multiplexing targets (their
+    # own before their own run, someone else's before anyone else's).
+    local conns_before
+    conns_before=$(server_conns)
+    : > "$raw.conns.txt"
+    : > "$raw.txt"
+    conn_sampler "$raw.conns.txt" "$raw.txt" &
+    SAMPLER_PID=$!
+    taskset -pc $SIDE_CPU "$SAMPLER_PID" > /dev/null
 
     local p0=0 t0=0 b0 c0 c1
     if [[ -n $mpid ]]; then p0=$(cpu_ns "$mpid"); t0=$(tick_ns "$mpid"); fi
-    b0=$(cpu_ns "$DB_PID")
+    # MariaDB by utime+stime of the process: it counts the threads that exit during the run
+    # (one per connection beyond thread_cache_size, e.g. ~480 of 500 at the end of every run),
+    # which a schedstat sum over the live threads would lose.
+    b0=$(tick_ns "$DB_PID")
     c0=$(cpu_jiffies $PROXY_CPU); c1=$(cpu_jiffies $SIDE_CPU)
 
     taskset -c $SIDE_CPU sysbench "${SB_TEST[$wl]}" "${SB_COMMON[@]}" --mysql-port="$port" --threads="$THREADS" \
@@ -235,15 +303,23 @@ run_one() {
     local crc=0
     wait "$CLIENT_PID" || crc=$?
     CLIENT_PID=""
+    stop_pid "$SAMPLER_PID"
+    wait "$SAMPLER_PID" 2>/dev/null || true
+    SAMPLER_PID=""
+    # max, mean and count of the samples taken during the run.
+    local conns
+    conns=$(awk '$2 ~ /^[0-9]+$/ { n++; s += $2; if ($2 > m) m = $2 }
+        END { if (n) printf "%d %.1f %d", m, s / n, n; else print "NA NA 0" }' "$raw.conns.txt")
 
     local p1=0 t1=0 b1 c0b c1b
     if [[ -n $mpid ]]; then settle "$mpid"; p1=$(cpu_ns "$mpid"); t1=$(tick_ns "$mpid"); fi
-    b1=$(cpu_ns "$DB_PID")
+    b1=$(tick_ns "$DB_PID")
     c0b=$(cpu_jiffies $PROXY_CPU); c1b=$(cpu_jiffies $SIDE_CPU)
     local load1
     load1=$(cut -d' ' -f1 /proc/loadavg)
     if [[ $target == shardgate* ]]; then sg_ctl "$target" 'show traffic mysql' > "$raw.traffic.txt" 2>&1 || true; fi
     if [[ $target == shardgate-cache ]]; then sg_ctl "$target" 'show cache mysql' > "$raw.cache.txt" 2>&1 || true; fi
+    if [[ " $MUX_TARGETS " == *" $target "* ]]; then sg_ctl "$target" 'show pool mysql' > "$raw.pool.txt" 2>&1 || true; fi
 
     # sysbench's output -> transactions elapsed_s queries errors reconnects lat_avg_ms lat_p95_ms;
     # for shardgate also its own count of sg_a's queries (COM_QUERY or COM_STMT_EXECUTE) and
@@ -298,13 +374,16 @@ na = lambda v: "NA" if v is None else str(v)
 print(" ".join(na(v) for v in (tx, el, q, ign, rec, avg, p95, sgq, sge, hits, misses)))
 PY
     ) || parsed="NA NA NA NA NA NA NA NA NA NA NA"
-    # The cache's hits and misses go last in the TSV line (columns added after the others).
-    local -a pf
+    # The cache's hits and misses, then sg_a's server connections (before the run; max, mean and
+    # number of the 1-per-second samples during it) go last in the TSV line (columns added after
+    # the others).
+    local -a pf cf
     read -r -a pf <<< "$parsed"
+    read -r -a cf <<< "$conns"
     local c0a c0t c1a c1t c0ba c0bt c1ba c1bt
     read -r c0a c0t <<< "$c0"; read -r c1a c1t <<< "$c1"
     read -r c0ba c0bt <<< "$c0b"; read -r c1ba c1bt <<< "$c1b"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$wl" "$target" "$rep" "$(IFS=$'\t'; echo "${pf[*]:0:9}")" \
         "$([[ -n $mpid ]] && echo $((p1 - p0)) || echo NA)" \
         "$([[ -n $mpid ]] && echo $((t1 - t0)) || echo NA)" \
@@ -312,9 +391,9 @@ PY
         "$(((c0ba - c0a) * 100 / (c0bt - c0t > 0 ? c0bt - c0t : 1)))" \
         "$(((c1ba - c1a) * 100 / (c1bt - c1t > 0 ? c1bt - c1t : 1)))" \
         "$(( ((c0ba - c0a) * 1000000000 / HZ - (p1 - p0)) * 100 / ((c0bt - c0t > 0 ? c0bt - c0t : 1) * 1000000000 / HZ) ))" \
-        "$load1" "$crc" "${pf[9]}" "${pf[10]}" >> "$OUT/runs.tsv"
+        "$load1" "$crc" "${pf[9]}" "${pf[10]}" "$conns_before" "${cf[0]}" "${cf[1]}" "${cf[2]}" >> "$OUT/runs.tsv"
     log "$(printf '%-10s %-9s rep %s: %s' "$wl" "$target" "$rep" \
-        "$(tail -n 1 "$OUT/runs.tsv" | awk -F'\t' '{printf "tx=%s q=%s t=%ss errors=%s proxy_ns=%s cpu0=%s%% (others %s%%) cpu1=%s%% rc=%s", $4, $6, $5, $7, $13, $16, $18, $17, $20}')")"
+        "$(tail -n 1 "$OUT/runs.tsv" | awk -F'\t' '{printf "tx=%s q=%s t=%ss errors=%s reconnects=%s proxy_ns=%s cpu0=%s%% (others %s%%) cpu1=%s%% rc=%s sg_a conns before/max/mean=%s/%s/%s", $4, $6, $5, $7, $8, $13, $16, $18, $17, $20, $23, $24, $25}')")"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -348,9 +427,18 @@ def metric(r, name):
         return h / (h + m) if h is not None and m is not None and h + m else None
     if name in ("lat_avg_ms", "lat_p95_ms", "errors", "cpu0_busy_pct", "cpu1_busy_pct", "cpu0_others_pct", "load1"):
         return num(r[name])
+    if name in ("conns_max", "conns_mean"):
+        # sg_a's connections on MariaDB during the run (1-per-second samples). Connections already
+        # there before a run belong to a multiplexing target's idle pool: its own before its own
+        # run (counted), another's before anyone else's run (not counted).
+        v, b = num(r.get("server_conns_" + name[6:])), num(r.get("server_conns_before"))
+        if v is None:
+            return None
+        return v if r["target"] in MUX or b is None else max(v - b, 0)
     raise KeyError(name)
 
-order = ("direct", "haproxy", "shardgate-base", "shardgate", "shardgate-epoll", "shardgate-cache")
+MUX = ("shardgate-mux",)
+order = ("direct", "haproxy", "shardgate-base", "shardgate", "shardgate-epoll", "shardgate-cache", "shardgate-mux")
 targets = [t for t in order if any(r["target"] == t for r in rows)]
 reps = sorted({r["rep"] for r in rows}, key=int)
 wls = []
@@ -387,19 +475,22 @@ DESC = {
     "point-text": "oltp_point_select, text protocol (--db-ps-mode=disable)",
     "point-ps": "oltp_point_select, prepared statements (--db-ps-mode=auto)",
 }
-# shardgate-base and shardgate-cache are compared with shardgate (same rep).
-ALL = ("shardgate/direct", "haproxy/direct", "shardgate/haproxy", "shardgate/shardgate-base", "shardgate-cache/shardgate")
+# shardgate-base, shardgate-cache and shardgate-mux are compared with shardgate (same rep).
+ALL = ("shardgate/direct", "haproxy/direct", "shardgate/haproxy", "shardgate/shardgate-base", "shardgate-cache/shardgate",
+       "shardgate-mux/shardgate")
 LINES = [
     ("transactions/s", "tps", 0, ALL),
     ("queries/s", "qps", 0, ALL),
-    ("proxy CPU µs/query (schedstat)", "us", 2, ("shardgate/haproxy", "shardgate/shardgate-base", "shardgate-cache/shardgate")),
-    ("proxy CPU µs/query (utime+stime)", "tick_us", 2, ("shardgate/haproxy", "shardgate/shardgate-base")),
+    ("proxy CPU µs/query (schedstat)", "us", 2, ("shardgate/haproxy", "shardgate/shardgate-base", "shardgate-cache/shardgate",
+                                                  "shardgate-mux/shardgate")),
+    ("proxy CPU µs/query (utime+stime)", "tick_us", 2, ("shardgate/haproxy", "shardgate/shardgate-base", "shardgate-mux/shardgate")),
     ("MariaDB CPU µs/query", "bus", 2, ALL),
     ("proxy + MariaDB CPU µs/query", "sum_us", 2, ALL),
     ("query cache hit ratio (this run)", "hit", 3, ()),
     ("latency avg ms (sysbench)", "lat_avg_ms", 2, ALL),
     ("latency p95 ms (sysbench)", "lat_p95_ms", 2, ALL),
     ("sysbench ignored errors", "errors", 0, ()),
+    ("server connections (max/mean)", "conns", 0, ("shardgate-mux/shardgate",)),
     ("CPU0 busy % (proxy + others)", "cpu0_busy_pct", 0, ()),
     ("CPU0 busy % used by others (tick-sampled, ±5)", "cpu0_others_pct", 0, ()),
     ("CPU1 busy % (MariaDB + sysbench + others)", "cpu1_busy_pct", 0, ()),
@@ -414,13 +505,30 @@ for m in meta:
 print(f"\nMedians of {len(reps)} interleaved rep(s). Ratios: A/B per rep, then the median "
       "(transactions/s, queries/s: > 1 means A is faster; µs/query, latency: < 1 means A is cheaper/faster).\n")
 pairs = [p for p in ("shardgate/direct", "haproxy/direct", "shardgate/haproxy", "shardgate-epoll/direct",
-                     "shardgate-epoll/haproxy", "shardgate/shardgate-base", "shardgate-cache/shardgate")
+                     "shardgate-epoll/haproxy", "shardgate/shardgate-base", "shardgate-cache/shardgate",
+                     "shardgate-mux/shardgate")
          if all(x in targets for x in p.split("/"))]
+
+def conns_cell(wl, t):
+    mx, mn = med(values(wl, t, "conns_max").values()), med(values(wl, t, "conns_mean").values())
+    return "–" if mx is None and mn is None else f"{fmt(mx, 0)}/{fmt(mn, 0)}"
+
+def conns_ratio(wl, a, b):
+    if a not in targets or b not in targets:
+        return ""
+    rs = [ratio_v(wl, n, a, b) for n in ("conns_max", "conns_mean")]
+    return "–" if None in rs else f"{rs[0]:.3f}/{rs[1]:.3f}"
+
 print("| workload / metric | " + " | ".join(targets) + " | " + " | ".join(p.replace("/", "÷") for p in pairs) + " |")
 print("|" + "---|" * (len(targets) + 1 + len(pairs)))
 for wl in wls:
     print(f"| **{wl}**: {DESC.get(wl, wl)} |" + " |" * (len(targets) + len(pairs)))
     for label, name, d, rp in LINES:
+        if name == "conns":
+            cells = [conns_cell(wl, t) for t in targets]
+            rcells = [conns_ratio(wl, *p.split("/")) if p in rp else "" for p in pairs]
+            print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(rcells) + " |")
+            continue
         cells = []
         for t in targets:
             if name in ("us", "tick_us") and t == "direct" or name == "hit" and t != "shardgate-cache":
@@ -445,6 +553,26 @@ if "shardgate-cache" in targets:
         if "shardgate" in targets:
             s_, sb = med(values(wl, "shardgate", "us").values()), med(values(wl, "shardgate", "bus").values())
             line += f"; served by the server through shardgate: shardgate {fmt(s_, 2)} + MariaDB {fmt(sb, 2)} µs/query"
+        print(line)
+
+if "shardgate-mux" in targets:
+    # Multiplexing: what sharing MUX_SERVER_CONNS server connections between THREADS sessions
+    # costs the proxy and saves the server, against the pass-through (paired ratios, medians).
+    cmd = next((m for m in meta if m.startswith("command:")), "")
+    bound = next((w.split("=", 1)[1] for w in cmd.split() if w.startswith("MUX_SERVER_CONNS=")), "?")
+    print(f"\nMultiplexing (shardgate-mux: multiplex = true, max_server_connections = {bound} for sg_a; "
+          "server connections: sg_a's on MariaDB, sampled once a second, max/mean):\n")
+    for wl in wls:
+        m = lambda t, n, d: fmt(med(values(wl, t, n).values()), d)
+        line = (f"- {wl}: shardgate-mux {m('shardgate-mux', 'tps', 0)} tx/s, {m('shardgate-mux', 'us', 2)} µs/query, "
+                f"server connections {conns_cell(wl, 'shardgate-mux')}")
+        if "shardgate" in targets:
+            def rv(n):
+                v = ratio_v(wl, n, "shardgate-mux", "shardgate")
+                return "–" if v is None else f"{v:.3f}"
+            line += (f"; shardgate {m('shardgate', 'tps', 0)} tx/s, {m('shardgate', 'us', 2)} µs/query, "
+                     f"server connections {conns_cell(wl, 'shardgate')}; shardgate-mux ÷ shardgate: tx/s {rv('tps')}, "
+                     f"CPU/query {rv('us')}, server connections {conns_ratio(wl, 'shardgate-mux', 'shardgate')} (max/mean)")
         print(line)
 
 print("\nPer rep (the spread behind the medians): transactions/s and proxy CPU µs/query\n")
@@ -497,7 +625,16 @@ PY
 
 # ---------------------------------------------------------------------------------------------
 main() {
-    local t_start=$SECONDS
+    local t_start=$SECONDS wl
+    if [[ " $TARGETS " == *" shardgate-mux "* ]]; then
+        [[ $MUX_SERVER_CONNS =~ ^[1-9][0-9]*$ ]] || die "MUX_SERVER_CONNS=$MUX_SERVER_CONNS: expected a whole number >= 1"
+        # A prepared statement pins its server connection to the session for good: with
+        # --db-ps-mode=auto nothing is shared, and sessions beyond the bound wait, then fail.
+        for wl in $WORKLOADS; do
+            [[ ${SB_PS[$wl]:-} != auto ]] \
+                || die "shardgate-mux does not run $wl (prepared statements keep a server connection per session): use the -text workloads"
+        done
+    fi
     mkdir -p "$OUT/raw" "$RUN"
     ensure_tools
     log "building (cargo build --release)"
@@ -512,9 +649,9 @@ main() {
         echo "date: $(date -Is)"
         echo "commit: $commit (uncommitted changes in $dirty tracked source files at build time)"
         git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null | sed 's/^/  /'
-        echo "command: QUICK=$QUICK REPS=$REPS DUR=$DUR THREADS=$THREADS TABLES=$TABLES ROWS=$ROWS TARGETS='$TARGETS' WORKLOADS='$WORKLOADS' PORT_OFFSET=$PORT_OFFSET${BASE_BIN:+ BASE_BIN=$BASE_BIN} $0"
+        echo "command: QUICK=$QUICK REPS=$REPS DUR=$DUR THREADS=$THREADS TABLES=$TABLES ROWS=$ROWS TARGETS='$TARGETS' WORKLOADS='$WORKLOADS' PORT_OFFSET=$PORT_OFFSET${BASE_BIN:+ BASE_BIN=$BASE_BIN}$([[ " $TARGETS " == *" shardgate-mux "* ]] && echo " MUX_SERVER_CONNS=$MUX_SERVER_CONNS") $0"
         echo "sysbench: $(sysbench --version 2>&1 | head -n 1), $THREADS threads, ${DUR}s per run, $TABLES tables x $ROWS rows, user $DB_USER"
-        echo "mariadb: $( (command -v mariadbd >/dev/null && mariadbd --version || /usr/sbin/mariadbd --version) 2>&1 | head -n 1)"
+        echo "mariadb: $( (if command -v mariadbd >/dev/null; then mariadbd --version; else /usr/sbin/mariadbd --version; fi) 2>&1 | head -n 1)"
         echo "haproxy: $(haproxy -v 2>&1 | head -n 1)"
         echo "shardgate: $("$RUN/bin/shardgate" --version 2>&1), sha256 $(sha256sum "$RUN/bin/shardgate" | cut -c1-16)"
         if [[ -x $RUN/bin/shardgate-base && " $TARGETS " == *" shardgate-base "* ]]; then
@@ -525,7 +662,7 @@ main() {
         echo "loadavg before: $(cat /proc/loadavg)"
         echo "busiest processes before:"; ps -eo pid,pcpu,psr,comm --sort=-pcpu | sed -n '2,8p' | sed 's/^/  /'
     } > "$OUT/meta.txt"
-    printf 'workload\ttarget\trep\ttransactions\telapsed_s\tqueries\terrors\treconnects\tlat_avg_ms\tlat_p95_ms\tsg_queries\tsg_errors\tproxy_cpu_ns\tproxy_tick_ns\tbackend_cpu_ns\tcpu0_busy_pct\tcpu1_busy_pct\tcpu0_others_pct\tload1\tclient_rc\tcache_hits\tcache_misses\n' \
+    printf 'workload\ttarget\trep\ttransactions\telapsed_s\tqueries\terrors\treconnects\tlat_avg_ms\tlat_p95_ms\tsg_queries\tsg_errors\tproxy_cpu_ns\tproxy_tick_ns\tbackend_cpu_ns\tcpu0_busy_pct\tcpu1_busy_pct\tcpu0_others_pct\tload1\tclient_rc\tcache_hits\tcache_misses\tserver_conns_before\tserver_conns_max\tserver_conns_mean\tserver_conns_samples\n' \
         > "$OUT/runs.tsv"
 
     start_all
@@ -533,7 +670,8 @@ main() {
     echo "mariadb port $DB_PORT pid $DB_PID affinity: $(taskset -pc "$DB_PID" | sed 's/.*: //')" >> "$OUT/meta.txt"
 
     # Warm-up: the buffer pool, the proxies' code paths and sysbench's statement cache.
-    local t wl rep i n targets=($TARGETS) order
+    local t rep i n targets order
+    read -r -a targets <<< "$TARGETS"
     for t in $TARGETS; do
         taskset -c $SIDE_CPU sysbench oltp_read_only "${SB_COMMON[@]}" --mysql-port="${PORT[$t]}" --threads="$THREADS" \
             --time=2 --events=0 --db-ps-mode=disable run > "$OUT/raw/warmup-$t.txt" 2>&1 \
