@@ -2466,9 +2466,9 @@ fn tls_is_refused_with_multiplex() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Commands are read whole up to 16 MiB − 1 bytes; a longer one (a multi-packet command)
-/// gets ERR 1153 and the connection closes. LOCAL INFILE data and long data (both longer
-/// than 16 MiB here) stream through.
+/// Commands are read whole up to 64 MiB, multi-packet ones included; a longer one gets ERR
+/// 1153 and the connection closes. LOCAL INFILE data and long data (both longer than 16 MiB
+/// here) go through.
 #[test]
 fn command_size_limit_local_infile_and_long_data() {
     proxy_only!("command_size_limit_local_infile_and_long_data");
@@ -2503,19 +2503,42 @@ fn command_size_limit_local_infile_and_long_data() {
     let r = c.try_query(&short).expect("a command of 16 MiB - 2 bytes");
     assert_eq!(r, vec![vec![Some((n - 1).to_string())]]);
     assert_eq!(c.one("SELECT 1"), "1", "the session goes on");
-    // Now the multi-packet one, written from another thread while this one reads: the proxy
-    // may answer (and close) before it has read all of it, which must not cost the client
-    // the ERR.
+    // A multi-packet command: exactly 16 MiB of payload, then the empty packet that ends it.
+    // Read whole (up to 64 MiB) and sent on.
+    c.s.write_all(&pkt).expect("first packet");
+    c.s.write_all(&packet(1, &[])).expect("empty last packet");
+    let r = c
+        .read_result(false)
+        .expect("a two-packet query is answered");
+    assert_eq!(
+        r.0,
+        vec![vec![Some(n.to_string())]],
+        "LENGTH of the 16 MiB query"
+    );
+    assert_eq!(c.one("SELECT 1"), "1", "the session goes on");
+
+    // Past 64 MiB: ERR 1153, then the connection closes. Written from another thread while
+    // this one reads: the proxy answers (and closes) before it has read all of it, which must
+    // not cost the client the ERR.
     let mut w = c.s.try_clone().expect("clone socket");
     let writer = std::thread::spawn(move || {
-        let r = w.write_all(&pkt);
-        let r2 = r.as_ref().ok().map(|_| w.write_all(&packet(1, &[])));
-        (r.is_ok(), r2.map(|r| r.is_ok()))
+        let mut chunk = Vec::with_capacity(MAX + 4);
+        chunk.extend_from_slice(&(MAX as u32).to_le_bytes()[..3]);
+        chunk.push(0);
+        chunk.push(COM_QUERY);
+        chunk.resize(MAX + 4, b'x');
+        for seq in 0..5u8 {
+            chunk[3] = seq;
+            if w.write_all(&chunk).is_err() {
+                return seq;
+            }
+        }
+        5
     });
     let p1 = c.read();
     let wrote = writer.join().expect("writer");
     let p1 = p1.unwrap_or_else(|e| {
-        panic!("no ERR 1153 for a multi-packet command (writes completed: {wrote:?}): {e:?}")
+        panic!("no ERR 1153 for a command over 64 MiB (chunks written: {wrote}): {e:?}")
     });
     assert_eq!(
         p1.as_slice().first(),

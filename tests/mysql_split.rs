@@ -794,3 +794,48 @@ fn a_replica_down_leaves_reads_to_the_primary() {
         t0.elapsed()
     );
 }
+
+/// Clients without CLIENT_DEPRECATE_EOF (result sets end with a classic EOF, which has no room
+/// for session-state items): a transaction that reads, and an error reply, must not keep the
+/// session on the primary afterwards.
+#[test]
+fn classic_eof_clients_are_not_stuck_on_the_primary() {
+    let Some(r) = replicated("split_classic_eof", Duration::from_millis(30)) else {
+        return;
+    };
+    let db = &r.db;
+    db.sql(0, "CREATE TABLE app.ce (id INT PRIMARY KEY)");
+    db.sql(0, "INSERT INTO app.ce VALUES (1)");
+    let p = Proxy::start(&split_config(db, "wait", "5s", ""));
+    wait_monitor(&p);
+    let port = p.port("db");
+    let mut c = Client::connect_with(port, None, false).expect("login without DEPRECATE_EOF");
+    assert_eq!(c.server_id(), Ok(REPLICA_ID), "a fresh read");
+    c.run("BEGIN").expect("begin");
+    assert_eq!(c.server_id(), Ok(PRIMARY_ID), "inside the transaction");
+    assert_eq!(c.num("SELECT COUNT(*) FROM app.ce"), Ok(1));
+    c.run("COMMIT").expect("commit");
+    assert_eq!(
+        c.server_id(),
+        Ok(REPLICA_ID),
+        "after COMMIT the session reads from the replica again:\n{}",
+        pool_view(&p).text
+    );
+    let dup = c.run("INSERT INTO app.ce VALUES (1)");
+    assert!(dup.is_err(), "duplicate key: {dup:?}");
+    // The command right after an error stays on its connection (SHOW WARNINGS/ERRORS)...
+    let _ = c.server_id();
+    // ...the next is routed again.
+    assert_eq!(
+        c.server_id(),
+        Ok(REPLICA_ID),
+        "after an error reply:\n{}",
+        pool_view(&p).text
+    );
+    let v = pool_view(&p);
+    assert!(
+        !v.text.contains("pinned=1"),
+        "no session kept a connection for good:\n{}",
+        v.text
+    );
+}

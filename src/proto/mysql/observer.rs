@@ -139,10 +139,12 @@ impl Default for Observer {
 
 impl Observer {
     /// An observer for a connection shardgate logged in itself (a pooled server connection):
-    /// already in the command phase, with the capabilities the server agreed to.
-    pub fn in_commands(caps_in_effect: u64) -> Self {
+    /// already in the command phase, with the capabilities the server agreed to and the
+    /// status of the last OK shardgate read on it (what a reply ending in ERR leaves).
+    pub fn in_commands(caps_in_effect: u64, status: u16) -> Self {
         let mut o = Observer::new();
         o.phase = Phase::Command;
+        o.status = status;
         o.server_caps = caps_in_effect;
         o.client_caps = caps_in_effect;
         o.neg = Negotiated {

@@ -21,6 +21,7 @@ pub const SESSION_STATE_CHANGED: u16 = 0x4000;
 const SYSTEM_VARIABLES: u8 = 0;
 const SCHEMA: u8 = 1;
 const STATE_CHANGE: u8 = 2;
+const TRANSACTION_CHARACTERISTICS: u8 = 4;
 const TRANSACTION_STATE: u8 = 5;
 
 /// Longest value kept (a schema name, a `last_gtid`).
@@ -43,6 +44,9 @@ pub struct OkInfo {
     pub vars_changed: bool,
     /// The transaction state, when reported: does it show `L` (LOCK TABLES in effect)?
     pub locked: Option<bool>,
+    /// The characteristics of the next or current transaction (`SET TRANSACTION READ
+    /// ONLY`, `START TRANSACTION READ ONLY`...), when reported: are there any?
+    pub characteristics: Option<bool>,
     /// A state item shardgate cannot read (damaged or beyond the bytes kept).
     pub unreadable: bool,
 }
@@ -116,8 +120,12 @@ pub fn parse_ok(p: &[u8], tracked: bool) -> Option<OkInfo> {
                 let s = take_lenenc(data).map_or(data, |(s, _)| s);
                 info.locked = Some(s.contains(&b'L'));
             }
-            // GTIDS (MySQL), TRANSACTION_CHARACTERISTICS and types to come: only the state
-            // change flag that comes with them matters.
+            TRANSACTION_CHARACTERISTICS => {
+                let s = take_lenenc(data).map_or(data, |(s, _)| s);
+                info.characteristics = Some(!s.is_empty());
+            }
+            // GTIDS (MySQL) and types to come: only the state change flag that comes with
+            // them matters.
             _ => {}
         }
     }
@@ -231,6 +239,17 @@ mod tests {
 
         let p = ok(2, &[item(TRANSACTION_STATE, b"\x08_______L")]);
         assert_eq!(parse_ok(&p, true).unwrap().locked, Some(true));
+
+        let p = ok(
+            2,
+            &[item(
+                TRANSACTION_CHARACTERISTICS,
+                b"\x1aSET TRANSACTION READ ONLY;",
+            )],
+        );
+        assert_eq!(parse_ok(&p, true).unwrap().characteristics, Some(true));
+        let p = ok(2, &[item(TRANSACTION_CHARACTERISTICS, b"\x00")]);
+        assert_eq!(parse_ok(&p, true).unwrap().characteristics, Some(false));
     }
 
     #[test]

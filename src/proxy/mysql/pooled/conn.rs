@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::proto::mysql::auth::{self, Hello};
+use crate::proto::mysql::command::ok_status;
 use crate::proto::mysql::packet::{complete_packet_len, lenenc, packet, HEADER_LEN};
 use crate::proto::mysql::{caps, com, Observer};
 use crate::rt::{self, Read, TcpStream};
@@ -29,7 +30,7 @@ const MAX_OWN_REPLY: usize = 256 * 1024;
 /// What server connections ask the server to report in every OK. `CONCAT_WS` drops a NULL,
 /// so an empty default list does not leave a leading comma.
 pub const TRACKING: &[u8] = b"SET session_track_state_change=1, session_track_schema=1, \
-session_track_transaction_info='STATE', session_track_system_variables=\
+session_track_transaction_info='CHARACTERISTICS', session_track_system_variables=\
 CONCAT_WS(',', NULLIF(@@session_track_system_variables, ''), 'last_gtid')";
 
 /// Why a server connection could not be had.
@@ -66,6 +67,10 @@ pub struct ServerConn {
     pub tainted: bool,
     /// The server agreed to report session state (our `SET session_track_*` took).
     pub tracking: bool,
+    /// Status flags of the last OK of shardgate's own exchanges (login, settings, reset).
+    pub status: u16,
+    /// The scramble of the greeting (COM_CHANGE_USER answers it).
+    nonce: Vec<u8>,
     /// The server reported `LOCK TABLES` in effect.
     pub locked: bool,
     /// When it went idle (ms, process clock).
@@ -130,6 +135,8 @@ impl ServerConn {
             idle_since_ms: 0,
             _gauge: gauge,
             tracking: false,
+            status: crate::proto::mysql::status::AUTOCOMMIT,
+            nonce: Vec::new(),
         };
         let (_, greeting) = conn.packet(deadline).await?;
         if greeting.first() == Some(&0xFF) {
@@ -142,6 +149,7 @@ impl ServerConn {
                 .unwrap_or_default()
         };
         let first = answer(&nonce);
+        conn.nonce = nonce.clone();
         let wanted = (want.caps & auth::SESSION_CAPS)
             | caps::CLIENT_MYSQL
             | caps::PROTOCOL_41
@@ -162,9 +170,10 @@ impl ServerConn {
             let (seq, p) = conn.packet(deadline).await?;
             match p.first() {
                 Some(0x00) => {
+                    conn.status = ok_status(&p).unwrap_or(conn.status);
                     conn.caps = sent & server_caps;
                     conn.server_caps = server_caps;
-                    conn.observer = Observer::in_commands(conn.caps);
+                    conn.observer = Observer::in_commands(conn.caps, conn.status);
                     if conn.caps & caps::SESSION_TRACK != 0 {
                         // A server that refuses the settings reports too little: such a
                         // connection is kept by its session for good.
@@ -218,7 +227,10 @@ impl ServerConn {
         let (_, first) = self.packet(deadline).await?;
         match first.first() {
             Some(0xFF) => return Ok(Err(first)),
-            Some(0x00) => return Ok(Ok(Rows::default())),
+            Some(0x00) => {
+                self.status = ok_status(&first).unwrap_or(self.status);
+                return Ok(Ok(Rows::default()));
+            }
             _ => {}
         }
         // A result set: column count, definitions, [EOF], rows, terminator.
@@ -289,9 +301,87 @@ impl ServerConn {
         }
         self.tainted = false;
         self.locked = false;
-        self.schema = None;
-        self.observer = Observer::in_commands(self.caps);
+        self.learn_schema(deadline).await?;
+        self.observer = Observer::in_commands(self.caps, self.status);
         Ok(())
+    }
+
+    /// Ask the server for the default schema (after a reset, which keeps it).
+    async fn learn_schema(&mut self, deadline: Instant) -> Result<(), OpenError> {
+        self.schema = match self
+            .own_command(com::QUERY, b"SELECT DATABASE()", deadline)
+            .await?
+        {
+            Ok(r) => Some(r.first().unwrap_or_default().to_vec()),
+            Err(_) => None,
+        };
+        Ok(())
+    }
+
+    /// Log in again as the same user with no default schema (COM_CHANGE_USER is the only
+    /// command that unsets one): a connection whose session used `USE` can then serve a
+    /// session without a schema. Its session state goes too.
+    pub async fn drop_schema(
+        &mut self,
+        user: &[u8],
+        sha1: Option<[u8; 20]>,
+        timeout: Duration,
+    ) -> Result<(), OpenError> {
+        let deadline = Instant::now() + timeout;
+        let answer = |nonce: &[u8]| {
+            sha1.map(|h| auth::answer_from_sha1(&h, nonce).to_vec())
+                .unwrap_or_default()
+        };
+        let mut p = vec![com::CHANGE_USER];
+        p.extend_from_slice(user);
+        p.push(0);
+        let a = answer(&self.nonce);
+        p.push(a.len() as u8);
+        p.extend_from_slice(&a);
+        p.push(0); // no schema
+        p.extend_from_slice(&[self.charset, 0]);
+        if self.caps & caps::PLUGIN_AUTH != 0 {
+            p.extend_from_slice(auth::NATIVE);
+            p.push(0);
+        }
+        self.send(packet(0, &p), deadline).await?;
+        for _ in 0..3 {
+            let (seq, r) = self.packet(deadline).await?;
+            match r.first() {
+                Some(0x00) => {
+                    self.status = ok_status(&r).unwrap_or(self.status);
+                    self.schema = Some(Vec::new());
+                    self.tainted = false;
+                    self.locked = false;
+                    if self.tracking {
+                        if let Err(p) = self.own_command(com::QUERY, TRACKING, deadline).await? {
+                            return Err(OpenError::Refused(p));
+                        }
+                    }
+                    self.observer = Observer::in_commands(self.caps, self.status);
+                    return Ok(());
+                }
+                Some(0xFE) if r.len() > 1 => {
+                    let (name, rest) = split_nul(&r[1..]);
+                    if name != auth::NATIVE {
+                        return Err(OpenError::Server(
+                            "change user asked for another plugin".into(),
+                        ));
+                    }
+                    let nonce = rest.strip_suffix(&[0]).unwrap_or(rest).to_vec();
+                    self.send(packet(seq.wrapping_add(1), &answer(&nonce)), deadline)
+                        .await?;
+                    self.nonce = nonce;
+                }
+                Some(0xFF) => return Err(OpenError::Refused(r)),
+                _ => {
+                    return Err(OpenError::Server(
+                        "unexpected packet in COM_CHANGE_USER".into(),
+                    ))
+                }
+            }
+        }
+        Err(OpenError::Server("COM_CHANGE_USER did not end".into()))
     }
 
     /// Set the default schema (`COM_INIT_DB`); `Ok(Err(p))`: the server refused it.

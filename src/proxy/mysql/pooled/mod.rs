@@ -35,7 +35,7 @@ use crate::balance::ServerShared;
 use crate::config::{MysqlFrontend, MysqlPooled, ReadYourWrites};
 use crate::proto::mysql::auth::{self, TERMINATING_CAPS};
 use crate::proto::mysql::command::{classify, CommandClass};
-use crate::proto::mysql::packet::{complete_packet_len, err_packet, packet, HEADER_LEN};
+use crate::proto::mysql::packet::{err_packet, packet, HEADER_LEN};
 use crate::proto::mysql::session_track::{parse_ok, Gtid, OkInfo};
 use crate::proto::mysql::{caps, com, status, Event};
 use crate::proxy::{MysqlFront, ShardCtx, ShardView};
@@ -48,8 +48,40 @@ use conn::{GaugeGuard, OpenError, ServerConn, Want};
 pub use pool::{ReplState, ShardPool, UserGauge};
 use rules::{decide, Hold, ReplyFacts, TextFacts};
 
-/// Longest command read whole: one packet (a multi-packet command is refused).
-const MAX_COMMAND: usize = 0xFF_FFFF;
+/// Longest command read whole (a multi-packet one included, each 16 MiB packet with its
+/// header): a longer one is refused with ERR 1153.
+const MAX_COMMAND: usize = 64 << 20;
+
+/// Where the logical packet at the start of `buf` ends.
+#[derive(Debug, PartialEq, Eq)]
+enum Frames {
+    /// This many bytes: every 16 MiB chunk and the shorter last one, headers included.
+    Whole(usize),
+    Partial,
+    /// Longer than [`MAX_COMMAND`]: the sequence id of its last chunk header seen.
+    TooLong(u8),
+}
+
+fn logical_packet(buf: &[u8]) -> Frames {
+    let mut at = 0usize;
+    loop {
+        let Some(h) = buf.get(at..at + HEADER_LEN) else {
+            return Frames::Partial;
+        };
+        let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
+        let end = at + HEADER_LEN + len;
+        if end > MAX_COMMAND {
+            return Frames::TooLong(h[3]);
+        }
+        if buf.len() < end {
+            return Frames::Partial;
+        }
+        if len < 0xFF_FFFF {
+            return Frames::Whole(end);
+        }
+        at = end;
+    }
+}
 /// The login must be done within this.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A server's reply has no time bound of its own (a long query is legitimate); this only
@@ -244,24 +276,18 @@ impl<'a> Session<'a> {
     /// the idle timeout and a drain end the wait; else within `LOGIN_TIMEOUT` per read.
     async fn client_packet(&mut self, idle: bool) -> Result<Vec<u8>, End> {
         loop {
-            if self.client.buf.len() >= HEADER_LEN {
-                let len = u32::from_le_bytes([
-                    self.client.buf[0],
-                    self.client.buf[1],
-                    self.client.buf[2],
-                    0,
-                ]) as usize;
-                if len >= MAX_COMMAND {
-                    let msg = "shardgate: a command longer than 16 MiB cannot be multiplexed";
-                    let seq = self.client.buf[3].wrapping_add(1);
+            match logical_packet(&self.client.buf) {
+                Frames::Whole(n) => {
+                    let rest = self.client.buf.split_off(n);
+                    return Ok(std::mem::replace(&mut self.client.buf, rest));
+                }
+                Frames::TooLong(seq) => {
+                    let msg = "shardgate: a command longer than 64 MiB cannot be multiplexed";
                     let p = err_payload(ER_NET_PACKET_TOO_LARGE, b"08S01", msg);
-                    let _ = self.send_client(packet(seq, &p)).await;
+                    let _ = self.send_client(packet(seq.wrapping_add(1), &p)).await;
                     return Err(End::Client);
                 }
-            }
-            if let Some(n) = complete_packet_len(&self.client.buf) {
-                let rest = self.client.buf.split_off(n);
-                return Ok(std::mem::replace(&mut self.client.buf, rest));
+                Frames::Partial => {}
             }
             let buf = std::mem::take(&mut self.client.buf);
             let (r, b) = if idle {
@@ -1032,9 +1058,21 @@ impl<'a> Session<'a> {
             };
             while let Some(mut c) = self.sp.take(servers, &key, rt::now_ms(), idle_ms) {
                 self.counters.pool_idle.set(self.sp.idle_count() as u64);
-                if self.schema.is_empty() && c.schema.as_ref().is_some_and(|s| s.is_empty()) {
+                if c.schema.as_deref() == Some(&self.schema[..]) {
                     self.counters.pool_reused.add(1);
                     return Some(Ok(c));
+                }
+                if self.schema.is_empty() {
+                    let name = self.pc.users[self.user].name.as_bytes();
+                    if c.drop_schema(name, self.sha1, pool.connect_timeout)
+                        .await
+                        .is_ok()
+                    {
+                        self.counters.pool_reused.add(1);
+                        self.counters.pool_reset.add(1);
+                        return Some(Ok(c));
+                    }
+                    continue;
                 }
                 let schema = self.schema.clone();
                 match c.use_schema(&schema, pool.connect_timeout).await {
@@ -1259,4 +1297,41 @@ pub fn render(shared: &crate::shared::Shared) -> String {
         out.push_str("no MySQL frontend multiplexes or splits reads\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(len: usize, seq: u8) -> Vec<u8> {
+        let mut v = (len as u32).to_le_bytes()[..3].to_vec();
+        v.push(seq);
+        v.resize(HEADER_LEN + len, 0x41);
+        v
+    }
+
+    #[test]
+    fn logical_packets_span_16_mib_chunks() {
+        let one = frame(5, 0);
+        assert_eq!(logical_packet(&one), Frames::Whole(one.len()));
+        for cut in 0..one.len() {
+            assert_eq!(logical_packet(&one[..cut]), Frames::Partial);
+        }
+        // 16 MiB - 1, then an empty last chunk: one command of exactly that size.
+        let mut two = frame(0xFF_FFFF, 0);
+        two.extend(frame(0, 1));
+        assert_eq!(logical_packet(&two), Frames::Whole(two.len()));
+        assert_eq!(logical_packet(&two[..two.len() - 1]), Frames::Partial);
+        // What follows the command stays for the next one.
+        let mut more = two.clone();
+        more.extend(frame(3, 0));
+        assert_eq!(logical_packet(&more), Frames::Whole(two.len()));
+        // Four full chunks pass 64 MiB: refused as soon as the header says so.
+        let mut big = Vec::new();
+        for seq in 0..3 {
+            big.extend(frame(0xFF_FFFF, seq));
+        }
+        big.extend_from_slice(&[0xFF, 0xFF, 0xFF, 3]);
+        assert_eq!(logical_packet(&big), Frames::TooLong(3));
+    }
 }

@@ -126,10 +126,10 @@ impl ShardPool {
         id
     }
 
-    /// An idle connection to one of `servers` for this user, capabilities and character set,
-    /// whose schema can be made `schema` (a connection with no schema serves only sessions
-    /// with none, since no command unsets a schema). Connections idle past `idle_ms` are
-    /// closed on the way.
+    /// An idle connection to one of `servers` for this user, capabilities and character set;
+    /// best one with the session's schema already, then one whose schema `COM_INIT_DB` can
+    /// change, then any (the caller unsets its schema with COM_CHANGE_USER). Connections idle
+    /// past `idle_ms` are closed on the way.
     pub fn take(
         &self,
         servers: &[usize],
@@ -145,18 +145,27 @@ impl ShardPool {
         } = *key;
         let mut idle = self.idle.borrow_mut();
         idle.retain(|c| now_ms.saturating_sub(c.idle_since_ms) < idle_ms);
-        // Newest first: a recently used connection is the least likely to have been closed
-        // by the server's wait_timeout.
-        let pos = idle.iter().rposition(|c| {
+        let fits = |c: &ServerConn| {
             c.user == user
                 && c.charset == charset
                 && (c.caps & SESSION_CAPS) == (caps & SESSION_CAPS & c.server_caps)
                 && servers.contains(&c.server)
-                && match &c.schema {
-                    Some(s) => s.is_empty() == schema.is_empty(),
-                    None => !schema.is_empty(),
-                }
-        })?;
+        };
+        // 0: the same schema; 1: INIT_DB makes it so; 2: its schema must be unset.
+        let cost = |c: &ServerConn| match &c.schema {
+            Some(s) if s == schema => 0,
+            _ if !schema.is_empty() => 1,
+            _ => 2,
+        };
+        // Newest first among the cheapest: a recently used connection is the least likely to
+        // have been closed by the server's wait_timeout.
+        let pos = idle
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, c)| fits(c))
+            .min_by_key(|(_, c)| cost(c))
+            .map(|(i, _)| i)?;
         Some(idle.swap_remove(pos))
     }
 

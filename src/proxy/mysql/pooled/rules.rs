@@ -33,6 +33,8 @@ pub struct TextFacts {
     /// `TEMPORARY` (a temporary table): in MIXED or STATEMENT binlog format its creation
     /// has a GTID too, which would explain the state change away.
     pub temporary: bool,
+    /// `HANDLER ...`: an open handler belongs to its connection and MariaDB reports nothing.
+    pub handler: bool,
 }
 
 fn contains_ci(text: &[u8], word: &[u8]) -> bool {
@@ -57,6 +59,10 @@ impl TextFacts {
             .any(|w| contains_ci(text, w)),
             calc_found_rows: contains_ci(text, b"SQL_CALC_FOUND_ROWS"),
             temporary: contains_ci(text, b"TEMPORARY"),
+            handler: text
+                .trim_ascii_start()
+                .get(..8)
+                .is_some_and(|h| h.eq_ignore_ascii_case(b"HANDLER ")),
             user_variable,
         }
     }
@@ -84,17 +90,23 @@ pub struct ReplyFacts {
 /// Does the session keep the connection, and for how long? `multiplex = false` keeps every
 /// connection for the session; the caller applies that.
 pub fn decide(f: &ReplyFacts) -> Hold {
+    let in_trans = f.status & status::IN_TRANS != 0;
     let forever = !f.tracked
         || f.status & status::AUTOCOMMIT == 0
         || f.locked
-        || f.unreported_change
+        // A classic EOF cannot say what changed; inside a transaction it is the transaction
+        // state (reported at the first read of every transaction), and the transaction keeps
+        // the connection anyway.
+        || (f.unreported_change && !in_trans)
         || f.text.lock_function
         || f.text.user_variable
         || f.text.temporary
+        || f.text.handler
         || matches!(
             f.cmd,
             com::STMT_PREPARE | com::SET_OPTION | com::STMT_EXECUTE
         )
+        || (!in_trans && f.oks.iter().any(|o| o.characteristics == Some(true)))
         || f.oks.iter().any(|o| {
             o.unreadable
                 || o.vars_changed
@@ -103,7 +115,7 @@ pub fn decide(f: &ReplyFacts) -> Hold {
     if forever {
         return Hold::Session;
     }
-    if f.status & status::IN_TRANS != 0 {
+    if in_trans {
         return Hold::Transaction;
     }
     let last = f.oks.last();
@@ -227,6 +239,27 @@ mod tests {
         f.locked = false;
         f.tracked = false;
         assert_eq!(decide(&f), Hold::Session);
+        // MariaDB 10.11: `4:'SET TRANSACTION READ ONLY;'` with no state-change item, and at
+        // BEGIN `5:'T_______', 4:'START TRANSACTION;'`.
+        let chars = OkInfo {
+            characteristics: Some(true),
+            ..OkInfo::default()
+        };
+        assert_eq!(
+            decide(&facts(com::QUERY, AC, vec![chars.clone()])),
+            Hold::Session
+        );
+        assert_eq!(
+            decide(&facts(com::QUERY, AC | status::IN_TRANS, vec![chars])),
+            Hold::Transaction,
+            "START TRANSACTION READ ONLY"
+        );
+        // A classic EOF announcing a change it cannot describe.
+        let mut f = facts(com::QUERY, AC, vec![]);
+        f.unreported_change = true;
+        assert_eq!(decide(&f), Hold::Session);
+        f.status |= status::IN_TRANS;
+        assert_eq!(decide(&f), Hold::Transaction);
         for cmd in [com::STMT_PREPARE, com::SET_OPTION] {
             assert_eq!(decide(&facts(cmd, AC, vec![])), Hold::Session);
         }
@@ -261,6 +294,8 @@ mod tests {
         assert!(TextFacts::of(b"SELECT 1 INTO @x").user_variable);
         assert!(!TextFacts::of(b"SELECT @@time_zone").user_variable);
         assert!(!TextFacts::of(b"SELECT 'a'").user_variable);
+        assert!(TextFacts::of(b" handler t open as h").handler);
+        assert!(!TextFacts::of(b"SELECT handler FROM t").handler);
     }
 
     #[test]
