@@ -2756,3 +2756,49 @@ fn state_the_server_does_not_report() {
         failed.join("\n")
     );
 }
+
+/// Found in review: COM_CHANGE_USER moves the session's place in the per-user client count
+/// (a session that changed user and quit must not leave the old user locked out or the new
+/// one counted forever); KILL is refused (the id a client knows is shardgate's).
+#[test]
+fn review_change_user_counts_and_kill() {
+    proxy_only!("review_change_user_counts_and_kill");
+    let db = mariadb!("review_change_user_counts_and_kill");
+    let p = mux_proxy_full(&db, "max_connections = 1", "");
+    let port = p.port("db");
+
+    // sg_a → sg_b (sg_b allows one client), quit; three times over.
+    for round in 0..3 {
+        let mut c = Tc::open(port, "sg_a", "pw_a", None);
+        c.change_user("sg_b", "pw_b", None)
+            .unwrap_or_else(|e| panic!("round {round}: change to sg_b: {e:?}"));
+        assert_eq!(c.one("SELECT CURRENT_USER()"), "sg_b@%");
+        c.quit();
+        // Give the proxy a moment to see the close.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut b = Tc::login(port, "sg_b", "pw_b", None).unwrap_or_else(|e| {
+            panic!("round {round}: sg_b locked out after a change-user session ended: {e:?}")
+        });
+        assert_eq!(b.one("SELECT 1"), "1");
+        b.quit();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, out) = p.ctl("show pool mysql");
+    assert!(
+        out.contains("user db sg_a clients=0") && out.contains("user db sg_b clients=0"),
+        "every client count back to 0:\n{out}"
+    );
+
+    // KILL and COM_PROCESS_KILL: refused with 1235, the session goes on.
+    let mut c = Tc::open(port, "sg_a", "pw_a", None);
+    let e = c
+        .try_query("KILL QUERY 1")
+        .expect_err("KILL must be refused");
+    assert_eq!(e.0, 1235, "{e:?}");
+    c.send(0x0c, &1u32.to_le_bytes()).expect("COM_PROCESS_KILL");
+    let r = c.read().expect("an answer");
+    assert_eq!(err_of(&r).0, 1235, "{:?}", err_of(&r));
+    assert_eq!(c.one("SELECT 1"), "1", "the session goes on");
+
+    c.quit();
+}

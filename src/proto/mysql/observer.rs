@@ -126,6 +126,8 @@ pub struct Observer {
     /// The last reply ended with a classic EOF (no DEPRECATE_EOF), which has no room for the
     /// session-state items its status may announce.
     ended_with_eof: bool,
+    /// The warning count of that classic EOF.
+    eof_warnings: u16,
     /// COM_CHANGE_USER target, kept until its reply says whether it took effect.
     change_user: Vec<u8>,
     change_schema: Option<Vec<u8>>,
@@ -169,6 +171,7 @@ impl Observer {
             status: 0,
             charset: 0,
             ended_with_eof: false,
+            eof_warnings: 0,
             infile: false,
             change_user: Vec::new(),
             change_schema: None,
@@ -212,6 +215,12 @@ impl Observer {
     /// The items are not in it (an EOF has no room for them), so what changed is unknown.
     pub fn state_change_unreported(&self) -> bool {
         self.ended_with_eof && self.status & super::session_track::SESSION_STATE_CHANGED != 0
+    }
+
+    /// Warnings announced by the classic EOF that ended the last reply (an OK's are in the
+    /// OK, see [`Event::Ok`]).
+    pub fn eof_warnings(&self) -> u16 {
+        self.eof_warnings
     }
 
     /// The character set (collation id) the client named in its handshake response.
@@ -522,6 +531,10 @@ impl Observer {
             Step::Lost(reason) => self.lose(reason, sink),
             Step::Done { ok } => {
                 self.ended_with_eof = p.first() == Some(&EOF) && !self.neg.deprecate_eof;
+                self.eof_warnings = match self.ended_with_eof {
+                    true => p.get(1..3).map_or(0, |w| u16::from_le_bytes([w[0], w[1]])),
+                    false => 0,
+                };
                 match p.first() {
                     Some(&OK) => self.status = ok_status(p).unwrap_or(self.status),
                     Some(&EOF) if self.neg.deprecate_eof => {

@@ -14,6 +14,7 @@
 //!         └ any error, or idle past the pool's idle_timeout: closed
 //! ```
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -281,6 +282,26 @@ impl ServerConn {
                 }
             }
         }
+    }
+
+    /// Is an idle connection still open, with nothing unread? A server that closed it while
+    /// it idled (`wait_timeout`, a restart) has sent EOF (or an ERR first): a non-blocking
+    /// peek sees it before a command is sent into it.
+    pub fn alive(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        // SAFETY: recv(2) into a live one-byte buffer; MSG_PEEK leaves the data in place.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                byte.as_mut_ptr() as *mut libc::c_void,
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
     }
 
     /// Make the connection clean for another session: `COM_RESET_CONNECTION` (session

@@ -51,6 +51,9 @@ use rules::{decide, Hold, ReplyFacts, TextFacts};
 /// Longest command read whole (a multi-packet one included, each 16 MiB packet with its
 /// header): a longer one is refused with ERR 1153.
 const MAX_COMMAND: usize = 64 << 20;
+/// Longest packet before the login is done (a HandshakeResponse41 with attributes is well
+/// under 1 KiB): nobody buffers megabytes for a client that has not shown a password.
+const MAX_LOGIN_PACKET: usize = 16 << 10;
 
 /// Where the logical packet at the start of `buf` ends.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,7 +65,7 @@ enum Frames {
     TooLong(u8),
 }
 
-fn logical_packet(buf: &[u8]) -> Frames {
+fn logical_packet(buf: &[u8], max: usize) -> Frames {
     let mut at = 0usize;
     loop {
         let Some(h) = buf.get(at..at + HEADER_LEN) else {
@@ -70,7 +73,7 @@ fn logical_packet(buf: &[u8]) -> Frames {
         };
         let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
         let end = at + HEADER_LEN + len;
-        if end > MAX_COMMAND {
+        if end > max {
             return Frames::TooLong(h[3]);
         }
         if buf.len() < end {
@@ -129,6 +132,8 @@ enum Relay {
     /// on a connection the server had closed may be sent again elsewhere).
     ServerFailed {
         silent: bool,
+        /// The command was written (the server may have run it).
+        sent: bool,
     },
     ClientFailed,
 }
@@ -159,6 +164,10 @@ struct Session<'a> {
     no_replica: bool,
     acct: ConnAccount,
     digests: DigestTrack,
+    /// The logged-in user's place in its client count (swapped by COM_CHANGE_USER).
+    client_gauge: Option<ClientGauge<'a>>,
+    /// Longest packet the client may send now: small until it has logged in.
+    max_packet: usize,
 }
 
 /// Serve one client of a terminating frontend until it leaves.
@@ -202,11 +211,15 @@ pub(super) async fn serve(
         no_replica: false,
         acct: ConnAccount::default(),
         digests: DigestTrack::default(),
+        client_gauge: None,
+        max_packet: MAX_LOGIN_PACKET,
     };
-    let Some(_client_gauge) = s.login().await else {
+    let logged_in = rt::timeout(LOGIN_TIMEOUT, s.login()).await == Some(true);
+    if !logged_in {
         s.acct.flush(s.stats, None);
         return;
-    };
+    }
+    s.max_packet = MAX_COMMAND;
     s.counters.pool_clients.add(1);
     let _ = s.commands().await;
     s.counters.pool_clients.sub(1);
@@ -273,16 +286,22 @@ impl<'a> Session<'a> {
     // ---- the client side ----
 
     /// One whole packet from the client (header included). `idle`: between commands, where
-    /// the idle timeout and a drain end the wait; else within `LOGIN_TIMEOUT` per read.
+    /// a drain ends the wait too; each read is bounded by client_idle_timeout (the login as a
+    /// whole by LOGIN_TIMEOUT).
     async fn client_packet(&mut self, idle: bool) -> Result<Vec<u8>, End> {
         loop {
-            match logical_packet(&self.client.buf) {
+            match logical_packet(&self.client.buf, self.max_packet) {
                 Frames::Whole(n) => {
                     let rest = self.client.buf.split_off(n);
                     return Ok(std::mem::replace(&mut self.client.buf, rest));
                 }
                 Frames::TooLong(seq) => {
-                    let msg = "shardgate: a command longer than 64 MiB cannot be multiplexed";
+                    let msg = match self.max_packet {
+                        MAX_COMMAND => {
+                            "shardgate: a command longer than 64 MiB cannot be multiplexed"
+                        }
+                        _ => "shardgate: login packet too long",
+                    };
                     let p = err_payload(ER_NET_PACKET_TOO_LARGE, b"08S01", msg);
                     let _ = self.send_client(packet(seq.wrapping_add(1), &p)).await;
                     return Err(End::Client);
@@ -302,7 +321,13 @@ impl<'a> Session<'a> {
                 )
                 .await
             } else {
-                rt::read_into(&mut self.client.stream, buf, 4096, LOGIN_TIMEOUT).await
+                rt::read_into(
+                    &mut self.client.stream,
+                    buf,
+                    4096,
+                    self.conf.client_idle_timeout,
+                )
+                .await
             };
             self.client.buf = b;
             match r {
@@ -339,7 +364,12 @@ impl<'a> Session<'a> {
 
     // ---- logging in ----
 
-    async fn login(&mut self) -> Option<ClientGauge<'a>> {
+    /// The connection phase; true once the client is logged in (and counted on its user).
+    async fn login(&mut self) -> bool {
+        self.login_steps().await.is_some()
+    }
+
+    async fn login_steps(&mut self) -> Option<()> {
         let id = self.sp.connection_id();
         let version = self.sp.version.borrow().clone();
         let hello = auth::greeting(&version, id, &self.scramble);
@@ -394,7 +424,7 @@ impl<'a> Session<'a> {
             let _ = self.send_err(seq, &p).await;
             return None;
         }
-        let guard = ClientGauge(gauge);
+        self.client_gauge = Some(ClientGauge(gauge));
         (self.user, self.sha1, self.caps, self.charset) = (user, sha1, caps, charset);
         if !schema.is_empty() {
             // The schema is the server's to accept: check it on a connection now, as a
@@ -411,7 +441,7 @@ impl<'a> Session<'a> {
         self.acct.authenticated();
         let ok = auth::ok_payload(status::AUTOCOMMIT);
         self.send_client(packet(seq, &ok)).await.ok()?;
-        Some(guard)
+        Some(())
     }
 
     /// The user's index and `SHA1(password)` when `answer` is right for our scramble.
@@ -460,6 +490,26 @@ impl<'a> Session<'a> {
                 }
                 com::RESET_CONNECTION => self.reset_connection().await?,
                 com::CHANGE_USER => self.change_user(&pkt).await?,
+                com::PROCESS_KILL => {
+                    self.acct.command(cmd);
+                    self.acct.reply(self.stats, false, 0);
+                    let p = err_payload(
+                        ER_NOT_SUPPORTED_YET,
+                        b"42000",
+                        "shardgate: KILL through a multiplexing frontend is not supported (connection ids are shardgate's); connect to the server",
+                    );
+                    self.send_err(1, &p).await?;
+                }
+                com::QUERY if rules::is_kill(&pkt[HEADER_LEN + 1..]) => {
+                    self.acct.command(cmd);
+                    self.acct.reply(self.stats, false, 0);
+                    let p = err_payload(
+                        ER_NOT_SUPPORTED_YET,
+                        b"42000",
+                        "shardgate: KILL through a multiplexing frontend is not supported (connection ids are shardgate's); connect to the server",
+                    );
+                    self.send_err(1, &p).await?;
+                }
                 _ if classify(cmd) == CommandClass::Unfollowable => {
                     self.acct.command(cmd);
                     self.acct.reply(self.stats, false, 0);
@@ -545,9 +595,8 @@ impl<'a> Session<'a> {
                 self.send_err(seq, &p).await?;
                 return Err(End::Client);
             }
-            self.sp.gauges[self.user]
-                .clients
-                .fetch_sub(1, Ordering::Relaxed);
+            // The old user's count goes down as its guard is replaced.
+            self.client_gauge = Some(ClientGauge(gauge));
         }
         (self.user, self.sha1) = (user, sha1);
         if let Some(c) = charset {
@@ -586,8 +635,17 @@ impl<'a> Session<'a> {
             _ => &[][..],
         };
         let text_facts = TextFacts::of(text);
+        let read = cmd == com::QUERY && rules::replica_safe(text);
         if let Some(h) = self.held.take() {
-            return self.on_conn(h.conn, Some(h.hold), pkt, text_facts).await;
+            if self.server(h.conn.server).replica && !read {
+                // Kept after a replica read for the next command (its warnings), but this one
+                // is not a read: the primary takes it.
+                self.release(h.conn).await;
+            } else {
+                return self
+                    .on_conn(h.conn, Some(h.hold), pkt, text_facts, read)
+                    .await;
+            }
         }
         if matches!(
             cmd,
@@ -638,7 +696,7 @@ impl<'a> Session<'a> {
                 }
             },
         };
-        self.on_conn(conn, None, pkt, text_facts).await
+        self.on_conn(conn, None, pkt, text_facts, read).await
     }
 
     /// Relay `pkt` on `conn`, retrying once on a fresh connection when a reused one fails
@@ -649,6 +707,7 @@ impl<'a> Session<'a> {
         held: Option<Hold>,
         pkt: Vec<u8>,
         text: TextFacts,
+        read: bool,
     ) -> Result<(), End> {
         let mut retried = false;
         loop {
@@ -663,13 +722,25 @@ impl<'a> Session<'a> {
                     }
                     return self.after_reply(conn, held, facts).await;
                 }
-                Relay::ClientFailed => return Err(End::Client),
-                Relay::ServerFailed { silent } => {
+                Relay::ClientFailed => {
+                    if held == Some(Hold::Session) {
+                        self.counters.pool_pinned.sub(1);
+                    }
+                    return Err(End::Client);
+                }
+                Relay::ServerFailed { silent, sent } => {
                     let was_replica = self.server(conn.server).replica;
                     drop(conn);
-                    if !silent || held.is_some() || retried {
+                    if held == Some(Hold::Session) {
+                        self.counters.pool_pinned.sub(1);
+                    }
+                    // Sent again only when it cannot have run: the write failed, or nothing
+                    // came back for a plain read. A write (or a KILL'ed statement) that got no
+                    // answer may have run: the client is told, never given a second run.
+                    let again = silent && (!sent || read);
+                    if !again || held.is_some() || retried {
                         self.counters.backend_lost.add(1);
-                        if held.is_some() || !silent {
+                        if held.is_some() || !again {
                             // Part of a reply, or state the session relied on, is gone.
                             return Err(End::Client);
                         }
@@ -717,7 +788,7 @@ impl<'a> Session<'a> {
             }
         }
         let mut hold = decide(&facts);
-        if hold == Hold::Session {
+        if hold == Hold::Session || rules::taints(&facts) {
             conn.tainted = true;
         }
         if self.server(conn.server).replica {
@@ -731,6 +802,9 @@ impl<'a> Session<'a> {
             }
             if !self.pc.multiplex {
                 self.own_replica = Some(conn);
+            } else if hold == Hold::Next {
+                // Its warnings or error are read by the next command (if it is a read).
+                self.held = Some(Held { conn, hold });
             } else {
                 self.release(conn).await;
             }
@@ -780,7 +854,10 @@ impl<'a> Session<'a> {
         }
         if let (Err(_), _) = rt::write_all(&mut conn.stream, pkt.to_vec(), REPLY_TIMEOUT).await {
             self.close_open_command(conn, &to);
-            return Relay::ServerFailed { silent: true };
+            return Relay::ServerFailed {
+                silent: true,
+                sent: false,
+            };
         }
         let mut got_any = false;
         let mut buf = std::mem::take(&mut conn.buf);
@@ -792,7 +869,10 @@ impl<'a> Session<'a> {
                     Read::Data => {}
                     _ => {
                         self.close_open_command(conn, &to);
-                        return Relay::ServerFailed { silent: !got_any };
+                        return Relay::ServerFailed {
+                            silent: !got_any,
+                            sent: true,
+                        };
                     }
                 }
             }
@@ -856,7 +936,10 @@ impl<'a> Session<'a> {
                         });
                     }
                     if let (Err(_), _) = rt::write_all(&mut conn.stream, p, REPLY_TIMEOUT).await {
-                        return Relay::ServerFailed { silent: false };
+                        return Relay::ServerFailed {
+                            silent: false,
+                            sent: true,
+                        };
                     }
                 }
             }
@@ -865,6 +948,7 @@ impl<'a> Session<'a> {
         conn.locked = facts.locked;
         facts.status = conn.observer.server_status();
         facts.unreported_change = conn.observer.state_change_unreported();
+        facts.eof_warnings = conn.observer.eof_warnings();
         Relay::Done(facts)
     }
 
@@ -890,7 +974,10 @@ impl<'a> Session<'a> {
                 .iter()
                 .find(|r| r.regex.is_match(&digest.text))
             {
-                return r.replica;
+                // A route may send a statement to the primary, or let a read that does not
+                // start with SELECT go to a replica; never a locking, writing or
+                // session-bound one.
+                return r.replica && rules::session_free(text);
             }
         }
         rules::replica_safe(text)
@@ -1058,6 +1145,10 @@ impl<'a> Session<'a> {
             };
             while let Some(mut c) = self.sp.take(servers, &key, rt::now_ms(), idle_ms) {
                 self.counters.pool_idle.set(self.sp.idle_count() as u64);
+                if !c.alive() {
+                    // Closed by the server while idle: dropped, the next one is tried.
+                    continue;
+                }
                 if c.schema.as_deref() == Some(&self.schema[..]) {
                     self.counters.pool_reused.add(1);
                     return Some(Ok(c));
@@ -1093,6 +1184,14 @@ impl<'a> Session<'a> {
         let gauge = &self.sp.gauges[self.user];
         if UserGauge::try_add(&gauge.servers, u.max_server_connections) {
             return Some(self.open(servers).await);
+        }
+        // At the bound, and nothing idle here fits this session (another character set,
+        // capabilities or role): one that does not fit makes room.
+        if self.sp.close_one_of(self.user) {
+            self.counters.pool_idle.set(self.sp.idle_count() as u64);
+            if UserGauge::try_add(&gauge.servers, u.max_server_connections) {
+                return Some(self.open(servers).await);
+            }
         }
         None
     }
@@ -1313,25 +1412,33 @@ mod tests {
     #[test]
     fn logical_packets_span_16_mib_chunks() {
         let one = frame(5, 0);
-        assert_eq!(logical_packet(&one), Frames::Whole(one.len()));
+        assert_eq!(logical_packet(&one, MAX_COMMAND), Frames::Whole(one.len()));
         for cut in 0..one.len() {
-            assert_eq!(logical_packet(&one[..cut]), Frames::Partial);
+            assert_eq!(logical_packet(&one[..cut], MAX_COMMAND), Frames::Partial);
         }
         // 16 MiB - 1, then an empty last chunk: one command of exactly that size.
         let mut two = frame(0xFF_FFFF, 0);
         two.extend(frame(0, 1));
-        assert_eq!(logical_packet(&two), Frames::Whole(two.len()));
-        assert_eq!(logical_packet(&two[..two.len() - 1]), Frames::Partial);
+        assert_eq!(logical_packet(&two, MAX_COMMAND), Frames::Whole(two.len()));
+        assert_eq!(
+            logical_packet(&two[..two.len() - 1], MAX_COMMAND),
+            Frames::Partial
+        );
         // What follows the command stays for the next one.
         let mut more = two.clone();
         more.extend(frame(3, 0));
-        assert_eq!(logical_packet(&more), Frames::Whole(two.len()));
+        assert_eq!(logical_packet(&more, MAX_COMMAND), Frames::Whole(two.len()));
         // Four full chunks pass 64 MiB: refused as soon as the header says so.
         let mut big = Vec::new();
         for seq in 0..3 {
             big.extend(frame(0xFF_FFFF, seq));
         }
         big.extend_from_slice(&[0xFF, 0xFF, 0xFF, 3]);
-        assert_eq!(logical_packet(&big), Frames::TooLong(3));
+        assert_eq!(logical_packet(&big, MAX_COMMAND), Frames::TooLong(3));
+        // Before the login, a packet past the small bound is refused from its header.
+        assert_eq!(
+            logical_packet(&[0x00, 0x00, 0x01, 1], MAX_LOGIN_PACKET),
+            Frames::TooLong(1)
+        );
     }
 }

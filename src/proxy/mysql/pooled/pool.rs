@@ -237,6 +237,19 @@ impl ShardPool {
         let _ = crate::rt::timeout(most, wait).await;
     }
 
+    /// Close this shard's oldest idle connection of `user` (one that did not fit a session
+    /// of the user waiting at its max_server_connections); false when there is none.
+    pub fn close_one_of(&self, user: usize) -> bool {
+        let mut idle = self.idle.borrow_mut();
+        match idle.iter().position(|c| c.user == user) {
+            Some(i) => {
+                drop(idle.remove(i));
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().len()
     }

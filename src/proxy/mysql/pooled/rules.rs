@@ -35,6 +35,8 @@ pub struct TextFacts {
     pub temporary: bool,
     /// `HANDLER ...`: an open handler belongs to its connection and MariaDB reports nothing.
     pub handler: bool,
+    /// `CALL ...`: a procedure may leave anything behind.
+    pub call: bool,
 }
 
 fn contains_ci(text: &[u8], word: &[u8]) -> bool {
@@ -63,6 +65,10 @@ impl TextFacts {
                 .trim_ascii_start()
                 .get(..8)
                 .is_some_and(|h| h.eq_ignore_ascii_case(b"HANDLER ")),
+            call: text
+                .trim_ascii_start()
+                .get(..5)
+                .is_some_and(|h| h.eq_ignore_ascii_case(b"CALL ")),
             user_variable,
         }
     }
@@ -85,6 +91,8 @@ pub struct ReplyFacts {
     pub locked: bool,
     /// The reply ended with a classic EOF announcing a state change it cannot describe.
     pub unreported_change: bool,
+    /// Warnings of a classic EOF that ended the reply.
+    pub eof_warnings: u16,
 }
 
 /// Does the session keep the connection, and for how long? `multiplex = false` keeps every
@@ -120,6 +128,7 @@ pub fn decide(f: &ReplyFacts) -> Hold {
     }
     let last = f.oks.last();
     if !f.ok
+        || f.eof_warnings > 0
         || f.text.calc_found_rows
         || last.is_some_and(|o| o.affected_rows > 0 || o.insert_id > 0 || o.warnings > 0)
     {
@@ -128,14 +137,10 @@ pub fn decide(f: &ReplyFacts) -> Hold {
     Hold::Release
 }
 
-/// May a COM_QUERY with this text run on a replica: a plain read, no locking read, no
-/// `INTO`, no user variable, no lock function, one statement.
-pub fn replica_safe(text: &[u8]) -> bool {
+/// Does the statement change the server or the session, or depend on this connection
+/// (COM_QUERY text)? Used to send only harmless reads to replicas.
+pub fn session_free(text: &[u8]) -> bool {
     let t = text.trim_ascii_start();
-    let starts = |w: &[u8]| t.get(..w.len()).is_some_and(|h| h.eq_ignore_ascii_case(w));
-    if !(starts(b"SELECT") || starts(b"SHOW") || starts(b"(SELECT")) {
-        return false;
-    }
     if t.contains(&b';') {
         return false;
     }
@@ -145,8 +150,9 @@ pub fn replica_safe(text: &[u8]) -> bool {
         &b"FOR UPDATE"[..],
         b"LOCK IN SHARE MODE",
         b"FOR SHARE",
-        b" INTO ",
         b"NEXTVAL",
+        b"NEXT VALUE FOR",
+        b"PREVIOUS VALUE FOR",
         b"LASTVAL",
         b"SETVAL",
         b"LAST_INSERT_ID",
@@ -156,7 +162,42 @@ pub fn replica_safe(text: &[u8]) -> bool {
     ]
     .iter()
     .any(|w| contains_ci(t, w));
-    !session_bound && !locking_or_writing
+    !session_bound && !locking_or_writing && !has_word(t, b"INTO")
+}
+
+/// May a COM_QUERY with this text run on a replica: a `SELECT` or `SHOW` that is
+/// [`session_free`]. Stored functions called in it run there too (shardgate cannot see
+/// inside them).
+pub fn replica_safe(text: &[u8]) -> bool {
+    let t = text.trim_ascii_start();
+    let starts = |w: &[u8]| t.get(..w.len()).is_some_and(|h| h.eq_ignore_ascii_case(w));
+    (starts(b"SELECT") || starts(b"SHOW") || starts(b"(SELECT")) && session_free(t)
+}
+
+/// `word` with whitespace (or the text's ends) on both sides, any case.
+fn has_word(text: &[u8], word: &[u8]) -> bool {
+    text.windows(word.len()).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(word)
+            && (i == 0 || text[i - 1].is_ascii_whitespace())
+            && text
+                .get(i + word.len())
+                .is_none_or(|c| c.is_ascii_whitespace())
+    })
+}
+
+/// `KILL [CONNECTION | QUERY] ...`: the id a client knows is shardgate's, not a server's.
+pub fn is_kill(text: &[u8]) -> bool {
+    let t = text.trim_ascii_start();
+    t.get(..5)
+        .is_some_and(|h| h[..4].eq_ignore_ascii_case(b"KILL") && h[4].is_ascii_whitespace())
+}
+
+/// Does a reply that releases its connection leave state on it all the same, so that it
+/// must be reset before another session uses it? A state change the statement's GTID
+/// "explained" may come from a trigger or routine (`SET @v` in a trigger), and `CALL` runs
+/// anything.
+pub fn taints(f: &ReplyFacts) -> bool {
+    f.text.call || f.oks.iter().any(|o| o.state_change && o.schema.is_none())
 }
 
 #[cfg(test)]
@@ -283,6 +324,13 @@ mod tests {
         f.ok = false;
         assert_eq!(decide(&f), Hold::Next, "SHOW ERRORS after an error");
         let mut f = facts(com::QUERY, AC, vec![]);
+        f.eof_warnings = 1;
+        assert_eq!(
+            decide(&f),
+            Hold::Next,
+            "SHOW WARNINGS after a classic-EOF result"
+        );
+        let mut f = facts(com::QUERY, AC, vec![]);
         f.text = TextFacts::of(b"SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1");
         assert_eq!(decide(&f), Hold::Next);
     }
@@ -308,7 +356,14 @@ mod tests {
         ] {
             assert!(replica_safe(ok), "{}", String::from_utf8_lossy(ok));
         }
+        assert!(is_kill(b"KILL 5") && is_kill(b" kill\tquery 7") && !is_kill(b"KILLS"));
+        assert!(!replica_safe(b"SELECT a\nINTO OUTFILE '/tmp/x' FROM t"));
+        assert!(replica_safe(b"SELECT pointo FROM t"));
+        assert!(session_free(b"WITH x AS (SELECT 1) SELECT * FROM x"));
+        assert!(!session_free(b"SELECT 1; DELETE FROM t"));
         for no in [
+            &b"SELECT NEXT VALUE FOR s"[..],
+            b"SELECT PREVIOUS VALUE FOR s",
             &b"SELECT * FROM t FOR UPDATE"[..],
             b"SELECT a INTO @x FROM t",
             b"SELECT @a",
