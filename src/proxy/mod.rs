@@ -111,6 +111,7 @@ impl ShardView {
                                 pc.clone(),
                                 mysql::user_gauges(shared, &f.name, pc),
                                 shard.id,
+                                shared.shards,
                             ))
                         })
                     }),

@@ -83,12 +83,15 @@ pub struct ServerConn {
 /// lives.
 pub struct GaugeGuard {
     pub user: std::sync::Arc<UserGauge>,
+    /// The user's connections on this shard (what its share of max_server_connections bounds).
+    pub local: std::rc::Rc<std::cell::Cell<u64>>,
     pub open: std::sync::Arc<crate::proxy::mysql::FrontCounters>,
 }
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.user.servers.fetch_sub(1, Ordering::Relaxed);
+        self.local.set(self.local.get().saturating_sub(1));
         self.open.pool_server_conns.sub(1);
     }
 }
@@ -112,7 +115,6 @@ impl ServerConn {
         server: usize,
         want: &Want<'_>,
         timeout: Duration,
-        gauge: Option<GaugeGuard>,
     ) -> Result<ServerConn, OpenError> {
         let deadline = Instant::now() + timeout;
         let stream = match rt::connect(addr, timeout).await {
@@ -134,7 +136,7 @@ impl ServerConn {
             tainted: false,
             locked: false,
             idle_since_ms: 0,
-            _gauge: gauge,
+            _gauge: None,
             tracking: false,
             status: crate::proto::mysql::status::AUTOCOMMIT,
             nonce: Vec::new(),
@@ -282,6 +284,11 @@ impl ServerConn {
                 }
             }
         }
+    }
+
+    /// Count the connection on its user and frontend for as long as it lives.
+    pub fn counted(&mut self, g: GaugeGuard) {
+        self._gauge = Some(g);
     }
 
     /// Is an idle connection still open, with nothing unread? A server that closed it while

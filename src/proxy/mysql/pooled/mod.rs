@@ -1128,7 +1128,14 @@ impl<'a> Session<'a> {
             if place.ticket == 0 {
                 place.ticket = self.sp.enqueue(place.user);
             }
-            self.sp.wait_turn(place.ticket, FULL_POLL).await;
+            // The oldest waiter also looks every FULL_POLL (a connection closed on another
+            // shard frees a place no put() here announces); the others sleep until their turn.
+            let most = if self.sp.my_turn(place.user, place.ticket) {
+                FULL_POLL
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            self.sp.wait_turn(place.ticket, most).await;
         }
     }
 
@@ -1180,16 +1187,15 @@ impl<'a> Session<'a> {
                 }
             }
         }
-        let u = &self.pc.users[self.user];
-        let gauge = &self.sp.gauges[self.user];
-        if UserGauge::try_add(&gauge.servers, u.max_server_connections) {
+        let max = self.pc.users[self.user].max_server_connections;
+        if self.sp.try_place(self.user, max) {
             return Some(self.open(servers).await);
         }
         // At the bound, and nothing idle here fits this session (another character set,
         // capabilities or role): one that does not fit makes room.
         if self.sp.close_one_of(self.user) {
             self.counters.pool_idle.set(self.sp.idle_count() as u64);
-            if UserGauge::try_add(&gauge.servers, u.max_server_connections) {
+            if self.sp.try_place(self.user, max) {
                 return Some(self.open(servers).await);
             }
         }
@@ -1199,11 +1205,12 @@ impl<'a> Session<'a> {
     /// Log a new connection in (its place on the user's gauge is taken).
     async fn open(&mut self, servers: &[usize]) -> Result<ServerConn, Vec<u8>> {
         let pool = self.pool_conf();
-        let gauge = self.sp.gauges[self.user].clone();
-        let mut guard = Some(GaugeGuard {
-            user: gauge,
+        // The place taken by try_place, given back if no server takes the login.
+        let guard = GaugeGuard {
+            user: self.sp.gauges[self.user].clone(),
+            local: self.sp.local[self.user].clone(),
             open: self.counters_arc(),
-        });
+        };
         let name = self.pc.users[self.user].name.as_bytes();
         self.counters.pool_server_conns.add(1);
         let want = Want {
@@ -1216,9 +1223,9 @@ impl<'a> Session<'a> {
         };
         for &ix in servers {
             let ss = self.server(ix);
-            let Some(g) = guard.take() else { break };
-            match ServerConn::open(ss.addr, ix, &want, pool.connect_timeout, Some(g)).await {
-                Ok(c) => {
+            match ServerConn::open(ss.addr, ix, &want, pool.connect_timeout).await {
+                Ok(mut c) => {
+                    c.counted(guard);
                     self.counters.pool_opened.add(1);
                     if ss.mark_up() {
                         tracing::info!(event = "server_up", pool = %pool.name, server = %ss.name, "server up: connect succeeded");
@@ -1238,15 +1245,6 @@ impl<'a> Session<'a> {
                     if ss.mark_down(rt::now_ms(), pool.down_time.as_millis() as u64) {
                         tracing::warn!(event = "server_down", pool = %pool.name, server = %ss.name, error = %e, down_for = ?pool.down_time, "mysql server down");
                     }
-                    // The guard went with the failed attempt; count a new one.
-                    self.counters.pool_server_conns.add(1);
-                    self.sp.gauges[self.user]
-                        .servers
-                        .fetch_add(1, Ordering::Relaxed);
-                    guard = Some(GaugeGuard {
-                        user: self.sp.gauges[self.user].clone(),
-                        open: self.counters_arc(),
-                    });
                 }
             }
         }

@@ -82,7 +82,7 @@ async fn check_loop(
                 charset: auth::UTF8MB4_GENERAL_CI,
                 schema: b"",
             };
-            match ServerConn::open(ss.addr, server, &want, conf.connect_timeout, None).await {
+            match ServerConn::open(ss.addr, server, &want, conf.connect_timeout).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     if !failing {

@@ -88,6 +88,13 @@ pub struct ShardPool {
     pub conf: Arc<MysqlPooled>,
     /// Per `conf.users` entry.
     pub gauges: Vec<Arc<UserGauge>>,
+    /// Per `conf.users` entry: its server connections on this shard.
+    pub local: Vec<std::rc::Rc<Cell<u64>>>,
+    /// This shard's part of each user's max_server_connections: `max / shards`, the remainder
+    /// going to the first shards, at least 1 (connections are per shard, so a bound shared
+    /// freely would let one shard's idle connections starve another's sessions).
+    shard: usize,
+    shards: usize,
     idle: RefCell<Vec<ServerConn>>,
     /// The version string of the last greeting a server sent (shown in ours).
     pub version: RefCell<Vec<u8>>,
@@ -106,8 +113,16 @@ pub struct ShardPool {
 const DEFAULT_VERSION: &[u8] = b"5.5.5-10.11.0-MariaDB-shardgate";
 
 impl ShardPool {
-    pub fn new(conf: Arc<MysqlPooled>, gauges: Vec<Arc<UserGauge>>, shard: usize) -> ShardPool {
+    pub fn new(
+        conf: Arc<MysqlPooled>,
+        gauges: Vec<Arc<UserGauge>>,
+        shard: usize,
+        shards: usize,
+    ) -> ShardPool {
         ShardPool {
+            local: gauges.iter().map(|_| Default::default()).collect(),
+            shard,
+            shards: shards.max(1),
             conf,
             gauges,
             idle: RefCell::new(Vec::new()),
@@ -118,6 +133,24 @@ impl ShardPool {
             waiters: RefCell::new(std::collections::VecDeque::new()),
             next_ticket: Cell::new(1),
         }
+    }
+
+    /// This shard's part of a bound of `max` over all shards.
+    pub fn share(&self, max: u64) -> u64 {
+        let n = self.shards as u64;
+        let extra = u64::from((self.shard as u64) < max % n);
+        (max / n + extra).max(1)
+    }
+
+    /// Count one more server connection of `user` if its share of `max` allows.
+    pub fn try_place(&self, user: usize, max: Option<u64>) -> bool {
+        let local = &self.local[user];
+        if max.is_some_and(|m| local.get() >= self.share(m)) {
+            return false;
+        }
+        local.set(local.get() + 1);
+        self.gauges[user].servers.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     pub fn connection_id(&self) -> u32 {
@@ -271,7 +304,7 @@ mod tests {
             users: Vec::new(),
             routes: Vec::new(),
         });
-        ShardPool::new(conf, Vec::new(), 0)
+        ShardPool::new(conf, Vec::new(), 0, 1)
     }
 
     #[test]
@@ -300,6 +333,20 @@ mod tests {
         p.leave(0, d);
         p.leave(1, other);
         assert!(p.my_turn(0, 0) && p.my_turn(1, 0));
+    }
+
+    #[test]
+    fn max_server_connections_is_shared_out_exactly() {
+        let mk = |shard, shards| {
+            let conf = pool().conf.clone();
+            ShardPool::new(conf, Vec::new(), shard, shards)
+        };
+        for (max, shards) in [(4u64, 2usize), (5, 2), (32, 3), (1, 1), (7, 7)] {
+            let total: u64 = (0..shards).map(|s| mk(s, shards).share(max)).sum();
+            assert_eq!(total, max, "max {max} over {shards} shards");
+        }
+        // Fewer places than shards: every shard still gets one.
+        assert_eq!(mk(1, 2).share(1), 1);
     }
 
     #[test]
