@@ -2788,6 +2788,17 @@ fn review_change_user_counts_and_kill() {
         out.contains("user db sg_a clients=0") && out.contains("user db sg_b clients=0"),
         "every client count back to 0:\n{out}"
     );
+    // The same through the JSON form.
+    let (_, json) = p.ctl("json show pool mysql");
+    let v: serde_json::Value = serde_json::from_str(json.trim())
+        .unwrap_or_else(|e| panic!("show pool mysql JSON: {e}: {json}"));
+    let users = v["users"].as_array().expect("users");
+    assert_eq!(users.len(), 2, "{json}");
+    for u in users {
+        assert_eq!(u["clients"], 0, "{json}");
+        assert_eq!(u["frontend"], "db", "{json}");
+    }
+    assert_eq!(v["frontends"][0]["multiplex"], true, "{json}");
 
     // KILL and COM_PROCESS_KILL: refused with 1235, the session goes on.
     let mut c = Tc::open(port, "sg_a", "pw_a", None);

@@ -106,7 +106,7 @@ const COMMANDS: &[Command] = &[
         args: "",
         help: "per multiplexing or read/write-splitting MySQL frontend, summed over shards: clients, sessions holding a server connection for good, server connections open and idle, opened, reused, reset, commands to primary and replicas, read-your-writes waits, timeouts and reads sent to the primary; per user its client and server connections; per server its role, replication lag and GTID position as the monitor last read them",
         run: |s, _| Ok((crate::proxy::mysql::render_pool(s), Action::None)),
-        json: Some(|s, _| Ok(data::table_json(&crate::proxy::mysql::render_pool(s)))),
+        json: Some(|s, _| Ok(crate::proxy::mysql::render_pool_json(s))),
     },
     Command {
         name: "show cache mysql",

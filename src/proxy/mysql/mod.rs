@@ -59,7 +59,9 @@ use crate::config::MysqlCacheConf;
 use backend::{connect_backend, read_greeting, NoBackend};
 use cached::Capture;
 use digest::DigestShard;
-pub use pooled::{render as render_pool, ReplState, ShardPool, UserGauge};
+pub use pooled::{
+    render as render_pool, render_json as render_pool_json, ReplState, ShardPool, UserGauge,
+};
 use qcache::QcacheShard;
 use stats::ConnAccount;
 pub use stats::{FrontCounters, MysqlShardStats, UserStats};

@@ -490,17 +490,9 @@ impl<'a> Session<'a> {
                 }
                 com::RESET_CONNECTION => self.reset_connection().await?,
                 com::CHANGE_USER => self.change_user(&pkt).await?,
-                com::PROCESS_KILL => {
-                    self.acct.command(cmd);
-                    self.acct.reply(self.stats, false, 0);
-                    let p = err_payload(
-                        ER_NOT_SUPPORTED_YET,
-                        b"42000",
-                        "shardgate: KILL through a multiplexing frontend is not supported (connection ids are shardgate's); connect to the server",
-                    );
-                    self.send_err(1, &p).await?;
-                }
-                com::QUERY if rules::is_kill(&pkt[HEADER_LEN + 1..]) => {
+                _ if cmd == com::PROCESS_KILL
+                    || (cmd == com::QUERY && rules::is_kill(&pkt[HEADER_LEN + 1..])) =>
+                {
                     self.acct.command(cmd);
                     self.acct.reply(self.stats, false, 0);
                     let p = err_payload(
@@ -796,7 +788,7 @@ impl<'a> Session<'a> {
                 // A read judged safe for a replica changed the session there: the session's
                 // state now lives on a replica connection that takes no writes. Keep the
                 // session away from replicas and do not let that state leak to others.
-                tracing::warn!(frontend = %self.conf.name, "a statement sent to a replica changed the session; this session uses the primary from now on");
+                tracing::warn!(event = "mysql_replica_session_change", frontend = %self.conf.name, "a statement sent to a replica changed the session; this session uses the primary from now on");
                 self.no_replica = true;
                 return Ok(());
             }
@@ -1394,6 +1386,49 @@ pub fn render(shared: &crate::shared::Shared) -> String {
         out.push_str("no MySQL frontend multiplexes or splits reads\n");
     }
     out
+}
+
+/// `show pool mysql` as JSON: `{"frontends": [...], "users": [...], "servers": [...]}`, each
+/// line an object: its names first (`frontend`, then `user` or `server`), then every `k=v`
+/// field, numbers as numbers and `-` as null.
+pub fn render_json(shared: &crate::shared::Shared) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    let mut out: Map<String, Value> = Map::new();
+    for kind in ["frontends", "users", "servers"] {
+        out.insert(kind.into(), Value::Array(Vec::new()));
+    }
+    for line in render(shared).lines() {
+        let mut words = line.split_whitespace();
+        let (kind, names): (&str, &[&str]) = match words.next() {
+            Some("frontend") => ("frontends", &["frontend"]),
+            Some("user") => ("users", &["frontend", "user"]),
+            Some("server") => ("servers", &["frontend", "server"]),
+            _ => continue,
+        };
+        let mut o = Map::new();
+        for n in names {
+            o.insert((*n).into(), Value::from(words.next().unwrap_or_default()));
+        }
+        for w in words {
+            let Some((k, v)) = w.split_once('=') else {
+                continue;
+            };
+            let v = match v {
+                "-" => Value::Null,
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => v
+                    .parse::<u64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::from(v)),
+            };
+            o.insert(k.into(), v);
+        }
+        if let Some(Value::Array(a)) = out.get_mut(kind) {
+            a.push(Value::Object(o));
+        }
+    }
+    Value::Object(out)
 }
 
 #[cfg(test)]
