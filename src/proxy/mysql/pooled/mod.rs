@@ -55,6 +55,12 @@ const MAX_COMMAND: usize = 64 << 20;
 /// under 1 KiB): nobody buffers megabytes for a client that has not shown a password.
 const MAX_LOGIN_PACKET: usize = 16 << 10;
 
+/// Is this command packet a plain read (a COM_QUERY a replica may take, which can be sent
+/// again without running anything twice)?
+fn is_read(pkt: &[u8]) -> bool {
+    pkt.get(HEADER_LEN) == Some(&com::QUERY) && rules::replica_safe(&pkt[HEADER_LEN + 1..])
+}
+
 /// Where the logical packet at the start of `buf` ends.
 #[derive(Debug, PartialEq, Eq)]
 enum Frames {
@@ -627,16 +633,13 @@ impl<'a> Session<'a> {
             _ => &[][..],
         };
         let text_facts = TextFacts::of(text);
-        let read = cmd == com::QUERY && rules::replica_safe(text);
         if let Some(h) = self.held.take() {
-            if self.server(h.conn.server).replica && !read {
+            if self.server(h.conn.server).replica && !is_read(&pkt) {
                 // Kept after a replica read for the next command (its warnings), but this one
                 // is not a read: the primary takes it.
                 self.release(h.conn).await;
             } else {
-                return self
-                    .on_conn(h.conn, Some(h.hold), pkt, text_facts, read)
-                    .await;
+                return self.on_conn(h.conn, Some(h.hold), pkt, text_facts).await;
             }
         }
         if matches!(
@@ -688,7 +691,7 @@ impl<'a> Session<'a> {
                 }
             },
         };
-        self.on_conn(conn, None, pkt, text_facts, read).await
+        self.on_conn(conn, None, pkt, text_facts).await
     }
 
     /// Relay `pkt` on `conn`, retrying once on a fresh connection when a reused one fails
@@ -699,7 +702,6 @@ impl<'a> Session<'a> {
         held: Option<Hold>,
         pkt: Vec<u8>,
         text: TextFacts,
-        read: bool,
     ) -> Result<(), End> {
         let mut retried = false;
         loop {
@@ -729,7 +731,7 @@ impl<'a> Session<'a> {
                     // Sent again only when it cannot have run: the write failed, or nothing
                     // came back for a plain read. A write (or a KILL'ed statement) that got no
                     // answer may have run: the client is told, never given a second run.
-                    let again = silent && (!sent || read);
+                    let again = silent && (!sent || is_read(&pkt));
                     if !again || held.is_some() || retried {
                         self.counters.backend_lost.add(1);
                         if held.is_some() || !again {
