@@ -232,6 +232,8 @@ fn ok_counts(p: &[u8]) -> (u64, u64) {
     (a, i)
 }
 
+/// raw.rs's HandshakeResponse41 with these capabilities (CONNECT_WITH_DB added with a schema)
+/// and this auth plugin named.
 fn handshake(user: &str, auth: &[u8], db: Option<&str>, caps: u32, plugin: &str) -> Vec<u8> {
     let caps = caps
         | if db.is_some() {
@@ -239,19 +241,10 @@ fn handshake(user: &str, auth: &[u8], db: Option<&str>, caps: u32, plugin: &str)
         } else {
             0
         };
-    let mut p = Vec::new();
-    p.extend_from_slice(&caps.to_le_bytes());
-    p.extend_from_slice(&(16u32 << 20).to_le_bytes());
-    p.push(45); // utf8mb4_general_ci
-    p.extend_from_slice(&[0; 23]);
-    p.extend_from_slice(user.as_bytes());
-    p.push(0);
-    p.push(auth.len() as u8);
-    p.extend_from_slice(auth);
-    if let Some(db) = db {
-        p.extend_from_slice(db.as_bytes());
-        p.push(0);
-    }
+    let mut p = raw::handshake_response(user, auth, db);
+    p[..4].copy_from_slice(&caps.to_le_bytes());
+    let native = b"mysql_native_password\0";
+    p.truncate(p.len() - native.len());
     p.extend_from_slice(plugin.as_bytes());
     p.push(0);
     p
